@@ -1,0 +1,33 @@
+# The two commands of the README: `make demo` and `make test`.
+# Both create .venv/ in the checkout and install treadle into it (editable).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+.PHONY: demo test setup system-packages clean
+
+$(BIN)/treadle: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+setup: $(BIN)/treadle
+
+demo: setup
+	$(BIN)/python examples/demo.py
+
+# The reference tools (cctools 9.9) are needed by the differential and
+# interoperability tests; install them when we are root and they are missing.
+system-packages:
+	@if ! command -v makeflow >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends coop-computing-tools openmpi-bin >/dev/null; \
+	fi
+
+test: setup system-packages
+	OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
+		$(BIN)/python -m pytest -q -p no:cacheprovider
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info

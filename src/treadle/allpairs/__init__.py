@@ -1,0 +1,1 @@
+"""Native All-Pairs and Wavefront engines."""

@@ -1,0 +1,1 @@
+"""Execution systems behind one small interface (see ``base.Backend``)."""

@@ -1,0 +1,99 @@
+"""The contract between the DAG engine and whatever runs its jobs.
+
+::
+
+    engine ──submit(Job)──────────▶ Backend ──▶ processes / Work Queue / Slurm / HTCondor
+    engine ◀──wait(timeout)─JobResult──┘
+    engine ──cancel(job_id), close()──▶
+
+A backend runs commands; it knows nothing about the DAG, the journal or
+retries. ``submit`` returns at once with the backend's id for the job (the pid
+for local jobs, the task id for Work Queue); ``wait`` returns the next finished
+job, or ``None`` when ``timeout`` passes first. Files named in ``Job.inputs``
+exist in the workflow's directory before submission; after a successful job
+the backend has placed ``Job.outputs`` there (a backend without a sandbox runs
+the command in that directory, so it has nothing to move). Checking that the
+outputs really exist is the engine's job, the same for every backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from treadle.flow.model import NO_RESOURCES, Resources
+
+
+@dataclass(frozen=True, slots=True)
+class FileSpec:
+    """A file as the workflow names it and as the task's sandbox names it."""
+
+    dag_name: str
+    task_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One command to run, with everything a backend needs and nothing it does not."""
+
+    rule_id: int
+    command: str
+    inputs: tuple[FileSpec, ...] = ()
+    outputs: tuple[FileSpec, ...] = ()
+    resources: Resources = NO_RESOURCES
+    environment: Mapping[str, str] = field(default_factory=dict)
+    category: str = "default"
+    batch_options: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobResult:
+    """How a job ended.
+
+    ``exit_code`` is the command's exit status when it exited; ``signal`` the
+    signal number when it was killed by one (then ``exit_code`` is ``None``).
+    ``error`` is set when the backend could not run the job at all (an input
+    it could not send, a submission refused); the engine treats that as a
+    failed attempt.
+    """
+
+    job_id: int
+    exit_code: int | None = None
+    signal: int | None = None
+    error: str | None = None
+    started: float = 0.0  # Unix time, seconds
+    finished: float = 0.0
+
+    @property
+    def succeeded(self) -> bool:
+        return self.exit_code == 0 and self.signal is None and self.error is None
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What the engine needs from an execution system.
+
+    ``name`` is the ``-T`` value. ``sandboxed`` is true when jobs run in a
+    private directory with their inputs copied in, which is what makes
+    ``LOCAL->REMOTE`` renaming meaningful.
+    """
+
+    name: str
+    sandboxed: bool
+
+    def submit(self, job: Job) -> int:
+        """Start ``job`` and return its id; never blocks on the job itself."""
+        ...
+
+    def wait(self, timeout: float | None) -> JobResult | None:
+        """The next finished job, or ``None`` if none finishes within ``timeout`` seconds."""
+        ...
+
+    def cancel(self, job_id: int) -> None:
+        """Stop a running job and everything it started. Its result is not reported."""
+        ...
+
+    def close(self) -> None:
+        """Release resources; cancels jobs still running."""
+        ...

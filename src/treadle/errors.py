@@ -1,0 +1,48 @@
+"""Errors a user can cause.
+
+Every exception here carries a message a user can act on; the CLI prints it on
+one line and exits non-zero, without a traceback. Anything else that escapes is
+a bug in treadle and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class TreadleError(Exception):
+    """A mistake in the user's input, arguments or environment."""
+
+    exit_status = 1
+
+
+class UsageError(TreadleError):
+    """Bad command-line arguments."""
+
+
+class ParseError(TreadleError):
+    """A syntax or consistency error at a known place in a workflow file.
+
+    ``str()`` gives ``FILE:LINE:COL: error: MESSAGE``, the form editors and
+    compilers use, so the place can be clicked on.
+    """
+
+    def __init__(self, message: str, file: str = "", line: int = 0, column: int = 0):
+        super().__init__(message)
+        self.message = message
+        self.file = file
+        self.line = line
+        self.column = column
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}: error: {self.message}"
+
+
+class WorkflowError(TreadleError):
+    """A workflow that parses but cannot run (missing input, locked log, ...)."""
+
+
+class WeaverError(TreadleError):
+    """A mistake in a Weaver script."""
+
+
+class AllPairsError(TreadleError):
+    """Bad input to the native All-Pairs or Wavefront engines."""

@@ -1,0 +1,1 @@
+"""The Makeflow language, the workflow model, the DAG engine and its journal."""

@@ -1,0 +1,1 @@
+"""Weaver: the Python workflow compiler."""
