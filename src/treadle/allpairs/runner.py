@@ -1,0 +1,496 @@
+"""Run one block of an All-Pairs matrix.
+
+This file is shipped to workers as it is, so it uses the standard library only
+and runs on Python 3.8 or later. The local pool imports it; a worker runs it as
+
+    python3 runner.py BLOCK.json OUT.tsv
+
+where BLOCK.json names F, the block's items and their global indices. The
+output is one ``i<TAB>j<TAB>result`` line per pair, results escaped so each
+pair is one line. The first failing pair ends the run with exit status 1 and a
+JSON line on stdout naming the pair, F's status and the tail of its stderr.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import importlib
+import importlib.util
+import io
+import json
+import os
+import sys
+import tempfile
+import types
+
+BITWISE = "BITWISE"
+
+# How much of a failing F's stderr is kept for the error message (spec §1.3).
+STDERR_TAIL = 2048
+
+
+def batched(function):
+    """Mark a callable as batched: called as F(items_a, items_b), returns a matrix."""
+    function.treadle_batched = True
+    return function
+
+
+def takes_bytes(function):
+    """Mark a callable as taking the items' contents (bytes) instead of their paths."""
+    function.treadle_takes_bytes = True
+    return function
+
+
+class PairFailure(Exception):
+    """F failed on one pair; ``i`` and ``j`` are global indices (-1 when unknown)."""
+
+    def __init__(self, i: int, j: int, message: str, stderr: str = ""):
+        super().__init__(message)
+        self.i = i
+        self.j = j
+        self.message = message
+        self.stderr = stderr
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {"failed": [self.i, self.j], "message": self.message, "stderr": self.stderr}
+        )
+
+
+def escape(text: str) -> str:
+    """Make a result one line: backslash, newline and carriage return are escaped."""
+    if "\\" in text or "\n" in text or "\r" in text:
+        text = text.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
+    return text
+
+
+def result_text(value) -> str:
+    """The text of a callable's return value (spec §1.4), not yet escaped."""
+    kind = type(value)
+    if kind is int or kind is str:
+        return str(value)
+    if kind is bool:
+        return "1" if value else "0"
+    if kind is float:
+        return repr(value)
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, float):
+        return repr(float(value))
+    if hasattr(value, "item") and hasattr(value, "dtype"):
+        return result_text(value.item())
+    return str(value)
+
+
+def bitwise(a: bytes, b: bytes) -> int:
+    """Differing byte positions below min(len a, len b), plus the length difference.
+
+    XOR of the two prefixes as big integers has a zero byte exactly where the
+    inputs agree; counting zero bytes runs at C speed.
+    """
+    n = min(len(a), len(b))
+    extra = abs(len(a) - len(b))
+    if n == 0:
+        return extra
+    x = int.from_bytes(a[:n], "big") ^ int.from_bytes(b[:n], "big")
+    return n - x.to_bytes(n, "big").count(0) + extra
+
+
+def _bitwise_rows(rows_bytes, cols_bytes):
+    """BITWISE over a block of loaded items, using numpy when it is importable."""
+    try:
+        if len(rows_bytes) * len(cols_bytes) < 64:
+            raise ImportError("small blocks are faster without numpy")
+        import numpy
+    except ImportError:
+        return [[bitwise(a, b) for b in cols_bytes] for a in rows_bytes]
+    by_length: dict[int, list[int]] = {}
+    for col, b in enumerate(cols_bytes):
+        by_length.setdefault(len(b), []).append(col)
+    groups = []
+    for length, cols in by_length.items():
+        if length == 0:
+            groups.append((length, cols, None))
+            continue
+        stacked = numpy.frombuffer(b"".join(cols_bytes[c] for c in cols), dtype=numpy.uint8)
+        groups.append((length, cols, stacked.reshape(len(cols), length)))
+    table = []
+    for a in rows_bytes:
+        row = [0] * len(cols_bytes)
+        va = numpy.frombuffer(a, dtype=numpy.uint8)
+        for length, cols, matrix in groups:
+            n = min(len(a), length)
+            extra = abs(len(a) - length)
+            if n == 0:
+                counts = [extra] * len(cols)
+            else:
+                counts = (numpy.count_nonzero(matrix[:, :n] != va[:n], axis=1) + extra).tolist()
+            for c, value in zip(cols, counts):  # noqa: B905 (runs on Python 3.8)
+                row[c] = value
+        table.append(row)
+    return table
+
+
+class Spawner:
+    """Runs F as a child process without a shell, one at a time, via posix_spawn.
+
+    stdin is /dev/null; stdout comes back through a pipe; stderr goes to a
+    private temporary file that is read only when F fails.
+    """
+
+    def __init__(self):
+        self._err = tempfile.TemporaryFile()
+        self._err_fd = self._err.fileno()
+
+    def close(self) -> None:
+        self._err.close()
+
+    def run(self, executable: str, argv: list[str]) -> tuple[int, bytes, str]:
+        """Run argv; return (exit status or -signal, stdout, stderr tail)."""
+        if os.fstat(self._err_fd).st_size:
+            os.ftruncate(self._err_fd, 0)
+        os.lseek(self._err_fd, 0, os.SEEK_SET)
+        read_end, write_end = os.pipe()
+        actions = [
+            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+            (os.POSIX_SPAWN_DUP2, write_end, 1),
+            (os.POSIX_SPAWN_DUP2, self._err_fd, 2),
+        ]
+        try:
+            pid = os.posix_spawn(executable, argv, os.environ, file_actions=actions)
+        except OSError as e:
+            os.close(read_end)
+            os.close(write_end)
+            return 127, b"", f"cannot start {executable}: {e.strerror}"
+        os.close(write_end)
+        chunks = []
+        try:
+            while True:
+                chunk = os.read(read_end, 65536)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+        finally:
+            os.close(read_end)
+        _, status = os.waitpid(pid, 0)
+        code = os.waitstatus_to_exitcode(status) if hasattr(os, "waitstatus_to_exitcode") else (
+            os.WEXITSTATUS(status) if os.WIFEXITED(status) else -os.WTERMSIG(status)
+        )
+        tail = ""
+        if code != 0:
+            size = os.fstat(self._err_fd).st_size
+            os.lseek(self._err_fd, max(0, size - STDERR_TAIL), os.SEEK_SET)
+            tail = os.read(self._err_fd, STDERR_TAIL).decode("utf-8", "replace")
+        return code, b"".join(chunks), tail
+
+
+def _install_decorator_shim() -> None:
+    """Let a callable's file say ``from treadle.allpairs import batched`` on a worker
+    where treadle is not installed: the names come from this file."""
+    try:
+        importlib.import_module("treadle.allpairs")
+        return
+    except ImportError:
+        pass
+    this = sys.modules[__name__]
+    package = types.ModuleType("treadle")
+    package.__path__ = []
+    package.allpairs = this
+    sys.modules.setdefault("treadle", package)
+    sys.modules.setdefault("treadle.allpairs", this)
+
+
+def load_callable(source: str, name: str, module: bool):
+    """Import NAME from a Python file (by path) or from a module."""
+    if module:
+        mod = importlib.import_module(source)
+    else:
+        _install_decorator_shim()
+        mod_name = "treadle_allpairs_f_" + str(abs(hash(os.path.abspath(source))))
+        if mod_name in sys.modules:
+            mod = sys.modules[mod_name]
+        else:
+            spec = importlib.util.spec_from_file_location(mod_name, source)
+            if spec is None or spec.loader is None:
+                raise ImportError(f"cannot load {source}")
+            mod = importlib.util.module_from_spec(spec)
+            sys.modules[mod_name] = mod
+            spec.loader.exec_module(mod)
+    value = mod
+    for part in name.split("."):
+        value = getattr(value, part)
+    return value
+
+
+class Function:
+    """F in a form the runner can call: built-in, executable or Python callable.
+
+    ``spec()`` gives the JSON-able description a worker rebuilds it from;
+    callables given as objects (Python API, local mode) carry ``call`` directly.
+    """
+
+    def __init__(self, kind: str, *, executable: str = "", args=(), source: str = "",
+                 name: str = "", module: bool = False, batched: bool = False,
+                 takes_bytes: bool = False, call=None):
+        self.kind = kind
+        self.executable = executable
+        self.args = list(args)
+        self.source = source
+        self.name = name
+        self.module = module
+        self.batched = batched
+        self.takes_bytes = takes_bytes or kind == "builtin"
+        self.call = call
+
+    @classmethod
+    def from_spec(cls, spec: dict) -> Function:
+        fn = cls(spec["kind"], executable=spec.get("executable", ""), args=spec.get("args", ()),
+                 source=spec.get("source", ""), name=spec.get("name", ""),
+                 module=spec.get("module", False), batched=spec.get("batched", False),
+                 takes_bytes=spec.get("takes_bytes", False))
+        if fn.kind == "callable":
+            fn.call = load_callable(fn.source, fn.name, fn.module)
+        return fn
+
+    def spec(self) -> dict:
+        return {"kind": self.kind, "executable": self.executable, "args": self.args,
+                "source": self.source, "name": self.name, "module": self.module,
+                "batched": self.batched, "takes_bytes": self.takes_bytes}
+
+    @property
+    def in_process(self) -> bool:
+        return self.kind != "exec"
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _call_capturing(call, a, b):
+    """Call F(a, b); when it returns None, its printed output is the result."""
+    saved = sys.stdout
+    buffer = io.StringIO()
+    sys.stdout = buffer
+    try:
+        value = call(a, b)
+    finally:
+        sys.stdout = saved
+    if value is None:
+        return buffer.getvalue().rstrip("\n")
+    return result_text(value)
+
+
+def _exec_pair(fn: Function, spawner: Spawner, i: int, j: int, a: str, b: str) -> str:
+    code, out, tail = spawner.run(fn.executable, [fn.executable] + fn.args + [a, b])
+    if code != 0:
+        what = f"exit status {code}" if code > 0 else f"signal {-code}"
+        raise PairFailure(i, j, f"F failed with {what}", tail)
+    return out.decode("utf-8", "replace").rstrip("\n")
+
+
+def _cells(rows, cols, symmetric):
+    for i, a in rows:
+        for j, b in cols:
+            if symmetric and j < i:
+                continue
+            yield i, a, j, b
+
+
+def compute_pairs(fn: Function, rows, cols, symmetric: bool, spawner: Spawner | None = None):
+    """Compute a strip. rows and cols are lists of (global index, path).
+
+    Returns (lines, calls): ``i<TAB>j<TAB>result`` lines in row-major order and
+    the number of calls of F.
+    """
+    if fn.kind == "exec" and fn.batched:
+        return _exec_batched(fn, rows, cols, symmetric)
+    if fn.kind == "exec":
+        own = spawner is None
+        spawner = spawner or Spawner()
+        try:
+            lines = [f"{i}\t{j}\t{escape(_exec_pair(fn, spawner, i, j, a, b))}\n"
+                     for i, a, j, b in _cells(rows, cols, symmetric)]
+        finally:
+            if own:
+                spawner.close()
+        return lines, len(lines)
+    if fn.takes_bytes:
+        row_items = [(i, _read(p)) for i, p in rows]
+        col_items = [(j, _read(p)) for j, p in cols]
+    else:
+        row_items, col_items = rows, cols
+    if fn.kind == "builtin":
+        table = _bitwise_rows([x for _, x in row_items], [x for _, x in col_items])
+        return _table_lines(table, row_items, col_items, symmetric), 0
+    if fn.batched:
+        return _callable_batched(fn, row_items, col_items, symmetric)
+    call = fn.call
+    lines = []
+    for i, a, j, b in _cells(row_items, col_items, symmetric):
+        try:
+            text = _call_capturing(call, a, b)
+        except Exception as e:
+            raise PairFailure(i, j, f"F raised {type(e).__name__}: {e}") from e
+        lines.append(f"{i}\t{j}\t{escape(text)}\n")
+    return lines, len(lines)
+
+
+def _table_lines(table, row_items, col_items, symmetric):
+    lines = []
+    for (i, _), row in zip(row_items, table):  # noqa: B905 (Python 3.8)
+        for (j, _), value in zip(col_items, row):  # noqa: B905 (Python 3.8)
+            if symmetric and j < i:
+                continue
+            lines.append(f"{i}\t{j}\t{escape(result_text(value))}\n")
+    return lines
+
+
+def _callable_batched(fn, row_items, col_items, symmetric):
+    first_i, first_j = row_items[0][0], col_items[0][0]
+    try:
+        table = fn.call([x for _, x in row_items], [x for _, x in col_items])
+    except Exception as e:
+        raise PairFailure(first_i, first_j,
+                          f"batched F raised {type(e).__name__}: {e}") from e
+    if hasattr(table, "tolist"):
+        table = table.tolist()
+    try:
+        table = [list(row) for row in table]
+    except TypeError:
+        raise PairFailure(first_i, first_j, "batched F must return a nested sequence or an "
+                          f"array, got {type(table).__name__}") from None
+    if len(table) != len(row_items) or any(len(row) != len(col_items) for row in table):
+        shape = f"{len(table)} rows of lengths {sorted({len(r) for r in table})}"
+        raise PairFailure(first_i, first_j, f"batched F returned {shape} for a {len(row_items)}x{len(col_items)} block")
+    return _table_lines(table, row_items, col_items, symmetric), 1
+
+
+def _exec_batched(fn, rows, cols, symmetric):
+    """Batched executable: F ARGS LIST_A LIST_B prints a<TAB>b<TAB>result lines."""
+    with tempfile.TemporaryDirectory(prefix="treadle-ap-") as tmp:
+        list_a, list_b = os.path.join(tmp, "A.list"), os.path.join(tmp, "B.list")
+        with open(list_a, "w", encoding="utf-8") as f:
+            f.writelines(p + "\n" for _, p in rows)
+        with open(list_b, "w", encoding="utf-8") as f:
+            f.writelines(p + "\n" for _, p in cols)
+        spawner = Spawner()
+        try:
+            code, out, tail = spawner.run(fn.executable, [fn.executable] + fn.args + [list_a, list_b])
+        finally:
+            spawner.close()
+    i0, j0 = rows[0][0], cols[0][0]
+    if code != 0:
+        raise PairFailure(i0, j0, f"batched F failed with exit status {code}", tail)
+    slots: dict[tuple[str, str], list[tuple[int, int]]] = {}
+    for i, a in rows:
+        for j, b in cols:
+            slots.setdefault((a, b), []).append((i, j))
+    results: dict[tuple[int, int], str] = {}
+    for line in out.decode("utf-8", "replace").splitlines():
+        if not line:
+            continue
+        parts = line.split("\t", 2)
+        if len(parts) != 3:
+            raise PairFailure(i0, j0, "batched F printed a line that is not "
+                              f"a<TAB>b<TAB>result: {line[:200]!r}")
+        free = slots.get((parts[0], parts[1]))
+        if not free:
+            raise PairFailure(i0, j0, "batched F printed an extra or duplicated pair "
+                              f"{parts[0]!r} {parts[1]!r}")
+        results[free.pop(0)] = parts[2]
+    missing = [cell for cells in slots.values() for cell in cells]
+    if missing:
+        i, j = min(missing)
+        raise PairFailure(i, j, f"batched F printed no result for {len(missing)} pair(s), the first being "
+                          f"{_name(rows, i)!r} {_name(cols, j)!r}")
+    lines = [f"{i}\t{j}\t{escape(results[(i, j)])}\n"
+             for i, _, j, _ in _cells(rows, cols, symmetric)]
+    return lines, 1
+
+
+def _name(items, index):
+    for k, p in items:
+        if k == index:
+            return p
+    return "?"
+
+
+def _strips(rows, k):
+    """Cut rows into k interleaved strips, so diagonal blocks balance too."""
+    return [rows[s::k] for s in range(k) if rows[s::k]]
+
+
+def _strip_in_child(spec, rows, cols, symmetric):
+    fn = Function.from_spec(spec)
+    return compute_pairs(fn, rows, cols, symmetric)
+
+
+def run_block(fn: Function, rows, cols, symmetric: bool, cores: int = 1):
+    """Compute a block on ``cores`` cores; returns (lines sorted row-major, calls)."""
+    cores = max(1, min(cores, len(rows)))
+    if cores == 1:
+        return compute_pairs(fn, rows, cols, symmetric)
+    strips = _strips(rows, cores)
+    if fn.kind == "exec":
+        with concurrent.futures.ThreadPoolExecutor(cores) as pool:
+            parts = list(pool.map(lambda s: compute_pairs(fn, s, cols, symmetric), strips))
+    else:
+        import multiprocessing
+        context = multiprocessing.get_context("fork")
+        with concurrent.futures.ProcessPoolExecutor(cores, mp_context=context) as pool:
+            parts = list(pool.map(_strip_in_child, [fn.spec()] * len(strips), strips,
+                                  [cols] * len(strips), [symmetric] * len(strips)))
+    lines = [line for part, _ in parts for line in part]
+    lines.sort(key=_line_key)
+    return lines, sum(calls for _, calls in parts)
+
+
+def _line_key(line):
+    i, j, _ = line.split("\t", 2)
+    return int(i), int(j)
+
+
+def main(argv=None) -> int:
+    """Worker entry: ``runner.py BLOCK.json OUT.tsv``."""
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 2:
+        sys.stderr.write("usage: runner.py BLOCK.json OUT.tsv\n")
+        return 2
+    with open(argv[0], encoding="utf-8") as f:
+        block = json.load(f)
+    spec = block["function"]
+    if spec["kind"] == "exec" and not os.path.isabs(spec["executable"]):
+        spec["executable"] = os.path.abspath(spec["executable"]) if os.path.exists(
+            spec["executable"]) else _which(spec["executable"])
+    if spec["kind"] == "callable" and not spec.get("module"):
+        spec["source"] = os.path.abspath(spec["source"])
+    try:
+        fn = Function.from_spec(spec)
+        cores = int(os.environ.get("CORES") or 0) or os.cpu_count() or 1
+        rows = [(i, p) for i, p in block["rows"]]
+        cols = [(j, p) for j, p in block["cols"]]
+        lines, calls = run_block(fn, rows, cols, block.get("symmetric", False), cores)
+    except PairFailure as e:
+        sys.stdout.write(e.to_json() + "\n")
+        return 1
+    tmp = argv[1] + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.writelines(lines)
+    os.replace(tmp, argv[1])
+    sys.stdout.write(json.dumps({"calls": calls}) + "\n")
+    return 0
+
+
+def _which(name: str) -> str:
+    for directory in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        candidate = os.path.join(directory or ".", name)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    return name
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(BrokenPipeError):
+        sys.exit(main())
