@@ -1,0 +1,103 @@
+"""``treadle allpairs``: a thin layer over ``treadle.allpairs.allpairs`` (spec §1.5)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from treadle.errors import UsageError
+
+
+def _debug(debug_file: str | None, flags: tuple[str, ...]) -> None:
+    if not debug_file and not flags:
+        return
+    handler = logging.FileHandler(debug_file) if debug_file else logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
+    logger = logging.getLogger("treadle")
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("set_a", metavar="SET_A")
+@click.argument("set_b", metavar="SET_B")
+@click.argument("function", metavar="FUNCTION", required=False)
+@click.option("-o", "-O", "--output", "--output-file", "output", metavar="FILE",
+              help="Result file: text triples, or a float64 matrix when it ends in .npy.")
+@click.option("-e", "--extra-args", default="", metavar="ARGS",
+              help="Fixed arguments put before each pair (split like a shell would).")
+@click.option("-f", "--input-file", "input_files", multiple=True, metavar="FILE",
+              help="An extra file F needs (repeatable).")
+@click.option("-t", "--estimated-time", type=float, metavar="S",
+              help="Seconds per comparison; skips sampling.")
+@click.option("-x", "--width", type=click.IntRange(min=1), help="Block rows (items of A).")
+@click.option("-y", "--height", type=click.IntRange(min=1), help="Block columns (items of B).")
+@click.option("-c", "--cores", type=click.IntRange(min=1),
+              help="Local processes, or cores per worker in the model. Default: all.")
+@click.option("-b", "--block-size", type=click.IntRange(min=1), metavar="N",
+              help="Most items of one set in memory at once per block.")
+@click.option("-p", "--port", type=click.IntRange(0, 65535), help="Manager port (wq mode).")
+@click.option("-Z", "--random-port", "port_file", metavar="FILE",
+              help="Pick a free manager port and write it to FILE.")
+@click.option("-N", "--project-name", "project", metavar="NAME", help="Advertise to the catalog.")
+@click.option("-P", "--priority", type=int, default=0, help="Task priority.")
+@click.option("--symmetric", is_flag=True, help="Declare F(a,b) = F(b,a); A and B must be one list.")
+@click.option("--half", is_flag=True, help="With --symmetric, print only the lines with i <= j.")
+@click.option("--stats", "stats_file", metavar="FILE", help="Write a JSON summary.")
+@click.option("--debug-file", metavar="FILE", help="Write a debug log.")
+@click.option("-d", "--debug", "debug_flags", multiple=True, metavar="FLAG", help="Debug output.")
+@click.option("-T", "--mode", type=click.Choice(["auto", "local", "wq"]), default="auto",
+              help="Where blocks run.")
+@click.option("--batched", is_flag=True, help="F takes two list files and prints triples.")
+@click.option("--plan", "--explain", "plan_only", is_flag=True,
+              help="Print the sample, the model's numbers and the plan, then exit.")
+@click.option("--restart", is_flag=True, help="Discard saved state.")
+@click.option("--keep-state", is_flag=True, help="Keep the state directory after success.")
+@click.option("-r", "--retries", type=click.IntRange(min=1), default=3,
+              help="Attempts per block before the run fails.")
+@click.option("--max-workers", type=click.IntRange(min=1), help="h_max of the cost model.")
+@click.option("--dispatch-time", type=float, metavar="S", help="d_host of the cost model.")
+@click.option("--bandwidth", type=float, metavar="MBPS", help="b of the cost model.")
+@click.option("--transfer", type=click.Choice(["manager", "tree"]), default="manager",
+              help="How items reach workers, for the cost model.")
+@click.option("--from", "from_triples", metavar="TRIPLES",
+              help="Assemble -o from a triples table without running F.")
+def command(set_a, set_b, function, output, extra_args, input_files, estimated_time, width,
+            height, cores, block_size, port, port_file, project, priority, symmetric, half,
+            stats_file, debug_file, debug_flags, mode, batched, plan_only, restart, keep_state,
+            retries, max_workers, dispatch_time, bandwidth, transfer, from_triples):
+    """Compare every item of SET_A with every item of SET_B using FUNCTION.
+
+    SET_A and SET_B are list files (one path per line). FUNCTION is an
+    executable (called as F [ARGS] a b), FILE.py:NAME or MODULE:NAME (a Python
+    callable), or BITWISE.
+
+    \b
+    Examples:
+      treadle allpairs set.list set.list ./compare -o matrix.txt
+      treadle allpairs set.list set.list BITWISE -o m.npy --symmetric
+      treadle allpairs a.list b.list cmp.py:score -T wq -p 9123
+    """
+    from treadle.allpairs.engine import allpairs
+
+    if function is None and from_triples is None:
+        raise UsageError("missing FUNCTION (or --from TRIPLES)")
+    if function is not None and from_triples is not None:
+        raise UsageError("--from assembles a table; do not give FUNCTION too")
+    _debug(debug_file, debug_flags)
+    block = None
+    if width or height:
+        block = (width or height, height or width)
+    result = allpairs(
+        set_a, set_b, function, output=output, extra_args=extra_args,
+        extra_files=input_files, symmetric=symmetric, half=half, batched=batched, mode=mode,
+        cores=cores, block=block, block_items=block_size, comparison_time=estimated_time,
+        port=port, random_port_file=port_file, project=project, priority=priority,
+        max_workers=max_workers, dispatch_time=dispatch_time, bandwidth=bandwidth,
+        transfer=transfer, retries=retries, restart=restart, keep_state=keep_state,
+        stats_file=stats_file, plan_only=plan_only, from_triples=from_triples,
+        plan_stream=sys.stderr)
+    if output is None and not plan_only:
+        result.write_text(sys.stdout, half)
