@@ -1,0 +1,1780 @@
+"""The Work Queue manager: an asyncio core with a blocking API on top.
+
+::
+
+    application thread                     manager thread (asyncio)
+    ──────────────────                     ─────────────────────────────────────────
+    submit(task) ──inbox──────────────────▶ ready heap ──dispatch──▶ worker links
+    wait(timeout) ◀──done deque + Condition─ retrieval ◀──result/get── worker links
+    cancel, stats, hungry (running sums)    keepalive, fast abort, limits (1 s tick)
+
+The event loop runs on a background thread started by the constructor, so a
+plain script can call ``wait`` in a loop as with the reference; ``*_async``
+variants let asyncio programs await the same calls from their own loop.
+All scheduling state belongs to the manager thread; the application thread
+only touches the inbox, the done deque and a few counters, under one lock.
+
+Costs are kept independent of queue depth: the next task comes off a heap,
+``hungry`` reads running sums, dispatch scans the workers (not the tasks),
+and writes to a worker are batched into one ``write`` per turn of the loop,
+with file payloads sent by ``sendfile``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import itertools
+import json
+import logging
+import os
+import socket
+import ssl as ssl_module
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from treadle.errors import UsageError
+from treadle.queue import protocol as wp
+from treadle.queue import resources as res
+from treadle.queue.cache import CacheItem, Namer
+from treadle.queue.scheduler import ReadyQueue, choose_worker
+from treadle.queue.task import (
+    MAX_OUTPUT_BYTES,
+    MAX_TASK_ID,
+    FileKind,
+    Result,
+    Task,
+    TaskFile,
+    TaskState,
+)
+
+log = logging.getLogger("treadle.queue.manager")
+
+DEFAULT_PORT = 9123
+REJECT_LIMIT = 32  # ready tasks tried per dispatch pass when none fits: bounds the cost per event
+SMALL_FILE = 1 << 16  # files below this are copied into the write batch instead of sendfile
+TICK = 0.5  # seconds between checks of keepalive, fast abort and time limits
+CATALOG_INTERVAL = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    """A snapshot of the queue, with the reference's field names."""
+
+    workers_connected: int = 0
+    workers_init: int = 0
+    workers_idle: int = 0
+    workers_busy: int = 0
+    workers_able: int = 0
+    workers_joined: int = 0
+    workers_removed: int = 0
+    workers_released: int = 0
+    workers_idled_out: int = 0
+    workers_fast_aborted: int = 0
+    workers_blocked: int = 0
+    workers_lost: int = 0
+    tasks_waiting: int = 0
+    tasks_on_workers: int = 0
+    tasks_running: int = 0
+    tasks_with_results: int = 0
+    tasks_submitted: int = 0
+    tasks_dispatched: int = 0
+    tasks_done: int = 0
+    tasks_failed: int = 0
+    tasks_cancelled: int = 0
+    tasks_exhausted_attempts: int = 0
+    time_when_started: float = 0.0
+    time_send: float = 0.0
+    time_receive: float = 0.0
+    time_workers_execute: float = 0.0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    capacity_tasks: int = 0
+    capacity_cores: int = 0
+    capacity_memory: int = 0
+    capacity_disk: int = 0
+    capacity_gpus: int = 0
+    total_cores: int = 0
+    total_memory: int = 0
+    total_disk: int = 0
+    total_gpus: int = 0
+    committed_cores: int = 0
+    committed_memory: int = 0
+    committed_disk: int = 0
+    committed_gpus: int = 0
+
+
+@dataclass(slots=True)
+class CategoryConfig:
+    """Per-category resource settings (``set_category``) and running figures."""
+
+    name: str
+    max: dict[str, int] = field(default_factory=dict)
+    min: dict[str, int] = field(default_factory=dict)
+    first: dict[str, int] = field(default_factory=dict)
+    mode: str = "FIXED"
+    fast_abort: float | None = None
+    # running figures
+    done: int = 0
+    exec_time_total: float = 0.0
+    waiting: int = 0
+    running: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    dispatched: int = 0
+
+
+MODES = ("FIXED", "MAX", "MIN_WASTE", "MAX_THROUGHPUT")
+
+
+class _Attempt:
+    """What one dispatch of a task put on one worker."""
+
+    __slots__ = ("worker", "box", "uncached", "outputs", "gets_left", "got_result", "started")
+
+    def __init__(self, worker: _Worker, box: dict[str, int]) -> None:
+        self.worker = worker
+        self.box = box
+        self.uncached: list[str] = []  # cache names to unlink when the task is done
+        self.outputs: list[tuple[TaskFile, str]] = []
+        self.gets_left = 0
+        self.got_result = False
+        self.started = time.time()
+
+
+class _Link:
+    """One TCP connection: the protocol state machine plus batched, ordered writes.
+
+    Everything sent in one turn of the event loop goes out in one ``write``;
+    file payloads above ``SMALL_FILE`` go by ``sendfile`` in their place in
+    the stream. Payload bytes are accounted to the protocol when queued, so
+    later events may be queued behind them at once.
+    """
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, loop: asyncio.AbstractEventLoop) -> None:
+        self.conn = wp.ManagerConnection()
+        self.reader = reader
+        self.writer = writer
+        self.loop = loop
+        self._out: collections.deque[bytes | tuple[str, int, int]] = collections.deque()
+        self._scheduled = False
+        self._busy = False
+        self._closed = False
+        self.bytes_sent = 0
+        self.close_reason: str | None = None
+        self.on_sent: Callable[[int], None] | None = None
+
+    # ---------------------------------------------------------------- sending
+    def send(self, *events: wp.Event) -> None:
+        """Queue the bytes of ``events``."""
+        for ev in events:
+            self._queue(self.conn.send(ev))
+
+    def send_payload(self, data: bytes) -> None:
+        self._queue(self.conn.send(wp.Data(data)))
+
+    def send_file(self, path: str, offset: int, count: int) -> None:
+        """Queue ``count`` bytes of ``path`` from ``offset`` as the payload just announced."""
+        self.conn.payload_streamed(count)
+        if count == 0:
+            return
+        if count < SMALL_FILE:
+            with open(path, "rb") as f:
+                f.seek(offset)
+                data = f.read(count)
+            if len(data) != count:
+                raise OSError(5, f"{path} changed while being sent", path)
+            self._queue(data)
+        else:
+            self._out.append((path, offset, count))
+            self._kick()
+
+    def _queue(self, data: bytes) -> None:
+        if data:
+            self._out.append(data)
+            self._kick()
+
+    def _kick(self) -> None:
+        if not self._scheduled and not self._busy and not self._closed:
+            self._scheduled = True
+            self.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        if self._closed:
+            self._out.clear()
+            return
+        batch: list[bytes] = []
+        out = self._out
+        while out and isinstance(out[0], bytes):
+            batch.append(out.popleft())  # type: ignore[arg-type]
+        if batch:
+            data = b"".join(batch)
+            self.writer.write(data)
+            self._count(len(data))
+        if out:
+            self._busy = True
+            self.loop.create_task(self._send_files())
+
+    async def _send_files(self) -> None:
+        try:
+            while self._out and not isinstance(self._out[0], bytes) and not self._closed:
+                path, offset, count = self._out.popleft()  # type: ignore[misc]
+                await self.writer.drain()
+                with open(path, "rb") as f:
+                    sent = await self.loop.sendfile(self.writer.transport, f, offset, count)
+                if sent != count:
+                    raise OSError(5, f"{path} changed while being sent", path)
+                self._count(count)
+        except (OSError, ConnectionError) as e:
+            log.info("sending a file failed: %s", e)
+            self.abort()
+        finally:
+            self._busy = False
+        self._kick()
+
+    def _count(self, n: int) -> None:
+        self.bytes_sent += n
+        if self.on_sent is not None:
+            self.on_sent(n)
+
+    async def drained(self) -> None:
+        """Wait until everything queued has been handed to the kernel."""
+        while (self._out or self._busy or self._scheduled) and not self._closed:
+            if self._scheduled:
+                self._flush()
+            await asyncio.sleep(0.001 if self._busy else 0)
+        if not self._closed:
+            await self.writer.drain()
+
+    # -------------------------------------------------------------- receiving
+    async def next_event(self) -> wp.Event:
+        """The next event, reading as needed (ConnectionClosed at EOF)."""
+        while True:
+            ev = self.conn.next_event()
+            if ev is not wp.NEED_DATA:
+                return ev  # type: ignore[return-value]
+            data = await self.reader.read(1 << 18)
+            self.conn.receive_data(data)
+
+    async def serve(self, handle: Callable[[wp.Event], None], on_bytes: Callable[[int], None]) -> None:
+        """Feed every event to ``handle`` until the peer closes (ProtocolError propagates)."""
+        conn = self.conn
+        while True:
+            for ev in conn.events():
+                if isinstance(ev, wp.ConnectionClosed):
+                    return
+                handle(ev)
+            data = await self.reader.read(1 << 18)
+            on_bytes(len(data))
+            conn.receive_data(data)
+            if self._closed:
+                return
+
+    # ---------------------------------------------------------------- closing
+    def abort(self) -> None:
+        """Drop the connection now (the serve loop then ends)."""
+        if not self._closed:
+            self._closed = True
+            self._out.clear()
+            self.writer.transport.abort()
+
+    async def close(self, flush: bool = False) -> None:
+        if flush and not self._closed:
+            try:
+                await asyncio.wait_for(self.drained(), 5)
+            except (TimeoutError, OSError, ConnectionError):
+                pass
+        self._closed = True
+        self._out.clear()
+        try:
+            self.writer.close()
+            await asyncio.wait_for(self.writer.wait_closed(), 2)
+        except (TimeoutError, OSError, ConnectionError):
+            pass
+
+
+class _Get:
+    """A pending ``get``: where its reply goes and what it found."""
+
+    __slots__ = ("name", "local", "done", "missing", "nbytes")
+
+    def __init__(self, name: str, local: str, done: Callable[[bool, int], None]) -> None:
+        self.name = name
+        self.local = local
+        self.done = done
+        self.missing = False
+        self.nbytes = 0
+
+
+class _Worker:
+    """The manager's view of one connected worker."""
+
+    def __init__(self, seq: int, link: _Link, addrport: str) -> None:
+        self.seq = seq
+        self.link = link
+        self.addrport = addrport
+        self.host = addrport.rsplit(":", 1)[0]
+        self.hostname = "unknown"
+        self.os = "unknown"
+        self.arch = "unknown"
+        self.version = "unknown"
+        self.worker_id = ""
+        self.treadle = False
+        self.features: set[str] = set()
+        self.total: dict[str, int] = {r: 0 for r in res.NAMES}
+        self.largest: dict[str, int] = {r: 0 for r in res.NAMES}
+        self.smallest: dict[str, int] = {r: 0 for r in res.NAMES}
+        self.slots = 0  # the `workers` resource
+        self.inuse: dict[str, int] = {r: 0 for r in res.NAMES}
+        self.seen_tag = False
+        self.seen_end_time = False
+        self.end_time = 0.0
+        self.draining = False
+        self.tasks: dict[int, Task] = {}
+        self.cache: dict[str, tuple[str, int]] = {}  # content key -> (cache name, bytes)
+        self.results_pending = False  # available_results seen, send_results not yet sent
+        self.results_requested = False
+        self.last_recv = time.monotonic()
+        self.check_sent = 0.0
+        self.recv_since_check = True
+        self.joined = time.time()
+        self.tasks_complete = 0
+        self.bytes_sent = 0
+        self.bytes_received = 0
+        self.replies: collections.deque[_Get | str] = collections.deque()  # mirrors the protocol's pending replies
+        self._payload: Any = None  # what the Data events after a header go to
+        self._payload_kind = ""
+        self._payload_head: Any = None
+        self._payload_size = 0
+        self._truncated = False
+        self.on_result: Callable[..., None] = lambda *a: None
+        self.on_update: Callable[..., None] = lambda *a: None
+
+    # ------------------------------------------------ replies and their payloads
+    def request_get(self, get: _Get) -> None:
+        self.replies.append(get)
+        self.link.send(wp.Get(get.name, 1))
+
+    def request_results(self) -> None:
+        self.replies.append("results")
+        self.link.send(wp.SendResults(-1))
+
+    def reply_end(self) -> None:
+        head = self.replies.popleft()
+        if isinstance(head, _Get):
+            head.done(head.missing, head.nbytes)
+        else:
+            self.results_requested = False
+
+    def _local_for(self, path: str) -> tuple[_Get, str]:
+        get = self.replies[0]
+        assert isinstance(get, _Get)  # the protocol checked that a get is pending
+        return get, get.local + path[len(get.name):]
+
+    def begin_result(self, ev: wp.Result) -> None:
+        self._payload_kind, self._payload_head = "result", ev
+        self._payload, self._truncated = bytearray(), False
+
+    def begin_update(self, ev: wp.Update) -> None:
+        self._payload_kind, self._payload_head = "update", ev
+        self._payload, self._truncated = bytearray(), False
+
+    def begin_file(self, ev: wp.FileReply) -> None:
+        get, local = self._local_for(ev.path)
+        self._payload_kind, self._payload_head = "file", get
+        self._payload_size = ev.size
+        try:
+            parent = os.path.dirname(local)
+            if parent:
+                os.makedirs(parent, exist_ok=True)
+            if os.path.isdir(local) and not os.path.islink(local):
+                import shutil
+
+                shutil.rmtree(local)
+            self._payload = open(local, "wb")  # noqa: SIM115 - closed at EndOfData
+        except OSError as e:
+            log.warning("cannot write output %s: %s", local, e.strerror)
+            get.missing = True
+            self._payload = None
+
+    def get_dir(self, path: str) -> None:
+        get, local = self._local_for(path)
+        try:
+            if os.path.lexists(local) and not os.path.isdir(local):
+                os.unlink(local)
+            os.makedirs(local, exist_ok=True)
+        except OSError as e:
+            log.warning("cannot create output directory %s: %s", local, e.strerror)
+            get.missing = True
+
+    def get_missing(self, path: str) -> None:
+        get, _ = self._local_for(path)
+        get.missing = True
+
+    def payload(self, data: bytes) -> None:
+        kind = self._payload_kind
+        if kind == "file":
+            if self._payload is not None:
+                self._payload.write(data)
+        elif len(self._payload) + len(data) <= MAX_OUTPUT_BYTES:
+            self._payload += data
+        else:
+            self._payload += data[: max(0, MAX_OUTPUT_BYTES - len(self._payload))]
+            self._truncated = True
+
+    def payload_end(self) -> None:
+        kind, head, data = self._payload_kind, self._payload_head, self._payload
+        self._payload_kind, self._payload_head, self._payload = "", None, None
+        if kind == "file":
+            if data is not None:
+                data.close()
+            head.nbytes += self._payload_size
+        elif kind == "result":
+            self.on_result(self, head.status, head.exit_code, bytes(data), self._truncated, head.usec, head.task_id)
+        elif kind == "update":
+            self.on_update(self, head.task_id, head.path, head.offset, bytes(data))
+
+    def closing_get_file(self) -> None:
+        """Close a half-received output file when the connection ends."""
+        if self._payload_kind == "file" and self._payload is not None:
+            self._payload.close()
+        self._payload_kind, self._payload = "", None
+
+    @property
+    def ready(self) -> bool:
+        """Gotcha 2: no task before `resource tag` and `info worker-end-time`."""
+        return self.seen_tag and self.seen_end_time
+
+    def has_room(self) -> bool:
+        return self.inuse["cores"] < self.total["cores"] or self.inuse["gpus"] < self.total["gpus"] or (
+            self.total["cores"] == 0 and self.total["gpus"] == 0
+        )
+
+
+def _read_password(password: bytes | str | None, password_file: str | None) -> bytes | None:
+    if password_file is not None:
+        try:
+            with open(password_file, "rb") as f:
+                return f.read()
+        except OSError as e:
+            raise UsageError(f"cannot read password file {password_file}: {e.strerror}") from None
+    if isinstance(password, str):
+        return password.encode()
+    return password
+
+
+class Manager:
+    """A Work Queue manager listening for workers (see the module docstring).
+
+    ``port=0`` picks a free port (read it back from ``m.port``). ``ssl`` is an
+    ``ssl.SSLContext`` for TLS between treadle peers (the reference worker
+    cannot speak it). ``catalog`` is ``HOST:PORT`` of a catalog server; the
+    manager reports to it only when it has a ``name``.
+    """
+
+    def __init__(
+        self,
+        port: int = DEFAULT_PORT,
+        *,
+        name: str | None = None,
+        host: str = "",
+        password: bytes | str | None = None,
+        password_file: str | None = None,
+        catalog: str | None = None,
+        transactions_log: str | None = None,
+        stats_log: str | None = None,
+        ssl: ssl_module.SSLContext | None = None,
+        lifo: bool = False,
+        overcommit: float = 1.0,
+        port_file: str | None = None,
+    ) -> None:
+        self.name = name
+        self.host = host
+        self._password = _read_password(password, password_file)
+        self.catalog = catalog
+        self.keepalive_interval = 120.0
+        self.keepalive_timeout = 30.0
+        self.overcommit = overcommit
+        self._ssl = ssl
+        self._namer = Namer()
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+        self._done_cond = threading.Condition(self._lock)
+        self._done: collections.deque[Task] = collections.deque()
+        self._async_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._inbox: collections.deque[Task] = collections.deque()
+        self._inbox_kick = False
+        self._outstanding = 0  # submitted and not yet handed back by wait/cancel
+        # manager-thread state
+        self._tasks: dict[int, Task] = {}
+        self._orders: dict[int, int] = {}  # task id -> place in the ready heap
+        self._ready: ReadyQueue[Task] = ReadyQueue(lifo=lifo)
+        self._workers: dict[int, _Worker] = {}
+        self._worker_seq = itertools.count(1)
+        self._categories: dict[str, CategoryConfig] = {}
+        self._blocked: dict[str, float | None] = {}
+        self._fast_abort_default: float | None = None
+        self._schedule_kick = False
+        self._waiting_sum = {r: 0 for r in res.NAMES}
+        self._counts = collections.Counter()
+        self._bytes_sent = 0
+        self._bytes_received = 0
+        self._time_send = 0.0
+        self._time_receive = 0.0
+        self._time_execute = 0.0
+        self._started = time.time()
+        self._closed = False
+        self._txn = open(transactions_log, "a", buffering=1) if transactions_log else None  # noqa: SIM115
+        self._stats_log = open(stats_log, "a", buffering=1) if stats_log else None  # noqa: SIM115
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run_loop, name="treadle-manager", daemon=True)
+        self._server: asyncio.base_events.Server | None = None
+        started: list[BaseException | int] = []
+        ready = threading.Event()
+        self._thread.start()
+
+        async def _start() -> None:
+            try:
+                self._server = await asyncio.start_server(
+                    self._accept, host or None, port, ssl=ssl, reuse_address=True, limit=1 << 16
+                )
+                started.append(self._server.sockets[0].getsockname()[1])
+                self._loop.create_task(self._ticker())
+                if self.name and self.catalog:
+                    self._loop.create_task(self._catalog_reporter())
+            except BaseException as e:  # noqa: BLE001 - handed to the constructor's thread
+                started.append(e)
+            finally:
+                ready.set()
+
+        self._loop.call_soon_threadsafe(lambda: self._loop.create_task(_start()))
+        ready.wait()
+        if isinstance(started[0], BaseException):
+            self._stop_loop()
+            err = started[0]
+            if isinstance(err, OSError):
+                raise UsageError(f"cannot listen on port {port}: {err.strerror or err}") from None
+            raise err
+        self.port: int = started[0]
+        if port_file:
+            with open(port_file, "w") as f:
+                f.write(f"{self.port}\n")
+        self._log_txn(f"MANAGER START {self.port}")
+
+    # ================================================================ lifecycle
+    def _run_loop(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_forever()
+        self._loop.close()
+
+    def _stop_loop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+
+    def __enter__(self) -> Manager:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Manager:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await asyncio.to_thread(self.close)
+
+    def close(self) -> None:
+        """Release every worker (they may serve another manager) and stop listening."""
+        if self._closed:
+            return
+        self._closed = True
+        fut = asyncio.run_coroutine_threadsafe(self._close_async(), self._loop)
+        try:
+            fut.result(timeout=30)
+        finally:
+            self._stop_loop()
+            for f in (self._txn, self._stats_log):
+                if f is not None:
+                    f.close()
+
+    async def _close_async(self) -> None:
+        self._log_txn("MANAGER END")
+        if self._server is not None:
+            self._server.close()
+        for w in list(self._workers.values()):
+            w.link.send(wp.Release())
+            self._counts["workers_released"] += 1
+        for w in list(self._workers.values()):
+            await w.link.close(flush=True)
+        for task in [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]:
+            task.cancel()
+
+    def __del__(self) -> None:
+        if not getattr(self, "_closed", True):
+            try:
+                self.close()
+            except Exception:  # noqa: BLE001 - interpreter shutdown
+                pass
+
+    # ============================================================== public API
+    def submit(self, task: Task) -> int:
+        """Queue ``task``; returns its id (ids start at 1)."""
+        self._check_submit(task)
+        tid = next(self._ids)
+        if tid > MAX_TASK_ID:
+            raise UsageError("more than 2**31-1 tasks submitted to one manager")
+        task.id = tid
+        task.state = TaskState.READY
+        task.time_submitted = time.time()
+        task.attempts = 0
+        task.result = None
+        task.exit_code = None
+        task.signal = None
+        for f in task.inputs:
+            self._namer.prehash(f)
+        with self._lock:
+            self._outstanding += 1
+            self._inbox.append(task)
+            kick = not self._inbox_kick
+            self._inbox_kick = True
+        if kick:
+            self._loop.call_soon_threadsafe(self._drain_inbox)
+        return tid
+
+    async def submit_async(self, task: Task) -> int:
+        """``submit`` for asyncio programs (it never blocks, so this only mirrors the name)."""
+        return self.submit(task)
+
+    def _check_submit(self, task: Task) -> None:
+        if self._closed:
+            raise UsageError("the manager is closed")
+        if not isinstance(task, Task):
+            raise UsageError(f"submit() takes a Task, not {type(task).__name__}")
+        if task.state not in (TaskState.UNKNOWN, TaskState.DONE, TaskState.CANCELED, TaskState.RETRIEVED):
+            raise UsageError(f"task {task.id} is already in the queue")
+        if not task.category or any(c.isspace() for c in task.category):
+            raise UsageError(f"category name {task.category!r} must be one word")
+        for f in task.inputs:
+            if f.kind in (FileKind.FILE, FileKind.PIECE, FileKind.DIR) and f.local is not None:
+                if not os.path.exists(f.local):
+                    log.debug("task input %s does not exist yet; checked again at dispatch", f.local)
+        for name in task.env:
+            if not name or "=" in name or "\n" in name:
+                raise UsageError(f"bad environment variable name {name!r}")
+
+    def wait(self, timeout: float | None = None) -> Task | None:
+        """The next finished task, or None after ``timeout`` seconds (None or -1: forever)."""
+        if timeout is not None and timeout < 0:
+            timeout = None
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._done_cond:
+            while not self._done:
+                if self._outstanding == 0 and timeout is None:
+                    return None
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return None
+                self._done_cond.wait(remaining)
+            task = self._done.popleft()
+            self._outstanding -= 1
+        task.state = TaskState.DONE
+        return task
+
+    async def wait_async(self, timeout: float | None = None) -> Task | None:
+        """``wait`` for asyncio programs, awaitable from any event loop."""
+        if timeout is not None and timeout < 0:
+            timeout = None
+        deadline = None if timeout is None else time.monotonic() + timeout
+        loop = asyncio.get_running_loop()
+        while True:
+            with self._lock:
+                if self._done:
+                    task = self._done.popleft()
+                    self._outstanding -= 1
+                    task.state = TaskState.DONE
+                    return task
+                if self._outstanding == 0 and timeout is None:
+                    return None
+                fut: asyncio.Future[None] = loop.create_future()
+                self._async_waiters.append((loop, fut))
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return None
+            try:
+                await asyncio.wait_for(fut, remaining)
+            except TimeoutError:
+                return None
+
+    def empty(self) -> bool:
+        """True when no submitted task is left to hand back."""
+        with self._lock:
+            return self._outstanding == 0
+
+    def hungry(self) -> bool:
+        """Whether the application should submit more (running sums; no scan of the queue)."""
+        waiting = len(self._ready) + len(self._inbox)
+        if waiting < 10:
+            return True
+        free = {r: 0 for r in res.NAMES}
+        for w in list(self._workers.values()):
+            if w.ready:
+                for r in res.NAMES:
+                    free[r] += max(0, w.total[r] - w.inuse[r])
+        want = self._waiting_sum
+        return all(want[r] <= free[r] for r in res.NAMES)
+
+    def cancel(self, task_or_id: Task | int) -> Task | None:
+        """Remove a task from the queue (killing it on its worker); returns it, CANCELED."""
+        tid = task_or_id.id if isinstance(task_or_id, Task) else int(task_or_id)
+        return self._call(self._cancel, tid)
+
+    async def cancel_async(self, task_or_id: Task | int) -> Task | None:
+        tid = task_or_id.id if isinstance(task_or_id, Task) else int(task_or_id)
+        return await self._call_async(self._cancel, tid)
+
+    def cancel_by_tag(self, tag: str) -> list[Task]:
+        """Cancel every task with this tag; returns them."""
+        return self._call(self._cancel_by_tag, tag)
+
+    def task_state(self, task_id: int) -> TaskState:
+        """The state of a task by id (UNKNOWN once it has been handed back)."""
+        return self._call(self._task_state, task_id)
+
+    @property
+    def stats(self) -> Stats:
+        """A snapshot of the queue's counters (reference field names)."""
+        return self._call(self._make_stats)
+
+    def category_stats(self, name: str) -> dict[str, Any]:
+        """Counters of one category."""
+        return self._call(self._category_status, name)
+
+    def workers(self) -> list[dict[str, Any]]:
+        """One summary per connected worker (what `work_queue_status -W` shows)."""
+        return self._call(self._worker_status)
+
+    def tasks(self) -> list[dict[str, Any]]:
+        """One summary per task in the queue (what `work_queue_status -T` shows)."""
+        return self._call(self._task_status)
+
+    def set_category(
+        self,
+        name: str,
+        *,
+        max: Mapping[str, int] | None = None,  # noqa: A002 - the spec's keyword
+        min: Mapping[str, int] | None = None,  # noqa: A002
+        first: Mapping[str, int] | None = None,
+        mode: str | None = None,
+    ) -> None:
+        """Resource limits of a category: max (requests for undeclared resources), min (floor of the box)."""
+        if mode is not None and mode.upper() not in MODES:
+            raise UsageError(f"category mode must be one of {', '.join(MODES)} (got {mode!r})")
+
+        def apply() -> None:
+            c = self._category(name)
+            if max is not None:
+                c.max = _resource_dict(max)
+            if min is not None:
+                c.min = _resource_dict(min)
+            if first is not None:
+                c.first = _resource_dict(first)
+            if mode is not None:
+                c.mode = mode.upper()
+            self._kick_schedule()
+
+        self._call(apply)
+
+    def fast_abort(self, multiplier: float | None, category: str | None = None) -> None:
+        """Kill and resubmit tasks that run longer than ``multiplier`` times their category's average."""
+        value = multiplier if multiplier and multiplier > 0 else None
+
+        def apply() -> None:
+            if category is None:
+                self._fast_abort_default = value
+            else:
+                self._category(category).fast_abort = value
+
+        self._call(apply)
+
+    def block_host(self, host: str, timeout: float | None = None) -> None:
+        """Send no more tasks to workers on ``host`` (for ``timeout`` seconds, or until unblocked)."""
+        until = None if timeout is None else time.monotonic() + timeout
+        self._call(self._blocked.__setitem__, host, until)
+
+    def unblock_host(self, host: str | None = None) -> None:
+        """Allow ``host`` again (all hosts when None)."""
+
+        def apply() -> None:
+            if host is None:
+                self._blocked.clear()
+            else:
+                self._blocked.pop(host, None)
+            self._kick_schedule()
+
+        self._call(apply)
+
+    def shutdown_workers(self, n: int = 0) -> int:
+        """Tell ``n`` idle workers (0: all workers) to exit; returns how many were told."""
+        return self._call(self._shutdown_workers, n)
+
+    # ================================================ calls into the manager thread
+    def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        if threading.current_thread() is self._thread:
+            return fn(*args)
+        if self._closed:
+            return fn(*args)
+
+        async def run() -> Any:
+            return fn(*args)
+
+        return asyncio.run_coroutine_threadsafe(run(), self._loop).result()
+
+    async def _call_async(self, fn: Callable[..., Any], *args: Any) -> Any:
+        async def run() -> Any:
+            return fn(*args)
+
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(run(), self._loop))
+
+    # ================================================================= queueing
+    def _category(self, name: str) -> CategoryConfig:
+        c = self._categories.get(name)
+        if c is None:
+            c = self._categories[name] = CategoryConfig(name)
+        return c
+
+    def _drain_inbox(self) -> None:
+        with self._lock:
+            batch = list(self._inbox)
+            self._inbox.clear()
+            self._inbox_kick = False
+        for task in batch:
+            self._tasks[task.id] = task
+            self._counts["tasks_submitted"] += 1
+            self._log_txn(f"TASK {task.id} WAITING {task.category} FIRST_RESOURCES {json.dumps(task.declared)}")
+            self._enqueue(task)
+        self._kick_schedule()
+
+    def _request(self, task: Task) -> dict[str, int]:
+        """What a waiting task counts against free resources in ``hungry``."""
+        d = task.declared
+        return {
+            "cores": max(1, d["cores"] or 0),
+            "memory": d["memory"] or 0,
+            "disk": d["disk"] or 0,
+            "gpus": d["gpus"] or 0,
+        }
+
+    def _enqueue(self, task: Task, order: int | None = None) -> None:
+        task.state = TaskState.READY
+        self._orders[task.id] = self._ready.push(task.priority, task, order)
+        res.add(self._waiting_sum, self._request(task))
+        self._category(task.category).waiting += 1
+
+    def _unqueue(self, task: Task) -> None:
+        res.add(self._waiting_sum, self._request(task), -1)
+        self._category(task.category).waiting -= 1
+
+    def _kick_schedule(self) -> None:
+        if not self._schedule_kick:
+            self._schedule_kick = True
+            self._loop.call_soon(self._schedule)
+
+    def _schedule(self) -> None:
+        """Dispatch ready tasks while some worker has room (bounded work per call)."""
+        self._schedule_kick = False
+        if not self._ready:
+            return
+        workers = [w for w in self._workers.values() if w.ready and not w.draining and w.slots >= 1]
+        workers = [w for w in workers if not self._host_blocked(w.host)]
+        if not workers:
+            return
+        rejected: list[tuple[int, Task]] = []
+        while self._ready and len(rejected) < REJECT_LIMIT:
+            if not any(w.has_room() for w in workers):
+                break
+            popped = self._ready.pop()
+            if popped is None:
+                break
+            order, task = popped
+            placed = self._place(task, workers)
+            if placed is None:
+                rejected.append((order, task))
+            elif placed is False:
+                pass  # ended at dispatch (missing input): already handed back
+        for order, task in rejected:
+            self._ready.push(task.priority, task, order)
+
+    def _effective_request(self, task: Task) -> tuple[dict[str, int | None], dict[str, int] | None]:
+        cat = self._categories.get(task.category)
+        declared = task.declared
+        if cat is None:
+            return declared, None
+        fill = cat.max
+        if cat.mode in ("MIN_WASTE", "MAX_THROUGHPUT") and cat.first and task.attempts == 0:
+            fill = cat.first
+        if fill:
+            declared = {r: (v if v is not None else fill.get(r)) for r, v in declared.items()}
+        return declared, cat.min or None
+
+    def _place(self, task: Task, workers: list[_Worker]) -> bool | None:
+        """Send ``task`` to the best fitting worker: True if sent, None if none fits, False if it ended."""
+        declared, minimum = self._effective_request(task)
+        now = time.time()
+        try:
+            items = [self._namer.resolve(f) for f in task.inputs]
+        except OSError as e:
+            self._unqueue(task)
+            self._orders.pop(task.id, None)
+            task.output = f"input {e.filename} is missing: {e.strerror}".encode()
+            self._finish(task, Result.INPUT_MISSING, None)
+            return False
+        boxes: dict[int, dict[str, int]] = {}
+
+        def fits(w: _Worker) -> bool:
+            if task.features and not set(task.features) <= w.features:
+                return False
+            if not w.treadle and not task.reference_safe:
+                return False
+            if task.running_time_min and w.end_time and w.end_time - now < task.running_time_min:
+                return False
+            b = res.box(declared, w.largest, minimum)
+            if res.never_fits(b, w.largest) or not res.fits(w.inuse, b, w.total, self.overcommit):
+                return False
+            boxes[w.seq] = b
+            return True
+
+        def cached(w: _Worker) -> int:
+            return sum(i.size for i in items if i.key is not None and i.key in w.cache)
+
+        worker = choose_worker(workers, fits, cached) if items else _first(workers, fits)
+        if worker is None:
+            return None
+        self._unqueue(task)
+        self._orders.pop(task.id, None)
+        self._dispatch(task, worker, boxes[worker.seq], items)
+        return True
+
+    def _dispatch(self, task: Task, w: _Worker, box: dict[str, int], items: list[CacheItem]) -> None:
+        att = _Attempt(w, box)
+        task._attempt = att  # type: ignore[attr-defined]
+        task.attempts += 1
+        task.state = TaskState.RUNNING
+        task.time_started = att.started
+        task.host = w.addrport
+        task.hostname = w.hostname
+        task.resources_allocated = dict(box)
+        link = w.link
+        sent_before = link.bytes_sent
+        inputs: list[wp.TaskFile | wp.EmptyDir] = []
+        for item in items:
+            spec = item.spec
+            if spec.kind is FileKind.EMPTY_DIR:
+                inputs.append(wp.EmptyDir(spec.remote))
+                continue
+            name = item.name
+            if item.key is not None and item.key in w.cache:
+                name = w.cache[item.key][0]
+            else:
+                self._send_item(w, item)
+                if item.key is not None:
+                    w.cache[item.key] = (name, item.size)
+                else:
+                    att.uncached.append(name)
+            inputs.append(wp.TaskFile(name, spec.remote, spec.flags()))
+        outputs = []
+        for spec in task.outputs:
+            oname = self._namer.output_name(spec)
+            att.outputs.append((spec, oname))
+            outputs.append(wp.TaskFile(oname, spec.remote, spec.flags()))
+        env = dict(task.env)
+        if box["cores"] > 0:
+            env.setdefault("CORES", str(box["cores"]))
+            env.setdefault("OMP_NUM_THREADS", str(box["cores"]))
+        wall = max(1, int(task.running_time_max + 0.999999)) if task.running_time_max else None
+        link.send(
+            wp.Task(
+                task_id=task.id,
+                command=task.command,
+                category=task.category,
+                cores=box["cores"],
+                gpus=box["gpus"],
+                memory=box["memory"],
+                disk=box["disk"],
+                end_time=int(task.end_time) if task.end_time else None,
+                wall_time=wall,
+                env=tuple(k if v is None else f"{k}={v}" for k, v in env.items()),
+                inputs=tuple(inputs),
+                outputs=tuple(outputs),
+            )
+        )
+        task.bytes_sent += link.bytes_sent - sent_before
+        res.add(w.inuse, box)
+        w.tasks[task.id] = task
+        cat = self._category(task.category)
+        cat.running += 1
+        cat.dispatched += 1
+        self._counts["tasks_dispatched"] += 1
+        self._log_txn(f"TASK {task.id} RUNNING {w.addrport} {json.dumps(box)}")
+
+    def _send_item(self, w: _Worker, item: CacheItem) -> None:
+        """Put one input in the worker's cache, before the task that needs it (gotcha 11)."""
+        spec = item.spec
+        link = w.link
+        before = link.bytes_sent
+        if spec.kind is FileKind.FILE:
+            assert spec.local is not None
+            mode = os.stat(spec.local).st_mode & 0o777
+            link.send(wp.Put(item.name, item.size, mode))
+            link.send_file(spec.local, 0, item.size)
+        elif spec.kind is FileKind.BUFFER:
+            link.send(wp.Put(item.name, item.size, 0o777))  # the reference's buffer mode
+            link.send_payload(spec.data or b"")
+        elif spec.kind is FileKind.PIECE:
+            assert spec.local is not None
+            link.send(wp.Put(item.name, item.size, 0o644))
+            link.send_file(spec.local, spec.start, item.size)
+        elif spec.kind is FileKind.DIR:
+            assert spec.local is not None
+            link.send(wp.Dir(item.name))
+            self._send_tree(link, spec.local)
+            link.send(wp.End())
+        elif spec.kind is FileKind.COMMAND:
+            link.send(wp.ThirdGet(1, item.name, spec.source or ""))
+        elif spec.kind is FileKind.URL:
+            link.send(wp.Url(item.name, spec.source or "", 0o644, spec.flags()))
+        self._counts["bytes_inputs"] += link.bytes_sent - before
+
+    def _send_tree(self, link: _Link, path: str) -> None:
+        """A directory's entries, one component per name; symlinks kept, targets NUL-ended (gotcha 7)."""
+        with os.scandir(path) as it:
+            entries = list(it)
+        for e in entries:
+            if e.is_symlink():
+                link.send(wp.Symlink(e.name, os.fsencode(os.readlink(e.path)) + b"\0"))
+            elif e.is_dir():
+                link.send(wp.Dir(e.name))
+                self._send_tree(link, e.path)
+                link.send(wp.End())
+            elif e.is_file():
+                st = e.stat()
+                link.send(wp.Put(e.name, st.st_size, st.st_mode & 0o777))
+                link.send_file(e.path, 0, st.st_size)
+
+    def _kill_and_unlink(self, w: _Worker, tid: int, names: Iterable[str]) -> None:
+        w.link.send(wp.Kill(tid), *(wp.Unlink(n) for n in names))
+
+    # ================================================================ results
+    def _on_result(self, w: _Worker, status: int, exit_code: int, output: bytes, truncated: bool, usec: int, tid: int) -> None:
+        task = w.tasks.get(tid)
+        att = getattr(task, "_attempt", None) if task is not None else None
+        if task is None or att is None or att.worker is not w or att.got_result:
+            log.debug("result for unknown task %d from %s ignored", tid, w.addrport)
+            return
+        att.got_result = True
+        res.add(w.inuse, att.box, -1)
+        cat = self._category(task.category)
+        cat.running -= 1
+        if status == Result.FORSAKEN:
+            # §3.9 step 5: back to the queue without counting it
+            self._kill_and_unlink(w, tid, att.uncached)
+            del w.tasks[tid]
+            task._attempt = None  # type: ignore[attr-defined]
+            self._retry_or_fail(task)
+            self._kick_schedule()
+            return
+        task.state = TaskState.WAITING_RETRIEVAL
+        task.execute_usec = usec
+        self._time_execute += usec / 1e6
+        task.output = output
+        if status == Result.SIGNAL:
+            result, task.exit_code, task.signal = Result.SIGNAL, None, exit_code
+        elif status == Result.TASK_MAX_RUN_TIME:
+            result, task.exit_code, task.signal = Result.TASK_MAX_RUN_TIME, 9, None
+        else:
+            try:
+                result = Result(status)
+            except ValueError:
+                result = Result.UNKNOWN
+            task.exit_code, task.signal = exit_code, None
+        if truncated and result is Result.SUCCESS:
+            result = Result.STDOUT_MISSING
+        task.result = result
+        if result is Result.SUCCESS and exit_code == 0:
+            cat.done += 1
+            cat.exec_time_total += usec / 1e6
+        ok = status == 0 and exit_code == 0
+        for spec, oname in att.outputs:
+            if spec.when == "success" and not ok or spec.when == "failure" and ok:
+                continue
+            att.gets_left += 1
+            w.request_get(_Get(oname, spec.local or spec.remote, self._make_get_done(w, task, spec, oname)))
+        self._kill_and_unlink(w, tid, list(att.uncached) + [o for s, o in att.outputs if not s.cache])
+        if att.gets_left == 0:
+            self._retrieved(w, task)
+        self._kick_schedule()
+
+    def _make_get_done(self, w: _Worker, task: Task, spec: TaskFile, oname: str) -> Callable[[bool, int], None]:
+        def done(missing: bool, nbytes: int) -> None:
+            task.bytes_received += nbytes
+            att = task._attempt  # type: ignore[attr-defined]
+            if att is None:
+                return
+            if missing:
+                if task.result is None or task.result < Result.OUTPUT_MISSING:
+                    task.result = Result.OUTPUT_MISSING
+            elif spec.cache and spec.local:
+                key = self._namer.content_key_of_local(spec.local)
+                if key is not None:
+                    w.cache[key] = (oname, nbytes)
+            att.gets_left -= 1
+            if att.gets_left == 0:
+                self._retrieved(w, task)
+
+        return done
+
+    def _retrieved(self, w: _Worker, task: Task) -> None:
+        w.tasks.pop(task.id, None)
+        w.tasks_complete += 1
+        task._attempt = None  # type: ignore[attr-defined]
+        self._finish(task, task.result if task.result is not None else Result.UNKNOWN, task.exit_code, keep=True)
+
+    def _finish(self, task: Task, result: Result, exit_code: int | None, keep: bool = False) -> None:
+        """Hand a task back to the application."""
+        if not keep:
+            task.result = result
+            task.exit_code = exit_code
+        task.time_finished = time.time()
+        task.state = TaskState.RETRIEVED
+        self._tasks.pop(task.id, None)
+        if result is Result.SUCCESS:
+            self._counts["tasks_done"] += 1
+        else:
+            self._counts["tasks_failed"] += 1
+            self._category(task.category).failed += 1
+        self._log_txn(f"TASK {task.id} DONE {result.name} {task.exit_code}")
+        with self._lock:
+            self._done.append(task)
+            self._done_cond.notify()
+            waiters, self._async_waiters = self._async_waiters, []
+        for loop, fut in waiters:
+            loop.call_soon_threadsafe(_resolve, fut)
+
+    def _retry_or_fail(self, task: Task, order: int | None = None) -> None:
+        """A lost, forsaken or aborted attempt: queue again unless the retries are used up."""
+        if task.max_retries > 0 and task.attempts >= task.max_retries + 1:
+            self._counts["tasks_exhausted_attempts"] += 1
+            self._finish(task, Result.MAX_RETRIES, None)
+            return
+        self._enqueue(task, order)
+
+    # ================================================================ workers
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername") or ("?", 0)
+        addrport = f"{peer[0]}:{peer[1]}"
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        link = _Link(reader, writer, self._loop)
+        try:
+            greeting = await asyncio.wait_for(self._handshake(link, addrport), self.keepalive_timeout)
+        except (TimeoutError, OSError, ConnectionError, wp.ProtocolError) as e:
+            log.info("connection from %s dropped before its greeting: %s", addrport, e or type(e).__name__)
+            greeting = None
+        if greeting is None:
+            await link.close(flush=True)
+            return
+        w = _Worker(next(self._worker_seq), link, addrport)
+        w.hostname, w.os, w.arch, w.version = greeting.hostname, greeting.os, greeting.arch, greeting.version
+        w.on_result = self._on_result
+        w.on_update = self._on_update
+        self._workers[w.seq] = w
+        self._counts["workers_joined"] += 1
+        self._log_txn(f"WORKER {w.worker_id or w.addrport} {w.addrport} CONNECTION")
+        reason = "lost"
+        link.on_sent = self._sent_counter(w)
+        try:
+            await link.serve(lambda ev: self._on_event(w, ev), self._received_counter(w))
+            reason = link.close_reason or "lost"
+        except wp.ProtocolError as e:
+            log.warning("worker %s misbehaved (%s); dropped", w.addrport, e)
+            reason = "protocol error"
+        except (OSError, ConnectionError) as e:
+            log.info("worker %s disconnected: %s", w.addrport, e)
+            reason = link.close_reason or "lost"
+        finally:
+            w.closing_get_file()
+            self._remove_worker(w, reason)
+            await link.close()
+
+    async def _handshake(self, link: _Link, addrport: str) -> wp.Greeting | None:
+        """Password step, project-name queries and status requests, up to a worker's greeting."""
+        if self._password is not None:
+            hs = wp.PasswordHandshake(self._password)
+            link.send(*hs.start())
+            while hs.succeeded is None:
+                ev = await link.next_event()
+                link.send(*hs.receive(ev))
+            if not hs.succeeded:
+                log.warning("%s failed the password step; dropped", addrport)
+                return None
+        while True:
+            ev = await link.next_event()
+            if isinstance(ev, wp.Greeting):
+                if ev.protocol != wp.PROTOCOL_VERSION:
+                    # gotcha 1: close this one connection, block nothing
+                    log.warning("%s speaks protocol %d, not 9; dropped", addrport, ev.protocol)
+                    return None
+                return ev
+            if isinstance(ev, wp.NameQuery):
+                link.send(wp.ProjectName(self.name or ""))
+            elif isinstance(ev, wp.StatusRequest):
+                link.send(wp.StatusReply(self._status_json(ev.kind)))
+                return None
+            elif isinstance(ev, wp.HttpRequest):
+                link.send(self._http_reply(ev.path))
+                return None
+            elif isinstance(ev, wp.Auth):
+                log.warning("%s wants a password but this manager has none; dropped", addrport)
+                return None
+            else:
+                log.warning("%s sent %r before its greeting; dropped", addrport, ev)
+                return None
+
+    def _sent_counter(self, w: _Worker) -> Callable[[int], None]:
+        def count(n: int) -> None:
+            w.bytes_sent += n
+            self._bytes_sent += n
+
+        return count
+
+    def _received_counter(self, w: _Worker) -> Callable[[int], None]:
+        def count(n: int) -> None:
+            w.bytes_received += n
+            self._bytes_received += n
+            w.last_recv = time.monotonic()
+            w.recv_since_check = True
+
+        return count
+
+    def _on_event(self, w: _Worker, ev: wp.Event) -> None:
+        """One event from a worker; async lines may come anywhere (gotcha 5)."""
+        t = type(ev)
+        if t is wp.Data:
+            w.payload(ev.data)  # type: ignore[attr-defined]
+        elif t is wp.EndOfData:
+            w.payload_end()
+        elif t is wp.AvailableResults:
+            if not w.results_requested:
+                w.results_requested = True
+                w.request_results()
+        elif t is wp.Result:
+            w.begin_result(ev)  # type: ignore[arg-type]
+        elif t is wp.FileReply:
+            w.begin_file(ev)  # type: ignore[arg-type]
+        elif t is wp.DirReply:
+            w.get_dir(ev.path)  # type: ignore[attr-defined]
+        elif t is wp.Missing:
+            w.get_missing(ev.path)  # type: ignore[attr-defined]
+        elif t is wp.End:
+            w.reply_end()
+        elif t is wp.Info:
+            self._on_info(w, ev.name, ev.value)  # type: ignore[attr-defined]
+        elif t is wp.Resource:
+            r: wp.Resource = ev  # type: ignore[assignment]
+            if r.name == "workers":
+                w.slots = r.total
+            elif r.name in res.NAMES:
+                w.total[r.name], w.smallest[r.name], w.largest[r.name] = r.total, r.smallest, r.largest
+            self._kick_schedule()
+        elif t is wp.ResourceTag:
+            w.seen_tag = True
+            self._kick_schedule()
+        elif t is wp.Feature:
+            w.features.add(ev.name)  # type: ignore[attr-defined]
+        elif t is wp.Update:
+            w.begin_update(ev)  # type: ignore[arg-type]
+        elif t in (wp.Alive, wp.ThirdPutComplete, wp.NameQuery):
+            if t is wp.NameQuery:
+                w.link.send(wp.ProjectName(self.name or ""))
+        else:
+            raise wp.ProtocolError(f"unexpected {t.__name__} from a worker")
+
+    def _on_info(self, w: _Worker, key: str, value: str) -> None:
+        if key == "worker-end-time":
+            try:
+                w.end_time = float(value)
+            except ValueError:
+                raise wp.ProtocolError(f"bad worker-end-time {value!r}") from None
+            w.seen_end_time = True
+            self._kick_schedule()
+        elif key == "worker-id":
+            w.worker_id = value
+        elif key == "treadle-version":
+            w.treadle = True
+        elif key == "idle-disconnecting":
+            self._counts["workers_idled_out"] += 1
+            w.link.close_reason = "idle"
+        elif key in ("vacating", "disk_exhausted", "memory_exhausted", "wall_time_exhausted", "disk_error"):
+            w.draining = True
+            w.link.close_reason = key
+
+    def _on_update(self, w: _Worker, tid: int, remote: str, offset: int, data: bytes) -> None:
+        task = w.tasks.get(tid)
+        if task is None:
+            return
+        for spec in task.outputs:
+            if spec.remote == remote and spec.watch and spec.local:
+                mode = "r+b" if os.path.exists(spec.local) else "wb"
+                with open(spec.local, mode) as f:
+                    f.seek(offset)
+                    f.write(data)
+
+    def _remove_worker(self, w: _Worker, reason: str) -> None:
+        """Every task of a lost worker goes back to the queue; its cache map is forgotten (gotcha 16)."""
+        if self._workers.pop(w.seq, None) is None:
+            return
+        self._counts["workers_removed"] += 1
+        if reason == "lost" or reason == "protocol error" or reason == "keepalive":
+            self._counts["workers_lost"] += 1
+        self._log_txn(f"WORKER {w.addrport} DISCONNECTION {reason.upper().replace(' ', '_')}")
+        for task in list(w.tasks.values()):
+            att = task._attempt  # type: ignore[attr-defined]
+            if not att.got_result:
+                self._category(task.category).running -= 1
+            task._attempt = None  # type: ignore[attr-defined]
+            task.result = None
+            if self._closed:
+                continue
+            self._retry_or_fail(task)
+        w.tasks.clear()
+        w.cache.clear()
+        if not self._closed:
+            self._kick_schedule()
+
+    def _shutdown_workers(self, n: int) -> int:
+        told = 0
+        for w in list(self._workers.values()):
+            if n and told >= n:
+                break
+            if n and w.tasks:
+                continue
+            w.link.send(wp.Exit())
+            w.link.close_reason = "shutdown"
+            w.draining = True
+            told += 1
+        return told
+
+    def _host_blocked(self, host: str) -> bool:
+        if host not in self._blocked:
+            return False
+        until = self._blocked[host]
+        if until is not None and until <= time.monotonic():
+            del self._blocked[host]
+            return False
+        return True
+
+    # ================================================================ cancel
+    def _cancel(self, tid: int) -> Task | None:
+        task = self._tasks.get(tid)
+        if task is None:
+            with self._lock:
+                for t in self._inbox:
+                    if t.id == tid:
+                        self._inbox.remove(t)
+                        self._outstanding -= 1
+                        t.state = TaskState.CANCELED
+                        t.result = Result.UNKNOWN
+                        self._counts["tasks_cancelled"] += 1
+                        return t
+            return None
+        del self._tasks[tid]
+        order = self._orders.pop(tid, None)
+        if order is not None:
+            self._ready.discard(order)
+            self._unqueue(task)
+        att = getattr(task, "_attempt", None)
+        if att is not None:
+            w = att.worker
+            if not att.got_result:
+                res.add(w.inuse, att.box, -1)
+                self._category(task.category).running -= 1
+            w.tasks.pop(tid, None)
+            unlink = list(att.uncached) + [o for _, o in att.outputs]
+            self._kill_and_unlink(w, tid, unlink)
+            task._attempt = None  # type: ignore[attr-defined]
+            self._kick_schedule()
+        task.state = TaskState.CANCELED
+        task.result = Result.UNKNOWN
+        self._counts["tasks_cancelled"] += 1
+        self._category(task.category).cancelled += 1
+        with self._lock:
+            self._outstanding -= 1
+        self._log_txn(f"TASK {tid} CANCELED")
+        return task
+
+    def _cancel_by_tag(self, tag: str) -> list[Task]:
+        out = []
+        with self._lock:
+            inbox_ids = [t.id for t in self._inbox if t.tag == tag]
+        for tid in inbox_ids + [t.id for t in list(self._tasks.values()) if t.tag == tag]:
+            t = self._cancel(tid)
+            if t is not None:
+                out.append(t)
+        return out
+
+    def _task_state(self, tid: int) -> TaskState:
+        task = self._tasks.get(tid)
+        if task is not None:
+            return task.state
+        with self._lock:
+            for t in itertools.chain(self._inbox, self._done):
+                if t.id == tid:
+                    return t.state
+        return TaskState.UNKNOWN
+
+    # ================================================================ timers
+    async def _ticker(self) -> None:
+        while True:
+            await asyncio.sleep(TICK)
+            try:
+                self._tick()
+            except Exception:  # noqa: BLE001 - a bug here must not stop the manager
+                log.exception("manager tick failed")
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        wall = time.time()
+        for w in list(self._workers.values()):
+            if w.check_sent and not w.recv_since_check and now - w.check_sent > self.keepalive_timeout:
+                log.warning("worker %s did not answer a keepalive within %ss; dropped", w.addrport, self.keepalive_timeout)
+                w.link.close_reason = "keepalive"
+                w.link.abort()
+                continue
+            if w.recv_since_check and now - max(w.check_sent, w.last_recv) >= self.keepalive_interval:
+                w.link.send(wp.Check())
+                w.check_sent = now
+                w.recv_since_check = False
+            self._fast_abort_check(w, wall)
+            for task in list(w.tasks.values()):
+                att = task._attempt  # type: ignore[attr-defined]
+                if task.end_time and wall > task.end_time and not att.got_result:
+                    self._abort_on_worker(task)
+                    self._finish(task, Result.TASK_TIMEOUT, None)
+        if self._stats_log is not None:
+            s = self._make_stats()
+            self._stats_log.write(json.dumps({"time": wall, **{f.name: getattr(s, f.name) for f in fields(s)}}) + "\n")
+
+    def _abort_on_worker(self, task: Task) -> None:
+        att = task._attempt  # type: ignore[attr-defined]
+        w = att.worker
+        res.add(w.inuse, att.box, -1)
+        self._category(task.category).running -= 1
+        w.tasks.pop(task.id, None)
+        unlink = list(att.uncached) + [o for _, o in att.outputs]
+        self._kill_and_unlink(w, task.id, unlink)
+        task._attempt = None  # type: ignore[attr-defined]
+        self._kick_schedule()
+
+    def _fast_abort_check(self, w: _Worker, wall: float) -> None:
+        for task in list(w.tasks.values()):
+            att = task._attempt  # type: ignore[attr-defined]
+            if att.got_result:
+                continue
+            cat = self._category(task.category)
+            mult = cat.fast_abort if cat.fast_abort is not None else self._fast_abort_default
+            if not mult or cat.done < 10:
+                continue
+            average = cat.exec_time_total / cat.done
+            if wall - att.started > mult * average:
+                log.info("task %d ran %.1fs (> %s x %.2fs average): fast abort", task.id, wall - att.started, mult, average)
+                self._abort_on_worker(task)
+                self._counts["workers_fast_aborted"] += 1
+                self._retry_or_fail(task)
+
+    async def _catalog_reporter(self) -> None:
+        assert self.catalog is not None
+        host, _, port = self.catalog.rpartition(":")
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            while True:
+                data = json.dumps(self._catalog_record()).encode()
+                try:
+                    sock.sendto(data, (host or self.catalog, int(port or 9097)))
+                except OSError as e:
+                    log.info("catalog update to %s failed: %s", self.catalog, e)
+                await asyncio.sleep(CATALOG_INTERVAL)
+        finally:
+            sock.close()
+
+    # ================================================================ status
+    def _status_json(self, kind: str) -> bytes:
+        """The compact JSON array a status client gets for ``kind`` (§3.11)."""
+        return json.dumps(self._status_for(kind) or [], separators=(",", ":")).encode()
+
+    def _http_reply(self, path: str) -> wp.HttpReply:
+        if path.strip("/") == "":
+            links = "".join(
+                f'<li><a href="/{k}">{k}</a></li>' for k in ("queue_status", "worker_status", "task_status", "wable_status")
+            )
+            title = f"treadle manager {self.name or ''} on port {self.port}"
+            return wp.HttpReply(f"<html><head><title>{title}</title></head><body><h1>{title}</h1><ul>{links}</ul></body></html>".encode(), "text/html")
+        return wp.HttpReply(self._status_json(path.strip("/")))
+
+    def _status_for(self, what: str) -> list[dict[str, Any]] | None:
+        what = what.strip("/")
+        if what in ("queue_status", "resources_status"):
+            return [self._queue_status()]
+        if what == "worker_status":
+            return self._worker_status()
+        if what == "task_status":
+            return self._task_status()
+        if what == "wable_status":
+            return [self._category_status(c) for c in sorted(self._categories)] + [self._category_status(None)]
+        return None
+
+    def _make_stats(self) -> Stats:
+        workers = list(self._workers.values())
+        ready = [w for w in workers if w.ready]
+        on_workers = sum(len(w.tasks) for w in workers)
+        running = sum(1 for w in workers for t in w.tasks.values() if not t._attempt.got_result)  # type: ignore[attr-defined]
+        total = {r: sum(w.total[r] for w in ready) for r in res.NAMES}
+        inuse = {r: sum(w.inuse[r] for w in ready) for r in res.NAMES}
+        with self._lock:
+            done_waiting = len(self._done)
+            inbox = len(self._inbox)
+        c = self._counts
+        return Stats(
+            workers_connected=len(workers),
+            workers_init=len(workers) - len(ready),
+            workers_idle=sum(1 for w in ready if not w.tasks),
+            workers_busy=sum(1 for w in ready if w.tasks),
+            workers_able=len(ready),
+            workers_joined=c["workers_joined"],
+            workers_removed=c["workers_removed"],
+            workers_released=c["workers_released"],
+            workers_idled_out=c["workers_idled_out"],
+            workers_fast_aborted=c["workers_fast_aborted"],
+            workers_blocked=len(self._blocked),
+            workers_lost=c["workers_lost"],
+            tasks_waiting=len(self._ready) + inbox,
+            tasks_on_workers=on_workers,
+            tasks_running=running,
+            tasks_with_results=on_workers - running + done_waiting,
+            tasks_submitted=c["tasks_submitted"] + inbox,
+            tasks_dispatched=c["tasks_dispatched"],
+            tasks_done=c["tasks_done"],
+            tasks_failed=c["tasks_failed"],
+            tasks_cancelled=c["tasks_cancelled"],
+            tasks_exhausted_attempts=c["tasks_exhausted_attempts"],
+            time_when_started=self._started,
+            time_send=self._time_send,
+            time_receive=self._time_receive,
+            time_workers_execute=self._time_execute,
+            bytes_sent=self._bytes_sent,
+            bytes_received=self._bytes_received,
+            capacity_tasks=max(len(ready), sum(w.total["cores"] for w in ready)),
+            capacity_cores=total["cores"],
+            capacity_memory=total["memory"],
+            capacity_disk=total["disk"],
+            capacity_gpus=total["gpus"],
+            total_cores=total["cores"],
+            total_memory=total["memory"],
+            total_disk=total["disk"],
+            total_gpus=total["gpus"],
+            committed_cores=inuse["cores"],
+            committed_memory=inuse["memory"],
+            committed_disk=inuse["disk"],
+            committed_gpus=inuse["gpus"],
+        )
+
+    def _queue_status(self) -> dict[str, Any]:
+        s = self._make_stats()
+        out: dict[str, Any] = {f.name: getattr(s, f.name) for f in fields(s)}
+        workers = [w for w in self._workers.values() if w.ready]
+        out.update(
+            {
+                "type": "wq_master",
+                "project": self.name or "",
+                "starttime": int(self._started),
+                "working_dir": os.getcwd(),
+                "owner": _owner(),
+                "version": "8.0.0",
+                "treadle": True,
+                "port": self.port,
+                "priority": 0,
+                "manager_preferred_connection": "by_ip",
+                "network_interfaces": [],
+                "workers": s.workers_connected,
+                "workers_blocked": sorted(self._blocked),
+                "tasks_complete": s.tasks_done,
+                "tasks_left": s.tasks_waiting + s.tasks_on_workers,
+                "capacity_instantaneous": s.capacity_tasks,
+                "capacity_weighted": s.capacity_tasks,
+                "manager_load": 0,
+                "categories": [self._category_status(c) for c in sorted(self._categories)],
+            }
+        )
+        for r in ("workers",) + res.NAMES:
+            if r == "workers":
+                vals = [w.slots for w in workers]
+                inuse = sum(1 for w in workers if w.tasks)
+            else:
+                vals = [w.total[r] for w in workers]
+                inuse = sum(w.inuse[r] for w in workers)
+            out[f"{r}_inuse"] = inuse
+            out[f"{r}_total"] = sum(vals)
+            out[f"{r}_smallest"] = min(vals) if vals else 0
+            out[f"{r}_largest"] = max(vals) if vals else 0
+        tasks = list(self._tasks.values())
+        for r in res.NAMES:
+            out[f"tasks_total_{r}"] = sum(getattr(t, r) or 0 for t in tasks)
+        return out
+
+    def _catalog_record(self) -> dict[str, Any]:
+        q = self._queue_status()
+        keep = (
+            "type project starttime working_dir owner version port priority manager_preferred_connection "
+            "network_interfaces workers workers_connected tasks_waiting tasks_running tasks_on_workers "
+            "tasks_complete tasks_left capacity_tasks capacity_cores capacity_memory capacity_disk "
+            "cores_total memory_total disk_total gpus_total"
+        ).split()
+        return {k: q[k] for k in keep if k in q}
+
+    def _worker_status(self) -> list[dict[str, Any]]:
+        out = []
+        now = time.time()
+        for w in self._workers.values():
+            if not w.ready:
+                continue
+            running = [t for t in w.tasks.values() if not t._attempt.got_result]  # type: ignore[attr-defined]
+            d: dict[str, Any] = {
+                "hostname": w.hostname,
+                "os": w.os,
+                "arch": w.arch,
+                "version": w.version,
+                "address_port": w.addrport,
+                "worker_id": w.worker_id,
+                "ncpus": w.total["cores"],
+                "total_tasks_complete": w.tasks_complete,
+                "total_tasks_running": len(running),
+                "total_bytes_transferred": w.bytes_sent + w.bytes_received,
+                "total_transfer_time": 0,
+                "start_time": int(w.joined * 1e6),
+                "current_time": int(now * 1e6),
+                "workers_total": w.slots,
+                "workers_inuse": 1 if w.tasks else 0,
+            }
+            for r in res.NAMES:
+                d[f"{r}_total"] = w.total[r]
+                d[f"{r}_inuse"] = w.inuse[r]
+                d[f"{r}_smallest"] = w.smallest[r]
+                d[f"{r}_largest"] = w.largest[r]
+            for i, t in enumerate(running, 1):
+                d[f"current_task_{i:03d}_id"] = t.id
+                d[f"current_task_{i:03d}_command"] = t.command
+            out.append(d)
+        return out
+
+    def _task_status(self) -> list[dict[str, Any]]:
+        out = []
+        now = time.time()
+        for t in self._tasks.values():
+            att = getattr(t, "_attempt", None)
+            d: dict[str, Any] = {
+                "taskid": t.id,
+                "state": "running" if att is not None else t.state.name,
+                "tag": t.tag or "",
+                "category": t.category,
+                "command": t.command,
+                "host": att.worker.hostname if att is not None else "",
+                "priority": str(t.priority),
+                "total_submissions": t.attempts,
+            }
+            for r in res.NAMES:
+                v = getattr(t, r)
+                d[r] = -1 if v is None else v
+            if att is not None:
+                d.update(
+                    {
+                        "address_port": att.worker.addrport,
+                        "time_when_submitted": int(t.time_submitted * 1e6),
+                        "time_when_commit_start": int(att.started * 1e6),
+                        "time_when_commit_end": int(att.started * 1e6),
+                        "current_time": int(now * 1e6),
+                    }
+                )
+            out.append(d)
+        return out
+
+    def _category_status(self, name: str | None) -> dict[str, Any]:
+        if name is None:
+            cats = list(self._categories.values())
+            label = "whole queue"
+        else:
+            cats = [self._category(name)]
+            label = name
+        able = sum(1 for w in self._workers.values() if w.ready)
+        d: dict[str, Any] = {
+            "category": label,
+            "tasks_waiting": sum(c.waiting for c in cats),
+            "tasks_running": sum(c.running for c in cats),
+            "tasks_on_workers": sum(c.running for c in cats),
+            "tasks_dispatched": sum(c.dispatched for c in cats),
+            "tasks_done": sum(c.done for c in cats),
+            "tasks_failed": sum(c.failed for c in cats),
+            "tasks_cancelled": sum(c.cancelled for c in cats),
+            "workers_able": able,
+            "first_allocation_count": 0,
+            "max_allocation_count": 0,
+        }
+        if name is not None:
+            c = cats[0]
+            for r in ("cores", "memory", "disk"):
+                if r in c.max:
+                    d[f"max_{r}"] = f"~{c.max[r]}"
+            d["mode"] = c.mode
+        return d
+
+    # ================================================================ logging
+    def _log_txn(self, text: str) -> None:
+        if self._txn is not None:
+            self._txn.write(f"{int(time.time() * 1e6)} {os.getpid()} {text}\n")
+
+
+def _first(workers: Iterable[_Worker], fits: Callable[[_Worker], bool]) -> _Worker | None:
+    for w in workers:
+        if fits(w):
+            return w
+    return None
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+def _resource_dict(d: Mapping[str, int]) -> dict[str, int]:
+    out = {}
+    for k, v in d.items():
+        if k not in res.NAMES:
+            raise UsageError(f"unknown resource {k!r} (use {', '.join(res.NAMES)})")
+        if v is not None:
+            out[k] = int(v)
+    return out
+
+
+def _owner() -> str:
+    try:
+        import pwd
+
+        return pwd.getpwuid(os.getuid()).pw_name
+    except (ImportError, KeyError):
+        return "unknown"
+
