@@ -38,7 +38,7 @@ def make_script(path: Path, body: str) -> str:
 
 def hamming(a: bytes, b: bytes) -> int:
     """The brute-force reference for BITWISE and the test callables."""
-    return sum(x != y for x, y in zip(a, b)) + abs(len(a) - len(b))
+    return sum(x != y for x, y in zip(a, b, strict=False)) + abs(len(a) - len(b))
 
 
 @pytest.fixture
@@ -66,11 +66,11 @@ def size_diff_py(tmp_path: Path) -> str:
         "    return os.path.getsize(a) - os.path.getsize(b)\n"
         "@takes_bytes\n"
         "def ham(a, b):\n"
-        "    return sum(x != y for x, y in zip(a, b)) + abs(len(a) - len(b))\n"
+        "    return sum(x != y for x, y in zip(a, b, strict=False)) + abs(len(a) - len(b))\n"
         "@batched\n"
         "@takes_bytes\n"
         "def hamb(xs, ys):\n"
-        "    return [[sum(x != y for x, y in zip(a, b)) + abs(len(a) - len(b)) for b in ys]"
+        "    return [[sum(x != y for x, y in zip(a, b, strict=False)) + abs(len(a) - len(b)) for b in ys]"
         " for a in xs]\n"
         "def printer(a, b):\n"
         "    print(os.path.basename(a) + '|' + os.path.basename(b))\n"
