@@ -1,0 +1,395 @@
+"""Wavefront (spec §3): R[x][y] = F(R[x-1][y], R[x][y-1], R[x-1][y-1]) over a grid.
+
+A cell starts as soon as its three neighbours are known (no barrier between
+anti-diagonals); among ready cells the smallest x + y, then the smallest x, goes
+first. Finished cells are appended to ``OUTPUT.partial`` so a restart recomputes
+only what is missing; the sorted output replaces it at the end.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import heapq
+import io
+import json
+import math
+import multiprocessing
+import os
+import shlex
+import struct
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from treadle.allpairs.functions import resolve
+from treadle.allpairs.runner import Function, Spawner, result_text
+from treadle.errors import AllPairsError
+
+D_TASK = 0.1
+D_HOST = 10.0
+SAMPLE_CELLS = 4
+SAMPLE_SECONDS = 5.0
+BITMAP_INTERVAL = 5.0
+PROGRESS_INTERVAL = 10.0
+FSYNC_INTERVAL = 1.0
+
+
+def sweep_time(x: int, y: int, p: int, t: float) -> float:
+    """M(X, Y, p, t): anti-diagonal k holds L_k cells and p processors need ⌈L_k/p⌉ rounds."""
+    if x <= 0 or y <= 0:
+        return 0.0
+    rounds = 0
+    for k in range(1, x + y):
+        rounds += math.ceil(min(k, x, y, x + y - k) / p)
+    return t * rounds
+
+
+def distributed_time(x: int, y: int, b: int, h: int, k: int, t: float,
+                     d_task: float = D_TASK, d_host: float = D_HOST) -> float:
+    """D(b): b×b blocks, each swept on one worker's k cores, over h workers."""
+    return sweep_time(math.ceil(x / b), math.ceil(y / b), h,
+                      sweep_time(b, b, k, t) + d_task) + d_host * h
+
+
+@dataclass(frozen=True)
+class WavePlan:
+    """The decision printed by ``--plan``: t, the local time, the best block and mode."""
+
+    t: float
+    sampled: int
+    mode: str
+    block: int
+    workers: int
+    t_local: float
+    t_dist: float
+    k: int
+    k_local: int
+
+    def describe(self, xsize: int, ysize: int) -> str:
+        how = f"sampled {self.sampled} cells" if self.sampled else "given by -t"
+        return "\n".join([
+            f"grid: {xsize} x {ysize} cells",
+            f"t = {self.t:.6g} s per cell ({how})",
+            f"M(local, k={self.k_local}) = {self.t_local:.6g} s; best D(b) = {self.t_dist:.6g} s "
+            f"at b = {self.block}, h = {self.workers} (k = {self.k})",
+            f"mode: {self.mode}",
+        ])
+
+
+def choose(xsize: int, ysize: int, t: float, *, k: int, k_local: int, h_max: int,
+           workers_possible: bool, mode: str, block: int | None) -> WavePlan:
+    """Try b = 1, 2, … while D(b) falls (b ≤ min(X, Y)/4); compare with the local sweep."""
+    t_local = sweep_time(xsize, ysize, k_local, t)
+    best = (math.inf, 1, 1)
+    sizes = [block] if block else range(1, max(1, min(xsize, ysize) // 4) + 1)
+    for b in sizes:
+        here = min((distributed_time(xsize, ysize, b, h, k, t), b, h)
+                   for h in range(1, max(1, h_max) + 1))
+        if here[0] < best[0]:
+            best = here
+        elif not block:
+            break
+    if mode == "auto":
+        mode = "wq" if workers_possible and best[0] < t_local else "local"
+    return WavePlan(t=t, sampled=0, mode=mode, block=best[1], workers=best[2], t_local=t_local,
+                    t_dist=best[0], k=k, k_local=k_local)
+
+
+def read_boundary(boundary: str | os.PathLike | dict, xsize: int, ysize: int) -> dict:
+    """The boundary values, checked: every R[x][0] and R[0][y], and no interior cell."""
+    values: dict[tuple[int, int], str] = {}
+    if isinstance(boundary, dict):
+        for (x, y), value in boundary.items():
+            values[(int(x), int(y))] = _value(str(value))
+        where = "boundary"
+    else:
+        where = os.fspath(boundary)
+        try:
+            text = Path(boundary).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise AllPairsError(f"boundary file {where} does not exist") from None
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            parts = line.split(None, 2)
+            try:
+                x, y = int(parts[0]), int(parts[1])
+            except (ValueError, IndexError):
+                raise AllPairsError(f"{where}:{number}: expected 'x y value'") from None
+            values[(x, y)] = parts[2].strip() if len(parts) > 2 else ""
+    interior = sorted(c for c in values if 1 <= c[0] <= xsize and 1 <= c[1] <= ysize)
+    if interior:
+        raise AllPairsError(f"{where}: interior cell(s) in the boundary: "
+                            + ", ".join(f"({x}, {y})" for x, y in interior[:5]))
+    outside = sorted(c for c in values if not (0 <= c[0] <= xsize and 0 <= c[1] <= ysize))
+    if outside:
+        raise AllPairsError(f"{where}: cell(s) outside the {xsize} x {ysize} grid: "
+                            + ", ".join(f"({x}, {y})" for x, y in outside[:5]))
+    needed = [(x, 0) for x in range(xsize + 1)] + [(0, y) for y in range(1, ysize + 1)]
+    missing = [c for c in needed if c not in values]
+    if missing:
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        raise AllPairsError(f"{where}: missing boundary cell(s) "
+                            + ", ".join(f"({x}, {y})" for x, y in missing[:5]) + more)
+    return values
+
+
+def _value(text: str) -> str:
+    return text.strip()
+
+
+# Pool-process state, inherited through fork (callables given as objects work as they are).
+_FN: Function | None = None
+_LOCAL = threading.local()
+
+
+def compute_cell(fn: Function, x: int, y: int, left: str, bottom: str, diag: str) -> str:
+    """R[x][y] from its neighbours; raises AllPairsError naming the cell when F fails."""
+    if fn.kind == "exec":
+        spawner = getattr(_LOCAL, "spawner", None)
+        if spawner is None:
+            spawner = _LOCAL.spawner = Spawner()
+        with tempfile.TemporaryDirectory(prefix="treadle-wf-") as tmp:
+            paths = []
+            for name, value in (("left", left), ("bottom", bottom), ("diag", diag)):
+                path = os.path.join(tmp, name)
+                with open(path, "w", encoding="utf-8") as f:
+                    f.write(value + "\n")
+                paths.append(path)
+            argv = [fn.executable, *fn.args, str(x), str(y), *paths]
+            code, out, tail = spawner.run(fn.executable, argv)
+        if code != 0:
+            tail = " ".join(tail.strip().splitlines()[-5:])
+            raise AllPairsError(f"F failed on cell ({x}, {y}) with exit status {code}"
+                                + (f"; stderr: {tail}" if tail else ""))
+        value = out.decode("utf-8", "replace").rstrip()
+    else:
+        saved, buffer = sys.stdout, io.StringIO()
+        sys.stdout = buffer
+        try:
+            result = fn.call(x, y, left, bottom, diag)
+        except Exception as e:
+            raise AllPairsError(f"F failed on cell ({x}, {y}): {type(e).__name__}: {e}") from None
+        finally:
+            sys.stdout = saved
+        value = buffer.getvalue().rstrip() if result is None else result_text(result).strip()
+    if "\n" in value or "\r" in value:
+        raise AllPairsError(f"F returned a multi-line value for cell ({x}, {y})")
+    return value
+
+
+def _pool_cell(x: int, y: int, left: str, bottom: str, diag: str) -> str:
+    assert _FN is not None
+    return compute_cell(_FN, x, y, left, bottom, diag)
+
+
+COLOURS = {"complete": (60, 170, 60), "running": (230, 200, 40), "ready": (60, 110, 220),
+           "waiting": (200, 200, 200)}
+
+
+def write_bitmap(path: str, xsize: int, ysize: int, known: dict, running: set,
+                 ready: set) -> None:
+    """A 24-bit BMP, one pixel per cell, x to the right and y upwards."""
+    width, height = xsize + 1, ysize + 1
+    pad = (4 - width * 3 % 4) % 4
+    rows = []
+    for y in range(height):
+        row = bytearray()
+        for x in range(width):
+            cell = (x, y)
+            state = ("complete" if cell in known else "running" if cell in running
+                     else "ready" if cell in ready else "waiting")
+            r, g, b = COLOURS[state]
+            row += bytes((b, g, r))
+        rows.append(bytes(row) + b"\0" * pad)
+    pixels = b"".join(rows)
+    header = struct.pack("<2sIHHI", b"BM", 54 + len(pixels), 0, 0, 54)
+    info = struct.pack("<IiiHHIIiiII", 40, width, height, 1, 24, 0, len(pixels), 2835, 2835, 0, 0)
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(header + info + pixels)
+    os.replace(tmp, path)
+
+
+def _load_partial(path: Path, xsize: int, ysize: int) -> dict:
+    values: dict[tuple[int, int], str] = {}
+    if not path.exists():
+        return values
+    data = path.read_text(encoding="utf-8", errors="replace")
+    lines = data.split("\n")
+    if not data.endswith("\n"):
+        lines = lines[:-1]  # a line cut short by a crash is not a result
+    for line in lines:
+        parts = line.split(" ", 2)
+        if len(parts) < 2:
+            continue
+        try:
+            x, y = int(parts[0]), int(parts[1])
+        except ValueError:
+            continue
+        if 1 <= x <= xsize and 1 <= y <= ysize:
+            values[(x, y)] = parts[2] if len(parts) > 2 else ""
+    return values
+
+
+def wavefront(function: object, boundary: str | os.PathLike | dict, xsize: int, ysize: int, *,
+              output: str | os.PathLike, mode: str = "auto", block: int | None = None,
+              cores: int | None = None, extra_args: str | Sequence[str] = (),
+              port: int | None = None, random_port_file: str | None = None,
+              project: str | None = None, priority: int = 0, comparison_time: float | None = None,
+              bitmap: str | None = None, restart: bool = False, stats_file: str | None = None,
+              plan_only: bool = False, max_workers: int = 400, quiet: bool = False,
+              plan_stream=None) -> dict:
+    """Compute every interior cell and write ``x y value`` lines sorted by x, then y."""
+    started = time.perf_counter()
+    if xsize < 1 or ysize < 1:
+        raise AllPairsError("XSIZE and YSIZE must be at least 1")
+    if mode not in ("auto", "local", "wq"):
+        raise AllPairsError(f"mode must be auto, local or wq, not {mode!r}")
+    args = shlex.split(extra_args) if isinstance(extra_args, str) else [str(a) for a in extra_args]
+    if isinstance(function, str) and function == "BITWISE":
+        raise AllPairsError("built-in functions do not apply to Wavefront")
+    fn = resolve(function, args).function
+    if fn.batched:
+        raise AllPairsError("batched functions do not apply to Wavefront")
+    known = read_boundary(boundary, xsize, ysize)
+    output = Path(output)
+    partial = output.with_name(output.name + ".partial")
+    if restart and partial.exists():
+        partial.unlink()
+    computed = _load_partial(partial, xsize, ysize)
+    resumed = len(computed)
+    known.update(computed)
+    k_local = cores or os.cpu_count() or 1
+    workers_possible = port is not None or bool(project) or random_port_file is not None
+    journal = open(partial, "a", encoding="utf-8")
+    sampled = 0
+    try:
+        t = comparison_time
+        if t is None:
+            t, sampled = _sample(fn, known, xsize, ysize, journal)
+        plan = choose(xsize, ysize, t, k=cores or os.cpu_count() or 1, k_local=k_local,
+                      h_max=max_workers, workers_possible=workers_possible, mode=mode, block=block)
+        plan = WavePlan(**{**asdict(plan), "sampled": sampled})
+        if plan_only:
+            print(plan.describe(xsize, ysize), file=plan_stream or sys.stdout)
+            return {"plan": asdict(plan)}
+        if plan.mode == "wq":
+            raise AllPairsError("distributed Wavefront is not available yet (issue 5); "
+                                "use -T local")
+        calls = _run_local(fn, known, xsize, ysize, k_local, journal, bitmap, quiet)
+    finally:
+        journal.close()
+    tmp = output.with_name(output.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.writelines(f"{x} {y} {known[(x, y)]}\n" for x in range(1, xsize + 1)
+                     for y in range(1, ysize + 1))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, output)
+    partial.unlink()
+    stats = {"xsize": xsize, "ysize": ysize, "cells": xsize * ysize, "resumed_cells": resumed,
+             "calls": calls + sampled, "plan": asdict(plan),
+             "wall": time.perf_counter() - started}
+    if stats_file:
+        Path(stats_file).write_text(json.dumps(stats, indent=1) + "\n")
+    return stats
+
+
+def _sample(fn: Function, known: dict, xsize: int, ysize: int, journal) -> tuple[float, int]:
+    """Time up to 4 cells from the boundary corner (at most 5 s); keep their values."""
+    corner = [(1, 1), (2, 1), (1, 2), (2, 2)]
+    done, start = 0, time.perf_counter()
+    for x, y in corner:
+        if x > xsize or y > ysize or (x, y) in known:
+            continue
+        if done and time.perf_counter() - start >= SAMPLE_SECONDS or done >= SAMPLE_CELLS:
+            break
+        known[(x, y)] = compute_cell(fn, x, y, known[(x - 1, y)], known[(x, y - 1)],
+                                     known[(x - 1, y - 1)])
+        journal.write(f"{x} {y} {known[(x, y)]}\n")
+        journal.flush()
+        done += 1
+    if not done:
+        return 0.0, 0
+    return (time.perf_counter() - start) / done, done
+
+
+def _run_local(fn: Function, known: dict, xsize: int, ysize: int, k: int, journal,
+               bitmap: str | None, quiet: bool) -> int:
+    """k workers, one cell each; a cell is submitted as soon as it is ready."""
+    global _FN
+
+    def is_ready(x: int, y: int) -> bool:
+        return ((x - 1, y) in known and (x, y - 1) in known and (x - 1, y - 1) in known
+                and (x, y) not in known)
+
+    ready: list[tuple[int, int, int]] = []
+    queued: set[tuple[int, int]] = set()
+
+    def offer(x: int, y: int) -> None:
+        if x <= xsize and y <= ysize and (x, y) not in queued and is_ready(x, y):
+            queued.add((x, y))
+            heapq.heappush(ready, (x + y, x, y))
+
+    for x in range(1, xsize + 1):
+        for y in range(1, ysize + 1):
+            offer(x, y)
+    total = xsize * ysize
+    todo = total - sum(1 for c in known if c[0] >= 1 and c[1] >= 1)
+    if todo == 0:
+        return 0
+    if fn.kind == "exec":
+        pool = concurrent.futures.ThreadPoolExecutor(k)
+    else:
+        _FN = fn
+        pool = concurrent.futures.ProcessPoolExecutor(k, mp_context=multiprocessing.get_context("fork"))
+    running: dict[concurrent.futures.Future, tuple[int, int]] = {}
+    calls = 0
+    start = last_sync = last_bitmap = last_progress = time.monotonic()
+    try:
+        while ready or running:
+            while ready and len(running) < k:
+                _, x, y = heapq.heappop(ready)
+                args = (x, y, known[(x - 1, y)], known[(x, y - 1)], known[(x - 1, y - 1)])
+                future = (pool.submit(compute_cell, fn, *args) if fn.kind == "exec"
+                          else pool.submit(_pool_cell, *args))
+                running[future] = (x, y)
+            finished, _ = concurrent.futures.wait(
+                running, timeout=1.0, return_when=concurrent.futures.FIRST_COMPLETED)
+            for future in finished:
+                x, y = running.pop(future)
+                known[(x, y)] = future.result()
+                calls += 1
+                journal.write(f"{x} {y} {known[(x, y)]}\n")
+                journal.flush()
+                for nx, ny in ((x + 1, y), (x, y + 1), (x + 1, y + 1)):
+                    offer(nx, ny)
+            now = time.monotonic()
+            if now - last_sync >= FSYNC_INTERVAL:
+                os.fsync(journal.fileno())
+                last_sync = now
+            if bitmap and now - last_bitmap >= BITMAP_INTERVAL:
+                write_bitmap(bitmap, xsize, ysize, known, set(running.values()),
+                             {(x, y) for _, x, y in ready})
+                last_bitmap = now
+            if not quiet and now - last_progress >= PROGRESS_INTERVAL:
+                last_progress = now
+                done = sum(1 for c in known if c[0] >= 1 and c[1] >= 1)
+                print(f"wavefront: {100 * done / total:.0f}% complete, {now - start:.0f}s "
+                      f"elapsed, {len(running)} running, {len(ready)} ready", file=sys.stderr,
+                      flush=True)
+    except BaseException:
+        for future in running:
+            future.cancel()
+        raise
+    finally:
+        os.fsync(journal.fileno())
+        pool.shutdown(wait=True, cancel_futures=True)
+    if bitmap:
+        write_bitmap(bitmap, xsize, ysize, known, set(), set())
+    return calls

@@ -1,0 +1,50 @@
+"""``treadle wavefront``: a thin layer over ``treadle.allpairs.wavefront`` (spec §3.1)."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("function", metavar="FUNCTION")
+@click.argument("xsize", type=click.IntRange(min=1))
+@click.argument("ysize", type=click.IntRange(min=1))
+@click.argument("boundary", metavar="BOUNDARY")
+@click.argument("output", metavar="OUTPUT")
+@click.option("-e", "--extra-args", default="", metavar="ARGS",
+              help="Fixed arguments put before x y LEFT BOTTOM DIAG.")
+@click.option("-T", "--mode", type=click.Choice(["auto", "local", "wq"]), default="auto")
+@click.option("-c", "--cores", type=click.IntRange(min=1), help="Local processes. Default: all.")
+@click.option("-p", "--port", type=click.IntRange(0, 65535), help="Manager port (wq mode).")
+@click.option("-Z", "--random-port", "port_file", metavar="FILE")
+@click.option("-N", "--project-name", "project", metavar="NAME")
+@click.option("-P", "--priority", type=int, default=0)
+@click.option("-t", "--estimated-time", type=float, metavar="S",
+              help="Seconds per cell; skips sampling.")
+@click.option("--block", type=click.IntRange(min=1), metavar="B", help="Block side (wq mode).")
+@click.option("--bitmap", metavar="FILE", help="Write a BMP of the grid's state every 5 s.")
+@click.option("--restart", is_flag=True, help="Ignore OUTPUT.partial and start over.")
+@click.option("--stats", "stats_file", metavar="FILE", help="Write a JSON summary.")
+@click.option("--plan", "--explain", "plan_only", is_flag=True,
+              help="Print the model's decision, then exit.")
+def command(function, xsize, ysize, boundary, output, extra_args, mode, cores, port, port_file,
+            project, priority, estimated_time, block, bitmap, restart, stats_file, plan_only):
+    """Compute R[x][y] = F(R[x-1][y], R[x][y-1], R[x-1][y-1]) for 1 <= x <= XSIZE,
+    1 <= y <= YSIZE, from BOUNDARY lines 'x y value', into OUTPUT.
+
+    FUNCTION is an executable, called as F [ARGS] x y LEFT BOTTOM DIAG (three
+    files holding the neighbours' values), or FILE.py:NAME / MODULE:NAME, called
+    as F(x, y, left, bottom, diag).
+
+    \b
+    Example:
+      treadle wavefront ./step 100 100 edge.txt result.txt -c 8
+    """
+    from treadle.allpairs.wavefront import wavefront
+
+    wavefront(function, boundary, xsize, ysize, output=output, mode=mode, block=block,
+              cores=cores, extra_args=extra_args, port=port, random_port_file=port_file,
+              project=project, priority=priority, comparison_time=estimated_time, bitmap=bitmap,
+              restart=restart, stats_file=stats_file, plan_only=plan_only, plan_stream=sys.stderr)

@@ -1,0 +1,112 @@
+"""Wavefront against a sequential loop, resume from .partial, boundary errors (spec §3)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from treadle.allpairs.wavefront import distributed_time, read_boundary, sweep_time, wavefront
+from treadle.errors import AllPairsError
+
+from .conftest import TREADLE, make_script
+
+A, B = "kitten", "sitting"
+EDIT = (
+    "A, B = 'kitten', 'sitting'\n"
+    "def cell(x, y, left, bottom, diag):\n"
+    "    same = A[x - 1] == B[y - 1]\n"
+    "    return min(int(left) + 1, int(bottom) + 1, int(diag) + (0 if same else 1))\n"
+)
+
+
+def edge_file(path: Path) -> str:
+    lines = [f"{x} 0 {x}" for x in range(len(A) + 1)] + [f"0 {y} {y}" for y in range(1, len(B) + 1)]
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def sequential() -> str:
+    r = {(x, 0): x for x in range(len(A) + 1)} | {(0, y): y for y in range(len(B) + 1)}
+    out = []
+    for x in range(1, len(A) + 1):
+        for y in range(1, len(B) + 1):
+            same = A[x - 1] == B[y - 1]
+            r[(x, y)] = min(r[(x - 1, y)] + 1, r[(x, y - 1)] + 1, r[(x - 1, y - 1)] + (not same))
+    for x in range(1, len(A) + 1):
+        for y in range(1, len(B) + 1):
+            out.append(f"{x} {y} {r[(x, y)]}\n")
+    return "".join(out)
+
+
+def test_edit_distance_callable(tmp_path):
+    (tmp_path / "ed.py").write_text(EDIT)
+    edge = edge_file(tmp_path / "edge.txt")
+    stats = wavefront(f"{tmp_path}/ed.py:cell", edge, 6, 7, output="d.txt", cores=2, quiet=True,
+                      bitmap="grid.bmp")
+    text = Path("d.txt").read_text()
+    assert text == sequential()
+    assert text.splitlines()[-1] == "6 7 3" and len(text.splitlines()) == 42
+    assert stats["cells"] == 42
+    assert Path("grid.bmp").read_bytes()[:2] == b"BM"
+    assert not Path("d.txt.partial").exists()
+
+
+def test_edit_distance_executable_cli(tmp_path):
+    f = make_script(tmp_path / "cell.sh",
+                    '#!/bin/sh\nA=kitten; B=sitting\n'
+                    'a=$(printf %s "$A" | cut -c"$1"); b=$(printf %s "$B" | cut -c"$2")\n'
+                    'l=$(cat "$3"); d=$(cat "$4"); g=$(cat "$5")\n'
+                    '[ "$a" = "$b" ] && c=0 || c=1\n'
+                    'm=$((l + 1)); [ $((d + 1)) -lt $m ] && m=$((d + 1)); '
+                    '[ $((g + c)) -lt $m ] && m=$((g + c))\necho $m\n')
+    edge = edge_file(tmp_path / "edge.txt")
+    subprocess.run(TREADLE + ["wavefront", f, "6", "7", edge, "d.txt", "-c", "2"], check=True)
+    assert Path("d.txt").read_text() == sequential()
+
+
+def test_resume_from_partial(tmp_path):
+    counter = tmp_path / "calls"
+    (tmp_path / "ed.py").write_text(
+        EDIT + f"def counted(x, y, left, bottom, diag):\n    open({str(counter)!r}, 'a').write('x')\n"
+        "    return cell(x, y, left, bottom, diag)\n")
+    edge = edge_file(tmp_path / "edge.txt")
+    lines = sequential().splitlines(keepends=True)
+    # a crash left 20 finished cells and half a line
+    Path("d.txt.partial").write_text("".join(lines[:20:2] + lines[1:20:2]) + "6 7 9")
+    wavefront(f"{tmp_path}/ed.py:counted", edge, 6, 7, output="d.txt", cores=1, quiet=True,
+              comparison_time=0.01)
+    assert counter.read_text() == "x" * 22
+    assert Path("d.txt").read_text() == sequential()
+
+
+def test_boundary_errors(tmp_path):
+    with pytest.raises(AllPairsError, match=r"missing boundary cell\(s\) \(2, 0\), \(3, 0\)"):
+        read_boundary({(0, 0): 0, (1, 0): 1, (0, 1): 1}, 3, 1)
+    with pytest.raises(AllPairsError, match=r"interior cell\(s\) in the boundary: \(1, 1\)"):
+        read_boundary({(0, 0): 0, (1, 0): 1, (0, 1): 1, (1, 1): 5}, 1, 1)
+    Path("b.txt").write_text("0 0 a\n1 0 b\n0 1 c\nx y\n")
+    with pytest.raises(AllPairsError, match=r"b.txt:4: expected 'x y value'"):
+        read_boundary("b.txt", 1, 1)
+    Path("e.txt").write_text("0 0 a\n1 0 b\n")
+    run = subprocess.run(TREADLE + ["wavefront", "true", "1", "1", "e.txt", "o.txt"],
+                         capture_output=True, text=True)
+    assert run.returncode == 1 and "missing boundary cell(s) (0, 1)" in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+def test_failing_cell_is_named(tmp_path):
+    (tmp_path / "bad.py").write_text("def f(x, y, l, b, d):\n    if (x, y) == (2, 1):\n"
+                                     "        raise RuntimeError('nope')\n    return 0\n")
+    with pytest.raises(AllPairsError, match=r"cell \(2, 1\).*nope"):
+        wavefront(f"{tmp_path}/bad.py:f", {(x, 0): 0 for x in range(3)} | {(0, 1): 0}, 2, 1,
+                  output="o.txt", quiet=True, comparison_time=0.1)
+
+
+def test_model():
+    assert sweep_time(30, 30, 2, 0.05) == pytest.approx(23.25)
+    assert sweep_time(3, 2, 1, 1.0) == 6.0
+    assert sweep_time(1, 1, 4, 2.0) == 2.0
+    # one block holding everything on one worker: the local sweep plus the two dispatch costs
+    assert distributed_time(4, 4, 4, 1, 2, 1.0) == pytest.approx(sweep_time(4, 4, 2, 1.0) + 0.1 + 10)
