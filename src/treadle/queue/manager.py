@@ -166,6 +166,7 @@ class _Link:
         self.bytes_sent = 0
         self.close_reason: str | None = None
         self.on_sent: Callable[[int], None] | None = None
+        self.on_dirty: Callable[[_Link], None] = lambda link: loop.call_soon(link._flush)
 
     # ---------------------------------------------------------------- sending
     def send(self, *events: wp.Event) -> None:
@@ -200,9 +201,11 @@ class _Link:
     def _kick(self) -> None:
         if not self._scheduled and not self._busy and not self._closed:
             self._scheduled = True
-            self.loop.call_soon(self._flush)
+            self.on_dirty(self)
 
     def _flush(self) -> None:
+        if not self._scheduled:
+            return
         self._scheduled = False
         if self._closed:
             self._out.clear()
@@ -519,6 +522,8 @@ class Manager:
         self._blocked: dict[str, float | None] = {}
         self._fast_abort_default: float | None = None
         self._schedule_kick = False
+        self._flush_kick = False
+        self._dirty: list[_Link] = []
         self._waiting_sum = {r: 0 for r in res.NAMES}
         self._counts = collections.Counter()
         self._bytes_sent = 0
@@ -881,7 +886,25 @@ class Manager:
     def _kick_schedule(self) -> None:
         if not self._schedule_kick:
             self._schedule_kick = True
-            self._loop.call_soon(self._schedule)
+            self._kick_flush()
+
+    def _link_dirty(self, link: _Link) -> None:
+        self._dirty.append(link)
+        self._kick_flush()
+
+    def _kick_flush(self) -> None:
+        if not self._flush_kick:
+            self._flush_kick = True
+            self._loop.call_soon(self._flush_all)
+
+    def _flush_all(self) -> None:
+        """Once per turn of the loop: dispatch first, then one write per worker (kill + next task together)."""
+        self._flush_kick = False
+        if self._schedule_kick:
+            self._schedule()
+        dirty, self._dirty = self._dirty, []
+        for link in dirty:
+            link._flush()
 
     def _schedule(self) -> None:
         """Dispatch ready tasks while some worker has room (bounded work per call)."""
@@ -1182,6 +1205,7 @@ class Manager:
             except OSError:
                 pass
         link = _Link(reader, writer, self._loop)
+        link.on_dirty = self._link_dirty
         try:
             greeting = await asyncio.wait_for(self._handshake(link, addrport), self.keepalive_timeout)
         except (TimeoutError, OSError, ConnectionError, wp.ProtocolError) as e:
@@ -1420,7 +1444,9 @@ class Manager:
         return task
 
     def _cancel_by_tag(self, tag: str) -> list[Task]:
-        out = []
+        out: list[Task] = []
+        if tag is None:
+            return out
         with self._lock:
             inbox_ids = [t.id for t in self._inbox if t.tag == tag]
         for tid in inbox_ids + [t.id for t in list(self._tasks.values()) if t.tag == tag]:
@@ -1602,6 +1628,7 @@ class Manager:
             {
                 "type": "wq_master",
                 "project": self.name or "",
+                "name": socket.gethostname(),
                 "starttime": int(self._started),
                 "working_dir": os.getcwd(),
                 "owner": _owner(),

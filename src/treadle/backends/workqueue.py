@@ -1,0 +1,119 @@
+"""Run a workflow's jobs on Work Queue workers (``treadle run -T wq``).
+
+Each job becomes a ``treadle.queue.Task``: its inputs (files and whole
+directories, under their ``LOCAL->REMOTE`` names) are sent to the worker,
+its outputs fetched back into the workflow's directory. Nothing assumes a
+shared filesystem. Inputs and outputs are cached on the workers under
+content-addressed names, so a file shared by many rules, or an output that
+the next rule reads, crosses the network once per worker.
+
+A lost worker is not a job failure: the manager sends the task elsewhere.
+A missing output is reported by the engine, which checks outputs itself.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from treadle.backends.base import Job, JobResult
+from treadle.queue.manager import Manager
+from treadle.queue.task import Result, Task
+
+
+class WorkQueueBackend:
+    """The ``wq`` backend: a treadle Work Queue manager listening on ``port``."""
+
+    name = "wq"
+    sandboxed = True
+
+    def __init__(
+        self,
+        *,
+        workdir: str,
+        port: int = 9123,
+        name: str | None = None,
+        password_file: str | None = None,
+        port_file: str | None = None,
+        catalog: str | None = None,
+        fast_abort: float | None = None,
+        keepalive_interval: int | None = None,
+        keepalive_timeout: int | None = None,
+        log_path: str | None = None,
+        send_environment: bool = False,
+    ) -> None:
+        self.workdir = os.path.abspath(workdir)
+        self.send_environment = send_environment
+        self.manager = Manager(
+            port,
+            name=name,
+            password_file=password_file,
+            catalog=catalog,
+            transactions_log=log_path,
+            port_file=port_file,
+        )
+        if keepalive_interval is not None:
+            self.manager.keepalive_interval = keepalive_interval
+        if keepalive_timeout is not None:
+            self.manager.keepalive_timeout = keepalive_timeout
+        if fast_abort is not None:
+            self.manager.fast_abort(fast_abort)
+        self.port = self.manager.port
+
+    def submit(self, job: Job) -> int:
+        """Queue the job as a task; returns the task id."""
+        r = job.resources
+        env: dict[str, str | None] = dict(os.environ) if self.send_environment else {}
+        env.update(job.environment)
+        task = Task(
+            job.command,
+            tag=str(job.rule_id),
+            category=job.category or "default",
+            cores=r.cores,
+            memory=r.memory,
+            disk=r.disk,
+            gpus=r.gpus,
+            running_time_max=r.wall_time,
+            env=env,
+        )
+        for f in job.inputs:
+            local = os.path.join(self.workdir, f.dag_name)
+            if os.path.isdir(local):
+                task.add_input_dir(local, f.task_name)
+            else:
+                task.add_input(local, f.task_name)
+        for f in job.outputs:
+            task.add_output(os.path.join(self.workdir, f.dag_name), f.task_name, cache=True)
+        return self.manager.submit(task)
+
+    def wait(self, timeout: float | None) -> JobResult | None:
+        """The next finished job; the task's stdout goes to our stdout, as makeflow does."""
+        task = self.manager.wait(timeout if timeout is not None else -1)
+        if task is None:
+            return None
+        if task.output:
+            sys.stdout.buffer.write(task.output)
+            sys.stdout.flush()
+        error = None
+        result = task.result
+        if result not in (Result.SUCCESS, Result.OUTPUT_MISSING, Result.SIGNAL):
+            detail = task.output.decode(errors="replace").strip() if result is Result.INPUT_MISSING else ""
+            error = f"work queue result {result.name if result is not None else 'UNKNOWN'}"
+            if detail:
+                error += f": {detail}"
+        return JobResult(
+            job_id=task.id,
+            exit_code=task.exit_code,
+            signal=task.signal,
+            error=error,
+            started=task.time_started,
+            finished=task.time_finished,
+        )
+
+    def cancel(self, job_id: int) -> None:
+        """Kill the task on its worker (or drop it from the queue); no result is reported."""
+        self.manager.cancel(job_id)
+
+    def close(self) -> None:
+        """Release the workers and stop listening."""
+        self.manager.close()

@@ -1,0 +1,62 @@
+"""``treadle status [HOST PORT] [--json]``: workers, tasks and progress of a running manager."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import click
+
+from treadle.errors import UsageError
+
+
+@click.command(name="status")
+@click.argument("host", required=False)
+@click.argument("port", required=False, type=int)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+@click.option("-C", "--catalog", metavar="HOST:PORT", help="List the managers a catalog server knows.")
+def command(host: str | None, port: int | None, as_json: bool, catalog: str | None) -> None:
+    """Show the workers and tasks of the manager at HOST PORT.
+
+    \b
+    Examples:
+      treadle status 127.0.0.1 9123
+      treadle status 127.0.0.1 9123 --json
+      treadle status -C 127.0.0.1:9097      managers known to a local catalog
+    """
+    from treadle.queue import status
+
+    if host is not None and port is None:
+        if ":" in host:
+            host, _, p = host.rpartition(":")
+            port = _port(p)
+        else:
+            raise UsageError("give both HOST and PORT (or HOST:PORT)")
+    if host is None:
+        catalog = catalog or os.environ.get("CATALOG_HOST")
+        if not catalog:
+            raise UsageError("give HOST PORT of a manager, or -C HOST:PORT of a catalog server")
+        managers = status.query_catalog(catalog)
+        if as_json:
+            click.echo(json.dumps(managers, indent=2, sort_keys=True))
+            return
+        rows = [
+            (m.get("project"), m.get("name"), m.get("port"), m.get("tasks_waiting"), m.get("tasks_running"),
+             m.get("tasks_complete"), m.get("workers"))
+            for m in managers
+        ]
+        click.echo(status.table(rows, ("PROJECT", "HOST", "PORT", "WAITING", "RUNNING", "COMPLETE", "WORKERS")))
+        return
+    assert port is not None
+    snap = status.snapshot(host, port)
+    if as_json:
+        click.echo(json.dumps(snap, indent=2, sort_keys=True))
+    else:
+        click.echo(status.render(snap, host, port))
+
+
+def _port(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise UsageError(f"bad port {text!r}") from None
