@@ -123,7 +123,14 @@ def parse_text(
     if fmt == "make":
         return MakeParser(text, filename, environ, notice).parse()
     if fmt in ("json", "jx"):
-        raise ParseError("the JSON and JX forms are not available yet (issue 2)", filename, 0, 0)
+        return workflow_from_jx(
+            text,
+            filename,
+            jx=fmt == "jx",
+            jx_args=jx_args,
+            jx_define=jx_define,
+            environ=environ,
+        )
     raise ParseError(f"unknown workflow format {fmt!r} (expected make, json or jx)", filename, 0, 0)
 
 
@@ -693,3 +700,274 @@ def split_names(value: str) -> list[str]:
 
 def _dash_start(names: list[str]) -> bool:
     return any(n[0] == "-" for n in names)
+
+
+# --------------------------------------------------------------------------- JSON / JX form
+
+JX_RESOURCES = {
+    "cores": "cores",
+    "memory": "memory",
+    "disk": "disk",
+    "gpus": "gpus",
+    "wall-time": "wall_time",
+    "mpi-processes": "mpi_processes",
+}
+JX_ALLOCATIONS = {"auto": "auto", "first": "auto", "max": "max", "error": "error"}
+
+
+def workflow_from_jx(
+    text: str,
+    filename: str,
+    *,
+    jx: bool,
+    jx_args: str | None = None,
+    jx_define: dict[str, str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Workflow:
+    """Build a workflow from the JSON form, evaluating it as JX first when ``jx`` is true.
+
+    ``define`` in the file gives the symbols; ``--jx-args`` (a file holding an
+    object) and ``--jx-define`` (name = expression) override them. A
+    sub-workflow's ``args`` object is written to ``<workflow>.<id>.args`` now,
+    because the nested run reads it as its own ``--jx-args``.
+    """
+    from treadle.flow import jx as jxlang
+
+    def fail(e: jxlang.JXError, where: str = filename) -> ParseError:
+        return ParseError(e.message, where, e.line, e.column)
+
+    try:
+        tree = jxlang.parse(text)
+    except jxlang.JXError as e:
+        raise fail(e) from None
+    except RecursionError:
+        raise ParseError("expression nested too deeply", filename, 0, 0) from None
+    bindings: dict = {}
+    try:
+        if jx:
+            define_node = _define_node(tree, jxlang)
+            if define_node is not None:
+                if isinstance(define_node, jxlang.ObjectNode):
+                    for knode, vnode in define_node.pairs:
+                        key = jxlang.evaluate(knode)
+                        if not isinstance(key, str):
+                            raise knode.fail("define: names must be strings")
+                        bindings[key] = jxlang.Lazy(vnode)
+                else:
+                    defined = jxlang.evaluate(define_node)
+                    if not isinstance(defined, dict):
+                        raise define_node.fail("define must be an object")
+                    bindings.update(defined)
+            if jx_args is not None:
+                bindings.update(_read_jx_args(jx_args, jxlang, fail))
+            for name, expr in (jx_define or {}).items():
+                try:
+                    bindings[name] = jxlang.Lazy(jxlang.parse(expr))
+                except jxlang.JXError as e:
+                    raise ParseError(
+                        f"--jx-define {name}: {e.message}", filename, e.line, e.column
+                    ) from None
+        top = jxlang.evaluate(tree, bindings)
+    except jxlang.JXError as e:
+        raise fail(e) from None
+    except RecursionError:
+        raise ParseError("expression nested too deeply", filename, 0, 0) from None
+    return _JXBuilder(top, filename, environ if environ is not None else os.environ).build()
+
+
+def _define_node(tree, jxlang):
+    """The unevaluated ``define`` value of the top-level object literal, if any."""
+    if not isinstance(tree, jxlang.ObjectNode):
+        return None
+    for knode, vnode in tree.pairs:
+        if isinstance(knode, jxlang.Const) and knode.value == "define":
+            return vnode
+    return None
+
+
+def _read_jx_args(path: str, jxlang, fail) -> dict:
+    try:
+        with open(path, encoding="utf-8", errors="surrogateescape") as f:
+            text = f.read()
+    except OSError as e:
+        raise ParseError(f"cannot read --jx-args file: {e.strerror}", path, 0, 0) from None
+    try:
+        value = jxlang.evaluate(jxlang.parse(text))
+    except jxlang.JXError as e:
+        raise fail(e, path) from None
+    if not isinstance(value, dict):
+        raise ParseError("--jx-args must hold an object", path, 1, 1)
+    return value
+
+
+class _JXBuilder:
+    """Turns the evaluated top-level JX object into a ``Workflow``."""
+
+    def __init__(self, top, filename: str, environ: Mapping[str, str]):
+        self.top = top
+        self.filename = filename
+        self.environ = environ
+        self.wf = Workflow(path=filename)
+        self.env_cache: dict[tuple, dict[str, str]] = {}
+
+    def error(self, message: str, obj=None) -> ParseError:
+        return ParseError(message, self.filename, getattr(obj, "line", 1) or 1, 1)
+
+    def build(self) -> Workflow:
+        top = self.top
+        if not isinstance(top, dict):
+            raise self.error('the workflow must be an object with a "rules" array')
+        wf = self.wf
+        default = top.get("default_category", DEFAULT_CATEGORY)
+        if not isinstance(default, str):
+            raise self.error("default_category must be a string", top)
+        wf.default_category = default
+        wf.category(default)
+        cats = top.get("categories", {})
+        if not isinstance(cats, dict):
+            raise self.error("categories must be an object", top)
+        for name, spec in cats.items():
+            if not isinstance(spec, dict):
+                raise self.error(f"category {name} must be an object", cats)
+            cat = wf.category(name)
+            cat.resources = self.resources(spec.get("resources", {}), spec)
+            cat.environment = self.strings(spec.get("environment", {}), f"category {name}", spec)
+        self.global_env = self.strings(top.get("environment", {}), "environment", top)
+        rules = top.get("rules", [])
+        if not isinstance(rules, list):
+            raise self.error("rules must be an array", top)
+        defined: dict[str, int] = {}
+        for spec in rules:
+            rule = self.rule(len(wf.rules), spec, getattr(rules, "line", 1))
+            for t in rule.targets:
+                first = defined.get(t)
+                if first is not None:
+                    raise self.error(
+                        f"{t} is defined multiple times at {self.filename}:{first} "
+                        f"and {self.filename}:{rule.line}",
+                        spec,
+                    )
+                defined[t] = rule.line
+            wf.rules.append(rule)
+        return wf
+
+    def rule(self, rid: int, spec, line: int) -> Rule:
+        if not isinstance(spec, dict):
+            raise ParseError(f"rule {rid} must be an object", self.filename, line, 1)
+        line = getattr(spec, "line", line) or line
+        command = spec.get("command")
+        workflow = spec.get("workflow")
+        if (command is None) == (workflow is None):
+            raise self.error(f"rule {rid} must have either a command or a workflow", spec)
+        if command is not None and not isinstance(command, str):
+            raise self.error(f"rule {rid}: command must be a string", spec)
+        if workflow is not None and not isinstance(workflow, str):
+            raise self.error(f"rule {rid}: workflow must be a string", spec)
+        sources, src_renames = self.files(spec.get("inputs", []), rid, "inputs", spec)
+        targets, tgt_renames = self.files(spec.get("outputs", []), rid, "outputs", spec)
+        renames = {**src_renames, **tgt_renames} or None
+        args_path = None
+        if workflow is not None:
+            command = workflow
+            if workflow not in sources:
+                sources = sources + (workflow,)
+            args = spec.get("args")
+            if args is not None:
+                if not isinstance(args, dict):
+                    raise self.error(f"rule {rid}: args must be an object", spec)
+                args_path = self.write_args(workflow, rid, args, spec)
+        local = spec.get("local_job", False)
+        if not isinstance(local, bool):
+            raise self.error(f"rule {rid}: local_job must be true or false", spec)
+        category = spec.get("category", self.wf.default_category)
+        if not isinstance(category, str):
+            raise self.error(f"rule {rid}: category must be a string", spec)
+        cat = self.wf.category(category)
+        resources = self.resources(spec.get("resources", {}), spec)
+        allocation = spec.get("allocation")
+        if allocation is not None:
+            if allocation not in JX_ALLOCATIONS:
+                raise self.error(
+                    f"rule {rid}: allocation must be auto, max or error, got {allocation!r}", spec
+                )
+            allocation = JX_ALLOCATIONS[allocation]
+        own_env = self.strings(spec.get("environment", {}), f"rule {rid} environment", spec)
+        env = {**self.global_env, **cat.environment, **own_env}
+        env = self.env_cache.setdefault(tuple(env.items()), env)
+        return Rule(
+            rid,
+            targets,
+            sources,
+            command,
+            self.filename,
+            line,
+            1,
+            category,
+            resources if not resources.is_empty() else NO_RESOURCES,
+            env,
+            local,
+            workflow,
+            args_path,
+            None,
+            allocation,
+            renames,
+        )
+
+    def files(self, items, rid: int, what: str, spec) -> tuple[tuple[str, ...], dict[str, str]]:
+        if not isinstance(items, list):
+            raise self.error(f"rule {rid}: {what} must be an array", spec)
+        names: list[str] = []
+        renames: dict[str, str] = {}
+        for item in items:
+            if isinstance(item, str):
+                names.append(item)
+            elif isinstance(item, dict) and isinstance(item.get("dag_name"), str):
+                names.append(item["dag_name"])
+                task = item.get("task_name")
+                if task is not None:
+                    if not isinstance(task, str):
+                        raise self.error(f"rule {rid}: task_name must be a string", spec)
+                    renames[item["dag_name"]] = task
+            else:
+                raise self.error(
+                    f"rule {rid}: each of {what} must be a string or an object with dag_name", spec
+                )
+        return tuple(names), renames
+
+    def resources(self, spec, where) -> Resources:
+        if not isinstance(spec, dict):
+            raise self.error("resources must be an object", where)
+        declared = {}
+        for key, value in spec.items():
+            field = JX_RESOURCES.get(key)
+            if field is None:
+                raise self.error(
+                    f"unknown resource {key!r} (expected one of {', '.join(JX_RESOURCES)})", where
+                )
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise self.error(f"resource {key} must be a number", where)
+            declared[field] = int(value)
+        return Resources(**declared)
+
+    def strings(self, spec, what: str, where) -> dict[str, str]:
+        if not isinstance(spec, dict):
+            raise self.error(f"{what} must be an object", where)
+        from treadle.flow.jx import is_atomic, to_text
+
+        out = {}
+        for k, v in spec.items():
+            if not is_atomic(v) or v is None:
+                raise self.error(f"{what}: the value of {k} must be a string", where)
+            out[k] = to_text(v)
+        return out
+
+    def write_args(self, workflow: str, rid: int, args: dict, spec) -> str:
+        from treadle.flow.jx import dumps
+
+        path = f"{workflow}.{rid}.args"
+        try:
+            with open(path, "w", encoding="utf-8", errors="surrogateescape") as f:
+                f.write(dumps(args) + "\n")
+        except OSError as e:
+            raise self.error(f"cannot write {path}: {e.strerror}", spec) from None
+        return path
