@@ -1,0 +1,574 @@
+"""``treadle run``: run a Makeflow workflow, accepting the reference ``makeflow``'s command line.
+
+The options are parsed here by hand, getopt-style, because the reference's
+command line has two things argparse cannot express (spec §2.1): ``-c``
+takes an optional argument that must be attached (``-coutputs``,
+``--clean=outputs``), and long options may be abbreviated to any unique
+prefix. The result is one :class:`~treadle.flow.options.RunOptions`;
+:func:`execute` then runs the workflow and returns the exit status.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import click
+
+from treadle import __version__
+from treadle.errors import TreadleError, UsageError
+from treadle.flow.options import (
+    CLEAN_MODES,
+    DEFAULT_RETRIES_WITH_R,
+    GC_METHODS,
+    RunOptions,
+    local_cores,
+)
+
+DEBUG_SUBSYSTEMS = ("all", "makeflow", "makeflow_parser", "makeflow_lexer", "makeflow_run", "batch", "wq")
+
+
+@dataclass(frozen=True, slots=True)
+class Opt:
+    short: str | None
+    longs: tuple[str, ...]
+    arg: bool
+    dest: str
+    help: str
+
+
+OPTIONS: tuple[Opt, ...] = (
+    Opt("T", ("batch-type",), True, "batch_type", "where rules run: local (default), wq, dryrun"),
+    Opt("j", ("max-local",), True, "max_local", "most local jobs at once (default: cores)"),
+    Opt("J", ("max-remote",), True, "max_remote", "most remote jobs at once (100; 1000 for wq)"),
+    Opt("c", ("clean",), False, "clean", "delete what the workflow made: all, outputs, intermediates, cache"),
+    Opt("l", ("makeflow-log",), True, "log_path", "transaction log (default: DAGFILE.makeflowlog)"),
+    Opt("L", ("batch-log",), True, "batch_log", "batch system log"),
+    Opt("R", ("retry",), False, "retry", "retry failed rules up to 5 times"),
+    Opt("r", ("retry-count",), True, "retries", "retry failed rules up to N times"),
+    Opt("g", ("gc",), True, "gc", "garbage collection: none, ref_cnt, on_demand, all"),
+    Opt("G", ("gc-count",), True, "gc_count", "files kept before on_demand collection"),
+    Opt(None, ("gc-size",), True, "gc_size", "collect when free disk falls below BYTES"),
+    Opt("f", ("summary-log",), True, "summary_log", "write a summary of the run to FILE"),
+    Opt("d", ("debug",), True, "debug", "debug output for a subsystem (all, makeflow, batch, wq, ...)"),
+    Opt("o", ("debug-file",), True, "debug_file", "write debug output to FILE"),
+    Opt(None, ("json",), False, "json", "the workflow is JSON"),
+    Opt(None, ("jx",), False, "jx", "the workflow is JX"),
+    Opt(None, ("jx-args",), True, "jx_args", "JX arguments file"),
+    Opt(None, ("jx-define",), True, "jx_define", "define a JX variable: VAR=EXPR"),
+    Opt(None, ("argv",), True, "argv", "read options from a JSON file"),
+    Opt(None, ("skip-file-check",), False, "skip_file_check", "do not check files at start-up"),
+    Opt(None, ("checksum-sources",), False, "checksum_sources", "also hash original inputs to detect changes"),
+    Opt("N", ("project-name",), True, "project_name", "Work Queue project name (turns on the catalog)"),
+    Opt("p", ("port",), True, "port", "Work Queue port (default 9123)"),
+    Opt("Z", ("port-file",), True, "port_file", "write the Work Queue port to FILE"),
+    Opt("C", ("catalog-server",), True, "catalog", "catalog server HOST:PORT"),
+    Opt(None, ("password",), True, "password_file", "Work Queue password file"),
+    Opt("a", ("advertise",), False, "advertise", "advertise the manager to the catalog"),
+    Opt("F", ("fast-abort", "wq-fast-abort"), True, "fast_abort", "Work Queue fast-abort multiplier"),
+    Opt("t", ("keepalive-timeout", "wq-keepalive-timeout"), True, "keepalive_timeout", "Work Queue keepalive timeout"),
+    Opt("u", ("keepalive-interval", "wq-keepalive-interval"), True, "keepalive_interval", "Work Queue keepalive interval"),
+    Opt("W", ("schedule", "wq-schedule"), True, "schedule", "Work Queue scheduling mode"),
+    Opt("B", ("batch-options",), True, "batch_options", "text added to every remote submission"),
+    Opt(None, ("local-cores",), True, "local_cores", "cores the local executor may use"),
+    Opt(None, ("local-memory",), True, "local_memory", "memory (MB) the local executor may use"),
+    Opt(None, ("local-disk",), True, "local_disk", "disk (MB) the local executor may use"),
+    Opt(None, ("log-verbose",), False, "log_verbose", "write the DAG structure into a new log"),
+    Opt("X", ("change-directory",), True, "change_directory", "change to DIR first"),
+    Opt(None, ("send-environment",), False, "send_environment", "send the whole environment to remote jobs"),
+    Opt(None, ("do-not-save-failed-output",), False, "no_save_failed", "do not keep makeflow.failed.ID/"),
+    Opt(None, ("wait-for-files-upto",), True, "wait_for_files", "wait up to N s for outputs to appear"),
+    Opt("z", ("zero-length-error",), False, "zero_length_error", "an empty output counts as missing"),
+    Opt(None, ("sandbox",), False, "sandbox", "run each local rule in a private directory"),
+    Opt(None, ("storage-type",), True, "storage_type", "storage allocation type"),
+    Opt(None, ("storage-limit",), True, "storage_limit", "storage allocation limit"),
+    Opt(None, ("storage-print",), True, "storage_print", "write storage use to FILE"),
+    Opt(None, ("dry-run",), False, "dry_run", "print what would run into DAGFILE.sh; run nothing"),
+    Opt("h", ("help",), False, "help", "show this help"),
+    Opt("v", ("version",), False, "version", "show the version"),
+)
+_SHORT = {o.short: o for o in OPTIONS if o.short}
+_LONG = {name: o for o in OPTIONS for name in o.longs}
+
+
+class _Exit(Exception):
+    def __init__(self, status: int):
+        self.status = status
+
+
+def _resolve_long(name: str) -> Opt:
+    """An exact long name, or the one option that ``name`` is a prefix of."""
+    opt = _LONG.get(name)
+    if opt is not None:
+        return opt
+    hits = {o.dest: o for n, o in _LONG.items() if n.startswith(name)}
+    if len(hits) == 1:
+        return next(iter(hits.values()))
+    if not hits:
+        raise UsageError(f"unrecognized option '--{name}' (see treadle run --help)")
+    names = ", ".join(sorted(f"--{n}" for n, o in _LONG.items() if n.startswith(name)))
+    raise UsageError(f"option '--{name}' is ambiguous; possibilities: {names}")
+
+
+def tokenize(argv: Sequence[str]) -> tuple[list[tuple[Opt, str | None]], list[str]]:
+    """Split a reference-style command line into (option, value) pairs and positional words."""
+    pairs: list[tuple[Opt, str | None]] = []
+    words: list[str] = []
+    args = list(argv)
+    i = 0
+    while i < len(args):
+        a = args[i]
+        i += 1
+        if a == "--":
+            words += args[i:]
+            break
+        if a.startswith("--"):
+            name, eq, value = a[2:].partition("=")
+            opt = _resolve_long(name)
+            if opt.dest == "clean":
+                pairs.append((opt, value if eq else "all"))
+            elif opt.arg:
+                if not eq:
+                    if i >= len(args):
+                        raise UsageError(f"option '--{name}' requires an argument")
+                    value = args[i]
+                    i += 1
+                pairs.append((opt, value))
+            else:
+                if eq:
+                    raise UsageError(f"option '--{name}' doesn't allow an argument")
+                pairs.append((opt, None))
+            if opt.dest == "argv":
+                args[i:i] = _argv_file(pairs.pop()[1] or "")
+            continue
+        if a.startswith("-") and len(a) > 1:
+            j = 1
+            while j < len(a):
+                ch = a[j]
+                opt = _SHORT.get(ch)
+                if opt is None:
+                    raise UsageError(f"unrecognized option '-{ch}' (see treadle run --help)")
+                rest = a[j + 1 :]
+                if opt.dest == "clean":
+                    pairs.append((opt, rest or "all"))
+                    break
+                if opt.arg:
+                    if not rest:
+                        if i >= len(args):
+                            raise UsageError(f"option '-{ch}' requires an argument")
+                        rest = args[i]
+                        i += 1
+                    pairs.append((opt, rest))
+                    break
+                pairs.append((opt, None))
+                j += 1
+            continue
+        words.append(a)
+    return pairs, words
+
+
+def _argv_file(path: str) -> list[str]:
+    """Options from a JSON object (``--argv``): long names as keys, ``MAKEFLOW`` for the dagfile."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            items = json.load(f, object_pairs_hook=list)
+    except OSError as e:
+        raise UsageError(f"cannot read --argv file {path}: {e.strerror}") from None
+    except json.JSONDecodeError as e:
+        raise UsageError(f"{path}:{e.lineno}:{e.colno}: error: {e.msg}") from None
+    if not isinstance(items, list):
+        raise UsageError(f"--argv file {path} must hold a JSON object")
+    out: list[str] = []
+    for key, value in items:
+        values = value if isinstance(value, list) else [value]
+        for v in values:
+            if key == "MAKEFLOW":
+                out.append(str(v))
+            elif key == "argv":
+                out += _argv_file(str(v))
+            elif v is None or v is True:
+                out.append(f"--{key}")
+            elif v is False:
+                continue
+            else:
+                out.append(f"--{key}={v}")
+    return out
+
+
+def _int(opt: Opt, value: str | None) -> int:
+    try:
+        return int(value or "")
+    except ValueError:
+        raise UsageError(f"option --{opt.longs[0]} needs an integer, got {value!r}") from None
+
+
+def _number(opt: Opt, value: str | None) -> float:
+    try:
+        return float(value or "")
+    except ValueError:
+        raise UsageError(f"option --{opt.longs[0]} needs a number, got {value!r}") from None
+
+
+INT_DESTS = {
+    "max_local", "max_remote", "retries", "gc_count", "gc_size", "port", "keepalive_timeout",
+    "keepalive_interval", "local_cores", "local_memory", "local_disk", "wait_for_files",
+    "storage_type", "storage_limit",
+}
+FLAG_DESTS = {
+    "skip_file_check", "checksum_sources", "advertise", "log_verbose", "send_environment",
+    "zero_length_error", "sandbox",
+}
+
+
+def parse_args(argv: Sequence[str], environ: dict[str, str] | None = None) -> RunOptions:
+    """The run options for a reference-style command line (§2.1, §2.2)."""
+    from treadle.backends.registry import check_batch_type
+
+    env = os.environ if environ is None else environ
+    pairs, words = tokenize(argv)
+    fields: dict[str, object] = {}
+    debug: list[str] = []
+    jx_args: list[str] = []
+    jx_define: list[str] = []
+    for opt, value in pairs:
+        dest = opt.dest
+        if dest == "help":
+            click.echo(usage())
+            raise _Exit(0)
+        if dest == "version":
+            click.echo(f"treadle run version {__version__} (Makeflow-compatible)")
+            raise _Exit(0)
+        if dest in INT_DESTS:
+            fields[dest] = _int(opt, value)
+        elif dest == "fast_abort":
+            fields[dest] = _number(opt, value)
+        elif dest in FLAG_DESTS:
+            fields[dest] = True
+        elif dest == "retry":
+            fields["retries"] = DEFAULT_RETRIES_WITH_R
+        elif dest == "clean":
+            if value not in CLEAN_MODES:
+                raise UsageError(f"unknown clean mode {value!r} (expected {', '.join(CLEAN_MODES)})")
+            fields["clean"] = value
+        elif dest == "gc":
+            method = {"ref_count": "ref_cnt", "demand": "on_demand"}.get(value or "", value)
+            if method not in GC_METHODS:
+                raise UsageError(f"invalid garbage collection method {value!r} (expected {', '.join(GC_METHODS)})")
+            fields["gc"] = method
+        elif dest == "debug":
+            for sub in (value or "").split(","):
+                if sub not in DEBUG_SUBSYSTEMS:
+                    click.echo(f"treadle run: warning: unknown debug subsystem {sub!r}", err=True)
+                debug.append(sub)
+        elif dest == "json":
+            fields["fmt"] = "json"
+        elif dest == "jx":
+            fields["fmt"] = "jx"
+        elif dest == "jx_args":
+            jx_args.append(value or "")
+            fields.setdefault("fmt", "jx")
+        elif dest == "jx_define":
+            jx_define.append(value or "")
+            fields.setdefault("fmt", "jx")
+        elif dest == "dry_run":
+            fields["batch_type"] = "dryrun"
+        elif dest == "no_save_failed":
+            fields["save_failed_output"] = False
+        else:
+            fields[dest] = value
+    if len(words) > 1:
+        raise UsageError(f"only one workflow file may be given, got: {' '.join(words)}")
+    if words:
+        fields["dagfile"] = words[0]
+    batch_type = str(fields.get("batch_type") or env.get("MAKEFLOW_BATCH_QUEUE_TYPE") or "local")
+    check_batch_type(batch_type)
+    fields["batch_type"] = batch_type
+    for dest, var in (("max_local", "MAKEFLOW_MAX_LOCAL_JOBS"), ("max_remote", "MAKEFLOW_MAX_REMOTE_JOBS")):
+        if dest in fields and env.get(var, "").strip().isdigit():
+            fields[dest] = min(int(fields[dest]), int(env[var]))  # type: ignore[call-overload]
+    if "batch_options" not in fields and env.get("BATCH_OPTIONS"):
+        fields["batch_options"] = env["BATCH_OPTIONS"]
+    if fields.get("clean"):
+        fields["batch_type"] = "local"
+    for dest in ("max_local", "max_remote"):
+        if dest in fields and int(fields[dest]) < 1:  # type: ignore[call-overload]
+            raise UsageError(f"--{dest.replace('_', '-')} must be at least 1")
+    return RunOptions(
+        **fields,  # type: ignore[arg-type]
+        debug=tuple(debug),
+        jx_args=tuple(jx_args),
+        jx_define=tuple(jx_define),
+        command_line=("makeflow" if os.path.basename(sys.argv[0]) == "makeflow" else "treadle run", *argv),
+    )
+
+
+def usage() -> str:
+    lines = [
+        "Usage: treadle run [OPTIONS] [DAGFILE]",
+        "",
+        "Run a Makeflow workflow (default DAGFILE: ./Makeflow). The options are the",
+        "reference makeflow's, so `alias makeflow='treadle run'` works in its scripts.",
+        "Long options may be abbreviated to any unique prefix.",
+        "",
+        "Examples:",
+        "  treadle run -j 4 wf.mf            run on this machine, 4 jobs at a time",
+        "  treadle run --dry-run wf.mf       write what would run to wf.mf.sh",
+        "  treadle run -c wf.mf              delete everything the workflow made",
+        "",
+        "Options:",
+    ]
+    for o in OPTIONS:
+        names = ", ".join(([f"-{o.short}"] if o.short else []) + [f"--{n}" for n in o.longs])
+        if o.dest == "clean":
+            names = "-c[MODE], --clean[=MODE]"
+        elif o.arg:
+            names += " ARG"
+        lines.append(f"  {names:<44} {o.help}")
+    return "\n".join(lines)
+
+
+# --- running -----------------------------------------------------------------------------
+
+
+def _local_resources(opts: RunOptions) -> tuple[int, int, int]:
+    cores = opts.local_cores or local_cores()
+    memory = opts.local_memory
+    if memory is None:
+        try:
+            memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // (1 << 20)
+        except (ValueError, OSError):
+            memory = 0
+    disk = opts.local_disk
+    if disk is None:
+        try:
+            disk = shutil.disk_usage(".").free // (1 << 20)
+        except OSError:
+            disk = 0
+    return cores, memory, disk
+
+
+def _structure(journal, wf, graph) -> None:
+    """``--log-verbose``: the DAG's structure as tab-separated ``#`` lines (new logs only)."""
+    from treadle.flow.journal import escape_name
+
+    for r in wf.rules:
+        i = r.id
+        journal.line(f"# NODE\t{i}\t{r.command}")
+        journal.line(f"# CATEGORY\t{i}\t{r.category}")
+        journal.line(f"# SYMBOL\t{i}\t{r.category}")
+        journal.line(f"# PARENTS\t{i}\t" + "\t".join(str(p) for p in graph.parents[i]))
+        journal.line(f"# SOURCES\t{i}\t" + "\t".join(escape_name(s) for s in r.sources))
+        journal.line(f"# TARGETS\t{i}\t" + "\t".join(escape_name(t) for t in graph.outputs[i]))
+        journal.line(f"# COMMAND\t{i}\t{r.command}")
+
+
+def execute(opts: RunOptions) -> int:
+    """Run (or clean, or dry-run) one workflow; return the exit status."""
+    from treadle.flow import journal as jr
+    from treadle.flow import recovery
+    from treadle.flow.engine import Engine, Graph, Out
+
+    started = time.time()
+    out = Out()
+    if opts.change_directory:
+        try:
+            os.chdir(opts.change_directory)
+        except OSError as e:
+            raise UsageError(f"cannot change to directory {opts.change_directory}: {e.strerror}") from None
+    dagfile = opts.dagfile
+    out.say(f"parsing {dagfile}...")
+    out.flush()
+    from treadle.flow.checks import check_workflow
+    from treadle.flow.parser import parse_file
+
+    wf = parse_file(
+        dagfile,
+        fmt=opts.fmt,
+        jx_args=list(opts.jx_args) or None,
+        jx_define=list(opts.jx_define) or None,
+        notice=lambda m: out.warn(m),
+    )
+    cores, memory, disk = _local_resources(opts)
+    out.say(f"local resources: {cores} cores, {memory} MB memory, {disk} MB disk")
+    max_local, max_remote = opts.job_limits(cores)
+    if opts.batch_type != "local":
+        out.say(f"max running remote jobs: {max_remote}")
+    out.say(f"max running local jobs: {max_local}")
+    out.say(f"checking {dagfile} for consistency...")
+    remote_cls = None
+    if opts.remote:
+        from treadle.backends.registry import backend_class
+
+        remote_cls = backend_class(opts.batch_type)
+    check_workflow(wf, sandboxed=bool(opts.clean) or bool(getattr(remote_cls, "sandboxed", False)))
+    n = len(wf.rules)
+    out.say(f"{dagfile} has {n} rules.")
+    log_path = opts.resolved_log_path()
+    batch_log = opts.resolved_batch_log()
+    journal = jr.NullJournal() if opts.dry_run else jr.Journal(log_path)
+    journal.open()
+    try:
+        return _execute_locked(opts, wf, journal, out, started, log_path, batch_log, remote_cls,
+                               (cores, memory, disk, max_local, max_remote), Engine, Graph, recovery)
+    finally:
+        journal.close()
+
+
+def _execute_locked(opts, wf, journal, out, started, log_path, batch_log, remote_cls, limits, Engine, Graph, recovery) -> int:  # noqa: N803
+    from treadle.flow.journal import rule_identities
+
+    cores, memory, disk, max_local, max_remote = limits
+    graph = Graph(wf)
+    identities = rule_identities(wf.rules)
+    history = recovery.replay(log_path, identities, graph.outputs)
+    if history.exists:
+        out.say(f"recovering from log file {log_path}...")
+        out.say("checking for old running or failed jobs...")
+    else:
+        out.say(f"creating new log file {log_path}...")
+    engine = Engine(wf, opts, journal, identities, bytearray(history.states), out=out, graph=graph,
+                    touch_files=not opts.dry_run)
+    engine.set_file_states(history.file_states)
+    journal.start_segment(batch_log, __version__)
+    if opts.log_verbose and not history.exists:
+        _structure(journal, wf, graph)
+        journal.flush()
+    recovery.reset_unfinished(engine, history, quiet=bool(opts.clean))
+    if opts.skip_file_check:
+        out.say("skipping file checks.")
+    else:
+        out.say("checking files for unexpected changes...  (use --skip-file-check to skip this step)")
+        errors = recovery.scan_files(engine, history, missing_input_is_error=not opts.clean)
+        if errors:
+            journal.marker("FAILED")
+            out.flush()
+            return 1
+    if opts.clean:
+        from treadle.flow.clean import clean
+
+        out.say("cleaning filesystem...")
+        if not clean(engine, history, opts.clean, log_path, batch_log):
+            journal.marker("COMPLETED")
+        out.say("nothing left to do.")
+        out.flush()
+        return 0
+    return _run(opts, engine, out, started, batch_log, remote_cls, cores, memory, disk, max_local, max_remote)
+
+
+def _run(opts, engine, out, started, batch_log, remote_cls, cores, memory, disk, max_local, max_remote) -> int:
+    from treadle.flow.engine import LocalCapacity
+    from treadle.flow.summary import failure_report, write_summary
+
+    gc = None
+    if opts.gc != "none":
+        from treadle.flow.gc import GarbageCollector
+
+        gc = GarbageCollector(engine, opts.gc, opts.gc_count, opts.gc_size)
+        engine.on_file_complete = gc.file_complete
+        engine.gc_tick = gc.tick
+    if opts.dry_run:
+        from treadle.flow.dryrun import DryRunBackend
+
+        engine.local = DryRunBackend(script_path=batch_log)
+        engine.check_outputs = False
+        max_local = max_remote
+    else:
+        from treadle.backends.local import LocalBackend
+
+        engine.local = LocalBackend()
+    if remote_cls is not None:
+        engine.remote = _make_remote(remote_cls, opts, batch_log)
+        engine.max_remote = max_remote
+    engine.capacity = LocalCapacity(max_local, cores, memory, disk)
+    engine.prepare()
+    out.say("starting workflow....")
+    out.flush()
+    progress = None
+    if opts.progress and not os.environ.get("TREADLE_NESTED"):
+        from treadle.flow.progress import Progress
+
+        progress = Progress(len(engine.rules))
+        engine.progress = progress.update
+    previous = {}
+
+    def on_signal(signum, frame):
+        engine.request_abort()
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT):
+        previous[sig] = signal.signal(sig, on_signal)
+    try:
+        engine.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if progress is not None:
+            progress.stop()
+        for backend in (engine.local, engine.remote):
+            if backend is not None:
+                backend.close()
+    journal = engine.journal
+    if engine.aborted:
+        status, code = "aborted", 1
+        journal.marker("ABORTED")
+        out.warn("workflow was aborted.")
+    elif engine.failures:
+        status, code = "failed", 1
+        journal.marker("FAILED")
+        out.warn("workflow failed.")
+        for line in failure_report(engine):
+            out.warn(line)
+    else:
+        status, code = "completed", 0
+        if gc is not None:
+            gc.collect()
+        journal.marker("COMPLETED")
+        out.say("nothing left to do.")
+    out.flush()
+    if opts.summary_log:
+        write_summary(opts.summary_log, engine, status, started, opts.command_line)
+        out.warn(f"writing summary to {opts.summary_log}.")
+    return code
+
+
+def _make_remote(cls, opts: RunOptions, batch_log: str):
+    if opts.batch_type == "wq":
+        return cls(
+            workdir=os.getcwd(),
+            port=opts.port,
+            name=opts.project_name,
+            password_file=opts.password_file,
+            port_file=opts.port_file,
+            catalog=opts.catalog,
+            fast_abort=opts.fast_abort,
+            keepalive_interval=opts.keepalive_interval,
+            keepalive_timeout=opts.keepalive_timeout,
+            log_path=batch_log,
+            send_environment=opts.send_environment,
+        )
+    return cls(workdir=os.getcwd())
+
+
+@click.command(
+    "run",
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []},
+    add_help_option=False,
+)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def command(args: tuple[str, ...]) -> None:
+    """Run a Makeflow workflow (accepts the reference makeflow's options; see -h)."""
+    try:
+        opts = parse_args(args)
+    except _Exit as e:
+        sys.exit(e.status)
+    try:
+        status = execute(opts)
+    except TreadleError:
+        sys.stdout.flush()
+        raise
+    sys.exit(status)

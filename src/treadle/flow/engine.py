@@ -1,0 +1,743 @@
+"""The DAG engine: rule states, their transitions, and the main loop.
+
+Every rule is in one of the log's states (waiting, running, complete, failed,
+aborted), kept in one ``bytearray``; every change goes through one method of
+:class:`Engine` (``_start``, ``_complete``, ``_fail``, ``_abort_rule``,
+``reset``), which journals the change before acting on it.
+
+Scheduling is linear in the work done (spec §4 g). Each rule keeps the number
+of its parent rules that are not complete; when that number reaches zero the
+rule enters a ready heap ordered by rule id, highest first (the dispatch
+order the reference tests depend on). A dispatch pass pops from that heap
+while slots and resources allow; a completion touches only the rule's
+children. Nothing walks all rules during the run.
+
+The main loop follows the reference's (§3.5): one dispatch pass, one
+completion from the remote executor (up to 5 s), one from the local executor
+(blocking only when no remote job runs), then the garbage-collection barrier.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import os
+import shlex
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from treadle.backends.base import Backend, FileSpec, Job, JobResult
+from treadle.flow import journal as jr
+from treadle.flow.journal import ABORTED, COMPLETE, FAILED, RUNNING, WAITING, Journal
+from treadle.flow.model import DEFAULT_FILE_SIZE_ESTIMATE, Resources, Rule, Workflow
+from treadle.flow.options import TRANSIENT_EXIT_CODE, TRANSIENT_RETRIES, RunOptions
+
+REMOTE_WAIT = 5.0  # seconds the loop waits for a remote completion (reference value)
+ABORT_POLL = 0.25  # seconds between checks for an abort signal while blocked
+
+
+@dataclass(slots=True)
+class Failure:
+    """A rule whose attempts are used up, for the summary."""
+
+    rule: Rule
+    exit_code: int | None
+    signal: int | None
+    reason: str
+    attempts: int
+
+
+@dataclass(slots=True)
+class LocalCapacity:
+    """What the local executor may use at once (§1.7): jobs, cores, memory MB, disk MB."""
+
+    jobs: int
+    cores: int
+    memory: int
+    disk: int
+    used: list[int] = field(default_factory=lambda: [0, 0, 0])
+
+
+class Graph:
+    """The static structure of a workflow: who produces and who consumes each file."""
+
+    def __init__(self, wf: Workflow):
+        rules = wf.rules
+        n = len(rules)
+        producer: dict[str, int] = {}
+        outputs: list[tuple[str, ...]] = []
+        for r in rules:
+            outs = r.targets
+            if r.workflow is not None:
+                sublog = sublog_name(r)
+                if sublog not in outs:
+                    outs = (*outs, sublog)
+            outputs.append(outs)
+            for t in outs:
+                producer[t] = r.id
+        consumers: dict[str, list[int]] = {}
+        parents: list[tuple[int, ...]] = []
+        children: list[list[int]] = [[] for _ in range(n)]
+        for r in rules:
+            ps: list[int] = []
+            for s in r.sources:
+                consumers.setdefault(s, []).append(r.id)
+                p = producer.get(s)
+                if p is not None and p != r.id and p not in ps:
+                    ps.append(p)
+            parents.append(tuple(ps))
+            for p in ps:
+                children[p].append(r.id)
+        self.producer = producer
+        self.outputs = outputs
+        self.consumers = consumers
+        self.parents = parents
+        self.children = children
+        self.original_inputs = [s for s in consumers if s not in producer]
+
+
+def sublog_name(rule: Rule) -> str:
+    """The log of a nested workflow run by a ``MAKEFLOW`` rule (an extra output of the rule)."""
+    return f"{rule.workflow}.{rule.id}.makeflowlog"
+
+
+def nested_command(rule: Rule, wf_fmt: str, resources: Resources, extra: tuple[str, ...] = ()) -> str:
+    """The command that runs a sub-workflow with this same treadle (§1.9, F-l)."""
+    argv = [sys.executable, "-m", "treadle", "run", "-T", "local", rule.workflow or "", "-l", sublog_name(rule)]
+    if wf_fmt in ("json", "jx"):
+        argv.append("--jx")
+    if rule.workflow_args:
+        argv += ["--jx-args", rule.workflow_args]
+    for opt, value in (("--local-cores", resources.cores), ("--local-memory", resources.memory), ("--local-disk", resources.disk)):
+        if value is not None:
+            argv += [opt, str(value)]
+    argv += list(extra)
+    return shlex.join(argv)
+
+
+def job_environment(exported: Mapping[str, str]) -> dict[str, str]:
+    """A rule's exported variables plus the ``CORES`` / ``OMP_NUM_THREADS`` defaults of §1.6."""
+    env = dict(exported)
+    cores = env.get("CORES")
+    omp = env.get("OMP_NUM_THREADS")
+    if omp is not None:
+        env["CORES"] = omp
+    elif cores is not None:
+        env["OMP_NUM_THREADS"] = cores
+    else:
+        env["CORES"] = env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
+class Out:
+    """Where the engine's user-visible lines go (stdout for progress lines, stderr for trouble)."""
+
+    def __init__(self, stdout=None, stderr=None):
+        self._stdout = stdout
+        self._stderr = stderr
+
+    @property
+    def stdout(self):
+        return self._stdout or sys.stdout  # looked up late: a live display may redirect it
+
+    @property
+    def stderr(self):
+        return self._stderr or sys.stderr
+
+    def say(self, line: str) -> None:
+        self.stdout.write(line + "\n")
+
+    def warn(self, line: str) -> None:
+        self.stdout.flush()
+        self.stderr.write(line + "\n")
+        self.stderr.flush()
+
+    def flush(self) -> None:
+        self.stdout.flush()
+
+
+class Engine:
+    """Runs one workflow's rules through up to two executors, journalling every change."""
+
+    def __init__(
+        self,
+        wf: Workflow,
+        opts: RunOptions,
+        journal: Journal,
+        identities: list[str],
+        states: bytearray,
+        *,
+        out: Out | None = None,
+        graph: Graph | None = None,
+        touch_files: bool = True,
+    ):
+        self.wf = wf
+        self.rules = wf.rules
+        self.opts = opts
+        self.journal = journal
+        self.identities = identities
+        self.graph = graph or Graph(wf)
+        self.out = out or Out()
+        self.touch_files = touch_files  # false in a dry run: nothing on disk changes
+        self.state = states
+        self.counts = [0, 0, 0, 0, 0]
+        for s in states:
+            self.counts[s] += 1
+        self.local: Backend | None = None
+        self.remote: Backend | None = None
+        self.capacity = LocalCapacity(1, 1, 0, 0)
+        self.max_remote = 0
+        self.check_outputs = True
+        self.progress: Callable[[list[int]], None] | None = None
+        self.on_file_complete: Callable[[str], None] | None = None  # GC hook
+        self.gc_tick: Callable[[], None] | None = None  # called once per loop iteration
+        self.files_created = 0  # files that reached state 2 in this run (for GC on_demand)
+        self.failures: list[Failure] = []
+        self.aborted = False
+        self._abort_requested = False
+        self.attempts: dict[int, int] = {}
+        self._pending: list[int] = []
+        self._remaining: dict[str, int] = {}  # generated file -> consumers not complete
+        self._file_state: dict[str, int] = {}
+        self._ready: dict[tuple, list[int]] = {}
+        self._key_of: Callable[[Rule], tuple] = lambda r: (True, None)
+        self._running: dict[tuple[bool, int], int] = {}  # (local?, job id) -> rule id
+        self._running_local = 0
+        self._running_remote = 0
+        self._fingerprinted: set[str] = set()
+        self._env_cache: dict[int, tuple[Mapping[str, str], dict[str, str]]] = {}
+        self._commands: dict[int, str] = {}
+        self._resources: dict[int, Resources] = {}
+        self.sources_seen: dict[str, tuple[int, int, str | None]] = {}
+
+    # --- set-up --------------------------------------------------------------------------
+
+    def set_file_states(self, states: Mapping[str, int]) -> None:
+        """File states as recovered from the log (generated files only matter)."""
+        self._file_state = dict(states)
+
+    def prepare(self) -> None:
+        """Compute dependency counts, consumer counts and the ready set from the current states.
+
+        Called once after recovery. A complete rule whose parent is not
+        complete is not done (§3.3 step 5) and is reset first.
+        """
+        g = self.graph
+        state = self.state
+        stack = [i for i, s in enumerate(state) if s != COMPLETE]
+        while stack:
+            rid = stack.pop()
+            for c in g.children[rid]:
+                if state[c] == COMPLETE:
+                    self.reset(c)
+                    stack.append(c)
+        self._pending = [sum(1 for p in ps if state[p] != COMPLETE) for ps in g.parents]
+        remaining: dict[str, int] = {}
+        producer = g.producer
+        for f, cons in g.consumers.items():
+            if f in producer:
+                remaining[f] = sum(1 for c in cons if state[c] != COMPLETE)
+        self._remaining = remaining
+        self._key_of = self._make_key_function()
+        for r in self.rules:
+            if state[r.id] == WAITING and self._pending[r.id] == 0:
+                self._push_ready(r)
+        if self.on_file_complete is not None:
+            for f, n in remaining.items():
+                if n == 0 and state[producer[f]] == COMPLETE and self._file_state.get(f) in (jr.F_EXISTS, jr.F_COMPLETE):
+                    self.on_file_complete(f)
+
+    def _make_key_function(self) -> Callable[[Rule], tuple]:
+        """Rules are grouped for dispatch by executor and declared resources.
+
+        Grouping keeps a dispatch pass linear: when one rule of a group does
+        not fit, no rule of that group fits, so the whole group is skipped
+        for the rest of the pass.
+        """
+        wf = self.wf
+        remote = self.remote is not None
+        packing = any(not c.resources.is_empty() for c in wf.categories.values()) or any(
+            not r.resources.is_empty() for r in self.rules
+        )
+
+        def key(rule: Rule) -> tuple:
+            is_local = not remote or rule.local
+            if not packing or not is_local:
+                return (is_local, None)
+            res = wf.resources_of(rule)
+            return (True, (res.cores, res.memory, res.disk))
+
+        return key
+
+    def _push_ready(self, rule: Rule) -> None:
+        key = self._key_of(rule)
+        heap = self._ready.get(key)
+        if heap is None:
+            heap = self._ready[key] = []
+        heapq.heappush(heap, -rule.id)
+
+    # --- transitions ---------------------------------------------------------------------
+
+    def _change(self, rid: int, new: int, job_id: int) -> None:
+        """Record a rule's new state in memory and in the journal (flushed by the caller)."""
+        counts = self.counts
+        counts[self.state[rid]] -= 1
+        counts[new] += 1
+        self.state[rid] = new
+        self.journal.rule_record(rid, self.identities[rid], new, job_id, counts)
+
+    def reset(self, rid: int, quiet: bool = False) -> None:
+        """Make a rule and everything downstream of it waiting again, deleting their outputs."""
+        stack = [rid]
+        g = self.graph
+        while stack:
+            r = stack.pop()
+            if self.state[r] == WAITING:
+                continue
+            for name in g.outputs[r]:
+                self.delete_file(name, quiet=quiet)
+            self._change(r, WAITING, 0)
+            stack.extend(reversed(g.children[r]))
+        self.journal.flush()
+
+    def delete_file(self, name: str, quiet: bool = False) -> int:
+        """Delete a file or directory, say so, and journal it as deleted (§2.5: said even if absent)."""
+        size = 0
+        if self.touch_files:
+            try:
+                st = os.lstat(name)
+                size = st.st_size
+                if os.path.isdir(name) and not os.path.islink(name):
+                    shutil.rmtree(name, ignore_errors=True)
+                else:
+                    os.unlink(name)
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                self.out.warn(f"could not delete {name}: {e.strerror}")
+        if not quiet:
+            self.out.say(f"deleted {name}")
+        self.journal.file_record(name, jr.F_DELETE, size)
+        self._file_state[name] = jr.F_DELETE
+        return size
+
+    def _start(self, rid: int, is_local: bool) -> None:
+        """waiting -> running: journal the expected outputs, start the job, journal its id."""
+        rule = self.rules[rid]
+        j = self.journal
+        sizes = self.wf.sizes
+        for name in self.graph.outputs[rid]:
+            j.file_record(name, jr.F_EXPECT, sizes.get(name, DEFAULT_FILE_SIZE_ESTIMATE))
+        producer = self.graph.producer
+        for s in rule.sources:
+            if s not in producer and s not in self._fingerprinted:
+                self._fingerprint(s)
+        j.flush()
+        command = self.command_of(rule)
+        self.out.say(f"submitting job: {command}")
+        self.out.flush()
+        backend = self.local if is_local else self.remote
+        job = self._job(rule, command, full=not is_local or backend.name != "local")
+        try:
+            job_id = backend.submit(job)
+        except OSError as e:
+            self.out.say("submitted job -1")
+            self._change(rid, RUNNING, -1)
+            self._fail(rid, JobResult(-1, error=f"could not start job: {e.strerror}"), f"{command} could not be started: {e.strerror}")
+            return
+        self.out.say(f"submitted job {job_id}")
+        self._change(rid, RUNNING, job_id)
+        j.flush()
+        self._running[(is_local, job_id)] = rid
+        if is_local:
+            self._running_local += 1
+            res = self._res_key(rid)
+            if res is not None:
+                used = self.capacity.used
+                for i, v in enumerate(res):
+                    used[i] += v or 0
+        else:
+            self._running_remote += 1
+
+    def _finish(self, is_local: bool, result: JobResult) -> None:
+        """A job ended: check its outputs and move its rule to complete or failed."""
+        rid = self._running.pop((is_local, result.job_id), None)
+        if rid is None:
+            return
+        if is_local:
+            self._running_local -= 1
+            res = self._res_key(rid)
+            if res is not None:
+                used = self.capacity.used
+                for i, v in enumerate(res):
+                    used[i] -= v or 0
+        else:
+            self._running_remote -= 1
+        self.out.say(f"job {result.job_id} completed")
+        if not result.succeeded:
+            self._fail(rid, result, self._failure_text(rid, result))
+            return
+        sizes = self._check_outputs(rid)
+        if isinstance(sizes, str):
+            self._fail(rid, result, sizes)
+            return
+        self._complete(rid, result, sizes)
+
+    def _complete(self, rid: int, result: JobResult, sizes: list[int]) -> None:
+        """running -> complete; then release the children whose last parent this was."""
+        j = self.journal
+        g = self.graph
+        fstate = self._file_state
+        for name, size in zip(g.outputs[rid], sizes, strict=True):
+            j.file_record(name, jr.F_EXISTS, size)
+            fstate[name] = jr.F_EXISTS
+        self.files_created += len(sizes)
+        remaining = self._remaining
+        finished: list[str] = []
+        for s in self.rules[rid].sources:
+            n = remaining.get(s)
+            if n is not None:
+                n -= 1
+                remaining[s] = n
+                if n == 0 and fstate.get(s) == jr.F_EXISTS:
+                    j.file_record(s, jr.F_COMPLETE, _size(s))
+                    fstate[s] = jr.F_COMPLETE
+                    finished.append(s)
+        self._change(rid, COMPLETE, result.job_id)
+        j.flush()
+        pending = self._pending
+        rules = self.rules
+        for c in g.children[rid]:
+            pending[c] -= 1
+            if pending[c] == 0 and self.state[c] == WAITING:
+                self._push_ready(rules[c])
+        if self.on_file_complete is not None:
+            for name, _ in zip(g.outputs[rid], sizes, strict=True):
+                if remaining.get(name, 0) == 0:
+                    self.on_file_complete(name)
+            for s in finished:
+                self.on_file_complete(s)
+        if self.progress is not None:
+            self.progress(self.counts)
+
+    def _fail(self, rid: int, result: JobResult, reason: str) -> None:
+        """running -> failed, then back to waiting if a retry is due."""
+        rule = self.rules[rid]
+        self.out.warn(reason)
+        failed_dir = f"makeflow.failed.{rid}"
+        if self.opts.save_failed_output:
+            self.out.warn(f"rule {rid} failed, moving any outputs to {failed_dir}")
+            if os.path.lexists(failed_dir):
+                shutil.rmtree(failed_dir, ignore_errors=True)
+                self.journal.file_record(failed_dir, jr.F_DELETE, 0)
+            self.journal.file_record(failed_dir, jr.F_COMPLETE, 0)
+        self._change(rid, FAILED, result.job_id)
+        self.journal.flush()
+        if self.touch_files:
+            if self.opts.save_failed_output:
+                self._save_failed(rule, failed_dir, result)
+            else:
+                for name in self.graph.outputs[rid]:
+                    _remove(name)
+        attempts = self.attempts.get(rid, 0) + 1
+        self.attempts[rid] = attempts
+        allowed = self.opts.retries
+        if result.exit_code == TRANSIENT_EXIT_CODE:
+            allowed = max(allowed, TRANSIENT_RETRIES)
+        if attempts <= allowed and not self._abort_requested:
+            self._change(rid, WAITING, 0)
+            self.journal.flush()
+            self._push_ready(rule)
+        else:
+            self.failures.append(Failure(rule, result.exit_code, result.signal, reason, attempts))
+        if self.progress is not None:
+            self.progress(self.counts)
+
+    def _abort_rule(self, rid: int, job_id: int) -> None:
+        """running -> aborted: journal it, then delete what the job left behind."""
+        self._change(rid, ABORTED, job_id)
+        self.journal.flush()
+        for name in self.graph.outputs[rid]:
+            self.delete_file(name)
+
+    # --- the main loop -------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Run until nothing runs and nothing can start, or until an abort signal."""
+        opts_gc = self.gc_tick
+        while True:
+            if self._abort_requested:
+                self._abort()
+                return
+            self._dispatch()
+            if not self._running:
+                return
+            if self._running_remote:
+                result = self._wait(self.remote, REMOTE_WAIT)
+                if result is not None:
+                    self._finish(False, result)
+            if self._running_local:
+                block = self._running_remote == 0
+                result = self._wait(self.local, None if block else 0.0)
+                if result is not None:
+                    self._finish(True, result)
+            if opts_gc is not None:
+                opts_gc()
+
+    def _wait(self, backend: Backend | None, timeout: float | None) -> JobResult | None:
+        """One completion, waiting at most ``timeout`` (None: until one), reacting to abort fast."""
+        assert backend is not None
+        if timeout == 0.0:
+            return backend.wait(0.0)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._abort_requested:
+            left = ABORT_POLL if deadline is None else min(ABORT_POLL, deadline - time.monotonic())
+            if left <= 0:
+                return None
+            result = backend.wait(left)
+            if result is not None:
+                return result
+        return None
+
+    def _dispatch(self) -> None:
+        """Submit ready rules, highest id first, while slots and resources allow."""
+        ready = self._ready
+        if not ready:
+            return
+        if len(ready) == 1:
+            (key, heap), = ready.items()
+            while heap and self._fits(key):
+                self._start(-heapq.heappop(heap), key[0])
+            return
+        cand = [(heap[0], key) for key, heap in ready.items() if heap]
+        heapq.heapify(cand)
+        while cand:
+            top, key = heapq.heappop(cand)
+            if not self._fits(key):
+                continue
+            heap = ready[key]
+            heapq.heappop(heap)
+            self._start(-top, key[0])
+            if heap:
+                heapq.heappush(cand, (heap[0], key))
+
+    def _fits(self, key: tuple) -> bool:
+        is_local, res = key
+        if not is_local:
+            return self._running_remote < self.max_remote
+        cap = self.capacity
+        if self._running_local >= cap.jobs:
+            return False
+        if res is None:
+            return True
+        limits = (cap.cores, cap.memory, cap.disk)
+        for want, used, limit in zip(res, cap.used, limits, strict=True):
+            if want and used + want > limit and used > 0:
+                return False
+        return True
+
+    def _res_key(self, rid: int) -> tuple | None:
+        key = self._key_of(self.rules[rid])
+        return key[1]
+
+    def request_abort(self) -> None:
+        """Called from a signal handler: the loop notices within ``ABORT_POLL`` seconds."""
+        self._abort_requested = True
+
+    def _abort(self) -> None:
+        self.out.say("got abort signal...")
+        running = list(self._running.items())
+        for (is_local, job_id), _rid in running:
+            self.out.say(f"aborting {'local' if is_local else 'remote'} job {job_id}")
+            backend = self.local if is_local else self.remote
+            if backend is not None:
+                backend.cancel(job_id)
+        for backend in (self.local, self.remote):
+            if backend is not None:
+                backend.close()
+        for (_is_local, job_id), rid in running:
+            self._abort_rule(rid, job_id)
+        self._running.clear()
+        self._running_local = self._running_remote = 0
+        self.aborted = True
+
+    # --- helpers -------------------------------------------------------------------------
+
+    def command_of(self, rule: Rule, extra: tuple[str, ...] = ()) -> str:
+        """The command a rule runs (a nested treadle for ``MAKEFLOW`` rules)."""
+        if rule.workflow is None:
+            return rule.command
+        cmd = self._commands.get(rule.id) if not extra else None
+        if cmd is None:
+            cmd = nested_command(rule, self.opts.fmt, self.wf.resources_of(rule), extra)
+            if not extra:
+                self._commands[rule.id] = cmd
+        return cmd
+
+    def environment_of(self, rule: Rule) -> dict[str, str]:
+        """The variables a rule's job gets on top of the engine's environment (one dict per mapping)."""
+        src = rule.environment
+        hit = self._env_cache.get(id(src))
+        if hit is not None and hit[0] is src:
+            return hit[1]
+        env = job_environment(src)
+        if rule.workflow is not None:
+            env["TREADLE_NESTED"] = "1"
+        else:
+            self._env_cache[id(src)] = (src, env)
+        return env
+
+    def _job(self, rule: Rule, command: str, full: bool) -> Job:
+        env = self.environment_of(rule)
+        if not full:
+            return Job(rule.id, command, environment=env)
+        return Job(
+            rule.id,
+            command,
+            inputs=tuple(FileSpec(s, rule.remote_name(s)) for s in rule.sources),
+            outputs=tuple(FileSpec(t, rule.remote_name(t)) for t in self.graph.outputs[rule.id]),
+            resources=self.wf.resources_of(rule),
+            environment=env,
+            category=rule.category,
+            batch_options=rule.batch_options or self.opts.batch_options,
+        )
+
+    def _check_outputs(self, rid: int) -> list[int] | str:
+        """Sizes of the rule's outputs, or the reason the rule failed (a missing output)."""
+        if not self.check_outputs:
+            return [0] * len(self.graph.outputs[rid])
+        sizes = []
+        deadline = time.monotonic() + self.opts.wait_for_files
+        zero_bad = self.opts.zero_length_error
+        for name in self.graph.outputs[rid]:
+            while True:
+                try:
+                    st = os.stat(name)
+                    if not (zero_bad and st.st_size == 0 and not os.path.isdir(name)):
+                        sizes.append(st.st_size)
+                        break
+                except OSError:
+                    pass
+                if time.monotonic() >= deadline:
+                    return f"{self.command_of(self.rules[rid])} did not create file {name}"
+                time.sleep(0.1)
+        return sizes
+
+    def _failure_text(self, rid: int, result: JobResult) -> str:
+        command = self.command_of(self.rules[rid])
+        if result.error is not None:
+            return f"{command} failed: {result.error}"
+        if result.signal is not None:
+            return f"{command} crashed with signal {result.signal} ({_signame(result.signal)})"
+        return f"{command} failed with exit code {result.exit_code}"
+
+    def _save_failed(self, rule: Rule, failed_dir: str, result: JobResult) -> None:
+        outputs = []
+        try:
+            os.mkdir(failed_dir)
+        except OSError as e:
+            self.out.warn(f"could not create {failed_dir}: {e.strerror}")
+            return
+        for name in self.graph.outputs[rule.id]:
+            try:
+                size = os.lstat(name).st_size
+            except OSError:
+                continue
+            dest = os.path.join(failed_dir, name.lstrip("/"))
+            os.makedirs(os.path.dirname(dest) or ".", exist_ok=True)
+            try:
+                os.rename(name, dest)
+            except OSError:
+                shutil.move(name, dest)
+            outputs.append({"size": size, "dag_name": name})
+        info = {
+            "exit_code": result.exit_code if result.signal is None else -result.signal,
+            "command": self.command_of(rule),
+            "inputs": list(rule.sources),
+            "outputs": outputs,
+            "environment": self.environment_of(rule),
+        }
+        with open(os.path.join(failed_dir, "INFO.json"), "w", encoding="utf-8", errors="surrogateescape") as f:
+            json.dump(info, f, indent=2)
+
+    def _fingerprint(self, name: str) -> None:
+        """Write the ``# SOURCE`` record of an original input (§3.2) the first time it is read."""
+        self._fingerprinted.add(name)
+        fp = fingerprint(name, self.opts.checksum_sources)
+        if fp is not None:
+            self.sources_seen[name] = fp
+            self.journal.source_record(name, *fp)
+
+    @property
+    def not_run(self) -> int:
+        return self.counts[WAITING]
+
+
+def fingerprint(name: str, checksum: bool) -> tuple[int, int, str | None] | None:
+    """(size, mtime_ns, sha256 or None) of a file, or of a whole directory tree."""
+    import hashlib
+
+    try:
+        st = os.stat(name)
+    except OSError:
+        return None
+    if not os.path.isdir(name):
+        digest = None
+        if checksum:
+            h = hashlib.sha256()
+            with open(name, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+            digest = h.hexdigest()
+        return st.st_size, st.st_mtime_ns, digest
+    size, mtime = 0, st.st_mtime_ns
+    h = hashlib.sha256() if checksum else None
+    for root, dirs, files in os.walk(name):
+        dirs.sort()
+        for fn in sorted(files):
+            p = os.path.join(root, fn)
+            try:
+                fst = os.stat(p)
+            except OSError:
+                continue
+            size += fst.st_size
+            mtime = max(mtime, fst.st_mtime_ns)
+            if h is not None:
+                h.update(os.path.relpath(p, name).encode("utf-8", "surrogateescape") + b"\0")
+                with open(p, "rb") as f:
+                    for block in iter(lambda f=f: f.read(1 << 20), b""):
+                        h.update(block)
+        for d in dirs:
+            try:
+                mtime = max(mtime, os.stat(os.path.join(root, d)).st_mtime_ns)
+            except OSError:
+                pass
+    return size, mtime, h.hexdigest() if h is not None else None
+
+
+def _size(name: str) -> int:
+    try:
+        return os.stat(name).st_size
+    except OSError:
+        return 0
+
+
+def _remove(name: str) -> None:
+    try:
+        if os.path.isdir(name) and not os.path.islink(name):
+            shutil.rmtree(name, ignore_errors=True)
+        else:
+            os.unlink(name)
+    except OSError:
+        pass
+
+
+def _signame(sig: int) -> str:
+    try:
+        return signal.Signals(sig).name
+    except ValueError:
+        return "unknown"

@@ -1,0 +1,79 @@
+"""Garbage collection of intermediate files during a run (``-g``, spec §3.5).
+
+A file becomes collectable when its last consumer completes; the engine
+reports it through ``Engine.on_file_complete``. Original inputs,
+``MAKEFLOW_INPUTS`` and the final outputs are never collectable. A pass
+deletes what is collectable when the method says so; the engine calls
+:meth:`GarbageCollector.tick` once per main-loop iteration.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+
+from treadle.flow.engine import Engine
+from treadle.flow.options import DEFAULT_GC_COUNT
+
+
+class GarbageCollector:
+    """Holds the collectable files and decides when a pass runs."""
+
+    def __init__(self, engine: Engine, method: str, count: int | None, min_free: int):
+        self.engine = engine
+        self.method = method
+        self.count = DEFAULT_GC_COUNT if count is None else count
+        self.min_free = min_free
+        wf = engine.wf
+        g = engine.graph
+        protected = set(wf.inputs or ())
+        protected.update(wf.final_outputs())
+        self._protected = protected
+        self._generated = g.producer
+        self._inputs_count = len(wf.inputs or ())
+        self._collectable: dict[str, None] = {}
+        self.deleted = 0
+        self._barrier = 1
+        self._period = max(int(0.05 * len(wf.rules)), 1)
+
+    def file_complete(self, name: str) -> None:
+        """Every consumer of ``name`` is complete: it may go at the next pass."""
+        if name in self._generated and name not in self._protected:
+            self._collectable[name] = None
+
+    def tick(self) -> None:
+        """One main-loop iteration passed (the barrier of §3.5)."""
+        if self.method == "all":
+            self.collect()
+            return
+        self._barrier -= 1
+        if self._barrier > 0:
+            return
+        self._barrier = self._period
+        if self.method == "ref_cnt":
+            self.collect()
+        elif self.method == "on_demand" and self._wanted():
+            self.collect()
+
+    def _wanted(self) -> bool:
+        present = self.engine.files_created + self._inputs_count - self.deleted
+        if present > self.count:
+            return True
+        if self.min_free:
+            try:
+                return shutil.disk_usage(".").free < self.min_free
+            except OSError:
+                return False
+        return False
+
+    def collect(self) -> int:
+        """Delete every collectable file now; journal the pass."""
+        start = time.monotonic()
+        names = list(self._collectable)
+        self._collectable.clear()
+        for name in names:
+            self.engine.delete_file(name)
+        self.deleted += len(names)
+        self.engine.journal.gc_record(len(names), int((time.monotonic() - start) * 1e6), self.deleted)
+        self.engine.journal.flush()
+        return len(names)

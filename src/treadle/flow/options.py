@@ -1,0 +1,118 @@
+"""Run options: the one place where every default of ``treadle run`` lives.
+
+The command line (``treadle.cli.run``), the environment variables it honours
+and programmatic callers (Weaver's ``--run``) all build a :class:`RunOptions`;
+the engine, the journal, recovery, clean and GC read it and never invent a
+default of their own.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+
+BATCH_TYPES = ("local", "wq", "slurm", "condor", "dryrun")
+CLEAN_MODES = ("all", "outputs", "intermediates", "cache")
+GC_METHODS = ("none", "ref_cnt", "on_demand", "all")
+DEFAULT_RETRIES_WITH_R = 5  # -R means -r 5
+TRANSIENT_EXIT_CODE = 101  # a command exiting 101 asks to be retried (reference convention)
+TRANSIENT_RETRIES = 5
+DEFAULT_WQ_PORT = 9123
+DEFAULT_GC_COUNT = 16
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    """Everything a run of one workflow needs to know, already validated."""
+
+    dagfile: str = "Makeflow"
+    batch_type: str = "local"
+    fmt: str = "make"  # make, json or jx
+    jx_args: tuple[str, ...] = ()
+    jx_define: tuple[str, ...] = ()
+    max_local: int | None = None  # None: the number of cores
+    max_remote: int | None = None  # None: 100, or 1000 for wq
+    clean: str | None = None  # None: no clean; else one of CLEAN_MODES
+    log_path: str | None = None  # None: <dagfile>.makeflowlog
+    batch_log: str | None = None  # None: <dagfile>.<suffix of the batch type>
+    retries: int = 0
+    gc: str = "none"
+    gc_count: int | None = None  # None: 16 for on_demand
+    gc_size: int = 0
+    summary_log: str | None = None
+    debug: tuple[str, ...] = ()
+    debug_file: str | None = None
+    skip_file_check: bool = False
+    checksum_sources: bool = False
+    project_name: str | None = None
+    port: int = DEFAULT_WQ_PORT
+    port_file: str | None = None
+    catalog: str | None = None
+    password_file: str | None = None
+    advertise: bool = False
+    fast_abort: float | None = None
+    keepalive_timeout: int | None = None
+    keepalive_interval: int | None = None
+    schedule: str | None = None
+    batch_options: str | None = None
+    local_cores: int | None = None
+    local_memory: int | None = None
+    local_disk: int | None = None
+    log_verbose: bool = False
+    change_directory: str | None = None
+    send_environment: bool = False
+    save_failed_output: bool = True
+    wait_for_files: int = 0
+    zero_length_error: bool = False
+    sandbox: bool = False
+    storage_type: int | None = None
+    storage_limit: int | None = None
+    storage_print: str | None = None
+    progress: bool = True
+    command_line: tuple[str, ...] = field(default=())  # for the summary file
+
+    def with_changes(self, **changes: object) -> RunOptions:
+        """A copy with some fields replaced (options are immutable once built)."""
+        return replace(self, **changes)
+
+    @property
+    def dry_run(self) -> bool:
+        return self.batch_type == "dryrun"
+
+    @property
+    def remote(self) -> bool:
+        """True when rules go to a remote executor (anything but local and dryrun)."""
+        return self.batch_type not in ("local", "dryrun")
+
+    def resolved_log_path(self) -> str:
+        return self.log_path or f"{self.dagfile}.makeflowlog"
+
+    def resolved_batch_log(self) -> str:
+        if self.batch_log:
+            return self.batch_log
+        suffix = {"wq": "wqlog", "condor": "condorlog", "dryrun": "sh"}.get(self.batch_type, "batchlog")
+        return f"{self.dagfile}.{suffix}"
+
+    def job_limits(self, cores: int) -> tuple[int, int]:
+        """(max local jobs, max remote jobs) after the reference's rules.
+
+        With ``-T local`` either option sets both (the smaller if both are
+        given); otherwise local defaults to the core count and remote to 100
+        (1000 for ``wq``).
+        """
+        if not self.remote:
+            given = [n for n in (self.max_local, self.max_remote) if n is not None]
+            n = min(given) if given else cores
+            return n, n
+        local = self.max_local if self.max_local is not None else cores
+        default_remote = 1000 if self.batch_type == "wq" else 100
+        remote = self.max_remote if self.max_remote is not None else default_remote
+        return local, remote
+
+
+def local_cores() -> int:
+    """Cores this process may use (the affinity mask, not just the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
