@@ -1,0 +1,191 @@
+"""treadle's manager with the reference ``work_queue_worker`` (spec §4, first pairing)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from tests.queue._manager_fixtures import drain, manager, wait_for, wait_workers, workers  # noqa: F401
+from treadle.queue import Manager, Result, Task, TaskState
+
+pytestmark = pytest.mark.reference
+
+
+def test_cached_input_sent_once_and_reused(manager, workers, tmp_path):
+    big = tmp_path / "shared.dat"
+    big.write_bytes(os.urandom(200_000))
+    workers.start(manager.port)
+    wait_workers(manager, 1)
+    for i in range(5):
+        t = Task(f"wc -c < shared.dat > n{i}.txt", cores=1)
+        t.add_input(str(big), "shared.dat")
+        t.add_output(str(tmp_path / f"n{i}.txt"), f"n{i}.txt")
+        manager.submit(t)
+    done = drain(manager)
+    assert all(t.result is Result.SUCCESS and t.exit_code == 0 for t in done.values())
+    for i in range(5):
+        assert (tmp_path / f"n{i}.txt").read_text().strip() == "200000"
+    # the file crossed the wire once: total sent is one copy plus small messages
+    assert 200_000 <= manager.stats.bytes_sent < 2 * 200_000
+
+
+def test_buffer_env_and_exit_code(manager, workers):
+    workers.start(manager.port)
+    t = Task('cat buf.txt; echo "$GREETING"; test -z "$UNSET_ME"; exit 3', env={"GREETING": "hi there", "UNSET_ME": None})
+    t.add_input_buffer(b"buffer-data\n", "buf.txt")
+    manager.submit(t)
+    (done,) = drain(manager).values()
+    assert done.result is Result.SUCCESS  # a non-zero exit is not a queue failure
+    assert done.exit_code == 3
+    assert done.output == b"buffer-data\nhi there\n"
+
+
+def test_directory_with_subdir_and_symlink_and_empty_dir(manager, workers, tmp_path):
+    src = tmp_path / "indir"
+    (src / "sub").mkdir(parents=True)
+    (src / "a.txt").write_text("aaa\n")
+    (src / "sub" / "b.txt").write_text("bbb\n")
+    links = []
+    for i in range(20):  # gotcha 7: many links, none may arrive corrupted
+        os.symlink("a.txt", src / f"link{i}")
+        links.append(f"link{i}")
+    workers.start(manager.port)
+    t = Task("ls -d empty && cat in/sub/b.txt && for l in in/link*; do readlink $l; done | sort -u && cat in/link0")
+    t.add_input_dir(str(src), "in")
+    t.add_empty_dir("empty")
+    manager.submit(t)
+    (done,) = drain(manager).values()
+    assert done.result is Result.SUCCESS and done.exit_code == 0, done.output
+    assert done.output == b"empty\nbbb\na.txt\naaa\n"
+
+
+def test_output_file_and_directory_and_missing(manager, workers, tmp_path):
+    workers.start(manager.port)
+    t = Task("mkdir -p outdir/sub && echo v > outdir/sub/v.txt && ln -s sub/v.txt outdir/link && echo x > present.txt")
+    t.add_output(str(tmp_path / "got" / "present.txt"), "present.txt")
+    t.add_output(str(tmp_path / "outdir"), "outdir")
+    manager.submit(t)
+    t2 = Task("true")
+    t2.add_output(str(tmp_path / "absent.txt"), "absent.txt")
+    manager.submit(t2)
+    done = drain(manager)
+    assert done[1].result is Result.SUCCESS
+    assert (tmp_path / "got" / "present.txt").read_text() == "x\n"
+    assert (tmp_path / "outdir" / "sub" / "v.txt").read_text() == "v\n"
+    # gotcha 13: outputs follow symlinks, the link comes back as a file
+    assert not os.path.islink(tmp_path / "outdir" / "link")
+    assert (tmp_path / "outdir" / "link").read_text() == "v\n"
+    assert done[2].result is Result.OUTPUT_MISSING
+    assert not (tmp_path / "absent.txt").exists()
+
+
+def test_cached_output_feeds_next_task_without_resending(manager, workers, tmp_path):
+    workers.start(manager.port)
+    wait_workers(manager, 1)
+    t = Task("head -c 300000 /dev/zero > mid.dat")
+    t.add_output(str(tmp_path / "mid.dat"), "mid.dat", cache=True)
+    manager.submit(t)
+    drain(manager)
+    sent = manager.stats.bytes_sent
+    t2 = Task("wc -c < m")
+    t2.add_input(str(tmp_path / "mid.dat"), "m")
+    manager.submit(t2)
+    (done,) = drain(manager).values()
+    assert done.output.strip() == b"300000"
+    assert manager.stats.bytes_sent - sent < 10_000
+
+
+def test_wall_time_in_seconds(manager, workers):
+    """Gotcha 8: running_time_max is seconds; the worker kills at about that time."""
+    workers.start(manager.port)
+    wait_workers(manager, 1)
+    t = Task("sleep 30", running_time_max=2)
+    manager.submit(t)
+    start = time.monotonic()
+    (done,) = drain(manager, timeout=25).values()
+    assert done.result is Result.TASK_MAX_RUN_TIME
+    assert done.exit_code == 9
+    assert time.monotonic() - start >= 1.5  # not turned into 1 s
+
+
+def test_signal_reported_as_exit_code(manager, workers):
+    """Gotcha 6: the reference worker reports a signal N as exit N."""
+    workers.start(manager.port)
+    manager.submit(Task("kill -TERM $$"))
+    (done,) = drain(manager).values()
+    assert done.result is Result.SUCCESS
+    assert done.exit_code == signal.SIGTERM and done.signal is None
+
+
+def test_kill_of_a_running_task(manager, workers, tmp_path):
+    workers.start(manager.port)
+    wait_workers(manager, 1)
+    tid = manager.submit(Task(f"sleep 30; touch {tmp_path}/should-not-exist"))
+    wait_for(lambda: manager.task_state(tid) is TaskState.RUNNING, what="running")
+    cancelled = manager.cancel(tid)
+    assert cancelled is not None and cancelled.state is TaskState.CANCELED
+    assert manager.empty()
+    # the worker is free again: the next task runs
+    manager.submit(Task("echo after"))
+    (done,) = drain(manager, timeout=20).values()
+    assert done.output == b"after\n"
+
+
+def test_keepalive_check_and_alive(manager, workers):
+    manager.keepalive_interval = 0.5
+    manager.keepalive_timeout = 5
+    workers.start(manager.port)
+    wait_workers(manager, 1)
+    manager.submit(Task("sleep 3"))
+    (done,) = drain(manager).values()
+    assert done.result is Result.SUCCESS
+    assert manager.stats.workers_lost == 0 and manager.stats.workers_connected == 1
+
+
+def test_release_on_close_and_exit_on_shutdown(workers):
+    m = Manager(0, host="127.0.0.1")
+    try:
+        p1 = workers.start(m.port)
+        p2 = workers.start(m.port, single_shot=False)
+        wait_workers(m, 2)
+        assert m.shutdown_workers(0) == 2
+        assert p2.wait(15) == 0  # exit: even a non-single-shot worker goes away
+        p1.wait(15)
+    finally:
+        m.close()
+    m2 = Manager(0, host="127.0.0.1")
+    p3 = workers.start(m2.port)
+    wait_workers(m2, 1)
+    m2.close()  # release: a single-shot worker leaves
+    p3.wait(15)
+
+
+def test_password_accepted_and_wrong_password_refused(workers, tmp_path):
+    pw = tmp_path / "pw.txt"
+    pw.write_text("secret\n")
+    bad = tmp_path / "bad.txt"
+    bad.write_text("other\n")
+    with Manager(0, host="127.0.0.1", password_file=str(pw)) as m:
+        wrong = workers.start(m.port, "-P", str(bad), "-i", "1")
+        time.sleep(3)  # it tries, is refused, and retries: never joins
+        assert m.stats.workers_joined == 0
+        wrong.kill()
+        workers.start(m.port, "-P", str(pw))
+        m.submit(Task("echo authenticated"))
+        (done,) = drain(m).values()
+        assert done.output == b"authenticated\n"
+
+
+def test_forsaken_task_goes_elsewhere(manager, workers):
+    """A task larger than a worker never reaches it; a big enough worker runs it."""
+    workers.start(manager.port, cores=1)
+    wait_workers(manager, 1)
+    manager.submit(Task("echo big", cores=2))
+    time.sleep(1)
+    assert manager.stats.tasks_waiting == 1
+    workers.start(manager.port, cores=2)
+    (done,) = drain(manager).values()
+    assert done.output == b"big\n"
