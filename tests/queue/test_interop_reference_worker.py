@@ -7,9 +7,13 @@ import signal
 import time
 
 import pytest
+from tests.queue import _manager_fixtures as fx
+from tests.queue._manager_fixtures import drain, wait_for, wait_workers
 
-from tests.queue._manager_fixtures import drain, manager, wait_for, wait_workers, workers  # noqa: F401
 from treadle.queue import Manager, Result, Task, TaskState
+
+manager = fx.manager
+workers = fx.workers
 
 pytestmark = pytest.mark.reference
 
