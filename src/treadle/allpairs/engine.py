@@ -116,7 +116,7 @@ def allpairs(set_a: object, set_b: object, function: object, *, output: str | os
              resume: bool = True, restart: bool = False, keep_state: bool = False,
              stats_file: str | None = None, plan_only: bool = False,
              from_triples: str | None = None, quiet: bool = False,
-             plan_stream=None) -> AllPairsResult:
+             host: str = "", plan_stream=None) -> AllPairsResult:
     """Compute M[i][j] = F(A[i], B[j]) for every pair (spec §1.6)."""
     started = time.perf_counter()
     if mode not in MODES:
@@ -191,7 +191,7 @@ def allpairs(set_a: object, set_b: object, function: object, *, output: str | os
             run_stats = run_distributed(
                 resolved, a, b, plan, state, todo, symmetric=symmetric, port=port,
                 random_port_file=random_port_file, project=project, priority=priority,
-                extra_files=extra_files, retries=retries, progress=progress)
+                extra_files=extra_files, retries=retries, progress=progress, host=host)
         else:
             from treadle.allpairs.local import Job, run_local
 

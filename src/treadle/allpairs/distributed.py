@@ -1,0 +1,178 @@
+"""Distributed mode (spec §2.5): one Work Queue task per block, through treadle.queue.
+
+Every input of a block task is cached on the worker and named by content, so an
+item crosses the network at most once per worker: ``runner.py``, F (or its
+source file), the ``-f`` files, and the block's items staged as
+``A/<i>/<basename>`` and ``B/<j>/<basename>``. The block description travels as
+a small uncached buffer. Tasks declare no resources, so each takes a whole
+worker and the runner uses all of its cores (the worker sets ``CORES``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections import defaultdict
+from pathlib import Path
+
+from treadle.allpairs import runner as runner_module
+from treadle.allpairs.functions import Resolved, pair_error
+from treadle.allpairs.local import block_items
+from treadle.allpairs.plan import Plan
+from treadle.allpairs.progress import Progress
+from treadle.allpairs.sets import ItemSet
+from treadle.allpairs.state import State, sha256_file
+from treadle.errors import AllPairsError
+
+log = logging.getLogger("treadle.allpairs")
+
+DEFAULT_PORT = 9123
+# Outstanding tasks per connected worker: enough to keep a worker busy while its
+# next block's inputs travel, few enough that band order keeps its meaning.
+PER_WORKER = 2
+# Directories where executables are system programs that every worker has.
+SYSTEM_DIRS = ("/bin", "/usr/bin", "/sbin", "/usr/sbin", "/usr/local/bin")
+WORKER_PYTHON = "python3"
+
+
+def _function_spec(resolved: Resolved) -> tuple[dict, list[tuple[str, str]]]:
+    """The runner's description of F on a worker, and the files to ship for it."""
+    fn = resolved.function
+    spec = fn.spec()
+    files: list[tuple[str, str]] = []
+    if fn.kind == "exec":
+        if os.path.dirname(fn.executable) in SYSTEM_DIRS:
+            spec["executable"] = fn.executable
+        else:
+            remote = "F/" + os.path.basename(fn.executable)
+            files.append((fn.executable, remote))
+            spec["executable"] = remote
+    elif fn.kind == "callable":
+        if not resolved.ship:
+            raise AllPairsError(f"F {resolved.label} has no source file to ship to workers")
+        source = resolved.ship[0]
+        remote = "F/" + os.path.basename(source)
+        files.append((source, remote))
+        spec.update(source=remote, module=False, name=fn.name)
+    return spec, files
+
+
+def _staged(index: int, path: str, side: str) -> str:
+    return f"{side}/{index}/{os.path.basename(path)}"
+
+
+def _extra_remote(path: str) -> str:
+    return os.path.basename(path) if os.path.isabs(path) else os.path.normpath(path)
+
+
+def run_distributed(resolved: Resolved, a: ItemSet, b: ItemSet, plan: Plan, state: State,
+                    todo: list[tuple[int, int]], *, symmetric: bool, port: int | None,
+                    random_port_file: str | None, project: str | None, priority: int,
+                    extra_files: tuple[str, ...] | list[str], retries: int,
+                    progress: Progress, host: str = "") -> dict:
+    """Run the blocks in ``todo`` on whatever workers connect; journal each one."""
+    from treadle.queue import Manager, Result, Task
+
+    spec, f_files = _function_spec(resolved)
+    runner_path = runner_module.__file__
+    side_b = "A" if symmetric else "B"
+    if port is None:
+        port = 0 if random_port_file else DEFAULT_PORT
+    attempts: dict[tuple[int, int], int] = defaultdict(int)
+    received: dict[str, int] = defaultdict(int)
+    transferred: dict[str, int] = {}
+    calls = retried = 0
+    item_bytes = sum(os.path.getsize(p) for p in set(a.paths) | set(b.paths))
+    item_bytes += sum(os.path.getsize(p) for p, _ in f_files) + os.path.getsize(runner_path)
+    pending = list(reversed(todo))
+    outstanding: dict[int, tuple[int, int]] = {}
+
+    def make_task(bx: int, by: int):
+        rows, cols = block_items(a.paths, b.paths, plan.x, plan.y, bx, by)
+        block = {"function": spec, "symmetric": symmetric,
+                 "rows": [[i, _staged(i, p, "A")] for i, p in rows],
+                 "cols": [[j, _staged(j, p, side_b)] for j, p in cols]}
+        task = Task(f"{WORKER_PYTHON} runner.py block.json out.tsv", tag=f"block {bx} {by}",
+                    priority=priority)
+        task.add_input(runner_path, "runner.py", cache=True)
+        for local, remote in f_files:
+            task.add_input(local, remote, cache=True)
+        for path in extra_files:
+            task.add_input(path, _extra_remote(path), cache=True)
+        for i, p in rows:
+            task.add_input(p, _staged(i, p, "A"), cache=True)
+        for j, p in cols:
+            if symmetric and plan.x * bx <= j < plan.x * (bx + 1):
+                continue  # a diagonal block's columns are its rows
+            task.add_input(p, _staged(j, p, side_b), cache=True)
+        task.add_input_buffer(json.dumps(block).encode(), "block.json", cache=False)
+        task.add_output(str(state.temp_path(bx, by)), "out.tsv")
+        return task
+
+    manager = Manager(port, name=project, host=host, port_file=random_port_file)
+    try:
+        log.debug("manager listening on port %s", manager.port)
+        while pending or outstanding:
+            workers = manager.stats.workers_connected
+            progress.workers = workers
+            while pending and len(outstanding) < PER_WORKER * max(1, workers):
+                key = pending.pop()
+                outstanding[manager.submit(make_task(*key))] = key
+            task = manager.wait(timeout=1.0)
+            if task is None:
+                continue
+            key = outstanding.pop(task.id)
+            report = _report(task.output)
+            path = state.temp_path(*key)
+            received[task.host or "?"] += len(task.output) + (
+                os.path.getsize(path) if os.path.exists(path) else 0)
+            for info in manager.workers():
+                transferred[info["address_port"]] = info["total_bytes_transferred"]
+            if task.result is Result.SUCCESS and task.exit_code == 0:
+                with open(path, "rb") as f:
+                    os.fsync(f.fileno())
+                state.commit(*key, sha256_file(Path(path)))
+                calls += report.get("calls", 0)
+                progress.advance(1, _count_lines(state.block_path(*key)))
+                continue
+            attempts[key] += 1
+            failed = report.get("failed")
+            if attempts[key] >= retries:
+                for other in list(outstanding):
+                    manager.cancel(other)
+                if failed:
+                    raise pair_error(a.names, b.names, failed[0], failed[1],
+                                     report.get("message", "F failed"), report.get("stderr", ""),
+                                     attempts[key])
+                tail = task.output.decode("utf-8", "replace")[-500:].strip()
+                raise AllPairsError(f"block {key[0]},{key[1]} failed {attempts[key]} times on "
+                                    f"workers ({task.result.name}, exit {task.exit_code}): {tail}")
+            retried += 1
+            pending.append(key)
+        # bytes sent to a worker = all it transferred minus what came back from it
+        sent = {w: max(0, total - received.get(w, 0)) for w, total in transferred.items()}
+        used = max(1, len(sent))
+        return {"calls": calls, "retries": retried, "bytes_sent": sent,
+                "bytes_sent_ratio": sum(sent.values()) / (item_bytes * used),
+                "workers": len(sent), "port": manager.port}
+    finally:
+        manager.close()
+
+
+def _report(output: bytes) -> dict:
+    """The runner's last JSON line on stdout: its call count, or the failing pair."""
+    for line in reversed(output.decode("utf-8", "replace").splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                return json.loads(line)
+            except ValueError:
+                break
+    return {}
+
+
+def _count_lines(path: Path) -> int:
+    with open(path, "rb") as f:
+        return sum(1 for _ in f)
+

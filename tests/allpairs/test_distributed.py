@@ -1,0 +1,163 @@
+"""Distributed mode against real workers on 127.0.0.1 (spec §2.5, §4.4)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from treadle.allpairs import allpairs
+
+from .conftest import make_script, write_items, write_list
+
+REFERENCE = shutil.which("work_queue_worker")
+
+
+def have_treadle_worker() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("treadle.cli.worker") is not None
+
+
+def worker_command(kind: str, port: str, cores: int = 2) -> list[str]:
+    if kind == "reference":
+        return ["work_queue_worker", "--single-shot", "--cores", str(cores), "-t", "60",
+                "127.0.0.1", port]
+    return [sys.executable, "-m", "treadle", "worker", "--single-shot", "--cores", str(cores),
+            "-t", "60", "127.0.0.1", port]
+
+
+class Workers:
+    """Starts workers once the engine has written its port file; kills them at the end."""
+
+    def __init__(self, port_file: Path, kind: str):
+        self.port_file = port_file
+        self.kind = kind
+        self.procs: list[subprocess.Popen] = []
+
+    def port(self) -> str:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.port_file.exists() and self.port_file.read_text().strip():
+                return self.port_file.read_text().strip()
+            time.sleep(0.05)
+        raise TimeoutError("the engine wrote no port file")
+
+    def start(self, cores: int = 2) -> subprocess.Popen:
+        proc = subprocess.Popen(worker_command(self.kind, self.port(), cores),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+        self.procs.append(proc)
+        return proc
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def kinds() -> list:
+    out = [pytest.param("reference", marks=[pytest.mark.reference,
+                                            pytest.mark.skipif(REFERENCE is None, reason="no cctools")])]
+    out.append(pytest.param("treadle", marks=pytest.mark.skipif(
+        not have_treadle_worker(), reason="treadle worker not in the tree yet")))
+    return out
+
+
+@pytest.mark.parametrize("kind", kinds())
+def test_blocks_on_a_worker_equal_local(kind, tmp_path):
+    """Executable and callable F run by the shipped runner; each item sent once."""
+    paths = write_items(tmp_path / "d", [bytes([k % 7]) * 65536 for k in range(12)])
+    listed = write_list(tmp_path / "set.list", paths)
+    fns = tmp_path / "fns.py"
+    fns.write_text("from treadle.allpairs import takes_bytes\n@takes_bytes\n"
+                   "def ham(a, b):\n    return sum(x != y for x, y in zip(a[:64], b[:64]))\n")
+    sh = make_script(tmp_path / "sizes.sh", '#!/bin/sh\ncat "$1" "$2" | wc -c\n')
+    local_ham = allpairs(listed, listed, f"{fns}:ham", quiet=True, output="lh.txt")
+    for name, f in (("sh", sh), ("py", f"{fns}:ham")):
+        workers = Workers(tmp_path / f"port-{name}", kind)
+        threading.Thread(target=workers.start, daemon=True).start()
+        try:
+            result = allpairs(listed, listed, f, mode="wq", random_port_file=str(workers.port_file),
+                              host="127.0.0.1", block=4, comparison_time=0.01,
+                              output=f"{name}.txt", quiet=True)
+        finally:
+            workers.stop()
+        assert result.stats["mode"] == "wq" and result.stats["workers"] == 1
+        assert result.stats["bytes_sent_ratio"] < 1.06, result.stats
+        if name == "py":
+            assert Path("py.txt").read_text() == Path(local_ham.output).read_text()
+        else:
+            assert Path("sh.txt").read_text().count(f"\t{2 * 65536}\n") == 144
+
+
+@pytest.mark.parametrize("kind", kinds())
+def test_symmetric_on_a_worker(kind, tmp_path):
+    paths = write_items(tmp_path / "d", [bytes([k]) * (k + 3) for k in range(7)])
+    listed = write_list(tmp_path / "set.list", paths)
+    workers = Workers(tmp_path / "port", kind)
+    threading.Thread(target=workers.start, daemon=True).start()
+    try:
+        result = allpairs(listed, listed, "BITWISE", mode="wq", symmetric=True,
+                          random_port_file=str(workers.port_file), host="127.0.0.1", block=3,
+                          comparison_time=0.01, output="s.txt", quiet=True)
+    finally:
+        workers.stop()
+    assert result.stats["pairs"] == 28
+    allpairs(listed, listed, "BITWISE", output="l.txt", quiet=True)
+    assert Path("s.txt").read_text() == Path("l.txt").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", kinds())
+def test_worker_killed_mid_block(kind, tmp_path):
+    """Kill the worker running a block; a second worker finishes the run."""
+    paths = write_items(tmp_path / "d", [bytes([k]) for k in range(4)])
+    listed = write_list(tmp_path / "set.list", paths)
+    started = tmp_path / "started"
+    f = make_script(tmp_path / "slow.sh", f'#!/bin/sh\ntouch "{started}"\nsleep 0.3\necho 1\n')
+    workers = Workers(tmp_path / "port", kind)
+
+    def choreography():
+        first = workers.start()
+        deadline = time.monotonic() + 60
+        while not started.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        os.killpg(first.pid, signal.SIGKILL)
+        workers.start()
+
+    threading.Thread(target=choreography, daemon=True).start()
+    try:
+        result = allpairs(listed, listed, f, mode="wq", random_port_file=str(workers.port_file),
+                          host="127.0.0.1", block=2, comparison_time=0.3, output="o.txt",
+                          quiet=True)
+    finally:
+        workers.stop()
+    assert Path("o.txt").read_text().count("\t1\n") == 16
+    assert result.stats["blocks"] == 4
+
+
+@pytest.mark.parametrize("kind", kinds())
+def test_failing_pair_on_a_worker(kind, tmp_path):
+    from treadle.errors import AllPairsError
+
+    paths = write_items(tmp_path / "d", [b"a", b"b", b"c"])
+    f = make_script(tmp_path / "f.sh", '#!/bin/sh\ncase "$2" in *item002*) echo bad >&2; exit 4;; '
+                    'esac\necho 0\n')
+    workers = Workers(tmp_path / "port", kind)
+    threading.Thread(target=workers.start, daemon=True).start()
+    try:
+        with pytest.raises(AllPairsError, match=r"pair \(0, 2\).*exit status 4.*bad"):
+            allpairs(paths, paths, f, mode="wq", random_port_file=str(workers.port_file),
+                     host="127.0.0.1", block=3, comparison_time=0.01, retries=2,
+                     output="o.txt", quiet=True)
+    finally:
+        workers.stop()
