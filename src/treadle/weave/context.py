@@ -1,0 +1,177 @@
+"""The compile context: the running script, its settings, and the four stacks.
+
+A Weaver script talks to "the current nest", "the current options" and so on
+(spec weaver.md §2.1). Those are the tops of module-level stacks kept here, so
+that every other module of the compiler reads them from one place.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from treadle.errors import WeaverError
+
+if TYPE_CHECKING:
+    from treadle.weave.abstractions import Abstraction
+    from treadle.weave.nest import Nest
+    from treadle.weave.options import Options
+
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+log = logging.getLogger("treadle.weave")
+
+
+@dataclass
+class Config:
+    """Compiler settings from the command line (spec §2.1); defaults are the CLI's."""
+
+    native: str | None = None  # --native: overrides every native= in the script
+    strict: bool = False  # -W
+    symbols: bool = False  # -g
+    normalize: bool = True  # not -N
+    fmt: str = "make"  # --format make|json
+    db_aliases: dict[str, str] = field(default_factory=dict)  # --db ALIAS=URL
+    nest_abstractions: bool = False  # -a
+    inline: int = 1  # -t N
+    wrapper: str | None = None  # -w, for Nest.execute
+    engine_args: str = ""  # -e
+
+
+class Script:
+    """The script being compiled: ``CurrentScript()`` in a Weaver script."""
+
+    def __init__(
+        self,
+        path: str | None = None,
+        arguments: list[str] | tuple[str, ...] = (),
+        output_directory: str | None = None,
+        options: Options | None = None,
+        config: Config | None = None,
+    ):
+        self.path = os.path.abspath(path) if path else os.path.abspath(sys.argv[0] or "weave")
+        self.display = path or os.path.basename(self.path)
+        self.arguments = list(arguments)
+        stem = os.path.splitext(os.path.basename(self.path))[0] or "weave"
+        self.output_directory = os.path.abspath(output_directory or f"{stem}.weave")
+        self.options = options
+        self.config = config or Config()
+        self.start_time = time.time()
+        # Per-compile caches: produced outputs (for duplicate detection), reflected tables,
+        # generated datasets. They live here so that a new Script starts clean.
+        self.produced: dict[str, int] = {}
+        self.sites: list[str] = []
+        self.site_index: dict[str, int] = {}
+        self.sql_engines: dict[str, Any] = {}
+        self.counters: dict[str, int] = {}
+        self.abstractions: list[Abstraction] = []
+        self.root: Nest | None = None
+        self.pending: list[tuple[str, str]] = []  # finished DAGs: (temporary file, final path)
+        self.writers: list[Any] = []  # every DagWriter, so a failed compile can clean up
+
+    @property
+    def directory(self) -> str:
+        """The script's own directory (searched for executables and embedded databases)."""
+        return os.path.dirname(self.path)
+
+    def next_id(self, kind: str) -> str:
+        """``Map0``, ``Map1``…: ids per abstraction class, in creation order."""
+        n = self.counters.get(kind, 0)
+        self.counters[kind] = n + 1
+        return f"{kind}{n}"
+
+    def site(self, where: str) -> int:
+        """Intern a call-site description; tasks refer to it by a small int."""
+        i = self.site_index.get(where)
+        if i is None:
+            i = self.site_index[where] = len(self.sites)
+            self.sites.append(where)
+        return i
+
+
+SCRIPTS: list[Script] = []
+NESTS: list[Nest] = []
+ABSTRACTIONS: list[Abstraction] = []
+OPTIONS: list[Options] = []
+
+
+def reset() -> None:
+    """Forget every stack (a new compile starts from nothing)."""
+    SCRIPTS.clear()
+    NESTS.clear()
+    ABSTRACTIONS.clear()
+    OPTIONS.clear()
+
+
+def CurrentScript() -> Script:  # noqa: N802 - the Weaver API's name
+    """The script being compiled; plain programs get a default one on first use."""
+    if not SCRIPTS:
+        from treadle.weave.nest import Nest
+
+        script = Script()
+        SCRIPTS.append(script)
+        script.root = Nest(script.output_directory, _root=True)
+        NESTS.append(script.root)
+    return SCRIPTS[-1]
+
+
+def CurrentNest() -> Nest:  # noqa: N802
+    """The nest that new tasks, files and abstractions belong to."""
+    CurrentScript()
+    return NESTS[-1]
+
+
+def CurrentAbstraction() -> Abstraction | None:  # noqa: N802
+    """The abstraction generating tasks right now, if any."""
+    return ABSTRACTIONS[-1] if ABSTRACTIONS else None
+
+
+def CurrentOptions() -> Options:  # noqa: N802
+    """The innermost Options block merged with the script's -b options (which win)."""
+    from treadle.weave.options import Options
+
+    merged = Options()
+    for block in OPTIONS:
+        merged = merged.merged(block)
+    script = CurrentScript()
+    if script.options is not None:
+        merged = merged.merged(script.options)
+    return merged
+
+
+def user_site() -> str:
+    """``script.py:LINE`` of the innermost frame outside treadle (the user's call site)."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        name = frame.f_code.co_filename
+        if not name.startswith(_PACKAGE_DIR) and not name.startswith("<"):
+            return f"{_display(name)}:{frame.f_lineno}"
+        frame = frame.f_back
+    return _display(CurrentScript().path) if SCRIPTS else "<weave>"
+
+
+def _display(filename: str) -> str:
+    if SCRIPTS and filename == SCRIPTS[-1].path:
+        return SCRIPTS[-1].display
+    return filename
+
+
+def warn(message: str, site: str | None = None) -> None:
+    """A warning about the user's script; an error under ``-W``."""
+    where = site or user_site()
+    if SCRIPTS and SCRIPTS[-1].config.strict:
+        err = WeaverError(f"{message} (a warning, made an error by -W)")
+        err.site = where  # type: ignore[attr-defined]
+        raise err
+    logging.getLogger("treadle.weave.user").warning("%s: warning: %s", where, message)
+
+
+def error(message: str, site: str | None = None) -> WeaverError:
+    """A ``WeaverError`` that remembers where in the script it belongs (``None``: find out)."""
+    err = WeaverError(message)
+    err.site = site  # type: ignore[attr-defined]
+    return err
