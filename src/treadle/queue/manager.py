@@ -370,6 +370,9 @@ class _Worker:
         head = self.replies.popleft()
         if isinstance(head, _Get):
             head.done(head.missing, head.nbytes)
+        elif self.results_pending:
+            self.results_pending = False
+            self.request_results()
         else:
             self.results_requested = False
 
@@ -1295,7 +1298,9 @@ class Manager:
         elif t is wp.EndOfData:
             w.payload_end()
         elif t is wp.AvailableResults:
-            if not w.results_requested:
+            if w.results_requested:
+                w.results_pending = True  # gotcha 5: serve it once the current reply ends
+            else:
                 w.results_requested = True
                 w.request_results()
         elif t is wp.Result:
