@@ -294,9 +294,9 @@ class MapReduce(Abstraction):
         for start in range(0, len(files), size):
             group = files[start:start + size]
             outs = [self._stash_file() for _ in range(r)]
-            tmp = outs[0].dag + ".map"
+            tmp = MakeFile(outs[0].abspath + ".map", self.nest)
             command = (f"{mapper.command_format(group, [tmp])} && "
-                       f"{partitioner.exe_word} {quote(tmp)} {r} {join_words(outs)}")
+                       f"{partitioner.exe_word} {quote(tmp.dag)} {r} {join_words(outs)}")
             self._run(mapper, group, outs, None, includes + partitioner.shipped,
                       command=command)
             for k in range(r):
@@ -312,11 +312,11 @@ class MapReduce(Abstraction):
         else:
             reduced = [self._stash_file() for _ in range(r)]
         for k in range(r):
-            sorted_tmp = reduced[k].dag + ".sorted"
+            sorted_tmp = MakeFile(reduced[k].abspath + ".sorted", self.nest)
             command = (f"LC_ALL=C sort -s -t \"$(printf '\\t')\" -k1,1 {join_words(parts[k])} "
-                       f"> {quote(sorted_tmp)} && "
+                       f"> {quote(sorted_tmp.dag)} && "
                        f"{reducer.command_format([sorted_tmp], [reduced[k]])} && "
-                       f"rm -f {quote(sorted_tmp)}")
+                       f"rm -f {quote(sorted_tmp.dag)}")
             self._run(reducer, parts[k], [reduced[k]], None, includes, command=command)
         if isinstance(self.outputs, str | os.PathLike) and not is_template(self.outputs):
             yield from Merge(reduced, self.outputs, _register=False)

@@ -91,18 +91,23 @@ class Nest:
         return self.writer.boundary()[1]
 
     # --- scheduling --------------------------------------------------------------------
-    def schedule(self, task: Task, site: str) -> None:
-        """Add one task: check its outputs, create their directories, pick its sink."""
+    def schedule(self, task: Task, site: str, register: bool = True) -> None:
+        """Add one task: check its outputs, create their directories, pick its sink.
+
+        ``register=False`` is for the rule that runs a child nest, whose outputs its own
+        tasks have already claimed.
+        """
         script = self.script
         site_id = script.site(site)
         task.site = site_id
         produced = script.produced
         for name in task.outputs:
-            first = produced.get(name)
-            if first is not None:
-                raise error(f"{name} is produced twice: by {script.sites[first]} and by {site}",
-                            site)
-            produced[name] = site_id
+            if register:
+                first = produced.get(name)
+                if first is not None:
+                    raise error(f"{name} is produced twice: by {script.sites[first]} and by "
+                                f"{site}", site)
+                produced[name] = site_id
             if name.startswith("/"):
                 if site not in self._warned_outside:
                     self._warned_outside.add(site)
@@ -184,7 +189,7 @@ class Nest:
             if b not in inputs:
                 inputs.append(b)
         self.schedule(Task(outputs=outputs, inputs=inputs, command="",
-                           workflow=child.writer.dag_name), child.site)
+                           workflow=child.writer.dag_name), child.site, register=False)
 
     def finish(self) -> None:
         """Write this nest's DAG under a temporary name (renamed when the compile succeeds)."""

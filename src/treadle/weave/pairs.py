@@ -179,10 +179,10 @@ class AllPairs(_Paired):
                 qa, qb, qo = quote(fa.dag), quote(fb.dag), quote(out.dag)
                 triple = f"printf '%s\\t%s\\t%s\\n' {qa} {qb}"
                 if engine.writes_out:
-                    raw = out.dag + ".raw"
+                    raw = File(out.abspath + ".raw", nest)
                     run = function.command_format([fa, fb], [raw])
-                    command = (f"{run} && {triple} \"$(cat {quote(raw)})\" > {qo} && "
-                               f"rm -f {quote(raw)}")
+                    command = (f"{run} && {triple} \"$(cat {quote(raw.dag)})\" > {qo} && "
+                               f"rm -f {quote(raw.dag)}")
                 else:
                     args = " ".join(quote(x) for x in engine.args)
                     run = " ".join(w for w in (function.exe_word, args, qa, qb) if w)

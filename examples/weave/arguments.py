@@ -1,0 +1,2 @@
+# Words after the script's name on the command line.
+print(CurrentScript().arguments)

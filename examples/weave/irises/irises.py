@@ -1,0 +1,6 @@
+db = SQLDataSet('db', 'biometrics', 'irises')
+nefs = Query(db, db.color == 'Blue')
+conv = SimpleFunction('convertiristotemplate', outsuffix='bit')
+bits = Map(conv, nefs)
+cmp = SimpleFunction('compareiristemplates')
+AllPairs(cmp, bits, bits, output='matrix.txt')
