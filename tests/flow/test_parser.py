@@ -229,6 +229,11 @@ def test_the_five_scope_values():
     assert commands(text) == ["echo 0", "echo 1", "echo 1 2", "echo 0", "echo 1"]
 
 
+def test_indented_at_lines_before_the_command_are_rule_local():
+    text = "V = 1\na:\n    @V = 0\n    echo $V\nb:\n\t@V+=2\n\techo $V\nc:\n\techo $V\n"
+    assert commands(text) == ["echo 0", "echo 1 2", "echo 1"]
+
+
 def test_values_keep_trailing_blanks_and_quotes_and_expand_at_once():
     wf = parse('A=x\nB=$(A)3  \nA=y\nQ="a b"\nt:\n\techo [$(B)] $(Q)\n')
     assert wf.rules[0].command == 'echo [x3 ] "a b"'

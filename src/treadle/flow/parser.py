@@ -257,6 +257,16 @@ class MakeParser(Scope):
                     pos = nl + 1
                     lineno += 1
                     continue
+                if body[0] == "@" and self.pending is not None:
+                    # An indented "@NAME=value" before the command is a rule-local
+                    # assignment: the reference's own scope test is written that way.
+                    lx.pos = nl - len(body)
+                    lx.line_base = lineno
+                    lx.offset_base = pos
+                    self._statement(lineno)
+                    lineno += text.count("\n", pos, lx.pos)
+                    pos = lx.pos
+                    continue
                 if self.pending is None:
                     raise ParseError(
                         "Unexpected token. Expected a rule, an assignment, export or a directive, but got: COMMAND",
