@@ -562,6 +562,7 @@ class Manager:
         self._loop.call_soon_threadsafe(lambda: self._loop.create_task(_start()))
         ready.wait()
         if isinstance(started[0], BaseException):
+            self._closed = True
             self._stop_loop()
             err = started[0]
             if isinstance(err, OSError):

@@ -1,0 +1,84 @@
+"""The ``wq`` backend: jobs with renamed inputs, directories and outputs on reference workers."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from tests.queue import _manager_fixtures as fx
+
+from treadle.backends.base import Backend, FileSpec, Job
+from treadle.backends.workqueue import WorkQueueBackend
+from treadle.flow.model import Resources
+
+workers = fx.workers
+
+pytestmark = pytest.mark.reference
+
+
+def _results(b: WorkQueueBackend, n: int, timeout: float = 30) -> dict:
+    out = {}
+    deadline = time.monotonic() + timeout
+    while len(out) < n:
+        assert time.monotonic() < deadline, "jobs did not finish"
+        r = b.wait(1)
+        if r is not None:
+            out[r.job_id] = r
+    return out
+
+
+def test_backend_runs_jobs_without_shared_filesystem(workers, tmp_path):
+    wd = tmp_path / "wf"
+    (wd / "data" / "sub").mkdir(parents=True)
+    (wd / "shared.txt").write_text("shared\n")
+    (wd / "data" / "sub" / "x.txt").write_text("x\n")
+    pw = tmp_path / "pw"
+    pw.write_text("s3cret\n")
+    b = WorkQueueBackend(workdir=str(wd), port=0, password_file=str(pw))
+    try:
+        assert isinstance(b, Backend) and b.name == "wq" and b.sandboxed
+        workers.start(b.port, "-P", str(pw))
+        j1 = Job(
+            rule_id=1,
+            command="cat s.txt d/sub/x.txt > result1.txt; echo $MSG >> result1.txt",
+            inputs=(FileSpec("shared.txt", "s.txt"), FileSpec("data", "d")),
+            outputs=(FileSpec("out/one.txt", "result1.txt"),),
+            resources=Resources(cores=1),
+            environment={"MSG": "exported"},
+        )
+        j2 = Job(rule_id=2, command="cat s.txt > two.txt; exit 4", inputs=(FileSpec("shared.txt", "s.txt"),),
+                 outputs=(FileSpec("two.txt", "two.txt"),))
+        j3 = Job(rule_id=3, command="kill -9 $$", resources=Resources(cores=1, wall_time=30))
+        ids = [b.submit(j) for j in (j1, j2, j3)]
+        res = _results(b, 3)
+        assert res[ids[0]].succeeded
+        assert (wd / "out" / "one.txt").read_text() == "shared\nx\nexported\n"
+        assert res[ids[1]].exit_code == 4 and (wd / "two.txt").read_text() == "shared\n"
+        assert not res[ids[2]].succeeded  # a reference worker reports signal 9 as exit 9
+    finally:
+        b.close()
+
+
+def test_missing_input_is_an_error_result(workers, tmp_path):
+    b = WorkQueueBackend(workdir=str(tmp_path), port=0)
+    try:
+        workers.start(b.port)
+        jid = b.submit(Job(rule_id=1, command="true", inputs=(FileSpec("absent", "absent"),)))
+        (r,) = _results(b, 1).values()
+        assert r.job_id == jid and r.error and "INPUT_MISSING" in r.error
+    finally:
+        b.close()
+
+
+def test_cancel_kills_running_job(workers, tmp_path):
+    b = WorkQueueBackend(workdir=str(tmp_path), port=0)
+    try:
+        workers.start(b.port)
+        jid = b.submit(Job(rule_id=1, command="sleep 30"))
+        fx.wait_for(lambda: b.manager.stats.tasks_running == 1)
+        b.cancel(jid)
+        assert b.wait(0.5) is None
+        jid2 = b.submit(Job(rule_id=2, command="echo next"))
+        assert _results(b, 1)[jid2].succeeded
+    finally:
+        b.close()

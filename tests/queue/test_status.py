@@ -1,0 +1,80 @@
+"""Status queries: the reference ``work_queue_status`` and ``treadle status`` against treadle's manager."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import urllib.request
+
+import pytest
+from tests.queue import _manager_fixtures as fx
+from tests.queue._fake_worker import FakeWorker, greeting
+from tests.queue._manager_fixtures import wait_for
+
+from treadle.queue import Task
+from treadle.queue import protocol as wp
+
+manager = fx.manager
+
+
+@pytest.fixture
+def busy(manager):
+    """A manager with one (scripted) worker running one task and one task waiting."""
+    fw = FakeWorker(manager.port)
+    fw.send(greeting())
+    manager.submit(Task("sleep 100 # first", tag="t1"))
+    manager.submit(Task("echo second"))
+    fw.expect(wp.Task)
+    wait_for(lambda: manager.stats.tasks_running == 1)
+    yield manager
+    fw.close()
+
+
+@pytest.mark.reference
+def test_reference_work_queue_status_lists_workers_and_tasks(busy):
+    exe = shutil.which("work_queue_status")
+    assert exe is not None
+    port = str(busy.port)
+    queue = subprocess.run([exe, "127.0.0.1", port], capture_output=True, text=True, timeout=30)
+    assert queue.returncode == 0
+    assert port in queue.stdout
+    workers = subprocess.run([exe, "-W", "127.0.0.1", port], capture_output=True, text=True, timeout=30)
+    assert "fakehost" in workers.stdout and "127.0.0.1:" in workers.stdout
+    tasks = subprocess.run([exe, "-T", "127.0.0.1", port], capture_output=True, text=True, timeout=30)
+    assert "sleep 100" in tasks.stdout and "echo second" in tasks.stdout
+    assert "running" in tasks.stdout and "READY" in tasks.stdout
+
+
+def test_treadle_status_table_and_json(busy):
+    port = str(busy.port)
+    cmd = [sys.executable, "-m", "treadle", "status", "127.0.0.1", port]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert "fakehost" in out.stdout and "sleep 100" in out.stdout and "waiting 1" in out.stdout
+    js = subprocess.run(cmd + ["--json"], capture_output=True, text=True, timeout=30)
+    snap = json.loads(js.stdout)
+    assert snap["queue"]["tasks_running"] == 1 and snap["queue"]["tasks_waiting"] == 1
+    assert [w["hostname"] for w in snap["workers"]] == ["fakehost"]
+    assert sorted(t["taskid"] for t in snap["tasks"]) == [1, 2]
+
+
+def test_treadle_status_unreachable_is_one_line_error():
+    out = subprocess.run([sys.executable, "-m", "treadle", "status", "127.0.0.1", "1"], capture_output=True, text=True)
+    assert out.returncode == 1
+    assert out.stderr.startswith("treadle: cannot query") and "Traceback" not in out.stderr
+
+
+def test_http_status_page(busy):
+    body = urllib.request.urlopen(f"http://127.0.0.1:{busy.port}/task_status", timeout=10).read()
+    assert {t["taskid"] for t in json.loads(body)} == {1, 2}
+    index = urllib.request.urlopen(f"http://127.0.0.1:{busy.port}/", timeout=10).read()
+    assert b"queue_status" in index
+
+
+def test_wable_status_has_whole_queue(busy):
+    from treadle.queue.status import query
+
+    cats = query("127.0.0.1", busy.port, "wable_status")
+    assert cats[-1]["category"] == "whole queue" and cats[-1]["tasks_waiting"] == 1
