@@ -336,10 +336,11 @@ class Engine:
         for s in rule.sources:
             if s not in producer and s not in self._fingerprinted:
                 self._fingerprint(s)
-        j.flush()
+        # These records reach the log with the rule line below, in one write: the
+        # transition is journalled once the job has an id, before anything acts on it.
+        # A crash in between leaves the rule waiting in the log, so it simply runs again.
         command = self.command_of(rule)
         self.out.say(f"submitting job: {command}")
-        self.out.flush()
         backend = self.local if is_local else self.remote
         job = self._job(rule, command, full=not is_local or backend.name != "local")
         try:

@@ -147,6 +147,9 @@ def scan_files(engine: Engine, history: History, *, missing_input_is_error: bool
                 warnings += 1
                 for c in g.consumers.get(name, ()):
                     engine.reset(c)
+                # The new content is accepted as the file's: warn about it once, not every run.
+                engine.journal.file_record(name, jr.F_EXISTS, st.st_size)
+                engine.journal.flush()
     if errors or warnings:
         out.say(f"found {errors} errors and {warnings} warnings during consistency check.")
     return errors
