@@ -208,7 +208,7 @@ class Nest:
         dag = self.dag_name(self.dag_path, self.dag_path)
         argv = engine_command(dag, arguments, self.wrapper or self.script.config.wrapper,
                               self.script.config.fmt)
-        log.info("executing %s", shlex.join(argv))
+        log.debug("executing %s", shlex.join(argv))
         status = subprocess.call(argv, cwd=self.script.output_directory, env=engine_environment())
         self.executed = True
         if status != 0:

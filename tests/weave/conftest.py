@@ -1,0 +1,172 @@
+"""Fixtures for the Weaver tests: the example tree with its data, and real subprocesses.
+
+Every compile and every run here is a real ``treadle weave`` / ``treadle run`` process
+started with this interpreter, in a copy of ``examples/weave`` under ``tmp_path``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = REPO / "examples" / "weave"
+BIN = Path(sys.executable).parent
+
+
+def environment() -> dict[str, str]:
+    """This interpreter's bin directory first on PATH, so DAG rules find `treadle`."""
+    env = dict(os.environ)
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
+    env.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+    return env
+
+
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def treadle(*args: str, cwd: Path, check: bool = True, timeout: float = 300) -> Result:
+    """Run ``treadle ARGS`` with this interpreter; fail the test with its output if asked."""
+    p = subprocess.run([sys.executable, "-m", "treadle", *args], cwd=cwd, env=environment(),
+                       capture_output=True, text=True, timeout=timeout)
+    if check and p.returncode != 0:
+        pytest.fail(f"treadle {' '.join(args)} exited {p.returncode}\n"
+                    f"stdout:\n{p.stdout}\nstderr:\n{p.stderr}")
+    return Result(p.returncode, p.stdout, p.stderr)
+
+
+def _probe(module: str) -> str | None:
+    """None if ``module`` imports in a fresh interpreter, else the error's last line."""
+    p = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True,
+                       text=True, env=environment())
+    if p.returncode == 0:
+        return None
+    return (p.stderr.strip().splitlines() or ["import failed"])[-1]
+
+
+_ENGINE_STATE: dict[str, str | None] = {}
+
+
+def require_engine() -> None:
+    """Skip, with the reason, when ``treadle run`` cannot start in this tree."""
+    if os.environ.get("WEAVE_TEST_ENGINE") == "makeflow":
+        return
+    if "run" not in _ENGINE_STATE:
+        _ENGINE_STATE["run"] = _probe("treadle.cli.run, treadle.flow.engine, treadle.flow.journal")
+    if _ENGINE_STATE["run"] is not None:
+        pytest.skip(f"treadle run is not usable in this tree: {_ENGINE_STATE['run']}")
+
+
+def require_native(kind: str) -> None:
+    """Skip when the native engine command (`treadle allpairs`/`wavefront`) is missing."""
+    require_engine()
+    if kind not in _ENGINE_STATE:
+        _ENGINE_STATE[kind] = _probe(f"treadle.cli.{kind}")
+    if _ENGINE_STATE[kind] is not None:
+        pytest.skip(f"treadle {kind} is not usable in this tree: {_ENGINE_STATE[kind]}")
+
+
+@dataclass
+class Sandbox:
+    """A compiled sandbox and helpers to read it."""
+
+    path: Path
+
+    @property
+    def manifest(self) -> dict:
+        return json.loads((self.path / "weave.json").read_text())
+
+    def dag(self, name: str = "Makeflow") -> str:
+        return (self.path / name).read_text()
+
+    def rules(self, name: str = "Makeflow") -> list[dict]:
+        """Rules of a Makeflow DAG as dicts (outputs, inputs, command, variables), read
+        with a small reader of the subset the compiler writes."""
+        return read_rules(self.dag(name))
+
+    def run(self, *engine_args: str, dag: str = "Makeflow") -> Result:
+        if os.environ.get("WEAVE_TEST_ENGINE") == "makeflow":  # differential runs by hand
+            p = subprocess.run(["makeflow", "-T", "local", *engine_args, dag], cwd=self.path,
+                               env=environment(), capture_output=True, text=True)
+            assert p.returncode == 0, p.stdout + p.stderr
+            return Result(p.returncode, p.stdout, p.stderr)
+        require_engine()
+        return treadle("run", *engine_args, dag, cwd=self.path)
+
+    def text(self, name: str) -> str:
+        return (self.path / name).read_text()
+
+
+def read_rules(text: str) -> list[dict]:
+    """Split the compiler's own Makeflow output into rules (header, variables, command)."""
+    rules: list[dict] = []
+    current: dict | None = None
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("\t"):
+            assert current is not None, line
+            current["command"] = line[1:]
+            rules.append(current)
+            current = None
+        elif current is not None:
+            key, _, value = line.partition("=")
+            current["vars"][key] = value
+        elif ":" in line and not line.startswith(("export ", "MAKEFLOW_OUTPUTS=")) and (
+                "=" not in line or line.index(":") < line.index("=")):
+            outs, _, ins = line.partition(": ")
+            current = {"outputs": outs.split(), "inputs": ins.split(), "vars": {}}
+    return rules
+
+
+@pytest.fixture
+def examples(tmp_path: Path) -> Path:
+    """A copy of examples/weave with its data written by make_data.py."""
+    root = tmp_path / "ex"
+    shutil.copytree(EXAMPLES, root, ignore=shutil.ignore_patterns("*.weave", "__pycache__",
+                                                                   "data", "*.db"))
+    subprocess.run([sys.executable, str(root / "make_data.py"), str(root)], check=True)
+    return root
+
+
+def weave(cwd: Path, *args: str, check: bool = True) -> tuple[Sandbox, Result]:
+    """Compile with ``treadle weave ARGS`` (the sandbox is the default, or -o)."""
+    result = treadle("weave", *args, cwd=cwd, check=check)
+    out = None
+    argv = list(args)
+    for flag in ("-o", "--output", "-O"):
+        if flag in argv:
+            out = cwd / argv[argv.index(flag) + 1]
+    if out is None:
+        script = next(a for a in argv if a.endswith(".py"))
+        out = cwd / (Path(script).stem + ".weave")
+    return Sandbox(out), result
+
+
+class Tools:
+    """The helpers above, handed to tests as the ``tw`` fixture."""
+
+    weave = staticmethod(weave)
+    treadle = staticmethod(treadle)
+    require_engine = staticmethod(require_engine)
+    require_native = staticmethod(require_native)
+    read_rules = staticmethod(read_rules)
+    environment = staticmethod(environment)
+    Sandbox = Sandbox
+
+
+@pytest.fixture
+def tw() -> type[Tools]:
+    return Tools
