@@ -55,6 +55,7 @@ class Abstraction(Dataset):
         self.options = Options(local=local or None, collect=collect or None)
         self.task_options = context.CurrentOptions()
         self.sink: Any = None
+        self.fixed_parts: dict[int, Any] = {}
         self.mode = "expanded"
         self.reason = ""
         self.tasks = 0

@@ -19,7 +19,7 @@ from treadle.weave.context import error, user_site
 from treadle.weave.files import File, MakeFile, file_list, flatten
 from treadle.weave.pyfunc import python_function_script
 from treadle.weave.task import Task
-from treadle.weave.templates import format_command, format_output, is_template, join_words
+from treadle.weave.templates import format_command, format_output, is_template, join_words, quote
 
 DEFAULT_FORMAT = "{executable} {arguments} {inputs} > {outputs}"
 SYSTEM_DIRS = ("/bin", "/usr/bin", "/sbin", "/usr/sbin", "/usr/local/bin")
@@ -117,11 +117,33 @@ class Function:
                  includes: list[File], local: bool | None, environment: dict[str, Any] | None,
                  collect: bool | None, site: str, command: str | None = None) -> list[File]:
         """Schedule one task with ready-made files (the common path of calls and abstractions)."""
-        from treadle.weave.abstractions import Abstraction
+        abstraction = context.CurrentAbstraction()
+        if abstraction is not None and not local and not environment and not collect:
+            fixed = abstraction.fixed_parts.get(id(self))
+            if fixed is None:
+                fixed = abstraction.fixed_parts[id(self)] = self._fixed(abstraction, None,
+                                                                        None, None)
+        else:
+            fixed = self._fixed(abstraction, local, environment, collect)
+        env, is_local, is_collect, shipped, category, options = fixed
+        if command is None:
+            command = self.command_format(ins, outs, arguments)
+        inputs = [f.dag for f in ins]
+        if includes or shipped:
+            inputs = list(dict.fromkeys(inputs + [f.dag for f in includes] + shipped))
+        task = Task(outputs=[f.dag for f in outs], inputs=inputs, command=command,
+                    category=category, cores=options.cpu, memory=options.memory_mb,
+                    disk=options.disk_mb, batch=options.batch, local=is_local, environment=env,
+                    collect=tuple(f.dag for f in ins) if is_collect else ())
+        context.CurrentNest().schedule(task, site)
+        if abstraction is not None:
+            abstraction.tasks += 1
+        return outs
 
-        nest = context.CurrentNest()
-        script = nest.script
-        abstraction: Abstraction | None = context.CurrentAbstraction()
+    def _fixed(self, abstraction: Any, local: bool | None, environment: dict[str, Any] | None,
+               collect: bool | None) -> tuple[dict[str, str], bool, bool, list[str], str, Any]:
+        """What every task of this function (in this abstraction) shares."""
+        script = context.CurrentScript()
         options = abstraction.task_options if abstraction is not None else context.CurrentOptions()
         forced = script.options
         env = dict(self.environment)
@@ -130,26 +152,17 @@ class Function:
             env.update(abstraction.environment)
         if environment:
             env.update({str(k): str(v) for k, v in environment.items()})
-        is_local = bool(local) or bool(abstraction and abstraction.local) or bool(options.local)
-        is_collect = (bool(collect) or bool(abstraction and abstraction.collect)
+        is_local = bool(local) or bool(abstraction is not None and abstraction.local) or bool(
+            options.local)
+        is_collect = (bool(collect) or bool(abstraction is not None and abstraction.collect)
                       or bool(options.collect))
         if forced is not None and forced.local is not None:
             is_local = forced.local
         if forced is not None and forced.collect is not None:
             is_collect = forced.collect
-        if command is None:
-            command = self.command_format(ins, outs, arguments)
-        inputs = list(dict.fromkeys([f.dag for f in ins] + [f.dag for f in includes]
-                                    + [f.dag for f in self.shipped]))
         category = abstraction.id if abstraction is not None else f"call_{self.label}"
-        task = Task(outputs=[f.dag for f in outs], inputs=inputs, command=command,
-                    category=category, cores=options.cpu, memory=options.memory_mb,
-                    disk=options.disk_mb, batch=options.batch, local=is_local, environment=env,
-                    collect=tuple(f.dag for f in ins) if is_collect else ())
-        nest.schedule(task, site)
-        if abstraction is not None:
-            abstraction.tasks += 1
-        return outs
+        return env, is_local, is_collect, [f.dag for f in self.shipped], category, _Resolved(
+            options)
 
     @property
     def label(self) -> str:
@@ -161,9 +174,23 @@ class Function:
         return f"{type(self).__name__}({self.exe_word!r}, cmd_format={self.cmd_format!r})"
 
 
+class _Resolved:
+    """Options with sizes converted to MB once, not once per task."""
+
+    __slots__ = ("cpu", "memory_mb", "disk_mb", "batch")
+
+    def __init__(self, options: Any):
+        self.cpu = options.cpu
+        self.memory_mb = options.memory_mb
+        self.disk_mb = options.disk_mb
+        self.batch = options.batch
+
+
 def _words(files: Any) -> str:
     if files is None:
         return ""
+    if type(files) is list and all(type(f) is File for f in files):
+        return " ".join([quote(f.dag) for f in files])
     if isinstance(files, str | File):
         files = [files]
     return join_words(str(f) for f in flatten(files))
@@ -178,8 +205,8 @@ def _arguments(arguments: Any) -> str:
 
 
 def output_path(name: str, nest: Any) -> File:
-    """An output named relative to the nest's directory."""
-    return MakeFile(os.path.join(nest.work_dir, name), nest)
+    """An output named relative to the nest's directory (a new name: no cache lookup)."""
+    return File(os.path.join(nest.work_dir, name), nest)
 
 
 def output_files(outputs: Any, ins: list[File], nest: Any, start: int = 0) -> list[File]:
