@@ -189,7 +189,7 @@ class MakeParser(Scope):
             )
         self.text = text
         self.filename = filename
-        self.environ = environ
+        self.environ = dict(environ)  # a plain copy: os.environ's lookups are slow per rule
         self.notice = notice
         self.wf = Workflow(path=filename)
         self.wf.category(DEFAULT_CATEGORY)
@@ -296,7 +296,7 @@ class MakeParser(Scope):
                 left, _, right = line.partition(":")
                 targets = left.split()
                 sources = right.split()
-                if not _dash_start(targets) and not _dash_start(sources):
+                if "-" not in line or not (_dash_start(targets) or _dash_start(sources)):
                     self._start_rule(tuple(targets), tuple(sources), None, lineno)
                     pos = nl + 1
                     lineno += 1
