@@ -863,7 +863,8 @@ class Manager:
         for task in batch:
             self._tasks[task.id] = task
             self._counts["tasks_submitted"] += 1
-            self._log_txn(f"TASK {task.id} WAITING {task.category} FIRST_RESOURCES {json.dumps(task.declared)}")
+            if self._txn is not None:
+                self._log_txn(f"TASK {task.id} WAITING {task.category} FIRST_RESOURCES {json.dumps(task.declared)}")
             self._enqueue(task)
         self._kick_schedule()
 
@@ -1045,7 +1046,8 @@ class Manager:
         cat.running += 1
         cat.dispatched += 1
         self._counts["tasks_dispatched"] += 1
-        self._log_txn(f"TASK {task.id} RUNNING {w.addrport} {json.dumps(box)}")
+        if self._txn is not None:
+            self._log_txn(f"TASK {task.id} RUNNING {w.addrport} {json.dumps(box)}")
 
     def _send_item(self, w: _Worker, item: CacheItem) -> None:
         """Put one input in the worker's cache, before the task that needs it (gotcha 11)."""
@@ -1182,7 +1184,8 @@ class Manager:
         else:
             self._counts["tasks_failed"] += 1
             self._category(task.category).failed += 1
-        self._log_txn(f"TASK {task.id} DONE {result.name} {task.exit_code}")
+        if self._txn is not None:
+            self._log_txn(f"TASK {task.id} DONE {result.name} {task.exit_code}")
         with self._lock:
             self._done.append(task)
             self._done_cond.notify()
