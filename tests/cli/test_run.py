@@ -102,7 +102,7 @@ def test_argv_file(tmp_path):
     inner = tmp_path / "inner.json"
     inner.write_text(json.dumps({"max-local": 2}))
     outer = tmp_path / "outer.json"
-    outer.write_text('{"MAKEFLOW": "wf.mf", "skip-file-check": null, "argv": "%s"}' % inner)
+    outer.write_text(json.dumps({"MAKEFLOW": "wf.mf", "skip-file-check": None, "argv": str(inner)}))
     o = parse_args(["--argv", str(outer)], {})
     assert (o.dagfile, o.skip_file_check, o.max_local) == ("wf.mf", True, 2)
 
