@@ -260,7 +260,7 @@ def test_workbench_patterns(examples: Path, tw) -> None:
         if pattern == "chain":
             sb.run()
             assert sb.text("chain4.out") == "start\n"
-    assert counts == {"map": 20, "chain": 5, "fanin": 22, "fanout": 7, "concurrent": 9}
+    assert counts == {"map": 20, "chain": 5, "fanin": 23, "fanout": 7, "concurrent": 9}
 
 
 def test_grouping(examples: Path, tw) -> None:

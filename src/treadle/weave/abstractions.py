@@ -180,7 +180,7 @@ class Map(Abstraction):
                 yield from self._run(function, [f], [out], None, includes)
             return
         ins = file_list(self.inputs)
-        names = [outputs] if isinstance(outputs, str | File) else list(outputs)
+        names = [outputs] * len(ins) if isinstance(outputs, str | File) else list(outputs)
         if len(names) != len(ins):
             raise error(f"{self.id}: {len(ins)} inputs but {len(names)} output names "
                         f"(a list of outputs needs one name per input)")
