@@ -11,6 +11,7 @@ position.
 from __future__ import annotations
 
 import re
+from typing import Protocol
 
 from treadle.errors import ParseError
 
@@ -35,14 +36,12 @@ _DQ_RUN = re.compile(r'[^"\\$]*')
 _BLANKS = re.compile(r"[ \t]*")
 
 
-class Scope:
+class Scope(Protocol):
     """What a lexer needs from the parser: variable values and the undefined-variable message."""
 
-    def get(self, name: str) -> str | None:  # pragma: no cover - interface
-        raise NotImplementedError
+    def get(self, name: str) -> str | None: ...
 
-    def undefined(self, name: str) -> str:
-        return f"Variable {name} has not yet been defined"
+    def undefined(self, name: str) -> str: ...
 
 
 class Lexer:

@@ -23,7 +23,6 @@ from treadle.flow.lexer import (
     COLON,
     SPACE,
     Lexer,
-    Scope,
     join_names,
     lookahead,
     render_command,
@@ -178,7 +177,7 @@ class _Pending:
         self.category = category
 
 
-class MakeParser(Scope):
+class MakeParser:
     """Parser for the Make form of the language (spec §1.1–§1.10)."""
 
     def __init__(self, text: str, filename: str, environ: Mapping[str, str], notice: Notice):
@@ -546,9 +545,8 @@ class MakeParser(Scope):
         if not rest:
             if local or nested:
                 raise ParseError("Command is empty.", self.filename, lineno, 1)
-            return (
-                lx.pos
-            )  # the command expanded to nothing: like a blank line, the rule still waits
+            # the command expanded to nothing: like a blank line, the rule still waits
+            return lx.pos
         if nested:
             words = [t for t in rest if t is not SPACE]
             if len(words) != 1:
@@ -583,7 +581,9 @@ class MakeParser(Scope):
         if batch_options is None:
             batch_options = self._table_value("BATCH_OPTIONS")
         if not local:
-            flag = self.get_for(locs, "BATCH_LOCAL")
+            flag = locs.get("BATCH_LOCAL") if locs is not None else None
+            if flag is None:
+                flag = self._global("BATCH_LOCAL")
             if flag is not None and is_true(flag):
                 local = True
         self.wf.rules.append(
@@ -615,11 +615,6 @@ class MakeParser(Scope):
                 return var.values[-1]
         var = self.tables[DEFAULT_CATEGORY].get(name)
         return var.values[-1] if var is not None else None
-
-    def get_for(self, locs: dict[str, str] | None, name: str) -> str | None:
-        if locs is not None and name in locs:
-            return locs[name]
-        return self._global(name)
 
     # ------------------------------------------------------------ the ending
     def _finish(self) -> None:
