@@ -550,7 +550,8 @@ class Manager:
                 self._server = await asyncio.start_server(
                     self._accept, host or None, port, ssl=ssl, reuse_address=True, limit=1 << 16
                 )
-                started.append(self._server.sockets[0].getsockname()[1])
+                self.port = self._server.sockets[0].getsockname()[1]
+                started.append(self.port)
                 self._loop.create_task(self._ticker())
                 if self.name and self.catalog:
                     self._loop.create_task(self._catalog_reporter())
@@ -619,8 +620,10 @@ class Manager:
             self._counts["workers_released"] += 1
         for w in list(self._workers.values()):
             await w.link.close(flush=True)
-        for task in [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]:
+        pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in pending:
             task.cancel()
+        await asyncio.wait(pending, timeout=5) if pending else None
 
     def __del__(self) -> None:
         if not getattr(self, "_closed", True):
@@ -1203,6 +1206,12 @@ class Manager:
 
     # ================================================================ workers
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await self._serve_connection(reader, writer)
+        except asyncio.CancelledError:
+            pass  # the manager is closing; the handler ends quietly
+
+    async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername") or ("?", 0)
         addrport = f"{peer[0]}:{peer[1]}"
         sock = writer.get_extra_info("socket")
