@@ -26,7 +26,7 @@ _NAME_CHAR = re.compile(r"[ \t\"'$#:\\=\x1a<>]")
 _CMD_SPECIAL = re.compile(r"[\\$#'\"\t\n\r]|^ | $|  ")
 _CMD_CHAR = re.compile(r"[\\$#'\"]")
 _CMD_BLANKS = re.compile(r"[ \t]{2,}|^[ \t]+|[ \t]+$|\t")
-_VALUE_CHAR = re.compile(r"[\\$#]")
+_VALUE_CHAR = re.compile(r"[\\$#'\"]")
 
 
 def escape_name(name: str) -> str:
