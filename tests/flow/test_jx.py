@@ -213,6 +213,12 @@ def test_jx_define_and_args_override(tmp_path):
     assert len(parse_jx(WORKFLOW, jx_args=str(args)).rules) == 2
     assert len(parse_jx(WORKFLOW, jx_define={"N": "2 + 3"}).rules) == 6
     assert len(parse_jx(WORKFLOW, jx_args=str(args), jx_define={"N": "2"}).rules) == 3
+    more = tmp_path / "more.json"
+    more.write_text('{"N": 4}')
+    assert len(parse_jx(WORKFLOW, jx_args=[str(args), str(more)]).rules) == 5
+    assert len(parse_jx(WORKFLOW, jx_define=["N=1+1"]).rules) == 3
+    with pytest.raises(ParseError, match="VAR=EXPR"):
+        parse_jx(WORKFLOW, jx_define=["N"])
 
 
 def test_undefined_symbol_in_a_workflow():

@@ -15,7 +15,7 @@ import os
 import re
 import sys
 from bisect import bisect_right
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from treadle.errors import ParseError
 from treadle.flow.lexer import (
@@ -86,12 +86,16 @@ def parse_file(
     path: str,
     *,
     fmt: str = "make",
-    jx_args: str | None = None,
-    jx_define: dict[str, str] | None = None,
+    jx_args: str | Sequence[str] | None = None,
+    jx_define: Mapping[str, str] | Iterable[str] | None = None,
     environ: Mapping[str, str] | None = None,
     notice: Notice | None = None,
 ) -> Workflow:
-    """Read and parse the workflow file at ``path`` (``fmt``: ``make``, ``json`` or ``jx``)."""
+    """Read and parse the workflow file at ``path`` (``fmt``: ``make``, ``json`` or ``jx``).
+
+    ``jx_args`` is one file or several (applied in order); ``jx_define`` maps
+    names to JX expressions, or is a list of ``NAME=EXPR`` strings.
+    """
     try:
         with open(path, "rb") as f:
             data = f.read()
@@ -107,8 +111,8 @@ def parse_text(
     filename: str,
     *,
     fmt: str = "make",
-    jx_args: str | None = None,
-    jx_define: dict[str, str] | None = None,
+    jx_args: str | Sequence[str] | None = None,
+    jx_define: Mapping[str, str] | Iterable[str] | None = None,
     environ: Mapping[str, str] | None = None,
     notice: Notice | None = None,
 ) -> Workflow:
@@ -725,8 +729,8 @@ def workflow_from_jx(
     filename: str,
     *,
     jx: bool,
-    jx_args: str | None = None,
-    jx_define: dict[str, str] | None = None,
+    jx_args: str | Sequence[str] | None = None,
+    jx_define: Mapping[str, str] | Iterable[str] | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Workflow:
     """Build a workflow from the JSON form, evaluating it as JX first when ``jx`` is true.
@@ -763,9 +767,9 @@ def workflow_from_jx(
                     if not isinstance(defined, dict):
                         raise define_node.fail("define must be an object")
                     bindings.update(defined)
-            if jx_args is not None:
-                bindings.update(_read_jx_args(jx_args, jxlang, fail))
-            for name, expr in (jx_define or {}).items():
+            for path in [jx_args] if isinstance(jx_args, str) else jx_args or []:
+                bindings.update(_read_jx_args(path, jxlang, fail))
+            for name, expr in _defines(jx_define, filename):
                 try:
                     bindings[name] = jxlang.Lazy(jxlang.parse(expr))
                 except jxlang.JXError as e:
@@ -778,6 +782,21 @@ def workflow_from_jx(
     except RecursionError:
         raise ParseError("expression nested too deeply", filename, 0, 0) from None
     return _JXBuilder(top, filename, environ if environ is not None else os.environ).build()
+
+
+def _defines(jx_define, filename: str) -> list[tuple[str, str]]:
+    """``--jx-define`` as (name, expression) pairs, from a mapping or from ``V=EXPR`` strings."""
+    if jx_define is None:
+        return []
+    if isinstance(jx_define, Mapping):
+        return list(jx_define.items())
+    pairs = []
+    for item in jx_define:
+        name, sep, expr = item.partition("=")
+        if not sep or not name:
+            raise ParseError(f"--jx-define expects VAR=EXPR, got {item!r}", filename, 0, 0)
+        pairs.append((name, expr))
+    return pairs
 
 
 def _define_node(tree, jxlang):
