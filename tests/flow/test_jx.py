@@ -266,6 +266,16 @@ def test_bad_rules(rule, fragment):
     assert fragment in info.value.message
 
 
+def test_older_file_spellings():
+    wf = parse_jx(
+        '{"rules": [{"command": "cat A > B", "inputs": {"path": "A"}, "outputs": [{"path": "B"}]},'
+        '{"command": "x", "inputs": "B", "outputs": [{"name": "C", "source": "c"}]}]}'
+    )
+    assert (wf.rules[0].sources, wf.rules[0].targets) == (("A",), ("B",))
+    assert (wf.rules[1].sources, wf.rules[1].targets) == (("B",), ("C",))
+    assert wf.rules[1].remote_names == {"C": "c"}
+
+
 def test_duplicate_target_in_jx():
     with pytest.raises(ParseError) as info:
         parse_jx(

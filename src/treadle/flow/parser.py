@@ -721,6 +721,8 @@ JX_RESOURCES = {
     "wall-time": "wall_time",
     "mpi-processes": "mpi_processes",
 }
+JX_DAG_NAME = ("dag_name", "path", "name")  # the spec's key first, then older spellings
+JX_TASK_NAME = ("task_name", "remote_path", "source")
 JX_ALLOCATIONS = {"auto": "auto", "first": "auto", "max": "max", "error": "error"}
 
 
@@ -797,6 +799,13 @@ def _defines(jx_define, filename: str) -> list[tuple[str, str]]:
             raise ParseError(f"--jx-define expects VAR=EXPR, got {item!r}", filename, 0, 0)
         pairs.append((name, expr))
     return pairs
+
+
+def _first_key(obj: dict, keys: tuple[str, ...]):
+    for k in keys:
+        if k in obj:
+            return obj[k]
+    return None
 
 
 def _define_node(tree, jxlang):
@@ -938,6 +947,14 @@ class _JXBuilder:
         )
 
     def files(self, items, rid: int, what: str, spec) -> tuple[tuple[str, ...], dict[str, str]]:
+        """Names (and renames) of ``inputs``/``outputs``.
+
+        The spec's form is an array of strings or of ``{"dag_name", "task_name"}``;
+        the reference's older test files also use ``{"path": …}`` (and ``name``/
+        ``source``), and a single item instead of an array, so those are read too.
+        """
+        if isinstance(items, (str, dict)):
+            items = [items]
         if not isinstance(items, list):
             raise self.error(f"rule {rid}: {what} must be an array", spec)
         names: list[str] = []
@@ -945,17 +962,18 @@ class _JXBuilder:
         for item in items:
             if isinstance(item, str):
                 names.append(item)
-            elif isinstance(item, dict) and isinstance(item.get("dag_name"), str):
-                names.append(item["dag_name"])
-                task = item.get("task_name")
-                if task is not None:
-                    if not isinstance(task, str):
-                        raise self.error(f"rule {rid}: task_name must be a string", spec)
-                    renames[item["dag_name"]] = task
-            else:
+                continue
+            dag = _first_key(item, JX_DAG_NAME) if isinstance(item, dict) else None
+            if not isinstance(dag, str):
                 raise self.error(
                     f"rule {rid}: each of {what} must be a string or an object with dag_name", spec
                 )
+            names.append(dag)
+            task = _first_key(item, JX_TASK_NAME)
+            if task is not None:
+                if not isinstance(task, str):
+                    raise self.error(f"rule {rid}: task_name must be a string", spec)
+                renames[dag] = task
         return tuple(names), renames
 
     def resources(self, spec, where) -> Resources:
