@@ -175,6 +175,8 @@ class Nest:
         finally:
             context.NESTS.remove(self)
         self.finish()
+        if self.parent is None:
+            commit(self.script)
 
     def _schedule_child(self, child: Nest) -> None:
         from treadle.weave.files import file_list
