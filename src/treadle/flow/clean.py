@@ -42,6 +42,13 @@ def clean(engine: Engine, history: History, mode: str, log_path: str, batch_log:
         if name not in seen:
             seen.add(name)
             engine.delete_file(name)
+    if mode == "outputs":
+        # Without their outputs these rules are no longer done; the next run makes them again.
+        # (Cleaned intermediates are like collected garbage: the outputs made from them stand.)
+        for name in final:
+            rid = g.producer.get(name)
+            if rid is not None:
+                engine.forget(rid)
     engine.journal.flush()
     if mode != "all":
         return False

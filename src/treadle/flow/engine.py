@@ -304,6 +304,11 @@ class Engine:
             stack.extend(reversed(g.children[r]))
         self.journal.flush()
 
+    def forget(self, rid: int) -> None:
+        """complete -> waiting, without touching files: its outputs were removed on purpose (clean)."""
+        if self.state[rid] != WAITING:
+            self._change(rid, WAITING, 0)
+
     def delete_file(self, name: str, quiet: bool = False) -> int:
         """Delete a file or directory, say so, and journal it as deleted (§2.5: said even if absent)."""
         size = 0
