@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -136,3 +137,34 @@ def test_jx_like_text(text):
 @given(st.text(max_size=200))
 def test_jx_arbitrary_text(text):
     check(text, fmt="jx")
+
+
+NAME = st.from_regex(r"[A-Za-z0-9_.][A-Za-z0-9_./+%,-]{0,12}", fullmatch=True).filter(
+    lambda s: "->" not in s
+)
+WORD = st.from_regex(r"[A-Za-z0-9_./=+%,<>|;&-]{1,8}", fullmatch=True)
+
+
+@SETTINGS
+@given(
+    st.lists(NAME, max_size=4, unique=True),
+    st.lists(NAME, max_size=4),
+    st.lists(WORD, min_size=1, max_size=5),
+)
+def test_fast_and_slow_paths_agree(targets, sources, words):
+    """A plain rule read by the fast path equals the same rule forced onto the full lexer."""
+    sources = [s for s in sources if s not in targets]
+    command = " ".join(words)
+    plain = f"{' '.join(targets)}: {' '.join(sources)}\n\t{command}\n"
+    # a comment after the header and an escaped first character change nothing but the path
+    slow = f"{' '.join(targets)}: {' '.join(sources)}#\n\t\\{command}\n"
+    try:
+        fast_wf = parse_text(plain, "p.mf", environ={}, notice=lambda m: None)
+    except ParseError as e:
+        with pytest.raises(ParseError) as info:
+            parse_text(slow, "p.mf", environ={}, notice=lambda m: None)
+        assert info.value.message == e.message
+        return
+    slow_wf = parse_text(slow, "p.mf", environ={}, notice=lambda m: None)
+    a, b = fast_wf.rules[0], slow_wf.rules[0]
+    assert (a.targets, a.sources, a.command, a.local) == (b.targets, b.sources, b.command, b.local)
