@@ -21,11 +21,12 @@ DEFAULT_FILE_SIZE_ESTIMATE = 1073741824  # bytes; the reference's estimate witho
 RESOURCE_NAMES = ("cores", "memory", "disk", "gpus", "wall_time", "mpi_processes")
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Resources:
     """Resource requests. ``None`` means "not declared" (it is not counted when packing).
 
-    Units follow Makeflow: memory and disk in MB, wall time in seconds.
+    Units follow Makeflow: memory and disk in MB, wall time in seconds. Frozen,
+    so one instance can be shared by every rule that declares the same values.
     """
 
     cores: int | None = None
@@ -37,15 +38,15 @@ class Resources:
 
     def overlaid(self, *fallbacks: Resources) -> Resources:
         """Each field from ``self`` if declared, else from the first fallback that declares it."""
-        out = Resources()
+        merged = {}
         for f in RESOURCE_NAMES:
             value = getattr(self, f)
             for fb in fallbacks:
                 if value is not None:
                     break
                 value = getattr(fb, f)
-            setattr(out, f, value)
-        return out
+            merged[f] = value
+        return Resources(**merged)
 
     def declared(self) -> dict[str, int]:
         """The declared fields only, by name."""
