@@ -169,3 +169,23 @@ def test_ready_queue_order_and_lazy_removal():
         lifo.push(0, name)
     assert [lifo.pop()[1] for _ in range(3)] == ["z", "y", "x"]
     assert choose_worker([1, 2, 3], lambda w: w != 1, lambda w: {2: 5, 3: 5}[w]) == 2
+
+
+def test_resource_exhaustion_grows_to_category_max_unless_fixed(manager):
+    manager.set_category("grow", first={"cores": 1, "memory": 100}, max={"cores": 2, "memory": 500}, mode="MAX")
+    fw = FakeWorker(manager.port)
+    fw.send(greeting(cores=4))
+    tid = manager.submit(Task("hungry", category="grow"))
+    first = fw.expect(wp.Task)
+    assert (first.cores, first.memory) == (1, 100)
+    _finish(fw, tid, status=16)
+    second = fw.expect(wp.Task)
+    assert second.task_id == tid and (second.cores, second.memory) == (2, 500)
+    _finish(fw, tid, status=16)
+    done = manager.wait(10)  # exhausted at the maximum: reported
+    assert done.result is Result.RESOURCE_EXHAUSTION
+    manager.set_category("fixed", max={"cores": 1})
+    manager.submit(Task("x", category="fixed"))
+    t = fw.expect(wp.Task)
+    _finish(fw, t.task_id, status=16)
+    assert manager.wait(10).result is Result.RESOURCE_EXHAUSTION

@@ -945,7 +945,10 @@ class Manager:
         if cat is None:
             return declared, None
         fill = cat.max
-        if cat.mode in ("MIN_WASTE", "MAX_THROUGHPUT") and cat.first and task.attempts == 0:
+        grown = getattr(task, "_grown", False)
+        if grown and not cat.max:
+            return {r: None for r in declared}, cat.min or None  # no maximum: the whole worker
+        if cat.mode != "FIXED" and cat.first and not grown:
             fill = cat.first
         if fill:
             declared = {r: (v if v is not None else fill.get(r)) for r, v in declared.items()}
@@ -1110,7 +1113,14 @@ class Manager:
         res.add(w.inuse, att.box, -1)
         cat = self._category(task.category)
         cat.running -= 1
-        if status == Result.FORSAKEN:
+        grow = (
+            status == Result.RESOURCE_EXHAUSTION
+            and self._category(task.category).mode != "FIXED"
+            and not getattr(task, "_grown", False)
+        )
+        if grow:
+            task._grown = True  # type: ignore[attr-defined] - retried once with the category maximum
+        if status == Result.FORSAKEN or grow:
             # §3.9 step 5: back to the queue without counting it
             self._kill_and_unlink(w, tid, att.uncached)
             del w.tasks[tid]
