@@ -44,11 +44,13 @@ def test_tls_between_treadle_peers(tmp_path):
         fw = FakeWorker(m.port)
         fw.sock = client.wrap_socket(fw.sock)
         fw.send(greeting())
+        (tmp_path / "big").write_bytes(b"y" * 300_000)  # above the sendfile threshold
         t = Task("cat in")
         t.add_input_buffer(b"x" * 200_000, "in")
+        t.add_input(str(tmp_path / "big"))
         m.submit(t)
         task = fw.expect(wp.Task)
-        assert b"x" * 1000 in bytes(fw.raw)
+        assert b"x" * 1000 in bytes(fw.raw) and b"y" * 300_000 in bytes(fw.raw)
         _finish(fw, task.task_id, b"secure")
         assert m.wait(10).output == b"secure"
         # a plain-text peer cannot talk to a TLS manager
