@@ -82,3 +82,53 @@ def test_cancel_kills_running_job(workers, tmp_path):
         assert _results(b, 1)[jid2].succeeded
     finally:
         b.close()
+
+
+WORKFLOW = """\
+out1.txt: shared.txt data
+\tcat shared.txt data/a.txt data/sub/b.txt > out1.txt
+
+out2.txt->o2.txt: shared.txt->s.txt out1.txt
+\tcat s.txt out1.txt > o2.txt
+
+result/final.txt: out2.txt shared.txt
+\tmkdir -p result && cat out2.txt shared.txt > result/final.txt
+"""
+
+
+def _make_workflow(d):
+    (d / "data" / "sub").mkdir(parents=True)
+    (d / "shared.txt").write_text("shared\n")
+    (d / "data" / "a.txt").write_text("a\n")
+    (d / "data" / "sub" / "b.txt").write_text("b\n")
+    (d / "wf.mf").write_text(WORKFLOW)
+
+
+def test_treadle_run_wq_with_reference_workers_matches_local(workers, tmp_path):
+    import subprocess
+    import sys
+
+    local, remote = tmp_path / "local", tmp_path / "remote"
+    for d in (local, remote):
+        d.mkdir()
+        _make_workflow(d)
+    run = [sys.executable, "-m", "treadle", "run"]
+    r = subprocess.run([*run, "wf.mf"], cwd=local, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    pw = tmp_path / "pw"
+    pw.write_text("pass\n")
+    portfile = remote / "port"
+    mf = subprocess.Popen([*run, "-T", "wq", "-p", "0", "-Z", str(portfile), "--password", str(pw), "wf.mf"],
+                          cwd=remote, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        fx.wait_for(lambda: portfile.exists() and portfile.read_text().strip() != "", 30, "port file")
+        port = int(portfile.read_text().split()[0])
+        workers.start(port, "-P", str(pw))
+        workers.start(port, "-P", str(pw))
+        out, err = mf.communicate(timeout=120)
+    finally:
+        if mf.poll() is None:
+            mf.kill()
+    assert mf.returncode == 0, err
+    for name in ("out1.txt", "out2.txt", "result/final.txt"):
+        assert (remote / name).read_text() == (local / name).read_text(), name
