@@ -15,7 +15,7 @@ from treadle.weave.context import Config, Script
 from treadle.weave.datasets import Query
 from treadle.weave.filters import And, Not, Or
 from treadle.weave.nest import Nest
-from treadle.weave.sql import SQLDataset, SQLDataSet
+from treadle.weave.sql import SQLDataSet, SQLDataset
 
 INJECTIONS = ["O'Brien", "x' OR '1'='1", "'; DROP TABLE people; --", "a\"b", "%", "_",
               "Robert'); DROP TABLE people;--", "\\", "\x00", ""]

@@ -70,6 +70,7 @@ class Script:
         self.counters: dict[str, int] = {}
         self.abstractions: list[Abstraction] = []
         self.root: Nest | None = None
+        self.cwd: str | None = os.getcwd()
         self.pending: list[tuple[str, str]] = []  # finished DAGs: (temporary file, final path)
         self.writers: list[Any] = []  # every DagWriter, so a failed compile can clean up
 
@@ -117,6 +118,14 @@ def CurrentScript() -> Script:  # noqa: N802 - the Weaver API's name
         script.root = Nest(script.output_directory, _root=True)
         NESTS.append(script.root)
     return SCRIPTS[-1]
+
+
+def start_dir() -> str:
+    """The directory the current compile started in (relative paths are taken from it)."""
+    script = CurrentScript()
+    if script.cwd is None:
+        script.cwd = os.getcwd()
+    return script.cwd
 
 
 def CurrentNest() -> Nest:  # noqa: N802

@@ -15,7 +15,7 @@ from typing import Any
 
 from treadle.weave import context
 from treadle.weave.context import error
-from treadle.weave.files import File, MakeFile
+from treadle.weave.files import File
 from treadle.weave.filters import Cursor, Field, Filter, _check
 
 
@@ -75,8 +75,9 @@ class Glob(Dataset):
         self._expr = os.fspath(expr)
 
     def _generate(self) -> Iterator[File]:
+        nest = self._nest
         for path in sorted(glob.glob(self._expr, recursive=True)):
-            yield MakeFile(path, self._nest)
+            yield File(path, nest)
 
     def __repr__(self) -> str:
         return f"Glob({self._expr!r})"

@@ -17,6 +17,18 @@ _STAT_FIELDS = {"size": "st_size", "mtime": "st_mtime", "atime": "st_atime", "ui
                 "gid": "st_gid"}
 
 
+def absolute(path: str) -> str:
+    """``os.path.abspath`` without a ``getcwd`` call per file (compiles make millions).
+
+    Relative paths are taken relative to the directory the compile started in.
+    """
+    if path[0] != "/":
+        path = context.start_dir() + "/" + path
+    if "/." in path or "//" in path or path.endswith("/"):
+        path = os.path.normpath(path)
+    return path
+
+
 class File:
     """A file that may or may not exist yet. ``str(f)`` is its name in the DAG."""
 
@@ -29,7 +41,7 @@ class File:
             raise error("a file needs a non-empty path")
         self.path = path
         self.nest = nest if nest is not None else context.CurrentNest()
-        self.abspath = os.path.abspath(path)
+        self.abspath = absolute(path)
         self.dag = self.nest.dag_name(path, self.abspath)
         self.row = row
         self._stat: os.stat_result | None = None

@@ -206,7 +206,7 @@ def _arguments(arguments: Any) -> str:
 
 def output_path(name: str, nest: Any) -> File:
     """An output named relative to the nest's directory (a new name: no cache lookup)."""
-    return File(os.path.join(nest.work_dir, name), nest)
+    return File(name if name[:1] == "/" else f"{nest.work_dir}/{name}", nest)
 
 
 def output_files(outputs: Any, ins: list[File], nest: Any, start: int = 0) -> list[File]:

@@ -113,8 +113,10 @@ class Nest:
                     self._warned_outside.add(site)
                     warn(f"output {name} lies outside the sandbox {script.output_directory}", site)
                 directory = os.path.dirname(name)
+            elif "/" not in name:
+                continue  # directly in the sandbox root, which exists
             else:
-                directory = os.path.dirname(self._prefix + name)
+                directory = self._prefix + name.rpartition("/")[0]
             if directory not in self._made_dirs:
                 os.makedirs(directory, exist_ok=True)
                 self._made_dirs.add(directory)
