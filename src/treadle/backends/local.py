@@ -145,12 +145,12 @@ class _Watchdog:
             return
         os.close(self._w)
         self._w = -1
-        deadline = time.monotonic() + 1.0
-        while time.monotonic() < deadline:
-            pid, _ = os.waitpid(self.pid, os.WNOHANG)
-            if pid:
-                return
-            time.sleep(0.005)
+        # The watchdog exits by itself on end-of-file; reap it if it already has, but
+        # never make the engine's exit wait for it.
+        try:
+            os.waitpid(self.pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
 
 
 class LocalBackend:
