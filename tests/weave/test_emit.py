@@ -43,7 +43,7 @@ def _dag(tasks: list[Task]) -> str:
 _name_chars = st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="\n\r\x00/") \
     | st.sampled_from(list(" \t'\"$#:=\\-><"))
 names = st.text(_name_chars, min_size=1, max_size=12).filter(lambda s: s.strip() == s or True)
-commands = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\n\r\x00")
+commands = st.text(st.characters(blacklist_categories=("Cs", "Cc"))
                    | st.sampled_from(list(" \t'\"$#:=\\<>|&;")), min_size=1, max_size=40)
 values = st.text(st.characters(blacklist_categories=("Cs", "Cc")) | st.sampled_from(list(" $#\\'\"")),
                  max_size=15)

@@ -166,8 +166,9 @@ class Grouper:
     not, they go to the parent as plain rules (grouping only pays off with many).
     """
 
-    def __init__(self, parent: Sink, size: int, new_subdag: object):
+    def __init__(self, parent: Sink, size: int, new_subdag: object, close_parent: bool = False):
         self.parent = parent
+        self.close_parent = close_parent
         self.size = size
         self.new_subdag = new_subdag  # () -> SubDag writing into parent
         self.buffer: list[Task] = []
@@ -194,3 +195,5 @@ class Grouper:
             for t in self.buffer:
                 self.parent.add(t)
             self.buffer = []
+        if self.close_parent:
+            self.parent.close()

@@ -21,9 +21,9 @@ SPECIAL_VARIABLES = frozenset(
 )
 _VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
-_NAME_SPECIAL = re.compile(r"[\s\"'$#:\\=\x1a<>]|^-|->")
+_NAME_SPECIAL = re.compile(r"[\s\"'$#:\\=\x1a<>]|^[-@]|->")
 _NAME_CHAR = re.compile(r"[ \t\"'$#:\\=\x1a<>]")
-_CMD_SPECIAL = re.compile(r"[\\$#'\"\t\n\r]|^ | $|  ")
+_CMD_SPECIAL = re.compile(r"[\\$#'\"\t\n\r]|^[ @]| $|  ")
 _CMD_CHAR = re.compile(r"[\\$#'\"]")
 _CMD_BLANKS = re.compile(r"[ \t]{2,}|^[ \t]+|[ \t]+$|\t")
 _VALUE_CHAR = re.compile(r"[\\$#'\"]")
@@ -36,7 +36,7 @@ def escape_name(name: str) -> str:
     if "\n" in name or "\r" in name:
         raise error(f"a file name cannot hold a newline: {name!r}")
     out = _NAME_CHAR.sub(lambda m: "\\" + m.group(), name)
-    if out.startswith("-"):
+    if out.startswith(("-", "@")):
         out = "\\" + out
     return out.replace("->", "-\\>")
 
@@ -48,6 +48,8 @@ def escape_command(command: str) -> str:
     if "\n" in command or "\r" in command:
         raise error(f"a command cannot hold a newline: {command!r}")
     out = _CMD_CHAR.sub(lambda m: "\\" + m.group(), command)
+    if out.startswith("@"):  # a line's leading @ means "directive" to some lexers
+        out = "\\" + out
     return _CMD_BLANKS.sub(lambda m: "".join("\\" + c for c in m.group()), out)
 
 

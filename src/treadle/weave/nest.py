@@ -135,7 +135,8 @@ class Nest:
             sink = self._subdag(sink, category, small=False)
         if group is not None and group > 1:
             parent = sink
-            sink = Grouper(parent, group, lambda: self._subdag(parent, category, small=True))
+            sink = Grouper(parent, group, lambda: self._subdag(parent, category, small=True),
+                           close_parent=own_dag)
         return sink
 
     def _subdag(self, parent: Sink, category: str, small: bool) -> SubDag:
