@@ -299,3 +299,19 @@ def test_change_directory_and_log_options(tmp_path):
     assert r.returncode == 0, r.stderr
     assert (sub / "x").exists() and (sub / "my.log").exists()
     assert not (sub / "x.mf.batchlog").exists()  # local mode creates no batch log (§3.5)
+
+
+def test_sandbox_runs_each_rule_in_a_private_directory(tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "data.txt").write_text("payload\n")
+    (tmp_path / "stray.txt").write_text("not an input\n")
+    (tmp_path / "s.mf").write_text(
+        "out/result.txt: in/data.txt\n\tmkdir -p out; ls > listing; cat in/data.txt > out/result.txt; cat listing >> out/result.txt\n"
+        "fail.txt:\n\techo x > fail.txt; exit 3\n"
+    )
+    r = treadle("--sandbox", "s.mf", cwd=tmp_path)
+    assert r.returncode == 1  # the failing rule keeps its status through the sandbox
+    assert (tmp_path / "out" / "result.txt").read_text() == "payload\nin\nlisting\nout\n"
+    assert not (tmp_path / "listing").exists()  # files that are not outputs stay in the sandbox
+    assert "submitting job: echo x > fail.txt; exit 3" in r.stdout
+    assert (tmp_path / "makeflow.failed.1" / "fail.txt").read_text() == "x\n"

@@ -119,6 +119,28 @@ def nested_command(rule: Rule, wf_fmt: str, resources: Resources, extra: tuple[s
     return shlex.join(argv)
 
 
+def sandboxed_command(command: str, sources: tuple[str, ...], targets: tuple[str, ...]) -> str:
+    """``--sandbox``: the command run in a private temporary directory.
+
+    The inputs are copied in (keeping their relative paths), the command runs
+    there, and whatever outputs it made are moved back; the exit status is the
+    command's. Written as one shell command so the local backend runs it like
+    any other.
+    """
+    q = shlex.quote
+    parts = ['_w="$PWD"; _d=$(mktemp -d) || exit 1;']
+    if sources:
+        parts.append(f'cp -R --parents -- {" ".join(q(s) for s in sources)} "$_d"/ || exit 1;')
+    parts.append(f'(cd "$_d" && exec /bin/sh -c {q(command)}); _s=$?;')
+    if targets:
+        parts.append(
+            f'cd "$_d" && for _f in {" ".join(q(t) for t in targets)}; do if [ -e "$_f" ]; then '
+            'mkdir -p "$_w/$(dirname "$_f")" && mv -f -- "$_f" "$_w/$_f"; fi; done; cd "$_w";'
+        )
+    parts.append('rm -rf -- "$_d"; exit $_s')
+    return " ".join(parts)
+
+
 def job_environment(exported: Mapping[str, str]) -> dict[str, str]:
     """A rule's exported variables plus the ``CORES`` / ``OMP_NUM_THREADS`` defaults of §1.6."""
     env = dict(exported)
@@ -347,7 +369,10 @@ class Engine:
         command = self.command_of(rule)
         self.out.say(f"submitting job: {command}")
         backend = self.local if is_local else self.remote
-        job = self._job(rule, command, full=not is_local or backend.name != "local")
+        run = command
+        if self.opts.sandbox and is_local and rule.workflow is None and backend.name == "local":
+            run = sandboxed_command(command, rule.sources, self.graph.outputs[rid])
+        job = self._job(rule, run, full=not is_local or backend.name != "local")
         try:
             job_id = backend.submit(job)
         except OSError as e:
