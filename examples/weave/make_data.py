@@ -80,7 +80,8 @@ def make_catalog(root: str, rng: random.Random) -> None:
     db.close()
 
 
-def make_irises(root: str, rng: random.Random, count: int = 12, blue: int = 5) -> None:
+def make_irises(root: str, rng: random.Random, count: int = 12, blue: int = 5,
+                programs: bool = True) -> None:
     d = os.path.join(root, "irises")
     nef = os.path.join(d, "nef")
     os.makedirs(nef, exist_ok=True)
@@ -101,7 +102,7 @@ def make_irises(root: str, rng: random.Random, count: int = 12, blue: int = 5) -
                    (i, colour, f"subject{i % 7}", f"nef/{name}"))
     db.commit()
     db.close()
-    for program in PROGRAMS:
+    for program in PROGRAMS if programs else ():
         source = os.path.join(HERE, "irises", program)
         target = os.path.join(d, program)
         if os.path.abspath(source) != os.path.abspath(target):
