@@ -15,6 +15,7 @@ from typing import Any
 
 from treadle.weave import context
 from treadle.weave.context import error, user_site
+from treadle.weave.dagwriter import Grouper
 from treadle.weave.datasets import Dataset
 from treadle.weave.files import File, MakeFile, file_list, flatten
 from treadle.weave.functions import Function, ParseFunction, ScriptFunction, output_path
@@ -135,7 +136,14 @@ class Abstraction(Dataset):
                     memory=opts.memory_mb, disk=opts.disk_mb, batch=opts.batch,
                     local=is_local, environment=env)
         self.tasks += 1
-        self.nest.schedule(task, self.site)
+        sink = self.sink
+        if isinstance(sink, Grouper):  # groups hold tasks of one function only
+            sink.barrier()
+            self.sink = sink.parent
+        try:
+            self.nest.schedule(task, self.site)
+        finally:
+            self.sink = sink
 
     def _stash_file(self, suffix: str = "") -> File:
         return MakeFile(self.nest.stash.next(suffix), self.nest)

@@ -187,13 +187,18 @@ class Grouper:
         sub.close()
         self.buffer = []
 
-    def close(self) -> None:
+    def barrier(self) -> None:
+        """End the current run of tasks: a task of another kind comes next."""
         if self.grouping:
             if self.buffer:
                 self._flush()
         else:
             for t in self.buffer:
                 self.parent.add(t)
-            self.buffer = []
+        self.buffer = []
+        self.grouping = False
+
+    def close(self) -> None:
+        self.barrier()
         if self.close_parent:
             self.parent.close()
