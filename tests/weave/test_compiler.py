@@ -29,7 +29,7 @@ def test_compiles_are_byte_identical(examples: Path, tw, script: str) -> None:
 def test_symbols_name_the_script_line(examples: Path, tw) -> None:
     sb, _ = tw.weave(examples, "-g", "grouping.py")
     text = sb.dag()
-    assert text.count("# grouping.py:4") == 8 and "\n\t#" not in text
+    assert text.count("# grouping.py:4 Map1\n") == 8 and "\n\t#" not in text
 
 
 def test_inline_subdag_boundary(examples: Path, tw) -> None:

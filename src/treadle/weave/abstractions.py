@@ -108,6 +108,18 @@ class Abstraction(Dataset):
     def _generate(self) -> Iterator[File]:
         raise NotImplementedError
 
+    @property
+    def cache_path(self) -> str:
+        """A stash list of this abstraction's outputs, written on first use."""
+        if self._cache_path is None:
+            self.compile()
+            path = self.nest.stash.next()
+            with open(path, "w", encoding="utf-8", errors="surrogateescape") as f:
+                for p in self._outputs or []:
+                    f.write(self.nest.dag_name(p, p) + "\n")
+            self._cache_path = path
+        return self._cache_path
+
     # --- helpers for subclasses -------------------------------------------------------------
     def _function(self) -> Function:
         return ParseFunction(self.function)

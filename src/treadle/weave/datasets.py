@@ -9,6 +9,7 @@ dataset keeps its own state in underscore-prefixed attributes.
 from __future__ import annotations
 
 import glob
+import logging
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -17,6 +18,8 @@ from treadle.weave import context
 from treadle.weave.context import error
 from treadle.weave.files import File
 from treadle.weave.filters import Cursor, Field, Filter, _check
+
+log = logging.getLogger("treadle.weave.dataset")
 
 
 class Dataset:
@@ -57,6 +60,7 @@ class Dataset:
                     f.write(m.dag + "\n")
             self._cache_path = path
             self._members = members
+            log.debug("%r: %d members, listed in %s", self, len(members), path)
         return iter(self._members)
 
     def __bool__(self) -> bool:

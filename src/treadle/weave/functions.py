@@ -7,6 +7,7 @@ name (workers have their own); every other executable is an input of the task.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shlex
@@ -20,6 +21,8 @@ from treadle.weave.files import File, MakeFile, file_list, flatten
 from treadle.weave.pyfunc import python_function_script
 from treadle.weave.task import Task
 from treadle.weave.templates import format_command, format_output, is_template, join_words, quote
+
+log = logging.getLogger("treadle.weave.function")
 
 DEFAULT_FORMAT = "{executable} {arguments} {inputs} > {outputs}"
 SYSTEM_DIRS = ("/bin", "/usr/bin", "/sbin", "/usr/sbin", "/usr/local/bin")
@@ -68,6 +71,7 @@ class Function:
         if os.path.dirname(found) in SYSTEM_DIRS and os.sep not in name:
             self.path = found
             self.exe_word = name
+            log.debug("%s: a system program (%s), written by name", name, found)
         else:
             self._ship(os.path.abspath(found))
 
@@ -76,6 +80,7 @@ class Function:
         self.executable_file = f
         self.path = abspath
         self.exe_word = f.dag if os.sep in f.dag else os.path.join(".", f.dag)
+        log.debug("%s: shipped with its tasks as %s", abspath, self.exe_word)
 
     @property
     def shipped(self) -> list[File]:
@@ -205,8 +210,13 @@ def _arguments(arguments: Any) -> str:
 
 
 def output_path(name: str, nest: Any) -> File:
-    """An output named relative to the nest's directory (a new name: no cache lookup)."""
-    return File(name if name[:1] == "/" else f"{nest.work_dir}/{name}", nest)
+    """An output named relative to the nest's directory (a new name: no cache lookup).
+
+    With ``-N`` an output of the root nest keeps the name the script gave it.
+    """
+    if name[:1] == "/" or (nest.parent is None and not nest.script.config.normalize):
+        return File(name, nest)
+    return File(f"{nest.work_dir}/{name}", nest)
 
 
 def output_files(outputs: Any, ins: list[File], nest: Any, start: int = 0) -> list[File]:

@@ -120,9 +120,9 @@ class Nest:
             if directory not in self._made_dirs:
                 os.makedirs(directory, exist_ok=True)
                 self._made_dirs.add(directory)
-        if script.config.symbols:
-            task.symbol = site
         abstraction = context.CurrentAbstraction()
+        if script.config.symbols:
+            task.symbol = f"{site} {task.category or 'nest'}"
         sink: Sink = self.writer
         if abstraction is not None and abstraction.nest is self and abstraction.sink is not None:
             sink = abstraction.sink

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from typing import Any
@@ -74,6 +75,7 @@ class Options:
     def __enter__(self) -> Options:
         context.CurrentScript()
         context.OPTIONS.append(self)
+        logging.getLogger("treadle.weave.options").debug("enter %s", self)
         return self
 
     def __exit__(self, *exc: object) -> None:
