@@ -418,6 +418,13 @@ def execute(opts: RunOptions) -> int:
                                (cores, memory, disk, max_local, max_remote), Engine, Graph, recovery)
     finally:
         journal.close()
+        for rule in wf.rules:
+            if rule.workflow_args:
+                # JX "args" objects were written to files for the nested runs (§1.11)
+                try:
+                    os.unlink(rule.workflow_args)
+                except OSError:
+                    pass
 
 
 def _execute_locked(opts, wf, journal, out, started, log_path, batch_log, remote_cls, limits, Engine, Graph, recovery) -> int:  # noqa: N803

@@ -287,7 +287,8 @@ class Engine:
         )
 
         def key(rule: Rule) -> tuple:
-            is_local = not remote or rule.local
+            # A nested workflow runs this same treadle, which exists only here.
+            is_local = not remote or rule.local or rule.workflow is not None
             if not packing or not is_local:
                 return (is_local, None)
             res = wf.resources_of(rule)
@@ -393,6 +394,8 @@ class Engine:
                     used[i] += v or 0
         else:
             self._running_remote += 1
+        if self.progress is not None:
+            self.progress(self.counts)
 
     def _finish(self, is_local: bool, result: JobResult) -> None:
         """A job ended: check its outputs and move its rule to complete or failed."""

@@ -68,7 +68,7 @@ class Progress:
         from rich.text import Text
 
         w, r, c, f, a = self._counts
-        bar_width = 30
+        bar_width = 20
         filled = int(bar_width * c / self.total) if self.total else bar_width
         line = Text()
         line.append("━" * filled, style="green")
@@ -76,7 +76,8 @@ class Progress:
         line.append(f" {c}/{self.total} done  ")
         line.append(f"{r} running  ", style="cyan")
         line.append(f"{w} waiting  ")
-        line.append(f"{f + a} failed  ", style="red" if f + a else "")
+        if f + a:
+            line.append(f"{f + a} failed  ", style="red")
         line.append(self.text().split("(", 1)[1].rstrip(")"), style="dim")
         return line
 
