@@ -315,3 +315,13 @@ def test_sandbox_runs_each_rule_in_a_private_directory(tmp_path):
     assert not (tmp_path / "listing").exists()  # files that are not outputs stay in the sandbox
     assert "submitting job: echo x > fail.txt; exit 3" in r.stdout
     assert (tmp_path / "makeflow.failed.1" / "fail.txt").read_text() == "x\n"
+
+
+def test_debug_output_goes_to_the_debug_file(tmp_path):
+    (tmp_path / "d.mf").write_text("x:\n\ttouch x\n")
+    r = treadle("-d", "all", "-o", "debug.txt", "d.mf", cwd=tmp_path)
+    assert r.returncode == 0 and "debug:" not in r.stderr
+    text = (tmp_path / "debug.txt").read_text()
+    assert "submitted to local as job" in text and "ended: exit 0" in text
+    w = treadle("-d", "nonsense", "d.mf", cwd=tmp_path)
+    assert w.returncode == 0 and "unknown debug subsystem" in w.stderr

@@ -370,12 +370,30 @@ def _structure(journal, wf, graph) -> None:
 
 def execute(opts: RunOptions) -> int:
     """Run (or clean, or dry-run) one workflow; return the exit status."""
-    from treadle.flow import journal as jr
-    from treadle.flow import recovery
-    from treadle.flow.engine import Engine, Graph, Out
+    from treadle.flow.engine import Out
 
     started = time.time()
     out = Out()
+    debug_file = None
+    if opts.debug:
+        if opts.debug_file:
+            try:
+                debug_file = open(opts.debug_file, "a", encoding="utf-8", errors="surrogateescape")  # noqa: SIM115
+            except OSError as e:
+                raise UsageError(f"cannot open debug file {opts.debug_file}: {e.strerror}") from None
+        out.debug_stream = debug_file or sys.stderr
+        out.debug(f"treadle {__version__} run options: {' '.join(opts.command_line)}")
+    try:
+        return _execute(opts, out, started)
+    finally:
+        if debug_file is not None:
+            debug_file.close()
+
+
+def _execute(opts: RunOptions, out, started: float) -> int:
+    from treadle.flow import journal as jr
+    from treadle.flow import recovery
+    from treadle.flow.engine import Engine, Graph
     if opts.change_directory:
         try:
             os.chdir(opts.change_directory)

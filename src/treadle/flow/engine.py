@@ -173,6 +173,17 @@ class Out:
     def say(self, line: str) -> None:
         self.stdout.write(line + "\n")
 
+    debug_stream = None  # set by -d: where debug lines go (the -o file, or stderr)
+
+    def debug(self, message: str) -> None:
+        """One timestamped debug line (``-d``); callers test ``debug_stream`` first."""
+        if self.debug_stream is None:
+            return
+        t = time.time()
+        stamp = time.strftime("%Y/%m/%d %H:%M:%S", time.localtime(t)) + f".{int(t * 100) % 100:02d}"
+        self.debug_stream.write(f"{stamp} treadle[{os.getpid()}] debug: {message}\n")
+        self.debug_stream.flush()
+
     def warn(self, line: str) -> None:
         self.stdout.flush()
         self.stderr.write(line + "\n")
@@ -324,6 +335,8 @@ class Engine:
             for name in g.outputs[r]:
                 self.delete_file(name, quiet=quiet)
             self._change(r, WAITING, 0)
+            if self.out.debug_stream is not None:
+                self.out.debug(f"rule {r} reset to waiting")
             stack.extend(reversed(g.children[r]))
         self.journal.flush()
 
@@ -382,6 +395,8 @@ class Engine:
             self._fail(rid, JobResult(-1, error=f"could not start job: {e.strerror}"), f"{command} could not be started: {e.strerror}")
             return
         self.out.say(f"submitted job {job_id}")
+        if self.out.debug_stream is not None:
+            self.out.debug(f"rule {rid} ({rule.where}) submitted to {backend.name} as job {job_id}: {job.command}")
         self._change(rid, RUNNING, job_id)
         j.flush()
         self._running[(is_local, job_id)] = rid
@@ -412,6 +427,11 @@ class Engine:
         else:
             self._running_remote -= 1
         self.out.say(f"job {result.job_id} completed")
+        if self.out.debug_stream is not None:
+            self.out.debug(
+                f"rule {rid} job {result.job_id} ended: exit {result.exit_code} signal {result.signal} "
+                f"error {result.error} after {result.finished - result.started:.3f} s"
+            )
         if not result.succeeded:
             self._fail(rid, result, self._failure_text(rid, result))
             return
