@@ -37,7 +37,7 @@ def test_backend_runs_jobs_without_shared_filesystem(workers, tmp_path):
     b = WorkQueueBackend(workdir=str(wd), port=0, password_file=str(pw))
     try:
         assert isinstance(b, Backend) and b.name == "wq" and b.sandboxed
-        workers.start(b.port, "-P", str(pw))
+        workers.start(b.port, "-P", str(pw), log=str(tmp_path / "worker.log"))
         j1 = Job(
             rule_id=1,
             command="cat s.txt d/sub/x.txt > result1.txt; echo $MSG >> result1.txt",
@@ -96,12 +96,18 @@ result/final.txt: out2.txt shared.txt
 """
 
 
-def _make_workflow(d):
+# the same workflow without renaming, which -T local refuses (as the reference does)
+LOCAL_WORKFLOW = WORKFLOW.replace("out2.txt->o2.txt: shared.txt->s.txt", "out2.txt: shared.txt").replace(
+    "cat s.txt out1.txt > o2.txt", "cat shared.txt out1.txt > out2.txt"
+)
+
+
+def _make_workflow(d, text=WORKFLOW):
     (d / "data" / "sub").mkdir(parents=True)
     (d / "shared.txt").write_text("shared\n")
     (d / "data" / "a.txt").write_text("a\n")
     (d / "data" / "sub" / "b.txt").write_text("b\n")
-    (d / "wf.mf").write_text(WORKFLOW)
+    (d / "wf.mf").write_text(text)
 
 
 def test_treadle_run_wq_with_reference_workers_matches_local(workers, tmp_path):
@@ -109,9 +115,9 @@ def test_treadle_run_wq_with_reference_workers_matches_local(workers, tmp_path):
     import sys
 
     local, remote = tmp_path / "local", tmp_path / "remote"
-    for d in (local, remote):
+    for d, text in ((local, LOCAL_WORKFLOW), (remote, WORKFLOW)):
         d.mkdir()
-        _make_workflow(d)
+        _make_workflow(d, text)
     run = [sys.executable, "-m", "treadle", "run"]
     r = subprocess.run([*run, "wf.mf"], cwd=local, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
@@ -132,3 +138,4 @@ def test_treadle_run_wq_with_reference_workers_matches_local(workers, tmp_path):
     assert mf.returncode == 0, err
     for name in ("out1.txt", "out2.txt", "result/final.txt"):
         assert (remote / name).read_text() == (local / name).read_text(), name
+    assert (remote / "result/final.txt").read_text() == "shared\nshared\na\nb\nshared\n"

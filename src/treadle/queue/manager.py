@@ -547,8 +547,9 @@ class Manager:
 
         async def _start() -> None:
             try:
+                # host "" means every IPv4 interface: one socket, so port 0 gives one port
                 self._server = await asyncio.start_server(
-                    self._accept, host or None, port, ssl=ssl, reuse_address=True, limit=1 << 16
+                    self._accept, host or "0.0.0.0", port, ssl=ssl, reuse_address=True, limit=1 << 16
                 )
                 self.port = self._server.sockets[0].getsockname()[1]
                 started.append(self.port)
@@ -908,11 +909,13 @@ class Manager:
     def _flush_all(self) -> None:
         """Once per turn of the loop: dispatch first, then one write per worker (kill + next task together)."""
         self._flush_kick = False
-        if self._schedule_kick:
-            self._schedule()
-        dirty, self._dirty = self._dirty, []
-        for link in dirty:
-            link._flush()
+        try:
+            if self._schedule_kick:
+                self._schedule()
+        finally:  # a failed dispatch must not leave other writes unsent
+            dirty, self._dirty = self._dirty, []
+            for link in dirty:
+                link._flush()
 
     def _schedule(self) -> None:
         """Dispatch ready tasks while some worker has room (bounded work per call)."""
