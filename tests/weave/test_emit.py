@@ -15,7 +15,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from treadle.errors import WeaverError
-from treadle.weave.emit import escape_command, escape_name, header_make, render_make
+from treadle.weave.emit import (
+    escape_command,
+    escape_name,
+    header_json,
+    header_make,
+    render_json,
+    render_make,
+)
 from treadle.weave.task import Task
 
 TRICKY = ["a b", "it's", 'say "hi"', "$HOME", "#tag", "a:b", "x=y", "back\\slash", "tab\there",
@@ -62,32 +69,39 @@ def _parser():
                           st.lists(names, max_size=3, unique=True), commands, st.booleans(),
                           st.dictionaries(st.sampled_from(["A", "B_2", "ZZ"]), values,
                                           max_size=2),
-                          st.one_of(st.none(), st.integers(1, 64))),
+                          st.one_of(st.none(), st.integers(1, 64)),
+                          st.one_of(st.none(), values.filter(lambda v: v.strip() == v and v))),
                 min_size=1, max_size=4))
 def test_round_trip_through_the_parser(specs) -> None:
     parse_text = _parser()
     tasks, seen = [], set()
-    for i, (outs, ins, command, local, env, cores) in enumerate(specs):
+    for i, (outs, ins, command, local, env, cores, batch) in enumerate(specs):
         outs = [f"{o}{i}" for o in outs if f"{o}{i}" not in seen]
         if not outs or not command.strip():
             continue
         seen.update(outs)
         ins = [n for n in ins if n not in seen]
         tasks.append(Task(outputs=outs, inputs=ins, command=command, category=f"C{i}",
-                          cores=cores, local=local, environment=env))
+                          cores=cores, memory=cores and cores * 100, local=local,
+                          environment=env, batch=batch))
     if not tasks:
         return
-    wf = parse_text(_dag(tasks), "Makeflow", environ={})
-    assert len(wf.rules) == len(tasks)
-    for rule, task in zip(wf.rules, tasks, strict=True):
-        assert list(rule.targets) == task.outputs
-        assert list(rule.sources) == task.inputs
-        assert rule.command == task.command
-        assert rule.local == task.local
-        assert rule.category == task.category
-        assert rule.resources.cores == task.cores
-        for k, v in task.environment.items():
-            assert rule.environment[k] == v
+    as_json = header_json({}, {}, None) + ",\n".join(map(render_json, tasks)) + "\n]}\n"
+    for wf, fmt in ((parse_text(_dag(tasks), "Makeflow", environ={}), "make"),
+                    (parse_text(as_json, "Makeflow.json", fmt="json", environ={}), "json")):
+        assert len(wf.rules) == len(tasks)
+        for rule, task in zip(wf.rules, tasks, strict=True):
+            assert list(rule.targets) == task.outputs
+            assert list(rule.sources) == task.inputs
+            assert rule.command == task.command
+            assert rule.local == task.local
+            assert rule.category == task.category
+            assert rule.resources.cores == task.cores
+            assert rule.resources.memory == task.memory
+            for k, v in task.environment.items():
+                assert rule.environment[k] == v
+            if fmt == "make":
+                assert rule.batch_options == task.batch
 
 
 def _shell_dag(strings: list[str]) -> tuple[str, list[Task]]:
