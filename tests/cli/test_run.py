@@ -325,3 +325,42 @@ def test_debug_output_goes_to_the_debug_file(tmp_path):
     assert "submitted to local as job" in text and "ended: exit 0" in text
     w = treadle("-d", "nonsense", "d.mf", cwd=tmp_path)
     assert w.returncode == 0 and "unknown debug subsystem" in w.stderr
+
+
+def test_log_verbose_writes_the_structure_into_a_new_log(tmp_path):
+    copy_example("chain.mf", tmp_path)
+    assert treadle("--log-verbose", "chain.mf", cwd=tmp_path).returncode == 0
+    log = (tmp_path / "chain.mf.makeflowlog").read_text().splitlines()
+    assert "# PARENTS\t2\t0\t1" in log and "# TARGETS\t2\tjoined.txt" in log
+    assert any(x.startswith("# COMMAND\t0\ttr a-z A-Z") for x in log)
+
+
+@pytest.mark.reference
+@pytest.mark.slow
+def test_work_queue_runs_remote_rules_and_local_rules_stay_here(tmp_path):
+    if shutil.which("work_queue_worker") is None:
+        pytest.skip("reference work_queue_worker not installed")
+    copy_example("tour.mf", tmp_path)
+    env = {**os.environ, "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
+    run = subprocess.Popen([sys.executable, "-m", "treadle", "run", "-T", "wq", "-p", "0", "-Z", "port", "tour.mf"],
+                           cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    worker = None
+    try:
+        port = tmp_path / "port"
+        for _ in range(200):
+            if port.exists() and port.read_text().strip():
+                break
+            time.sleep(0.05)
+        worker = subprocess.Popen(["work_queue_worker", "-t", "30", "127.0.0.1", port.read_text().strip()],
+                                  cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        out, err = run.communicate(timeout=60)
+    finally:
+        for p in (run, worker):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait()
+    assert run.returncode == 0, err
+    assert "max running remote jobs: 1000" in out
+    assert (tmp_path / "report.txt").read_text() == "hello alice\nhello bob\n!\n3\n5\n"
+    local_ids = [line.split()[-1] for line in out.splitlines() if line.startswith("submitted job ")]
+    assert len(local_ids) == 4
