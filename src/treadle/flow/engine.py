@@ -530,17 +530,36 @@ class Engine:
             self._dispatch()
             if not self._running:
                 return
+            early: JobResult | None = None
             if self._running_remote:
-                result = self._wait(self.remote, REMOTE_WAIT)
+                # A local completion cuts the remote wait short, so local rules never
+                # sit finished for seconds while remote ones run.
+                result, early = self._wait_remote()
                 if result is not None:
                     self._finish(False, result)
             if self._running_local:
                 block = self._running_remote == 0
-                result = self._wait(self.local, None if block else 0.0)
+                result = early or self._wait(self.local, None if block else 0.0)
                 if result is not None:
                     self._finish(True, result)
             if opts_gc is not None:
                 opts_gc()
+
+    def _wait_remote(self) -> tuple[JobResult | None, JobResult | None]:
+        """(remote result, local result): up to ``REMOTE_WAIT`` for a remote completion."""
+        deadline = time.monotonic() + REMOTE_WAIT
+        while not self._abort_requested:
+            left = min(ABORT_POLL, deadline - time.monotonic())
+            if left <= 0:
+                break
+            result = self.remote.wait(left)  # type: ignore[union-attr]
+            if result is not None:
+                return result, None
+            if self._running_local:
+                local = self.local.wait(0.0)  # type: ignore[union-attr]
+                if local is not None:
+                    return None, local
+        return None, None
 
     def _wait(self, backend: Backend | None, timeout: float | None) -> JobResult | None:
         """One completion, waiting at most ``timeout`` (None: until one), reacting to abort fast."""
