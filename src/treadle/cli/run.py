@@ -534,9 +534,10 @@ def _run(opts, engine, out, started, batch_log, remote_cls, cores, memory, disk,
             signal.signal(sig, handler)
         if progress is not None:
             progress.stop()
-        for backend in (engine.local, engine.remote):
-            if backend is not None:
-                backend.close()
+        if not engine.aborted:  # an abort has closed them already
+            for backend in (engine.local, engine.remote):
+                if backend is not None:
+                    backend.close()
     journal = engine.journal
     if engine.aborted:
         status, code = "aborted", 1
