@@ -65,6 +65,17 @@ def work_queue_missing() -> str | None:
     return None
 
 
+def tasks_per_worker(wqlog: Path) -> dict[str, int]:
+    """How many tasks each worker ran, from the manager's transaction log."""
+    counts: dict[str, int] = {}
+    if wqlog.exists():
+        for line in wqlog.read_text().splitlines():
+            fields = line.split()
+            if len(fields) > 5 and fields[2] == "TASK" and fields[4] == "RUNNING":
+                counts[fields[5]] = counts.get(fields[5], 0) + 1
+    return counts
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", default="demo-output", help="directory for everything")
@@ -134,6 +145,9 @@ def main() -> int:
         say(f"the workflow failed (exit status {status})")
         return status
 
+    per_worker = tasks_per_worker(sandbox / "Makeflow.wqlog")
+    if per_worker:
+        say("tasks per worker: " + ", ".join(f"{w} ran {n}" for w, n in per_worker.items()))
     matrix = sandbox / "matrix.txt"
     rows = matrix.read_text().splitlines()
     say(f"matrix.txt is {matrix} ({len(rows)} comparisons, {time.monotonic() - started:.1f} s)")

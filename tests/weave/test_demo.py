@@ -30,3 +30,6 @@ def test_demo_runs_on_two_workers(tmp_path: Path, tw) -> None:
     rows = matrix.read_text().splitlines()
     assert len(rows) == 16
     assert all(r.split("\t")[2] == "0" for r in rows[::5])
+    line = next(x for x in p.stdout.splitlines() if "tasks per worker" in x)
+    counts = [int(part.rsplit(" ran ", 1)[1]) for part in line.split(": ", 1)[1].split(", ")]
+    assert sum(counts) == 4 and 1 <= len(counts) <= 2  # the second may join after the work
