@@ -661,7 +661,7 @@ class _Session:
         elif isinstance(ev, p.Symlink):
             self._symlink(ev)
         elif isinstance(ev, p.Check):
-            await self._send(p.Alive(), p.Info("tasks_running", str(len(self.running))))
+            await self._send(p.Alive(), p.Info("tasks_running", str(self._n_running())))
         elif isinstance(ev, p.Release):
             raise _Stop("release")
         elif isinstance(ev, p.Exit):
@@ -815,7 +815,7 @@ class _Session:
             run.timers.append(loop.call_later(max(0.0, task.end_time - time.time()),
                                               self._limit, run, TASK_TIMEOUT))
         asyncio.ensure_future(self._send_quietly(
-            p.Info("tasks_running", str(len(self.running)))))
+            p.Info("tasks_running", str(self._n_running()))))
         rc = await run.proc.wait()
         for timer in run.timers:
             timer.cancel()
@@ -839,6 +839,10 @@ class _Session:
                 log.warning("task %d: cannot keep output %s: %s", task.task_id,
                             item.sandbox_name, e)
         self._finish(_Finished(task.task_id, status, code, usec, out_path))
+
+    def _n_running(self) -> int:
+        """Tasks running for the manager (killed ones may still be dying)."""
+        return sum(1 for run in self.running.values() if not run.cancelled)
 
     def _limit(self, run: _Running, status: int) -> None:
         if run.limit is None:
@@ -867,7 +871,7 @@ class _Session:
         asyncio.ensure_future(self._announce())
 
     async def _announce(self) -> None:
-        events: list = [p.Info("tasks_running", str(len(self.running)))]
+        events: list = [p.Info("tasks_running", str(self._n_running()))]
         if not self.announced and self.finished:
             self.announced = True
             events.append(p.AvailableResults())
@@ -917,7 +921,7 @@ class _Session:
                 if size:
                     await self._stream_file(done.stdout, size)
                 self.writer.write(self.conn.send(
-                    p.Info("tasks_running", str(len(self.running)))))
+                    p.Info("tasks_running", str(self._n_running()))))
             self.writer.write(self.conn.send(p.End()))
             await self.writer.drain()
 

@@ -1,0 +1,339 @@
+"""The worker's own promises (spec section 2), driven step by step over a real socket.
+
+A scripted manager (treadle's protocol module on a blocking socket) plays the manager
+so that each test can send exactly the messages it needs: limits, kills, unsafe names,
+disconnection. The worker is the real ``treadle worker`` process.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from treadle.queue import protocol as p
+
+
+class ScriptedManager:
+    """A manager that does only what a test tells it, one message at a time."""
+
+    def __init__(self) -> None:
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.sock: socket.socket | None = None
+        self.conn = p.ManagerConnection()
+        self.pending: list = []
+        self.history: list = []  # every event received, for checks after the fact
+
+    def accept(self, timeout: float = 20) -> None:
+        self.server.settimeout(timeout)
+        self.sock, _ = self.server.accept()
+        self.sock.settimeout(timeout)
+        self.conn = p.ManagerConnection()
+        self.pending = []
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+        self.server.close()
+
+    def send(self, *events: p.Event) -> None:
+        assert self.sock is not None
+        self.sock.sendall(b"".join(self.conn.send(e) for e in events))
+
+    def next(self) -> p.Event:
+        """The next event, with payload chunks merged into one Data."""
+        while not self.pending:
+            ev = self.conn.next_event()
+            if ev is p.NEED_DATA:
+                assert self.sock is not None
+                self.conn.receive_data(self.sock.recv(1 << 16))
+                continue
+            if isinstance(ev, p.Data) and self.pending and isinstance(self.pending[-1], p.Data):
+                self.pending[-1] = p.Data(self.pending[-1].data + ev.data)
+            else:
+                self.pending.append(ev)
+            if isinstance(ev, p.Data):
+                continue
+        ev = self.pending.pop(0)
+        self.history.append(ev)
+        return ev
+
+    def until(self, want, timeout: float = 20) -> list:
+        """Events up to and including the first one for which ``want(event)`` holds."""
+        seen = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ev = self.next()
+            seen.append(ev)
+            if want(ev):
+                return seen
+            if isinstance(ev, p.ConnectionClosed):
+                break
+        raise AssertionError(f"not seen; got {seen}")
+
+    def greeting(self) -> list:
+        return self.until(lambda e: isinstance(e, p.Info) and e.name == "worker-end-time")
+
+    def results(self, timeout: float = 20) -> dict:
+        """Wait for available_results, ask, and return {task_id: (Result, stdout)}."""
+        self.until(lambda e: isinstance(e, p.AvailableResults), timeout)
+        self.send(p.SendResults())
+        out = {}
+        events = self.until(lambda e: isinstance(e, p.End))
+        for i, ev in enumerate(events):
+            if isinstance(ev, p.Result):
+                data = events[i + 1].data if isinstance(events[i + 1], p.Data) else b""
+                out[ev.task_id] = (ev, data)
+        return out
+
+    def get(self, name: str) -> list:
+        self.send(p.Get(name))
+        return [e for e in self.until(lambda e: isinstance(e, p.End))
+                if not isinstance(e, (p.Info, p.Alive, p.EndOfData))]
+
+
+@pytest.fixture
+def manager():
+    m = ScriptedManager()
+    yield m
+    m.close()
+
+
+@pytest.fixture
+def connected(manager: ScriptedManager, start_worker, tmp_path: Path):
+    """A worker with 2 cores connected to the scripted manager, greeting consumed."""
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    proc = start_worker("--single-shot", "-t", "60", "--cores", "2", "--memory", "1000",
+                        "--disk", "1000", "-s", str(ws), "127.0.0.1", str(manager.port))
+    manager.accept()
+    manager.greeting()
+    return manager, proc, ws
+
+
+def put(m: ScriptedManager, name: str, data: bytes, mode: int = 0o644) -> None:
+    m.send(p.Put(name, len(data), mode), p.Data(data))
+
+
+def test_greeting_is_complete_and_valid(manager: ScriptedManager, start_worker,
+                                        tmp_path: Path) -> None:
+    start_worker("--single-shot", "-t", "30", "--cores", "3", "--memory", "700", "--disk",
+                 "800", "--gpus", "0", "--feature", "big mem", "--wall-time", "3600",
+                 "-A", "armv9", "-O", "Plan9", "-s", str(tmp_path), "127.0.0.1",
+                 str(manager.port))
+    manager.accept()
+    events = manager.greeting()
+    g = events[0]
+    assert isinstance(g, p.Greeting) and g.protocol == 9
+    assert (g.os, g.arch) == ("Plan9", "armv9")
+    assert p.Feature("big mem") in events
+    assert p.Resource("cores", 3, 3, 3) in events and p.Resource("memory", 700, 700, 700) in events
+    assert p.Resource("workers", 1, 1, 1) in events and p.ResourceTag(0) in events
+    names = [type(e).__name__ + getattr(e, "name", "") for e in events]
+    assert names.index("Resourceworkers") < names.index("Resourcedisk") < \
+        names.index("Resourcememory") < names.index("Resourcegpus") < names.index("Resourcecores")
+    end = [e for e in events if isinstance(e, p.Info) and e.name == "worker-end-time"][0]
+    assert abs(int(end.value) - (time.time() + 3600)) < 60
+    assert all(e.value for e in events if isinstance(e, p.Info))  # gotcha 3
+
+
+def test_task_with_inputs_env_outputs_and_get(connected) -> None:
+    m, _, ws = connected
+    put(m, "file-0-in", b"hello\n")
+    m.send(p.Dir("dir-0-tree"), p.Dir("sub"), p.Put("b.txt", 4, 0o600), p.Data(b"bbb\n"),
+           p.End(), p.Symlink("link", b"sub/b.txt\0"), p.End())
+    m.send(p.Task(7, "cat in.txt tree/link > out.txt; echo $X $CORES $MEMORY; "
+                  "mkdir -p od/s; echo v > od/s/v; ln -s s/v od/l; ls empty; exit 4",
+                  cores=1, memory=100, disk=10,
+                  env=("X=from-env", "IGNORED"),
+                  inputs=(p.TaskFile("file-0-in", "in.txt", 1), p.TaskFile("dir-0-tree", "tree", 1),
+                          p.EmptyDir("empty")),
+                  outputs=(p.TaskFile("file-1-out", "out.txt", 0),
+                           p.TaskFile("dir-1-od", "od", 0),
+                           p.TaskFile("file-2-absent", "absent.txt", 0))))
+    res, stdout = m.results()[7]
+    assert (res.status, res.exit_code) == (0, 4)  # a non-zero exit is still SUCCESS
+    assert stdout == b"from-env 1 100\n"
+    assert m.get("file-1-out") == [p.FileReply("file-1-out", 10), p.Data(b"hello\nbbb\n"), p.End()]
+    od = m.get("dir-1-od")
+    assert od[0] == p.DirReply("dir-1-od")
+    assert p.FileReply("dir-1-od/l", 2) in od and p.FileReply("dir-1-od/s/v", 2) in od
+    assert m.get("file-2-absent") == [p.Missing("file-2-absent", 2), p.End()]
+    m.send(p.Kill(7), p.Unlink("file-1-out"))
+    m.send(p.Check())
+    m.until(lambda e: isinstance(e, p.Alive))
+    (root,) = ws.glob("worker-*")
+    assert not (root / "t.7").exists()
+    assert not (root / "cache" / "file-1-out").exists()
+    assert (root / "cache" / "file-0-in").exists()
+
+
+def test_wall_time_kills_within_the_limit(connected) -> None:
+    m, _, _ = connected
+    start = time.monotonic()
+    m.send(p.Task(3, "sleep 30", cores=1, wall_time=1))
+    res, _ = m.results(timeout=15)[3]
+    assert (res.status, res.exit_code) == (56, 9)
+    assert time.monotonic() - start < 10
+
+
+def test_kill_of_a_running_task_kills_all_its_children(connected, tmp_path: Path) -> None:
+    m, _, ws = connected
+    pids = tmp_path / "pids"
+    m.send(p.Task(4, f"sleep 300 & echo $! > {pids}.tmp; (sleep 300 & echo $! >> {pids}.tmp; "
+                     f"wait) & sleep 0.2; mv {pids}.tmp {pids}; wait", cores=1))
+    deadline = time.monotonic() + 15
+    while not pids.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    children = [int(x) for x in pids.read_text().split()]
+    assert len(children) == 2 and all(alive(pid) for pid in children)
+    m.send(p.Kill(4), p.Check())
+    m.until(lambda e: isinstance(e, p.Alive))
+    deadline = time.monotonic() + 5
+    while any(alive(pid) for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(alive(pid) for pid in children)
+    (root,) = ws.glob("worker-*")
+    deadline = time.monotonic() + 5
+    while (root / "t.4").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not (root / "t.4").exists()
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_disconnect_wipes_the_workspace_and_reconnects(
+        manager: ScriptedManager, start_worker, tmp_path: Path) -> None:
+    start_worker("-t", "60", "-i", "0.1", "-b", "0.2", "-s", str(tmp_path), "127.0.0.1",
+                 str(manager.port))
+    manager.accept()
+    manager.greeting()
+    put(manager, "file-0-kept", b"data")
+    manager.send(p.Task(1, "sleep 300", cores=1))
+    manager.send(p.Check())
+    manager.until(lambda e: isinstance(e, p.Alive))
+    (root,) = tmp_path.glob("worker-*")
+    deadline = time.monotonic() + 10
+    while not (root / "t.1").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert (root / "cache" / "file-0-kept").exists() and (root / "t.1").exists()
+    assert manager.sock is not None
+    manager.sock.close()
+    manager.accept()  # the worker comes back, with an empty workspace
+    manager.greeting()
+    assert not (root / "cache" / "file-0-kept").exists() and not (root / "t.1").exists()
+
+
+def test_idle_timeout_says_so_and_exits(manager: ScriptedManager, start_worker,
+                                        tmp_path: Path) -> None:
+    proc = start_worker("-t", "1", "-s", str(tmp_path), "127.0.0.1", str(manager.port))
+    manager.accept()
+    events = manager.until(lambda e: isinstance(e, p.ConnectionClosed), timeout=15)
+    assert p.Info("idle-disconnecting", "1") in events
+    assert proc.wait(timeout=10) == 0
+    assert not list(tmp_path.glob("worker-*"))
+
+
+def test_no_manager_connect_timeout_exits(start_worker, tmp_path: Path, free_port: int) -> None:
+    proc = start_worker("--connect-timeout", "1", "-i", "0.1", "-b", "0.2", "-s", str(tmp_path),
+                        "127.0.0.1", str(free_port))
+    assert proc.wait(timeout=15) != 0
+
+
+def test_unsafe_names_are_refused_and_nothing_outside_is_touched(
+        connected, tmp_path: Path) -> None:
+    m, _, ws = connected
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "victim").write_text("keep me\n")
+    before = sorted(p_.name for p_ in tmp_path.iterdir())
+    put(m, "file-0-x", b"x")
+    m.send(p.Dir("dir-0-evil"), p.Symlink("link", os.fsencode(outside)), p.End())
+    bad_tasks = [
+        p.Task(11, "true", inputs=(p.TaskFile("file-0-x", "../escape", 0),)),
+        p.Task(12, "true", inputs=(p.TaskFile("file-0-x", str(outside / "abs"), 0),)),
+        p.Task(13, "true", outputs=(p.TaskFile("file-1-o", "../../stolen", 0),)),
+        p.Task(14, "true", inputs=(p.TaskFile("dir-0-evil", "d", 0),
+                                   p.TaskFile("file-0-x", "d/link/planted", 0))),
+    ]
+    m.send(*bad_tasks)
+    m.send(p.Task(15, "true", inputs=(p.TaskFile("dir-0-evil", "d", 0),),
+                  outputs=(p.TaskFile("file-1-victim", "d/link/victim", 0),)))
+    results = {}
+    while len(results) < 5:
+        results.update(m.results())
+    assert all(results[t][0].status == 1 for t in (11, 12, 13, 14))  # INPUT_MISSING
+    assert results[15][0].status == 0
+    assert m.get("file-1-victim") == [p.Missing("file-1-victim", 2), p.End()]
+    assert (outside / "victim").read_text() == "keep me\n"
+    assert sorted(p_.name for p_ in outside.iterdir()) == ["victim"]
+    assert sorted(p_.name for p_ in tmp_path.iterdir()) == before
+    # a cache name with a path in it is a protocol error: the worker hangs up
+    m.sock.sendall(b"put ..%2Fplanted 1 0644\nz")
+    m.until(lambda e: isinstance(e, p.ConnectionClosed))
+    assert not list(tmp_path.rglob("planted"))
+
+
+def test_forsaken_signal_check_and_kill_all(connected) -> None:
+    m, _, _ = connected
+    m.send(p.Task(21, "true", cores=99))
+    res, out = m.results()[21]
+    assert (res.status, out) == (40, b"")
+    assert p.ResourceTag(21) in m.history  # resources re-sent after forsaking
+    m.send(p.Task(22, "kill -9 $$", cores=1))
+    res, _ = m.results()[22]
+    assert (res.status, res.exit_code) == (8, 9)  # SIGNAL, with the signal number
+    m.send(p.Task(23, "sleep 300", cores=1), p.Task(24, "sleep 300", cores=1),
+           p.Task(25, "sleep 300", cores=1))  # the third waits: 2 cores
+    m.send(p.Check())
+    m.until(lambda e: e == p.Info("tasks_running", "2"))
+    m.send(p.Kill(-1), p.Check())
+    m.until(lambda e: e == p.Info("tasks_running", "0"), timeout=10)
+
+
+def test_sigterm_vacates(connected) -> None:
+    m, proc, _ = connected
+    proc.send_signal(signal.SIGTERM)
+    events = m.until(lambda e: isinstance(e, p.ConnectionClosed))
+    assert p.Info("vacating", str(int(signal.SIGTERM))) in events
+    assert proc.wait(timeout=10) != 0
+
+
+def test_release_and_exit(manager: ScriptedManager, start_worker, tmp_path: Path) -> None:
+    proc = start_worker("-t", "60", "-i", "0.1", "-b", "0.2", "-s", str(tmp_path), "127.0.0.1",
+                        str(manager.port))
+    manager.accept()
+    manager.greeting()
+    manager.send(p.Release())
+    manager.until(lambda e: isinstance(e, p.ConnectionClosed))
+    manager.accept()  # released, not single-shot: it comes back
+    manager.greeting()
+    manager.send(p.Exit())
+    assert proc.wait(timeout=10) == 0
+
+
+def test_password_mismatch_fails_on_both_sides(manager: ScriptedManager, start_worker,
+                                               tmp_path: Path) -> None:
+    (tmp_path / "pw").write_bytes(b"worker-secret\n")
+    proc = start_worker("--single-shot", "-t", "30", "-P", str(tmp_path / "pw"), "-s",
+                        str(tmp_path), "127.0.0.1", str(manager.port))
+    manager.accept()
+    hs = p.PasswordHandshake(b"manager-secret\n")
+    manager.send(*hs.start())
+    while hs.succeeded is None:
+        ev = manager.next()
+        manager.send(*hs.receive(ev))
+    assert hs.succeeded is False
+    assert proc.wait(timeout=10) != 0
+    assert b"password" in proc.stderr.read()
