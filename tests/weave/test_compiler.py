@@ -87,3 +87,13 @@ def test_a_plain_program_can_import_the_api(tmp_path: Path, tw) -> None:
                    env=tw.environment())
     assert "in.txt.copy" in (tmp_path / "prog.weave" / "Makeflow").read_text()
     assert os.path.exists(tmp_path / "prog.weave")
+
+
+def test_json_form_runs_nests_and_groups(examples: Path, tw) -> None:
+    for script in ("nests.py", "grouping.py"):
+        sb, _ = tw.weave(examples, "--format", "json", "-o", f"json-{script}.weave", script)
+        doc = json.loads(sb.text("Makeflow.json"))
+        assert any("workflow" in r for r in doc["rules"])
+        sb.run("--json", dag="Makeflow.json")
+    assert len((examples / "json-nests.py.weave" / "lines.txt").read_text().splitlines()) == 8
+    assert len(list((examples / "json-grouping.py.weave").glob("t0*.txt.md5"))) == 8
