@@ -266,12 +266,21 @@ class _Link:
     async def serve(self, handle: Callable[[wp.Event], None], on_bytes: Callable[[int], None]) -> None:
         """Feed every event to ``handle`` until the peer closes (ProtocolError propagates)."""
         conn = self.conn
+        sock = self.writer.get_extra_info("socket")
+        quickack = getattr(socket, "TCP_QUICKACK", None) if sock is not None else None
         while True:
             for ev in conn.events():
                 if isinstance(ev, wp.ConnectionClosed):
                     return
                 handle(ev)
             data = await self.reader.read(1 << 18)
+            if quickack is not None:
+                # Acknowledge at once: a peer that writes a reply in pieces without
+                # TCP_NODELAY (the reference worker) otherwise waits for our delayed ACK.
+                try:
+                    sock.setsockopt(socket.IPPROTO_TCP, quickack, 1)
+                except OSError:
+                    quickack = None
             on_bytes(len(data))
             conn.receive_data(data)
             if self._closed:
