@@ -126,3 +126,29 @@ def test_host_resolution(db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert next(iter(SQLDataSet("db", "people", "people"))).id == 1
     with pytest.raises(WeaverError, match="cannot find the database.*--db nowhere=URL"):
         SQLDataSet("nowhere", "absent", "irises")
+
+
+def test_values_travel_as_parameters_never_as_sql_text(db: Path) -> None:
+    """Watch every statement the database receives: values are only in the parameters."""
+    from sqlalchemy import event
+
+    ds = SQLDataset(str(db), None, "people")
+    ds.connect()
+    seen: list[tuple[str, object]] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany) -> None:
+        seen.append((statement, parameters))
+
+    engine = ds._engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        marker = "x' OR '1'='1 -- marker"
+        list(Query(ds, Or(ds.owner == marker, ds.c.colour | (marker, "green")),
+                   ds.c.owner % marker, limit=3))
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    selects = [(s, p) for s, p in seen if s.lstrip().upper().startswith("SELECT")]
+    assert selects
+    for statement, parameters in selects:
+        assert "marker" not in statement and "'1'='1" not in statement
+    assert any(marker in map(str, p) for _, p in selects)
