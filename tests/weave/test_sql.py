@@ -149,6 +149,6 @@ def test_values_travel_as_parameters_never_as_sql_text(db: Path) -> None:
         event.remove(engine, "before_cursor_execute", record)
     selects = [(s, p) for s, p in seen if s.lstrip().upper().startswith("SELECT")]
     assert selects
-    for statement, parameters in selects:
+    for statement, _ in selects:
         assert "marker" not in statement and "'1'='1" not in statement
     assert any(marker in map(str, p) for _, p in selects)
