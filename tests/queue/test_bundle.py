@@ -1,0 +1,92 @@
+"""The worker zipapp runs alone: no treadle, no third-party packages (spec section 2.1a)."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from treadle.queue import bundle
+
+PYTHON = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
+
+
+@pytest.fixture
+def pyz(tmp_path: Path) -> Path:
+    out = tmp_path / "treadle-worker.pyz"
+    done = subprocess.run([sys.executable, "-m", "treadle", "worker-bundle", "-o", str(out)],
+                          capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+def test_bundle_holds_exactly_the_worker_modules(pyz: Path) -> None:
+    names = sorted(zipfile.ZipFile(pyz).namelist())
+    assert names == sorted(["__main__.py", "treadle/__init__.py", "treadle/queue/__init__.py"]
+                           + [f"treadle/queue/{m}.py" for m in bundle.WORKER_MODULES])
+
+
+def test_worker_modules_import_only_the_standard_library() -> None:
+    source = Path(bundle.__file__).parent
+    for name in bundle.WORKER_MODULES:
+        tree = ast.parse((source / f"{name}.py").read_text(), feature_version=(3, 8))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                assert node.module in (None, *bundle.WORKER_MODULES), (name, node.module)
+                continue
+            if isinstance(node, ast.ImportFrom):
+                roots = [(node.module or "").split(".")[0]]
+            elif isinstance(node, ast.Import):
+                roots = [a.name.split(".")[0] for a in node.names]
+            else:
+                continue
+            for root in roots:
+                assert root in sys.stdlib_module_names or root == "__future__", (name, root)
+
+
+def test_bundle_imports_nothing_outside_stdlib_at_run_time(pyz: Path, tmp_path: Path) -> None:
+    probe = ("import sys; sys.path.insert(0, sys.argv[1]); import treadle.queue.worker; "
+             "print('\\n'.join(sorted(m.split('.')[0] for m in sys.modules)))")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    done = subprocess.run([PYTHON, "-I", "-c", probe, str(pyz)], cwd=empty,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    baseline = subprocess.run([PYTHON, "-I", "-c", probe.replace(
+        "import treadle.queue.worker;", ""), str(pyz)], cwd=empty, capture_output=True,
+        text=True, timeout=60).stdout.split()  # what site.py loads anyway (.pth hooks)
+    for root in set(done.stdout.split()) - set(baseline) - {"treadle"}:
+        assert root in sys.stdlib_module_names, root
+    loaded = subprocess.run([PYTHON, "-I", "-c", probe.replace(
+        "import treadle.queue.worker;", "import treadle.queue.worker; print(treadle.__file__);"),
+        str(pyz)], cwd=empty, capture_output=True, text=True, timeout=60)
+    assert str(pyz) in loaded.stdout  # the bundle's copy, not the installed package
+
+
+@pytest.mark.reference
+def test_bundle_serves_the_reference_manager_from_an_empty_directory(
+        pyz: Path, tmp_path: Path, start_makeflow) -> None:
+    wf = tmp_path / "wf"
+    wf.mkdir()
+    (wf / "in.txt").write_text("bundle input\n")
+    (wf / "Makeflow").write_text("out.txt: in.txt\n\ttr a-z A-Z < in.txt > out.txt\n")
+    mf, port = start_makeflow("Makeflow", cwd=wf)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    worker = subprocess.Popen([PYTHON, "-I", str(pyz), "--single-shot", "-t", "30",
+                               "--cores", "1", "--memory", "500", "--disk", "500",
+                               "-s", str(tmp_path), "127.0.0.1", str(port)], cwd=empty,
+                              stderr=subprocess.PIPE)
+    try:
+        out, _ = mf.communicate(timeout=60)
+        assert (wf / "out.txt").read_text() == "BUNDLE INPUT\n", out.decode()
+        assert worker.wait(timeout=30) == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+    assert list(empty.iterdir()) == []
