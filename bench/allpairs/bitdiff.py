@@ -20,6 +20,6 @@ def bitdiff(a: bytes, b: bytes) -> int:
 def bitdiff_batched(items_a: list, items_b: list):
     import numpy
 
-    rows = numpy.array([numpy.frombuffer(a, dtype=numpy.uint8) for a in items_a])
     cols = numpy.array([numpy.frombuffer(b, dtype=numpy.uint8) for b in items_b])
-    return (rows[:, None, :] != cols[None, :, :]).sum(axis=2)
+    return [numpy.count_nonzero(cols != numpy.frombuffer(a, dtype=numpy.uint8), axis=1)
+            for a in items_a]

@@ -118,6 +118,7 @@ def run_distributed(resolved: Resolved, a: ItemSet, b: ItemSet, plan: Plan, stat
             progress.workers = workers
             while pending and len(outstanding) < PER_WORKER * max(1, workers):
                 key = pending.pop()
+                progress.submitted()
                 outstanding[manager.submit(make_task(*key))] = key
             task = manager.wait(timeout=1.0)
             if task is None:

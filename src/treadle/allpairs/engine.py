@@ -221,6 +221,7 @@ def allpairs(set_a: object, set_b: object, function: object, *, output: str | os
         "bytes_sent": run_stats.get("bytes_sent", {}),
         "bytes_sent_ratio": run_stats.get("bytes_sent_ratio"),
         "workers": run_stats.get("workers", 0),
+        "first_block_epoch": progress.first_block,
     }
     if stats_file:
         Path(stats_file).write_text(json.dumps(stats, indent=1) + "\n")

@@ -90,6 +90,7 @@ def run_local(job: Job, todo: list[tuple[int, int]], cores: int, retries: int,
     if cores <= 1 or len(todo) == 1:
         queue = list(todo)
         while queue:
+            progress.submitted()
             again = settle(_run_block(*queue.pop(0)))
             if again:
                 queue.insert(0, again)
@@ -102,6 +103,7 @@ def run_local(job: Job, todo: list[tuple[int, int]], cores: int, retries: int,
         try:
             while pending or running:
                 while pending and len(running) < window:
+                    progress.submitted()
                     running.add(pool.submit(_run_block, *pending.pop()))
                 finished, running = concurrent.futures.wait(
                     running, return_when=concurrent.futures.FIRST_COMPLETED)

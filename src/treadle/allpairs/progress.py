@@ -21,6 +21,12 @@ class Progress:
         self.quiet = quiet
         self.start = time.monotonic()
         self._last = self.start
+        # epoch seconds when the first block was handed to a process or a worker (target A6)
+        self.first_block: float | None = None
+
+    def submitted(self) -> None:
+        if self.first_block is None:
+            self.first_block = time.time()
 
     def advance(self, blocks: int, pairs: int) -> None:
         self.blocks += blocks

@@ -268,20 +268,6 @@ def _read(path: str) -> bytes:
         return f.read()
 
 
-def _call_capturing(call, a, b):
-    """Call F(a, b); when it returns None, its printed output is the result."""
-    saved = sys.stdout
-    buffer = io.StringIO()
-    sys.stdout = buffer
-    try:
-        value = call(a, b)
-    finally:
-        sys.stdout = saved
-    if value is None:
-        return buffer.getvalue().rstrip("\n")
-    return result_text(value)
-
-
 def _exec_pair(fn: Function, spawner: Spawner, i: int, j: int, a: str, b: str) -> str:
     code, out, tail = spawner.run(fn.executable, [fn.executable] + fn.args + [a, b])
     if code != 0:
@@ -326,14 +312,42 @@ def compute_pairs(fn: Function, rows, cols, symmetric: bool, spawner: Spawner | 
         return _table_lines(table, row_items, col_items, symmetric), 0
     if fn.batched:
         return _callable_batched(fn, row_items, col_items, symmetric)
-    call = fn.call
+    return _callable_pairs(fn.call, row_items, col_items, symmetric)
+
+
+def _callable_pairs(call, row_items, col_items, symmetric):
+    """F(a, b) per pair. One capture buffer serves the whole strip: a None result
+    takes what the call printed; anything printed beside a real result is dropped."""
     lines = []
-    for i, a, j, b in _cells(row_items, col_items, symmetric):
-        try:
-            text = _call_capturing(call, a, b)
-        except Exception as e:
-            raise PairFailure(i, j, f"F raised {type(e).__name__}: {e}") from e
-        lines.append(f"{i}\t{j}\t{escape(text)}\n")
+    append = lines.append
+    saved = sys.stdout
+    buffer = io.StringIO()
+    sys.stdout = buffer
+    try:
+        for i, a in row_items:
+            for j, b in col_items:
+                if symmetric and j < i:
+                    continue
+                try:
+                    value = call(a, b)
+                except Exception as e:
+                    raise PairFailure(i, j, f"F raised {type(e).__name__}: {e}") from e
+                if value is None:
+                    text = buffer.getvalue().rstrip("\n")
+                elif type(value) is int:
+                    append(f"{i}\t{j}\t{value}\n")
+                    if buffer.tell():
+                        buffer.seek(0)
+                        buffer.truncate()
+                    continue
+                else:
+                    text = result_text(value)
+                if buffer.tell():
+                    buffer.seek(0)
+                    buffer.truncate()
+                append(f"{i}\t{j}\t{escape(text)}\n")
+    finally:
+        sys.stdout = saved
     return lines, len(lines)
 
 
