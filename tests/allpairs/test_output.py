@@ -65,3 +65,19 @@ def test_list_file_rules(tmp_path):
     Path("l").write_text("# comment\n\nx y\nx y\n")
     s = read_list_file("l")
     assert s.names == ("x y", "x y")
+
+
+def test_directory_and_dataset_like_sets(tmp_path):
+    d = tmp_path / "dir"
+    d.mkdir()
+    for name in ("b.bin", "a.bin", ".hidden"):
+        (d / name).write_bytes(name.encode())
+
+    class FakeFile:  # duck-typed like a Weaver File: a .path attribute
+        def __init__(self, path):
+            self.path = path
+
+    result = allpairs(str(d), [FakeFile(d / "a.bin"), d / "b.bin"], "BITWISE", quiet=True)
+    assert result.names_a == (str(d / "a.bin"), str(d / "b.bin"))
+    assert result.names_b == (str(d / "a.bin"), str(d / "b.bin"))
+    assert result.text(0, 1) == "1"

@@ -4,6 +4,7 @@ blocks locally or on workers, assemble the output atomically, then drop the stat
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shlex
 import sys
@@ -29,6 +30,8 @@ from treadle.allpairs.progress import Progress
 from treadle.allpairs.sets import ItemSet, load_set
 from treadle.allpairs.state import State, fingerprint
 from treadle.errors import AllPairsError
+
+log = logging.getLogger("treadle.allpairs")
 
 MODES = ("auto", "local", "wq")
 TRANSFERS = ("manager", "tree")
@@ -181,6 +184,8 @@ def allpairs(set_a: object, set_b: object, function: object, *, output: str | os
     grid = block_grid(len(a), len(b), plan.x, plan.y, symmetric)
     done = state.done_blocks() if resumed else set()
     todo = [key for key in grid if key not in done]
+    log.debug("F %s; plan %s; state %s; %d of %d blocks to run", resolved.identity,
+              plan.to_dict(), state_dir, len(todo), len(grid))
     progress = Progress("allpairs", len(grid), cell_count(len(a), len(b), symmetric), quiet)
     progress.blocks = len(grid) - len(todo)
     run_stats: dict = {}

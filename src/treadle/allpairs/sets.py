@@ -1,4 +1,5 @@
-"""Loading the two sets of an All-Pairs run: list files, or anything iterable of paths."""
+"""Loading the two sets of an All-Pairs run: list files, directories, or anything
+iterable of paths (Weaver datasets included)."""
 
 from __future__ import annotations
 
@@ -46,6 +47,14 @@ def read_list_file(path: str | os.PathLike) -> ItemSet:
     return _checked(tuple(names), tuple(names), os.fspath(path))
 
 
+def read_directory(path: str | os.PathLike) -> ItemSet:
+    """The regular files directly inside a directory, sorted by name (hidden ones skipped)."""
+    base = os.fspath(path)
+    names = tuple(os.path.join(base, name) for name in sorted(os.listdir(base))
+                  if not name.startswith(".") and os.path.isfile(os.path.join(base, name)))
+    return _checked(names, names, base)
+
+
 def _entry(item: object) -> str:
     if isinstance(item, (str, os.PathLike)):
         return os.fspath(item)
@@ -56,9 +65,12 @@ def _entry(item: object) -> str:
 
 
 def load_set(source: object) -> ItemSet:
-    """A list file's path, or any iterable of paths, ``Path``s, Weaver ``File``s or a dataset."""
+    """A list file's path, a directory, or any iterable of paths, ``Path``s, Weaver ``File``s
+    or a dataset."""
     if isinstance(source, ItemSet):
         return source
+    if isinstance(source, (str, os.PathLike)) and os.path.isdir(source):
+        return read_directory(source)
     if isinstance(source, (str, os.PathLike)):
         return read_list_file(source)
     if not isinstance(source, Iterable):
