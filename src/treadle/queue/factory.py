@@ -1,0 +1,158 @@
+"""The worker factory: keep as many workers as a manager's tasks need.
+
+Every ``interval`` seconds the factory asks the manager for its ``queue_status``
+(the status query of spec section 3.11, the one ``work_queue_status`` sends, so
+the reference manager and treadle's both answer it), sizes the pool and submits
+workers through a ``Provider``. Workers leave by themselves when idle for their
+``--idle-timeout``, which is how the pool shrinks without killing a busy worker;
+the factory cancels jobs only above ``max_workers`` and when it stops.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from treadle.queue import protocol as wp
+from treadle.queue.providers.base import JobState, Provider
+
+log = logging.getLogger("treadle.factory")
+
+
+@dataclass
+class FactoryConfig:
+    """What the factory keeps: the bounds, and the options each worker gets."""
+
+    host: str
+    port: int
+    min_workers: int = 0
+    max_workers: int = 10
+    password_file: str | None = None
+    cores: int | None = None
+    memory: int | None = None
+    disk: int | None = None
+    gpus: int | None = None
+    worker_timeout: float = 60.0  # idle (and connect) timeout passed to each worker
+    workdir: str | None = None
+    interval: float = 5.0
+    extra_args: list = field(default_factory=list)
+
+    def worker_args(self) -> list[str]:
+        args = ["-t", str(self.worker_timeout)]
+        for name in ("cores", "memory", "disk", "gpus"):
+            value = getattr(self, name)
+            if value is not None:
+                args += [f"--{name}", str(value)]
+        if self.password_file:
+            args += ["-P", self.password_file]
+        if self.workdir:
+            args += ["-s", self.workdir]
+        return args + list(self.extra_args) + [self.host, str(self.port)]
+
+
+def query_status(host: str, port: int, password: bytes | None = None,
+                 kind: str = "queue_status", timeout: float = 10.0) -> list:
+    """Ask a manager one status question (after the password step if it has one)."""
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        if password is not None:
+            _authenticate(sock, password)
+        sock.sendall(wp.status_request(kind))
+        chunks, size = [], 0
+        while True:
+            data = sock.recv(1 << 16)
+            if not data:
+                break
+            chunks.append(data)
+            size += len(data)
+            if size > wp.MAX_STATUS_REPLY:
+                raise wp.ProtocolError("status reply too large")
+    return wp.parse_status_reply(b"".join(chunks))
+
+
+def _authenticate(sock: socket.socket, password: bytes) -> None:
+    conn = wp.WorkerConnection()  # the status client speaks the password step like a worker
+    hs = wp.PasswordHandshake(password)
+    sock.sendall(b"".join(conn.send(e) for e in hs.start()))
+    while hs.succeeded is None:
+        event = conn.next_event()
+        if event is wp.NEED_DATA:
+            conn.receive_data(sock.recv(4096))
+            continue
+        if isinstance(event, wp.ConnectionClosed):
+            raise wp.ProtocolError("the manager closed the connection during the password step")
+        sock.sendall(b"".join(conn.send(e) for e in hs.receive(event)))
+    if not hs.succeeded:
+        raise wp.ProtocolError("the manager refused the password")
+
+
+class Factory:
+    """Sizes a pool of worker jobs to a manager's queue."""
+
+    def __init__(self, config: FactoryConfig, provider: Provider,
+                 status: Callable[[], dict] | None = None) -> None:
+        self.config = config
+        self.provider = provider
+        self.jobs: list[str] = []  # oldest first
+        self.started = 0
+        self._password: bytes | None = None
+        if config.password_file:
+            with open(config.password_file, "rb") as f:
+                self._password = f.read()
+        self._status = status or self._query
+
+    def _query(self) -> dict:
+        reply = query_status(self.config.host, self.config.port, self._password)
+        return reply[0] if reply and isinstance(reply[0], dict) else {}
+
+    def target(self, status: dict | None) -> int:
+        """Workers wanted: enough slots for waiting plus dispatched tasks, within bounds."""
+        c = self.config
+        if status is None:  # manager not reachable: keep the minimum only
+            return c.min_workers
+        tasks = _count(status, "tasks_waiting") + _count(status, "tasks_on_workers")
+        per_worker = max(1, c.cores or 1)
+        return max(c.min_workers, min(c.max_workers, math.ceil(tasks / per_worker)))
+
+    def step(self) -> None:
+        """One round: ask the manager, forget finished jobs, submit or cancel."""
+        try:
+            status: dict | None = self._status()
+        except (OSError, wp.ProtocolError) as e:
+            log.info("manager %s:%d not reachable: %s", self.config.host, self.config.port, e)
+            status = None
+        states = self.provider.status(self.jobs)
+        self.jobs = [j for j in self.jobs if states.get(j) != JobState.DONE]
+        want = self.target(status)
+        if len(self.jobs) < want:
+            for _ in range(want - len(self.jobs)):
+                job = self.provider.submit(self.config.worker_args())
+                self.jobs.append(job)
+                self.started += 1
+                print(f"factory: started worker {job} ({len(self.jobs)}/{want})", flush=True)
+        elif len(self.jobs) > self.config.max_workers:
+            extra = self.jobs[self.config.max_workers:]
+            self.provider.cancel(extra)
+            self.jobs = self.jobs[: self.config.max_workers]
+            print(f"factory: cancelled {len(extra)} workers above the maximum", flush=True)
+
+    def run(self, stop: threading.Event) -> None:
+        """Step every ``interval`` seconds until ``stop`` is set; then cancel the pool."""
+        try:
+            while not stop.is_set():
+                self.step()
+                stop.wait(self.config.interval)
+        finally:
+            if self.jobs:
+                self.provider.cancel(self.jobs)
+                print(f"factory: stopping, cancelled {len(self.jobs)} workers", flush=True)
+
+
+def _count(status: dict, key: str) -> int:
+    try:
+        return max(0, int(status.get(key, 0)))
+    except (TypeError, ValueError):
+        return 0

@@ -1,0 +1,117 @@
+"""The worker factory against real managers: it grows the pool for waiting tasks, and the
+workers leave when idle."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from treadle.queue.factory import Factory, FactoryConfig, query_status
+from treadle.queue.providers import JobState, Provider, get_provider
+from treadle.queue.providers.local import LocalProvider
+
+
+def start_factory(tmp_path: Path, port: int, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "treadle", "factory", "-T", "local", "--interval", "0.3",
+         "-s", str(tmp_path), *extra, "127.0.0.1", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def stop_factory(proc: subprocess.Popen) -> str:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=30)
+    return out
+
+
+def started_pids(out: str) -> list[int]:
+    return [int(line.split()[3]) for line in out.splitlines()
+            if line.startswith("factory: started worker")]
+
+
+def gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def wait_until(cond, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.1)
+    return cond()
+
+
+def test_local_provider_follows_the_interface(tmp_path: Path, free_port: int) -> None:
+    provider = get_provider("local")
+    assert isinstance(provider, Provider) and isinstance(provider, LocalProvider)
+    job = provider.submit(["--connect-timeout", "30", "-s", str(tmp_path), "127.0.0.1",
+                           str(free_port)])
+    assert provider.status([job]) == {job: JobState.RUNNING}
+    provider.cancel([job])
+    assert wait_until(lambda: provider.status([job])[job] is JobState.DONE, 15)
+    assert provider.status(["no-such-job"]) == {"no-such-job": JobState.DONE}
+
+
+def test_target_follows_waiting_tasks_within_bounds() -> None:
+    f = Factory(FactoryConfig("h", 1, min_workers=1, max_workers=4, cores=2),
+                get_provider("local"))
+    assert f.target(None) == 1
+    assert f.target({"tasks_waiting": 0, "tasks_on_workers": 0}) == 1
+    assert f.target({"tasks_waiting": 5, "tasks_on_workers": 0}) == 3
+    assert f.target({"tasks_waiting": 50, "tasks_on_workers": 2}) == 4
+
+
+@pytest.mark.reference
+def test_factory_serves_makeflow_up_to_max_workers(tmp_path: Path, start_makeflow) -> None:
+    (tmp_path / "Makeflow").write_text("".join(
+        f"o{i}:\n\tsleep 1; echo {i} > o{i}\n" for i in range(6)))
+    mf, port = start_makeflow("Makeflow", cwd=tmp_path)
+    factory = start_factory(tmp_path, port, "--max-workers", "3", "--cores", "1", "-t", "2")
+    try:
+        mf.communicate(timeout=90)
+        assert all((tmp_path / f"o{i}").read_text() == f"{i}\n" for i in range(6))
+    finally:
+        out = stop_factory(factory)
+    pids = started_pids(out)
+    assert len(pids) == 3, out  # six waiting tasks, at most three workers
+    assert wait_until(lambda: all(gone(pid) for pid in pids), 20)
+
+
+def test_factory_workers_leave_when_idle_under_treadle_manager(tmp_path: Path) -> None:
+    from treadle.queue import Manager, Task
+
+    with Manager(port=0, host="127.0.0.1") as m:
+        factory = start_factory(tmp_path, m.port, "--max-workers", "2", "--cores", "1",
+                                "-t", "1.5")
+        try:
+            for i in range(4):
+                m.submit(Task(f"sleep 0.3; echo {i}", cores=1))
+            done = []
+            deadline = time.monotonic() + 60
+            while not m.empty() and time.monotonic() < deadline:
+                t = m.wait(timeout=1)
+                if t is not None:
+                    done.append(t.output)
+            assert sorted(done) == [b"0\n", b"1\n", b"2\n", b"3\n"]
+            status = query_status("127.0.0.1", m.port)[0]
+            assert status["tasks_waiting"] == 0
+            # the manager stays up; the idle workers leave and are not replaced
+            assert wait_until(lambda: m.stats.workers_connected == 0, 20)
+        finally:
+            out = stop_factory(factory)
+    pids = started_pids(out)
+    assert 1 <= len(pids) <= 2, out
+    assert all(gone(pid) for pid in pids)
+    assert not any(os.path.basename(p).startswith("worker-") for p in os.listdir(tmp_path))
