@@ -597,4 +597,8 @@ def command(args: tuple[str, ...]) -> None:
     except TreadleError:
         sys.stdout.flush()
         raise
+    except BrokenPipeError:
+        # stdout went away (`treadle run wf | head`): stop quietly, as the reference does on SIGPIPE.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
     sys.exit(status)
