@@ -11,6 +11,7 @@ from treadle.allpairs.wavefront import distributed_time, read_boundary, sweep_ti
 from treadle.errors import AllPairsError
 
 from .conftest import TREADLE, make_script
+from .test_distributed import kinds
 
 A, B = "kitten", "sitting"
 EDIT = (
@@ -110,3 +111,23 @@ def test_model():
     assert sweep_time(1, 1, 4, 2.0) == 2.0
     # one block holding everything on one worker: the local sweep plus the two dispatch costs
     assert distributed_time(4, 4, 4, 1, 2, 1.0) == pytest.approx(sweep_time(4, 4, 2, 1.0) + 0.1 + 10)
+
+
+@pytest.mark.parametrize("kind", kinds())
+def test_distributed_blocks(kind, tmp_path):
+    """b×b blocks on a worker, computed by the shipped runner."""
+    import threading
+
+    from .test_distributed import Workers
+    (tmp_path / "ed.py").write_text(EDIT)
+    edge = edge_file(tmp_path / "edge.txt")
+    workers = Workers(tmp_path / "port", kind)
+    threading.Thread(target=workers.start, daemon=True).start()
+    try:
+        stats = wavefront(f"{tmp_path}/ed.py:cell", edge, 6, 7, output="d.txt", mode="wq",
+                          block=3, random_port_file=str(workers.port_file), host="127.0.0.1",
+                          quiet=True, comparison_time=0.01)
+    finally:
+        workers.stop()
+    assert stats["plan"]["mode"] == "wq"
+    assert Path("d.txt").read_text() == sequential()

@@ -466,8 +466,105 @@ def _line_key(line):
     return int(i), int(j)
 
 
+def wave_cell(fn: Function, x: int, y: int, left: str, bottom: str, diag: str,
+              spawner: Spawner | None = None) -> str:
+    """One Wavefront cell R[x][y] from its neighbours' values (allpairs.md §3.1)."""
+    if fn.kind == "exec":
+        own = spawner is None
+        spawner = spawner or Spawner()
+        try:
+            with tempfile.TemporaryDirectory(prefix="treadle-wf-") as tmp:
+                paths = []
+                for name, value in (("left", left), ("bottom", bottom), ("diag", diag)):
+                    path = os.path.join(tmp, name)
+                    with open(path, "w", encoding="utf-8") as f:
+                        f.write(value + "\n")
+                    paths.append(path)
+                argv = [fn.executable] + fn.args + [str(x), str(y)] + paths
+                code, out, tail = spawner.run(fn.executable, argv)
+        finally:
+            if own:
+                spawner.close()
+        if code != 0:
+            raise PairFailure(x, y, f"exit status {code}", tail)
+        value = out.decode("utf-8", "replace").rstrip()
+    else:
+        saved, buffer = sys.stdout, io.StringIO()
+        sys.stdout = buffer
+        try:
+            result = fn.call(x, y, left, bottom, diag)
+        except Exception as e:
+            raise PairFailure(x, y, f"{type(e).__name__}: {e}") from e
+        finally:
+            sys.stdout = saved
+        value = buffer.getvalue().rstrip() if result is None else result_text(result).strip()
+    if "\n" in value or "\r" in value:
+        raise PairFailure(x, y, "F returned a multi-line value")
+    return value
+
+
+def _wave_cell_in_child(spec, x, y, left, bottom, diag):
+    return wave_cell(Function.from_spec(spec), x, y, left, bottom, diag)
+
+
+def wave_block(fn: Function, values: dict, x0: int, x1: int, y0: int, y1: int,
+               cores: int = 1) -> list:
+    """Cells x0..x1 × y0..y1 (inclusive), anti-diagonal by anti-diagonal on ``cores``.
+
+    ``values`` holds the row below and the column to the left (corner included)
+    keyed by (x, y); it gains the block's cells. Returns [(x, y, value)].
+    """
+    done = []
+    pool = None
+    if cores > 1 and fn.kind == "exec":
+        pool = concurrent.futures.ThreadPoolExecutor(cores)
+    elif cores > 1:
+        import multiprocessing
+        pool = concurrent.futures.ProcessPoolExecutor(
+            cores, mp_context=multiprocessing.get_context("fork"))
+    try:
+        for d in range(x0 + y0, x1 + y1 + 1):
+            cells = [(x, d - x) for x in range(max(x0, d - y1), min(x1, d - y0) + 1)]
+            args = [(x, y, values[(x - 1, y)], values[(x, y - 1)], values[(x - 1, y - 1)])
+                    for x, y in cells]
+            if pool is None:
+                results = [wave_cell(fn, *a) for a in args]
+            elif fn.kind == "exec":
+                results = list(pool.map(lambda a: wave_cell(fn, *a), args))
+            else:
+                results = [f.result() for f in [pool.submit(_wave_cell_in_child, fn.spec(), *a)
+                                                for a in args]]
+            for (x, y), value in zip(cells, results):  # noqa: B905 (Python 3.8)
+                values[(x, y)] = value
+                done.append((x, y, value))
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    return done
+
+
+def _wave_main(block, out_path: str, fn: Function, cores: int) -> int:
+    values = {}
+    for key, value in block["edge"].items():
+        x, y = key.split()
+        values[(int(x), int(y))] = value
+    x0, x1, y0, y1 = block["cells"]
+    try:
+        done = wave_block(fn, values, x0, x1, y0, y1, cores)
+    except PairFailure as e:
+        sys.stdout.write(e.to_json() + "\n")
+        return 1
+    tmp = out_path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.writelines(f"{x} {y} {value}\n" for x, y, value in done)
+    os.replace(tmp, out_path)
+    sys.stdout.write(json.dumps({"calls": len(done)}) + "\n")
+    return 0
+
+
 def main(argv=None) -> int:
-    """Worker entry: ``runner.py BLOCK.json OUT.tsv``."""
+    """Worker entry: ``runner.py BLOCK.json OUT``: an All-Pairs block, or a Wavefront
+    block when BLOCK.json says ``"wavefront": true``."""
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 2:
         sys.stderr.write("usage: runner.py BLOCK.json OUT.tsv\n")
@@ -480,9 +577,11 @@ def main(argv=None) -> int:
             spec["executable"]) else _which(spec["executable"])
     if spec["kind"] == "callable" and not spec.get("module"):
         spec["source"] = os.path.abspath(spec["source"])
+    cores = int(os.environ.get("CORES") or 0) or os.cpu_count() or 1
+    if block.get("wavefront"):
+        return _wave_main(block, argv[1], Function.from_spec(spec), cores)
     try:
         fn = Function.from_spec(spec)
-        cores = int(os.environ.get("CORES") or 0) or os.cpu_count() or 1
         rows = [(i, p) for i, p in block["rows"]]
         cols = [(j, p) for j, p in block["cols"]]
         lines, calls = run_block(fn, rows, cols, block.get("symmetric", False), cores)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import heapq
-import io
 import json
 import math
 import multiprocessing
@@ -18,7 +17,6 @@ import os
 import shlex
 import struct
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -26,7 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from treadle.allpairs.functions import resolve
-from treadle.allpairs.runner import Function, Spawner, result_text
+from treadle.allpairs.runner import Function, PairFailure, Spawner, wave_cell
 from treadle.errors import AllPairsError
 
 D_TASK = 0.1
@@ -149,37 +147,21 @@ _LOCAL = threading.local()
 
 def compute_cell(fn: Function, x: int, y: int, left: str, bottom: str, diag: str) -> str:
     """R[x][y] from its neighbours; raises AllPairsError naming the cell when F fails."""
+    spawner = None
     if fn.kind == "exec":
         spawner = getattr(_LOCAL, "spawner", None)
         if spawner is None:
             spawner = _LOCAL.spawner = Spawner()
-        with tempfile.TemporaryDirectory(prefix="treadle-wf-") as tmp:
-            paths = []
-            for name, value in (("left", left), ("bottom", bottom), ("diag", diag)):
-                path = os.path.join(tmp, name)
-                with open(path, "w", encoding="utf-8") as f:
-                    f.write(value + "\n")
-                paths.append(path)
-            argv = [fn.executable, *fn.args, str(x), str(y), *paths]
-            code, out, tail = spawner.run(fn.executable, argv)
-        if code != 0:
-            tail = " ".join(tail.strip().splitlines()[-5:])
-            raise AllPairsError(f"F failed on cell ({x}, {y}) with exit status {code}"
-                                + (f"; stderr: {tail}" if tail else ""))
-        value = out.decode("utf-8", "replace").rstrip()
-    else:
-        saved, buffer = sys.stdout, io.StringIO()
-        sys.stdout = buffer
-        try:
-            result = fn.call(x, y, left, bottom, diag)
-        except Exception as e:
-            raise AllPairsError(f"F failed on cell ({x}, {y}): {type(e).__name__}: {e}") from None
-        finally:
-            sys.stdout = saved
-        value = buffer.getvalue().rstrip() if result is None else result_text(result).strip()
-    if "\n" in value or "\r" in value:
-        raise AllPairsError(f"F returned a multi-line value for cell ({x}, {y})")
-    return value
+    try:
+        return wave_cell(fn, x, y, left, bottom, diag, spawner)
+    except PairFailure as e:
+        raise cell_error(e) from None
+
+
+def cell_error(failure: PairFailure) -> AllPairsError:
+    tail = " ".join(failure.stderr.strip().splitlines()[-5:])
+    return AllPairsError(f"F failed on cell ({failure.i}, {failure.j}): {failure.message}"
+                         + (f"; stderr: {tail}" if tail else ""))
 
 
 def _pool_cell(x: int, y: int, left: str, bottom: str, diag: str) -> str:
@@ -242,8 +224,8 @@ def wavefront(function: object, boundary: str | os.PathLike | dict, xsize: int, 
               port: int | None = None, random_port_file: str | None = None,
               project: str | None = None, priority: int = 0, comparison_time: float | None = None,
               bitmap: str | None = None, restart: bool = False, stats_file: str | None = None,
-              plan_only: bool = False, max_workers: int = 400, quiet: bool = False,
-              plan_stream=None) -> dict:
+              plan_only: bool = False, max_workers: int = 400, retries: int = 3,
+              host: str = "", quiet: bool = False, plan_stream=None) -> dict:
     """Compute every interior cell and write ``x y value`` lines sorted by x, then y."""
     started = time.perf_counter()
     if xsize < 1 or ysize < 1:
@@ -253,7 +235,8 @@ def wavefront(function: object, boundary: str | os.PathLike | dict, xsize: int, 
     args = shlex.split(extra_args) if isinstance(extra_args, str) else [str(a) for a in extra_args]
     if isinstance(function, str) and function == "BITWISE":
         raise AllPairsError("built-in functions do not apply to Wavefront")
-    fn = resolve(function, args).function
+    resolved = resolve(function, args)
+    fn = resolved.function
     if fn.batched:
         raise AllPairsError("batched functions do not apply to Wavefront")
     known = read_boundary(boundary, xsize, ysize)
@@ -279,9 +262,13 @@ def wavefront(function: object, boundary: str | os.PathLike | dict, xsize: int, 
             print(plan.describe(xsize, ysize), file=plan_stream or sys.stdout)
             return {"plan": asdict(plan)}
         if plan.mode == "wq":
-            raise AllPairsError("distributed Wavefront is not available yet (issue 5); "
-                                "use -T local")
-        calls = _run_local(fn, known, xsize, ysize, k_local, journal, bitmap, quiet)
+            from treadle.allpairs.wavefront_wq import run_blocks
+
+            calls = run_blocks(resolved, known, xsize, ysize, plan.block, journal,
+                               port=port, random_port_file=random_port_file, project=project,
+                               priority=priority, retries=retries, host=host, quiet=quiet)
+        else:
+            calls = _run_local(fn, known, xsize, ysize, k_local, journal, bitmap, quiet)
     finally:
         journal.close()
     tmp = output.with_name(output.name + ".tmp")
