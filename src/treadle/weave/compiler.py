@@ -175,5 +175,5 @@ def run_engine(compiled: Compiled, engine_args: str, wrapper: str | None) -> int
     if compiled.collects and not any(a == "-g" or a.startswith(("-g", "--gc")) for a in args):
         args = ["-g", "ref_cnt", *args]
     argv = engine_command(compiled.dag, args, wrapper, compiled.script.config.fmt)
-    log.info("running %s", shlex.join(argv))
+    logging.getLogger("treadle.weave.engine").info("running %s", shlex.join(argv))
     return subprocess.call(argv, cwd=compiled.sandbox, env=engine_environment())

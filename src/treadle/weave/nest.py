@@ -18,6 +18,7 @@ from treadle.weave.stash import Stash
 from treadle.weave.task import Task
 
 log = logging.getLogger("treadle.weave.nest")
+engine_log = logging.getLogger("treadle.weave.engine")
 
 
 class Nest:
@@ -213,7 +214,7 @@ class Nest:
         dag = self.dag_name(self.dag_path, self.dag_path)
         argv = engine_command(dag, arguments, self.wrapper or self.script.config.wrapper,
                               self.script.config.fmt)
-        log.debug("executing %s", shlex.join(argv))
+        engine_log.debug("executing %s", shlex.join(argv))
         status = subprocess.call(argv, cwd=self.script.output_directory, env=engine_environment())
         self.executed = True
         if status != 0:

@@ -7,6 +7,7 @@ text from a script reaches the database as SQL.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -15,6 +16,8 @@ from treadle.weave import context
 from treadle.weave.context import error
 from treadle.weave.datasets import Dataset, Query
 from treadle.weave.files import File
+
+log = logging.getLogger("treadle.weave.data")
 
 DEFAULT_QUERY_FORMAT = "SELECT {fields} FROM {table} WHERE {filters}"
 SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
@@ -192,6 +195,7 @@ class SQLDataset(Dataset):
     def _execute(self, stmt: Any) -> Iterator[Any]:
         from sqlalchemy.exc import SQLAlchemyError
 
+        log.debug("%s: %s", self._display_url(), " ".join(str(stmt).split()))
         try:
             if self._connection is not None:
                 yield from self._connection.execute(stmt)
