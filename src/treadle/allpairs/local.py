@@ -45,7 +45,7 @@ def _run_block(bx: int, by: int):
     try:
         lines, calls = compute_pairs(job.fn, rows, cols, job.symmetric)
     except PairFailure as e:
-        return ("fail", bx, by, e.i, e.j, e.message, e.stderr, len(rows) * len(cols))
+        return ("fail", bx, by, e.i, e.j, e.message, e.stderr)
     digest = write_block_file(job.state.temp_path(bx, by), lines)
     return ("ok", bx, by, digest, calls, len(lines))
 
@@ -79,7 +79,7 @@ def run_local(job: Job, todo: list[tuple[int, int]], cores: int, retries: int,
             stats.blocks += 1
             progress.advance(1, pairs)
             return None
-        _, bx, by, i, j, message, stderr, size = result
+        _, bx, by, i, j, message, stderr = result
         stats.calls += 1
         tries = attempts[(bx, by)] = attempts.get((bx, by), 0) + 1
         if tries >= retries:

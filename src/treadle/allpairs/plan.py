@@ -263,9 +263,7 @@ def make_plan(fn: Function, a: ItemSet, b: ItemSet, *, symmetric: bool, mode: st
     cores_per_block = k if mode == "wq" else 1
     target = block_target(mode, n, m, t, k_local if mode == "local" else k, symmetric, d_task)
     concurrent = k_local if mode == "local" else 1
-    side = memory_side_cap(mean_bytes, concurrent, block_bytes) if fn.takes_bytes else None
-    if block_bytes and not fn.takes_bytes:
-        side = block_bytes
+    side = memory_side_cap(mean_bytes, concurrent, block_bytes) if fn.takes_bytes else block_bytes
     if width or height:
         x = min(width or height or n, n)
         y = min(height or width or m, m)
