@@ -133,3 +133,24 @@ def test_hypothesis_brute_force(entries, picks, symmetric):
             out = allpairs(a, b, f, symmetric=symmetric, block=3, quiet=True,
                            output=str(root / "c.txt"))
             assert Path(out.output).read_text() == expected_text(a, b, want_h)
+
+
+def test_extra_args_and_files(items, tmp_path):
+    """-e ARGS come before the pair, split like a shell; -f files must exist."""
+    import subprocess
+
+    import pytest
+
+    from treadle.errors import AllPairsError
+
+    from .conftest import TREADLE
+
+    echo = make_script(tmp_path / "first.sh", '#!/bin/sh\necho "$1/$2/$(cat weights.txt)"\n')
+    Path("weights.txt").write_text("w")
+    listed = write_list(tmp_path / "set.list", items[:2])
+    run = subprocess.run(TREADLE + ["allpairs", listed, listed, echo, "-e", "'a b' c", "-f",
+                                    "weights.txt", "-t", "0.01"], capture_output=True, text=True,
+                         check=True)
+    assert run.stdout.splitlines()[0].endswith("\ta b/c/w")
+    with pytest.raises(AllPairsError, match="missing.txt"):
+        allpairs(items, items, echo, extra_files=["missing.txt"], quiet=True)
