@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import logging
 import os
 import platform
@@ -335,20 +336,20 @@ class Worker:
         while True:
             if self._stopping:
                 return 0 if self._stopping == "wall_time" else 1
-            stream = await self._connect()
-            if stream is None:
+            link = await self._connect()
+            if link is None:
                 if time.monotonic() >= give_up:
                     log.warning("no manager reached within %ss; exiting", self.opts.connect_timeout)
                     return 1
                 try:
                     assert self._wake is not None
                     await asyncio.wait_for(self._wake.wait(), backoff)
-                except TimeoutError:
+                except asyncio.TimeoutError:  # noqa: UP041 - not the builtin before 3.11
                     pass
                 backoff = min(backoff * 2, self.opts.max_backoff)
                 continue
             backoff = self.opts.min_backoff
-            session = _Session(self, *stream)
+            session = _Session(self, link)
             self._session = session
             try:
                 reason = await session.serve()
@@ -368,16 +369,16 @@ class Worker:
     async def _connect(self):
         for host, port in await self._manager_addresses():
             try:
-                reader, writer = await asyncio.wait_for(
-                    asyncio.open_connection(host, port, limit=READ_SIZE), 10)
-            except (TimeoutError, OSError) as e:
+                _, link = await asyncio.wait_for(
+                    asyncio.get_running_loop().create_connection(_Link, host, port), 10)
+            except (asyncio.TimeoutError, OSError) as e:  # noqa: UP041 - 3.8 has its own
                 log.info("cannot connect to %s:%d: %s", host, port, e)
                 continue
-            sock = writer.get_extra_info("socket")
+            sock = link.transport.get_extra_info("socket")
             if sock is not None:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             log.info("connected to %s:%d", host, port)
-            return reader, writer
+            return link
         return None
 
     async def _manager_addresses(self) -> list:
@@ -463,15 +464,94 @@ def find_managers(catalog: str | None, project: str) -> list:
     return out
 
 
+class _Link(asyncio.Protocol):
+    """The socket as chunks of bytes, without StreamReader's extra buffer copy.
+
+    Bulk payloads pass from the transport to the protocol module and on to
+    ``os.write`` as the very bytes objects the socket returned.
+    """
+
+    HIGH_WATER = 4 * READ_SIZE  # stop reading from the socket above this much unread
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self._chunks: collections.deque = collections.deque()
+        self._unread = 0
+        self._eof = False
+        self._reading_paused = False
+        self._readable: asyncio.Future | None = None
+        self._writable: asyncio.Future | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self._chunks.append(data)
+        self._unread += len(data)
+        if self._unread > self.HIGH_WATER and not self._reading_paused:
+            self._reading_paused = True
+            self.transport.pause_reading()
+        self._wake_reader()
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        self._wake_reader()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._eof = True
+        self._wake_reader()
+        if self._writable is not None and not self._writable.done():
+            self._writable.set_result(None)
+
+    def pause_writing(self) -> None:
+        if self._writable is None or self._writable.done():
+            self._writable = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        if self._writable is not None and not self._writable.done():
+            self._writable.set_result(None)
+
+    def _wake_reader(self) -> None:
+        if self._readable is not None and not self._readable.done():
+            self._readable.set_result(None)
+
+    async def read(self) -> bytes:
+        """The next chunk received, or b"" at end of file."""
+        while not self._chunks:
+            if self._eof:
+                return b""
+            self._readable = asyncio.get_running_loop().create_future()
+            await self._readable
+        data = self._chunks.popleft()
+        self._unread -= len(data)
+        if self._reading_paused and self._unread <= self.HIGH_WATER // 2:
+            self._reading_paused = False
+            self.transport.resume_reading()
+        return data
+
+    def write(self, data: bytes) -> None:
+        if self.transport.is_closing():
+            raise ConnectionResetError("connection closed")
+        self.transport.write(data)
+
+    async def drain(self) -> None:
+        if self.transport.is_closing():
+            raise ConnectionResetError("connection closed")
+        if self._writable is not None and not self._writable.done():
+            await self._writable
+
+    def close(self) -> None:
+        self.transport.close()
+
+
 class _Session:
     """One connection to a manager: its protocol state, tasks and watchdogs."""
 
-    def __init__(self, worker: Worker, reader: asyncio.StreamReader,
-                 writer: asyncio.StreamWriter) -> None:
+    def __init__(self, worker: Worker, link: _Link) -> None:
         self.w = worker
         self.ws = worker.ws
-        self.reader = reader
-        self.writer = writer
+        self.link = link
         self.conn = p.WorkerConnection()
         self.lock = asyncio.Lock()
         self.waiting: list = []
@@ -501,7 +581,7 @@ class _Session:
             await self._send(*self._greeting())
             while self.reason is None:
                 try:
-                    data = await self.reader.read(READ_SIZE)
+                    data = await self.link.read()
                 except (ConnectionError, OSError):
                     data = b""
                 if self.reason is not None:
@@ -531,10 +611,10 @@ class _Session:
             self._kill_group(run)
         if farewell is not None and not self.lock.locked() and not self.conn.payload_owed:
             try:
-                self.writer.write(self.conn.send(farewell))
+                self.link.write(self.conn.send(farewell))
             except (p.LocalProtocolError, OSError):
                 pass
-        self.writer.close()
+        self.link.close()
 
     async def shutdown(self) -> None:
         """Kill every task and close the socket; the caller wipes the workspace."""
@@ -547,35 +627,38 @@ class _Session:
             os.close(self._put_fd)
             self._put_fd = None
         try:
-            self.writer.close()
+            self.link.close()
         except OSError:
             pass
 
     async def _send(self, *events: p.Event) -> None:
         async with self.lock:
-            self.writer.write(b"".join(self.conn.send(e) for e in events))
-            await self.writer.drain()
+            self.link.write(b"".join(self.conn.send(e) for e in events))
+            await self.link.drain()
 
     async def _read_events(self) -> list:
         while True:
             events = list(self.conn.events())
             if events:
                 return events
-            data = await asyncio.wait_for(self.reader.read(READ_SIZE), 30)
+            data = await asyncio.wait_for(self.link.read(), 30)
             self.conn.receive_data(data)
 
     async def _authenticate(self, password: bytes) -> None:
         hs = p.PasswordHandshake(password)
-        await self._send(*hs.start())
-        while hs.succeeded is None:
-            for event in await self._read_events():
-                if isinstance(event, p.ConnectionClosed):
-                    log.warning("manager closed the connection during the password step "
-                                "(does it have a password?)")
-                    raise _Stop("password")
-                await self._send(*hs.receive(event))
-                if hs.succeeded is not None:
-                    break
+        try:
+            await self._send(*hs.start())
+            while hs.succeeded is None:
+                for event in await self._read_events():
+                    if isinstance(event, p.ConnectionClosed):
+                        raise ConnectionResetError("closed")
+                    await self._send(*hs.receive(event))
+                    if hs.succeeded is not None:
+                        break
+        except (ConnectionError, OSError, asyncio.TimeoutError):  # noqa: UP041 - 3.8
+            log.warning("the manager closed the connection during the password step "
+                        "(wrong password, or a manager without one?)")
+            raise _Stop("password") from None
         if not hs.succeeded:
             log.warning("password authentication with the manager failed")
             raise _Stop("password")
@@ -916,59 +999,59 @@ class _Session:
                         size = os.path.getsize(done.stdout)
                     except OSError:
                         size = 0
-                self.writer.write(self.conn.send(
+                self.link.write(self.conn.send(
                     p.Result(done.status, done.exit_code, size, done.usec, done.task_id)))
                 if size:
                     await self._stream_file(done.stdout, size)
-                self.writer.write(self.conn.send(
+                self.link.write(self.conn.send(
                     p.Info("tasks_running", str(self._n_running()))))
-            self.writer.write(self.conn.send(p.End()))
-            await self.writer.drain()
+            self.link.write(self.conn.send(p.End()))
+            await self.link.drain()
 
     async def _stream_file(self, path: str, size: int) -> None:
         """Send exactly ``size`` bytes of ``path`` (zero-padded if it shrank meanwhile)."""
         sent = 0
         try:
             with open(path, "rb") as f:
-                await self.writer.drain()
+                await self.link.drain()
                 loop = asyncio.get_running_loop()
                 try:
-                    sent = await loop.sendfile(self.writer.transport, f, 0, size)
+                    sent = await loop.sendfile(self.link.transport, f, 0, size)
                 except (NotImplementedError, RuntimeError):
                     while sent < size:
                         chunk = f.read(min(READ_SIZE, size - sent))
                         if not chunk:
                             break
-                        self.writer.write(chunk)
+                        self.link.write(chunk)
                         sent += len(chunk)
-                        await self.writer.drain()
+                        await self.link.drain()
         except OSError as e:
             if isinstance(e, ConnectionError):
                 raise
             log.warning("cannot read %s: %s", path, e)
         if sent < size:
-            self.writer.write(bytes(size - sent))
+            self.link.write(bytes(size - sent))
         self.conn.payload_streamed(size)
 
     async def _send_get(self, name: str) -> None:
         async with self.lock:
             await self._send_tree(self.ws.cache_path(name), name, set())
-            self.writer.write(self.conn.send(p.End()))
-            await self.writer.drain()
+            self.link.write(self.conn.send(p.End()))
+            await self.link.drain()
 
     async def _send_tree(self, path: str, wire: str, ancestors: set) -> None:
         """A get reply item: symlinks are followed, a dangling one is `missing`."""
         try:
             st = os.stat(path)
         except OSError as e:
-            self.writer.write(self.conn.send(p.Missing(wire, e.errno or 2)))
+            self.link.write(self.conn.send(p.Missing(wire, e.errno or 2)))
             return
         if os.path.isdir(path):
             key = (st.st_dev, st.st_ino)
             if key in ancestors:
-                self.writer.write(self.conn.send(p.Missing(wire, 40)))  # ELOOP
+                self.link.write(self.conn.send(p.Missing(wire, 40)))  # ELOOP
                 return
-            self.writer.write(self.conn.send(p.DirReply(wire)))
+            self.link.write(self.conn.send(p.DirReply(wire)))
             try:
                 entries = os.listdir(path)
             except OSError:
@@ -979,13 +1062,13 @@ class _Session:
                     continue
                 await self._send_tree(os.path.join(path, entry), f"{wire}/{entry}",
                                       ancestors | {key})
-            await self.writer.drain()
+            await self.link.drain()
         elif os.path.isfile(path):
-            self.writer.write(self.conn.send(p.FileReply(wire, st.st_size)))
+            self.link.write(self.conn.send(p.FileReply(wire, st.st_size)))
             if st.st_size:
                 await self._stream_file(path, st.st_size)
         else:
-            self.writer.write(self.conn.send(p.Missing(wire, 22)))  # EINVAL: not a file
+            self.link.write(self.conn.send(p.Missing(wire, 22)))  # EINVAL: not a file
 
     # -- other inputs ------------------------------------------------------------------
 
