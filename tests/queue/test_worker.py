@@ -337,3 +337,22 @@ def test_password_mismatch_fails_on_both_sides(manager: ScriptedManager, start_w
     assert hs.succeeded is False
     assert proc.wait(timeout=10) != 0
     assert b"password" in proc.stderr.read()
+
+
+@pytest.mark.parametrize("option,command,info", [
+    ("--disk", "head -c 30000000 /dev/zero > big; sleep 30", "disk_exhausted"),
+    ("--memory", "python3 -c 'x = bytearray(150000000); import time; time.sleep(30)'",
+     "memory_exhausted"),
+])
+def test_exceeding_a_worker_promise_makes_it_leave(
+        manager: ScriptedManager, start_worker, tmp_path: Path, option: str, command: str,
+        info: str) -> None:
+    proc = start_worker("-t", "60", option, "10", "-s", str(tmp_path), "127.0.0.1",
+                        str(manager.port))
+    manager.accept()
+    manager.greeting()
+    manager.send(p.Task(1, command, cores=1, disk=1, memory=1))
+    events = manager.until(lambda e: isinstance(e, p.ConnectionClosed), timeout=30)
+    assert any(isinstance(e, p.Info) and e.name == info and int(e.value) > 10 for e in events)
+    assert proc.wait(timeout=10) != 0
+    assert not list(tmp_path.glob("worker-*"))

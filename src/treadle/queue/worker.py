@@ -46,7 +46,8 @@ FORSAKEN = 40
 TASK_MAX_RUN_TIME = 56
 
 RESOURCE_NAMES = ("cores", "memory", "disk", "gpus")
-READ_SIZE = 1 << 20  # bytes per socket read; large reads keep bulk transfers cheap
+READ_SIZE = 1 << 20  # flow-control unit of the socket reader
+USAGE_INTERVAL = 1.0  # seconds between two checks of disk and memory use (running tasks only)
 
 
 def treadle_version() -> str:
@@ -360,7 +361,7 @@ class Worker:
             log.info("disconnected: %s", reason)
             if reason in ("exit", "idle", "wall_time", "parent"):
                 return 0
-            if reason in ("vacate", "password"):
+            if reason in ("vacate", "password", "exhausted"):
                 return 1
             if self.opts.single_shot:
                 return 0
@@ -432,6 +433,28 @@ class Worker:
             sb.remove(path)
             return
         asyncio.get_running_loop().run_in_executor(None, sb.remove, spare)
+
+
+def memory_mb(groups: list) -> int:
+    """Resident memory of every process in these process groups, in MB (Linux /proc)."""
+    wanted = set(groups)
+    if not wanted:
+        return 0
+    page = os.sysconf("SC_PAGE_SIZE")
+    total = 0
+    try:
+        pids = [d for d in os.listdir("/proc") if d.isdigit()]
+    except OSError:
+        return 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) in wanted:  # fields after the name: state ppid pgrp ...
+            total += int(fields[21]) * page  # rss in pages
+    return total // (1 << 20)
 
 
 def find_managers(catalog: str | None, project: str) -> list:
@@ -572,7 +595,8 @@ class _Session:
     # -- the connection ----------------------------------------------------------------
 
     async def serve(self) -> str:
-        watchdog = asyncio.ensure_future(self._watch_idle())
+        watchdogs = [asyncio.ensure_future(self._watch_idle()),
+                     asyncio.ensure_future(self._watch_usage())]
         try:
             if self.w.opts.password is not None:
                 await self._authenticate(self.w.opts.password)
@@ -599,7 +623,8 @@ class _Session:
         except (ConnectionError, OSError) as e:
             self.reason = self.reason or f"connection lost ({e})"
         finally:
-            watchdog.cancel()
+            for watchdog in watchdogs:
+                watchdog.cancel()
         return self.reason or "eof"
 
     def stop(self, reason: str, farewell: p.Info | None) -> None:
@@ -704,6 +729,26 @@ class _Session:
                 self.last_busy = time.monotonic()
             elif time.monotonic() - self.last_busy >= timeout:
                 self.stop("idle", p.Info("idle-disconnecting", str(int(timeout))))
+                return
+
+    async def _watch_usage(self) -> None:
+        """--disk and --memory are promises: break one and the worker leaves (section 2.4)."""
+        loop = asyncio.get_running_loop()
+        total = self.w.total
+        while True:
+            await asyncio.sleep(USAGE_INTERVAL)
+            if not self.running:
+                continue
+            disk = await loop.run_in_executor(None, sb.used_disk_mb, self.ws.root)
+            memory = await loop.run_in_executor(
+                None, memory_mb, [r.proc.pid for r in self.running.values() if r.proc])
+            if disk > total["disk"]:
+                log.warning("workspace uses %d MB, more than --disk %d", disk, total["disk"])
+                self.stop("exhausted", p.Info("disk_exhausted", str(disk)))
+                return
+            if memory > total["memory"]:
+                log.warning("tasks use %d MB, more than --memory %d", memory, total["memory"])
+                self.stop("exhausted", p.Info("memory_exhausted", str(memory)))
                 return
 
     # -- events ------------------------------------------------------------------------
