@@ -148,3 +148,26 @@ def test_wrong_password_is_refused(tmp_path: Path, start_makeflow, start_worker)
     mf.communicate(timeout=60)
     assert mf.returncode == 0 and (tmp_path / "x.txt").read_text() == "x\n"
     assert good.wait(timeout=30) == 0
+
+
+def test_worker_finds_the_manager_through_a_local_catalog(
+        tmp_path: Path, start_makeflow, start_worker, reference_env: dict,
+        free_port: int) -> None:
+    catalog = subprocess.Popen(["catalog_server", "-I", "127.0.0.1", "-p", str(free_port),
+                                "-u", f"127.0.0.1:{free_port}"], env=reference_env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        (tmp_path / "Makeflow").write_text("x.txt:\n\techo found > x.txt\n")
+        reference_env["CATALOG_HOST"] = f"127.0.0.1:{free_port}"
+        project = f"treadle-test-{free_port}"
+        mf, _ = start_makeflow("Makeflow", "-N", project, "-C", f"127.0.0.1:{free_port}",
+                               cwd=tmp_path)
+        worker = start_worker("--single-shot", "-t", "30", "-i", "0.2", "-b", "0.5",
+                              "-M", "treadle-test-.*", "-C", f"127.0.0.1:{free_port}",
+                              "-s", str(tmp_path))
+        mf.communicate(timeout=60)
+        assert (tmp_path / "x.txt").read_text() == "found\n"
+        assert worker.wait(timeout=30) == 0
+    finally:
+        catalog.kill()
+        catalog.wait()
