@@ -297,6 +297,7 @@ BAD_FOR_WORKER = [
     b"put ../x 1 0644\nz",
     b"put a%2Fb 1 0644\nz",  # decoded name contains a slash
     b"put . 1 0644\nz",
+    b"get a%0Ab\n",  # a newline could not come back raw in the reply
     b"dir %2E%2E\n",
     b"get ..\n",
     b"unlink /etc\n",

@@ -19,7 +19,7 @@ SETTINGS = settings(max_examples=150, deadline=None,
 
 BLANKS = " \t\n\r\x0b\x0c"
 text = st.text(max_size=12)
-component = st.text(min_size=1, max_size=12).filter(p.is_component)
+component = st.text(min_size=1, max_size=12).filter(lambda s: p.is_component(s) and "\n" not in s)
 token = st.text(min_size=1, max_size=12).filter(lambda s: not any(c in s for c in BLANKS))
 raw_component = component.filter(lambda s: not any(c in s for c in BLANKS))
 no_newline = st.text(max_size=12).filter(lambda s: "\n" not in s)

@@ -703,7 +703,7 @@ def _size(field: bytes, what: str = "length") -> int:
 
 def _cache_name(field: bytes, encoded: bool = True) -> str:
     name = url_decode(field) if encoded else _to_str(field)
-    if not is_component(name):
+    if not is_component(name) or "\n" in name:  # a get reply sends the name raw
         raise ProtocolError(f"bad cache name {name[:80]!r}")
     return name
 
@@ -754,7 +754,7 @@ def _line(text: str) -> bytes:
 
 
 def _check_cache_name(name: str) -> None:
-    if not is_component(name):
+    if not is_component(name) or "\n" in name:
         raise LocalProtocolError(f"cache name {name!r} is not one path component")
 
 
@@ -1406,7 +1406,7 @@ class ManagerConnection(_Connection):
         raise LocalProtocolError(f"a manager does not send {event!r}")
 
     def _check_name(self, name: str) -> None:
-        if not is_component(name):
+        if not is_component(name) or "\n" in name:
             where = "inside a directory stream" if self._out_depth else "as a cache name"
             raise LocalProtocolError(f"{name!r} is not one path component {where}")
 

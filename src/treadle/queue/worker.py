@@ -617,9 +617,12 @@ class _Session:
                     await self._handle(event)
         except _Stop as stop:
             self.reason = self.reason or stop.reason
-        except p.ProtocolError as e:
+        except (p.ProtocolError, sb.SandboxError) as e:
             log.warning("protocol error from manager: %s", e)
             self.reason = "protocol error"
+        except p.LocalProtocolError as e:  # a reply we cannot express: drop this connection
+            log.error("cannot answer the manager: %s", e)
+            self.reason = "internal error"
         except (ConnectionError, OSError) as e:
             self.reason = self.reason or f"connection lost ({e})"
         finally:
