@@ -25,6 +25,7 @@ import os
 import shlex
 import shutil
 import signal
+import stat
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -332,9 +333,11 @@ class Engine:
             r = stack.pop()
             if self.state[r] == WAITING:
                 continue
+            # Journal first: if we die before the files are gone, the rule simply runs again.
+            self._change(r, WAITING, 0)
+            self.journal.flush()
             for name in g.outputs[r]:
                 self.delete_file(name, quiet=quiet)
-            self._change(r, WAITING, 0)
             if self.out.debug_stream is not None:
                 self.out.debug(f"rule {r} reset to waiting")
             stack.extend(reversed(g.children[r]))
@@ -347,12 +350,19 @@ class Engine:
 
     def delete_file(self, name: str, quiet: bool = False) -> int:
         """Delete a file or directory, say so, and journal it as deleted (§2.5: said even if absent)."""
-        size = 0
-        if self.touch_files:
+        try:
+            st = os.lstat(name)
+        except OSError:
+            st = None
+        size = st.st_size if st is not None else 0
+        # Journal first: a file logged as deleted but still there is harmless; a file
+        # gone but still logged as made would look deleted by someone else next run.
+        self.journal.file_record(name, jr.F_DELETE, size)
+        self.journal.flush()
+        self._file_state[name] = jr.F_DELETE
+        if self.touch_files and st is not None:
             try:
-                st = os.lstat(name)
-                size = st.st_size
-                if os.path.isdir(name) and not os.path.islink(name):
+                if stat.S_ISDIR(st.st_mode):
                     shutil.rmtree(name, ignore_errors=True)
                 else:
                     os.unlink(name)
@@ -362,8 +372,6 @@ class Engine:
                 self.out.warn(f"could not delete {name}: {e.strerror}")
         if not quiet:
             self.out.say(f"deleted {name}")
-        self.journal.file_record(name, jr.F_DELETE, size)
-        self._file_state[name] = jr.F_DELETE
         return size
 
     def _start(self, rid: int, is_local: bool) -> None:
