@@ -908,12 +908,22 @@ class _Session:
                 raise sb.SandboxError(f"unsafe output name {out.sandbox_name!r}")
         return box
 
+    def _heavy_setup(self, task: p.Task) -> bool:
+        """Whether linking the inputs may take long: directories, or many files."""
+        if len(task.inputs) > 16:
+            return True
+        return any(isinstance(i, p.TaskFile) and os.path.isdir(self.ws.cache + "/" + i.cache_name)
+                   for i in task.inputs)
+
     async def _run(self, run: _Running) -> None:
         task = run.task
         loop = asyncio.get_running_loop()
         out_path = self.ws.stdout_path(task.task_id)
         try:
-            box = self._setup_sandbox(task)
+            if self._heavy_setup(task):  # a big tree must not stall replies to the manager
+                box = await loop.run_in_executor(None, self._setup_sandbox, task)
+            else:
+                box = self._setup_sandbox(task)
             tmpdir = sb.make_task_tmpdir(box, task.task_id)
         except (sb.SandboxError, OSError) as e:
             log.warning("task %d: sandbox set-up failed: %s", task.task_id, e)
