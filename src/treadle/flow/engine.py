@@ -245,8 +245,6 @@ class Engine:
         self._fingerprinted: set[str] = set()
         self._env_cache: dict[int, tuple[Mapping[str, str], dict[str, str]]] = {}
         self._commands: dict[int, str] = {}
-        self._resources: dict[int, Resources] = {}
-        self.sources_seen: dict[str, tuple[int, int, str | None]] = {}
 
     # --- set-up --------------------------------------------------------------------------
 
@@ -750,7 +748,6 @@ class Engine:
         self._fingerprinted.add(name)
         fp = fingerprint(name, self.opts.checksum_sources)
         if fp is not None:
-            self.sources_seen[name] = fp
             self.journal.source_record(name, *fp)
 
     @property

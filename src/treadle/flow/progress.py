@@ -36,7 +36,15 @@ class Progress:
             from rich.console import Console
             from rich.live import Live
 
-            self._live = Live(console=Console(file=self.stream), refresh_per_second=4, transient=False)
+            # Lines printed to stdout go above the display only when stdout is that same
+            # terminal; redirected to a file they must stay on stdout, untouched.
+            self._live = Live(
+                console=Console(file=self.stream),
+                refresh_per_second=4,
+                transient=False,
+                redirect_stdout=sys.stdout.isatty(),
+                redirect_stderr=False,
+            )
             self._live.start()
             self._live.update(self._render(), refresh=True)
 
