@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from treadle.cli.run import parse_args, tokenize
 from treadle.errors import UsageError
@@ -364,3 +366,34 @@ def test_work_queue_runs_remote_rules_and_local_rules_stay_here(tmp_path):
     assert (tmp_path / "report.txt").read_text() == "hello alice\nhello bob\n!\n3\n5\n"
     local_ids = [line.split()[-1] for line in out.splitlines() if line.startswith("submitted job ")]
     assert len(local_ids) == 4
+
+
+def test_zero_length_outputs_and_waiting_for_files(tmp_path):
+    (tmp_path / "z.mf").write_text("empty:\n\ttouch empty\n")
+    assert treadle("z.mf", cwd=tmp_path).returncode == 0
+    (tmp_path / "z2.mf").write_text("empty2:\n\ttouch empty2\n")
+    r = treadle("-z", "z2.mf", cwd=tmp_path)
+    assert r.returncode == 1 and "did not create file empty2" in r.stderr
+    (tmp_path / "late.mf").write_text("late:\n\t(sleep 0.5; touch late) > /dev/null 2>&1 &\n")
+    assert treadle("--wait-for-files-upto", "10", "late.mf", cwd=tmp_path).returncode == 0
+
+
+def test_remote_renaming_is_refused_under_local_execution(tmp_path):
+    (tmp_path / "in").write_text("x\n")
+    (tmp_path / "r.mf").write_text("out: in->renamed\n\tcp renamed out\n")
+    r = treadle("r.mf", cwd=tmp_path)
+    assert r.returncode == 1 and "Remote renaming is not supported" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+ARGS = [["-j", "2"], ["--gc=ref_cnt"], ["-r", "3"], ["--skip-file-check"], ["-coutputs"], ["-l", "x.log"]]
+
+
+@settings(max_examples=30, deadline=None)
+@given(order=st.permutations(range(len(ARGS))), at=st.integers(0, len(ARGS)))
+def test_options_and_the_dagfile_may_come_in_any_order(order, at):
+    argv = [w for i in order for w in ARGS[i]]
+    argv.insert(sum(len(ARGS[i]) for i in order[:at]), "wf.mf")
+    o = parse_args(argv, {})
+    assert (o.dagfile, o.max_local, o.gc, o.retries, o.skip_file_check, o.clean, o.log_path) == (
+        "wf.mf", 2, "ref_cnt", 3, True, "outputs", "x.log")
