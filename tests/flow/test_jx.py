@@ -143,6 +143,25 @@ def test_self_referencing_definitions_fail_cleanly():
     assert "itself" in e.message
 
 
+def test_definitions_built_on_definitions_are_evaluated_once():
+    chain = {"d0": jx.Lazy(jx.parse("1"))}
+    for i in range(1, 40):
+        chain[f"d{i}"] = jx.Lazy(jx.parse(f"d{i - 1} + d{i - 1}"))
+    assert ev("d39", **chain) == 2**39
+
+
+def test_integers_wrap_at_64_bits():
+    assert ev("9223372036854775807 + 1") == -(2**63)
+    assert ev("4294967296 * 4294967296") == 0
+
+
+def test_huge_results_and_endless_work_fail_cleanly(monkeypatch):
+    with pytest.raises(jx.JXError, match="too large"):
+        ev("x", x=jx.Lazy(jx.parse("y + y")), y="z" * (jx.MAX_SIZE // 2 + 1))
+    monkeypatch.setattr(jx, "MAX_STEPS", 1000)
+    assert "steps" in jx_error("[x for x in range(5000)]").message
+
+
 def test_deep_nesting_fails_cleanly():
     with pytest.raises(jx.JXError):
         ev("[" * 3000 + "]" * 3000)

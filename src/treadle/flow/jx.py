@@ -23,6 +23,9 @@ from collections.abc import Callable
 MAX_RANGE = 10_000_000  # elements; a typo like range(1e12) must fail, not fill the memory
 MAX_PARSE_DEPTH = 400  # grammar levels on the parser's stack (about 55 nested brackets)
 MAX_DEPTH = 250  # nested evaluations, symbol definitions included
+MAX_STEPS = 50_000_000  # node evaluations per load: bounded work whatever the input
+MAX_SIZE = 1 << 26  # elements of a list, characters of a string made by an operator
+_INT_BITS = 1 << 64  # integers are the reference's 64-bit ints and wrap like them
 
 
 class JXError(Exception):
@@ -406,29 +409,40 @@ def parse(text: str) -> Node:
 
 
 class Lazy:
-    """A context entry not evaluated yet (a ``define`` value or a ``--jx-define``)."""
+    """A context entry evaluated on first use (a ``define`` value or a ``--jx-define``).
 
-    __slots__ = ("node",)
+    The value is kept after the first use, so definitions built from other
+    definitions cost linear, not exponential, time.
+    """
+
+    __slots__ = ("node", "value", "done")
 
     def __init__(self, node: Node):
         self.node = node
+        self.value = None
+        self.done = False
 
 
 class Context:
     """Symbol bindings, with a guard against definitions that refer to themselves."""
 
-    __slots__ = ("bindings", "busy", "depth")
+    __slots__ = ("bindings", "busy", "depth", "steps")
 
     def __init__(self, bindings: dict | None = None):
         self.bindings = dict(bindings or {})
         self.busy: set[str] = set()
         self.depth = 0
+        self.steps = [0]  # shared with child contexts: the whole evaluation's budget
 
     def child(self, name: str, value) -> Context:
+        return self.extended({name: value})
+
+    def extended(self, more: dict) -> Context:
         c = Context.__new__(Context)
-        c.bindings = {**self.bindings, name: value}
+        c.bindings = {**self.bindings, **more}
         c.busy = self.busy
         c.depth = self.depth
+        c.steps = self.steps
         return c
 
 
@@ -491,9 +505,12 @@ def evaluate(node: Node, ctx: Context | dict | None = None):
 
 def _ev(node: Node, ctx: Context):
     ctx.depth += 1
+    ctx.steps[0] += 1
     try:
         if ctx.depth > MAX_DEPTH:
             raise node.fail("expression nested too deeply")
+        if ctx.steps[0] > MAX_STEPS:
+            raise node.fail(f"evaluation takes more than {MAX_STEPS} steps")
         return _EVALUATORS[type(node)](node, ctx)
     finally:
         ctx.depth -= 1
@@ -508,13 +525,17 @@ def _ev_symbol(node: Symbol, ctx: Context):
         raise node.fail(f"{node.name}: undefined symbol")
     v = ctx.bindings[node.name]
     if isinstance(v, Lazy):
+        if v.done:
+            return v.value
         if node.name in ctx.busy:
             raise node.fail(f"{node.name}: symbol defined in terms of itself")
         ctx.busy.add(node.name)
         try:
-            v = _ev(v.node, ctx)
+            v.value = _ev(v.node, ctx)
+            v.done = True
         finally:
             ctx.busy.discard(node.name)
+        return v.value
     return v
 
 
@@ -567,7 +588,9 @@ def _ev_unop(node: UnOp, ctx: Context):
         return not v
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise node.fail(f"{node.op}{dumps(v)}: unsupported operator on {type_name(v)}")
-    return -v if node.op == "-" else v
+    if node.op == "+":
+        return v
+    return _wrap(-v) if isinstance(v, int) else -v
 
 
 def _ev_binop(node: BinOp, ctx: Context):
@@ -607,12 +630,9 @@ def binary(op: str, a, b, node: Node):
     elif ta in ("integer", "double"):
         if op in ("<", "<=", ">", ">="):
             return _compare(op, a, b)
-        if op == "+":
-            return a + b
-        if op == "-":
-            return a - b
-        if op == "*":
-            return a * b
+        if op in ("+", "-", "*"):
+            r = a + b if op == "+" else a - b if op == "-" else a * b
+            return _wrap(r) if ta == "integer" else r
         if op in ("/", "%"):
             if b == 0:
                 raise node.fail(f"{dumps(a)} {op} {dumps(b)}: division by zero")
@@ -626,11 +646,23 @@ def binary(op: str, a, b, node: Node):
         if op in ("<", "<=", ">", ">="):
             return _compare(op, a, b)
         if op == "+":
-            return a + b
+            return _sized(a + b, node)
     elif ta == "array":
         if op == "+":
-            return a + b
+            return _sized(a + b, node)
     raise node.fail(f"{dumps(a)} {op} {dumps(b)}: unsupported operator on {ta}")
+
+
+def _wrap(n: int) -> int:
+    """``n`` as a signed 64-bit integer, the reference's integer type."""
+    n %= _INT_BITS
+    return n - _INT_BITS if n >= _INT_BITS >> 1 else n
+
+
+def _sized(v, node: Node):
+    if len(v) > MAX_SIZE:
+        raise node.fail(f"result too large ({len(v)} elements)")
+    return v
 
 
 def _compare(op: str, a, b) -> bool:
@@ -870,10 +902,7 @@ def _each(node, name, args, ctx):
     if not isinstance(seq, list):
         raise node.fail(f"{name}: expected an array, got {type_name(seq)}")
     for item in seq:
-        inner = Context.__new__(Context)
-        inner.bindings = {**ctx.bindings, **item} if isinstance(item, dict) else dict(ctx.bindings)
-        inner.busy = ctx.busy
-        inner.depth = ctx.depth
+        inner = ctx.extended(item if isinstance(item, dict) else {})
         yield item, _ev(args[1], inner)
 
 
