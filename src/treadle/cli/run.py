@@ -392,8 +392,6 @@ def execute(opts: RunOptions) -> int:
 
 def _execute(opts: RunOptions, out, started: float) -> int:
     from treadle.flow import journal as jr
-    from treadle.flow import recovery
-    from treadle.flow.engine import Engine, Graph
     if opts.change_directory:
         try:
             os.chdir(opts.change_directory)
@@ -433,7 +431,7 @@ def _execute(opts: RunOptions, out, started: float) -> int:
     journal.open()
     try:
         return _execute_locked(opts, wf, journal, out, started, log_path, batch_log, remote_cls,
-                               (cores, memory, disk, max_local, max_remote), Engine, Graph, recovery)
+                               (cores, memory, disk, max_local, max_remote))
     finally:
         journal.close()
         for rule in wf.rules:
@@ -445,7 +443,10 @@ def _execute(opts: RunOptions, out, started: float) -> int:
                     pass
 
 
-def _execute_locked(opts, wf, journal, out, started, log_path, batch_log, remote_cls, limits, Engine, Graph, recovery) -> int:  # noqa: N803
+def _execute_locked(opts, wf, journal, out, started, log_path, batch_log, remote_cls, limits) -> int:
+    """Everything after the log is locked: recovery, the file scan, then clean or run."""
+    from treadle.flow import recovery
+    from treadle.flow.engine import Engine, Graph
     from treadle.flow.journal import rule_identities
 
     cores, memory, disk, max_local, max_remote = limits
