@@ -391,7 +391,9 @@ def execute(opts: RunOptions) -> int:
 
 
 def _execute(opts: RunOptions, out, started: float) -> int:
+    """Parse and check the workflow, lock its log, then recover and run."""
     from treadle.flow import journal as jr
+
     if opts.change_directory:
         try:
             os.chdir(opts.change_directory)
