@@ -451,6 +451,13 @@ def test_errors_name_file_line_and_column():
     assert ": error: " in str(e)
 
 
+def test_values_and_lines_cannot_grow_without_bound():
+    doubling = "A=x\n" + "A=$(A)$(A)\n" * 40
+    assert "too long" in error(doubling).message
+    big = "A=" + "x" * (1 << 20) + "\na:\n\techo" + " $(A)" * 100 + "\n"
+    assert "too long" in error(big).message
+
+
 def test_runaway_self_substitution_is_stopped():
     e = error("X=\\$(X)\na:\n\techo $(X)\n")
     assert "nested" in e.message

@@ -51,7 +51,17 @@ class Lexer:
     point at the ``$`` in the file that caused the substitution.
     """
 
-    __slots__ = ("text", "pos", "filename", "scope", "depth", "origin", "line_base", "offset_base")
+    __slots__ = (
+        "text",
+        "pos",
+        "filename",
+        "scope",
+        "depth",
+        "origin",
+        "line_base",
+        "offset_base",
+        "spent",
+    )
 
     def __init__(
         self,
@@ -74,6 +84,16 @@ class Lexer:
         # For the file lexer: the line number at offset ``offset_base`` (saves counting from 0).
         self.line_base = line_base
         self.offset_base = offset_base
+        # characters substituted so far in this statement, shared with sub-lexers:
+        # a value repeated in a line must not build a command of gigabytes
+        self.spent = [0]
+
+    def start(self, pos: int, line: int, line_start: int) -> None:
+        """Start reading a statement at ``pos``, on file line ``line`` that begins at ``line_start``."""
+        self.pos = pos
+        self.line_base = line
+        self.offset_base = line_start
+        self.spent[0] = 0
 
     # ------------------------------------------------------------------ errors
     def where(self, pos: int | None = None) -> tuple[int, int]:
@@ -134,13 +154,18 @@ class Lexer:
         value = self.scope.get(name)
         if value is None:
             raise self.error(self.scope.undefined(name), at)
+        self.spent[0] += len(value)
+        if self.spent[0] > MAX_VALUE:
+            raise self.error("Substitutions make this line too long.", at)
         return value
 
     def sublexer(self, value: str, at: int) -> Lexer:
         """A lexer that reads a substituted value again, with errors pointing at ``at``."""
         if self.depth >= MAX_DEPTH:
             raise self.error(f"More than {MAX_DEPTH} nested variable substitutions.", at)
-        return Lexer(value, self.filename, self.scope, depth=self.depth + 1, origin=self.where(at))
+        sub = Lexer(value, self.filename, self.scope, depth=self.depth + 1, origin=self.where(at))
+        sub.spent = self.spent
+        return sub
 
     def single_quoted(self) -> str:
         """The text between ``'`` at ``pos`` and the next ``'`` (quotes not included)."""

@@ -263,9 +263,7 @@ class MakeParser:
                 if body[0] == "@" and self.pending is not None:
                     # An indented "@NAME=value" before the command is a rule-local
                     # assignment: the reference's own scope test is written that way.
-                    lx.pos = nl - len(body)
-                    lx.line_base = lineno
-                    lx.offset_base = pos
+                    lx.start(nl - len(body), lineno, pos)
                     self._statement(lineno)
                     lineno += text.count("\n", pos, lx.pos)
                     pos = lx.pos
@@ -304,9 +302,7 @@ class MakeParser:
                     pos = nl + 1
                     lineno += 1
                     continue
-            lx.pos = pos
-            lx.line_base = lineno
-            lx.offset_base = pos
+            lx.start(pos, lineno, pos)
             self._statement(lineno)
             lineno += text.count("\n", pos, lx.pos)
             pos = lx.pos
@@ -528,9 +524,7 @@ class MakeParser:
 
     def _slow_command(self, start: int, lineno: int) -> int:
         lx = self.lexer
-        lx.pos = start
-        lx.line_base = lineno
-        lx.offset_base = self.text.rfind("\n", 0, start) + 1
+        lx.start(start, lineno, self.text.rfind("\n", 0, start) + 1)
         tokens: list = []
         lx.command_tokens(tokens)
         local = False
