@@ -57,3 +57,12 @@ def test_final_pass_after_a_successful_run(tmp_path):
     """[F-o]: on_demand with a high threshold still collects once at the end."""
     _, r = run_counts(tmp_path, "-g", "on_demand", "-G", "100")
     assert not (tmp_path / "count.0").exists() and (tmp_path / "count.7").exists()
+
+
+def test_collected_inputs_are_made_again_when_a_later_rule_must_rerun(tmp_path):
+    run_counts(tmp_path, "-g", "all")
+    (tmp_path / "count.7").unlink()
+    r = subprocess.run([sys.executable, "-m", "treadle", "run", "-j", "1", "gc_counts.mf"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("submitting job:") == 8 and (tmp_path / "count.7").exists()

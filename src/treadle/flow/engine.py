@@ -260,6 +260,17 @@ class Engine:
         """
         g = self.graph
         state = self.state
+        producer = g.producer
+        # A rule that will run needs its generated inputs: one that garbage collection or a
+        # clean removed is made again by resetting its producer (upstream, recursively).
+        stack = [i for i, s in enumerate(state) if s != COMPLETE]
+        while stack:
+            rid = stack.pop()
+            for s in self.rules[rid].sources:
+                p = producer.get(s)
+                if p is not None and state[p] == COMPLETE and not os.path.lexists(s):
+                    self.reset(p)
+                    stack.append(p)
         stack = [i for i, s in enumerate(state) if s != COMPLETE]
         while stack:
             rid = stack.pop()
@@ -269,7 +280,6 @@ class Engine:
                     stack.append(c)
         self._pending = [sum(1 for p in ps if state[p] != COMPLETE) for ps in g.parents]
         remaining: dict[str, int] = {}
-        producer = g.producer
         for f, cons in g.consumers.items():
             if f in producer:
                 remaining[f] = sum(1 for c in cons if state[c] != COMPLETE)
