@@ -268,6 +268,13 @@ def test_sub_workflow_args_are_written_at_parse_time(tmp_path):
     assert json.loads((tmp_path / "sub.jx.0.args").read_text()) == {"a": 5, "b": "x"}
 
 
+def test_no_args_file_is_left_when_the_workflow_is_bad(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ParseError):
+        parse_jx('{"rules": [{"workflow": "s.jx", "args": {"a": 1}}, {"command": 5}]}')
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize(
     ("rule", "fragment"),
     [

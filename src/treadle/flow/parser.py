@@ -836,6 +836,7 @@ class _JXBuilder:
         self.environ = environ
         self.wf = Workflow(path=filename)
         self.env_cache: dict[tuple, dict[str, str]] = {}
+        self.args_files: list[tuple[str, dict, dict]] = []  # written once all rules are good
 
     def error(self, message: str, obj=None) -> ParseError:
         return ParseError(message, self.filename, getattr(obj, "line", 1) or 1, 1)
@@ -876,6 +877,7 @@ class _JXBuilder:
                     )
                 defined[t] = rule.line
             wf.rules.append(rule)
+        self.write_args()
         return wf
 
     def rule(self, rid: int, spec, line: int) -> Rule:
@@ -902,7 +904,8 @@ class _JXBuilder:
             if args is not None:
                 if not isinstance(args, dict):
                     raise self.error(f"rule {rid}: args must be an object", spec)
-                args_path = self.write_args(workflow, rid, args, spec)
+                args_path = f"{workflow}.{rid}.args"
+                self.args_files.append((args_path, args, spec))
         local = spec.get("local_job", False)
         if not isinstance(local, bool):
             raise self.error(f"rule {rid}: local_job must be true or false", spec)
@@ -997,13 +1000,13 @@ class _JXBuilder:
             out[k] = to_text(v)
         return out
 
-    def write_args(self, workflow: str, rid: int, args: dict, spec) -> str:
+    def write_args(self) -> None:
+        """Write each sub-workflow's ``args`` object where its nested run will read it."""
         from treadle.flow.jx import dumps
 
-        path = f"{workflow}.{rid}.args"
-        try:
-            with open(path, "w", encoding="utf-8", errors="surrogateescape") as f:
-                f.write(dumps(args) + "\n")
-        except OSError as e:
-            raise self.error(f"cannot write {path}: {e.strerror}", spec) from None
-        return path
+        for path, args, spec in self.args_files:
+            try:
+                with open(path, "w", encoding="utf-8", errors="surrogateescape") as f:
+                    f.write(dumps(args) + "\n")
+            except OSError as e:
+                raise self.error(f"cannot write {path}: {e.strerror}", spec) from None
