@@ -104,6 +104,8 @@ def _sandbox_target(sandbox: str, name: str) -> str:
         raise SandboxError(f"unsafe sandbox name {name!r}")
     path = os.path.normpath(os.path.join(sandbox, name))
     parent = os.path.dirname(path)
+    if parent == sandbox:  # a plain name: nothing to create, nothing to escape through
+        return path
     os.makedirs(parent, exist_ok=True)
     if not inside(parent, sandbox):
         raise SandboxError(f"sandbox name {name!r} leads outside the sandbox")
@@ -155,7 +157,8 @@ def collect_output(ws: Workspace, sandbox: str, name: str, cache_name: str) -> N
     if not is_safe_relative_path(name):
         return
     path = os.path.normpath(os.path.join(sandbox, name))
-    if not os.path.lexists(path) or not inside(os.path.dirname(path), sandbox):
+    parent = os.path.dirname(path)
+    if not os.path.lexists(path) or (parent != sandbox and not inside(parent, sandbox)):
         return
     target = ws.cache_path(cache_name)
     remove(target)

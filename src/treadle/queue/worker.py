@@ -310,6 +310,7 @@ class Worker:
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
+        _use_pidfd_child_watcher(loop)
         self._wake = asyncio.Event()
         try:
             self.ws.create()
@@ -435,6 +436,23 @@ class Worker:
         asyncio.get_running_loop().run_in_executor(None, sb.remove, spare)
 
 
+def _use_pidfd_child_watcher(loop: asyncio.AbstractEventLoop) -> None:
+    """On Python 3.9-3.11, watch task processes with pidfds instead of a thread each.
+
+    The default watcher there starts one thread per child, which costs about half a
+    millisecond per task; 3.12 uses pidfds by itself, 3.8 has no pidfd watcher.
+    """
+    if not (3, 9) <= sys.version_info[:2] < (3, 12) or not hasattr(os, "pidfd_open"):
+        return
+    try:
+        os.close(os.pidfd_open(os.getpid()))
+    except OSError:  # kernel older than 5.3
+        return
+    watcher = asyncio.PidfdChildWatcher()
+    watcher.attach_loop(loop)
+    asyncio.set_child_watcher(watcher)
+
+
 def memory_mb(groups: list) -> int:
     """Resident memory of every process in these process groups, in MB (Linux /proc)."""
     wanted = set(groups)
@@ -504,6 +522,7 @@ class _Link(asyncio.Protocol):
         self._reading_paused = False
         self._readable: asyncio.Future | None = None
         self._writable: asyncio.Future | None = None
+        self._out: list = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -554,17 +573,25 @@ class _Link(asyncio.Protocol):
         return data
 
     def write(self, data: bytes) -> None:
+        """Queue bytes; ``drain`` (or ``close``) sends them, several lines per syscall."""
         if self.transport.is_closing():
             raise ConnectionResetError("connection closed")
-        self.transport.write(data)
+        self._out.append(data)
+
+    def flush(self) -> None:
+        if self._out and not self.transport.is_closing():
+            self.transport.write(b"".join(self._out))
+        self._out.clear()
 
     async def drain(self) -> None:
+        self.flush()
         if self.transport.is_closing():
             raise ConnectionResetError("connection closed")
         if self._writable is not None and not self._writable.done():
             await self._writable
 
     def close(self) -> None:
+        self.flush()
         self.transport.close()
 
 
@@ -1087,8 +1114,11 @@ class _Session:
             if isinstance(e, ConnectionError):
                 raise
             log.warning("cannot read %s: %s", path, e)
-        if sent < size:
-            self.link.write(bytes(size - sent))
+        while sent < size:  # keep the framing: the header promised ``size`` bytes
+            pad = min(READ_SIZE, size - sent)
+            self.link.write(bytes(pad))
+            sent += pad
+            await self.link.drain()
         self.conn.payload_streamed(size)
 
     async def _send_get(self, name: str) -> None:
