@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -67,6 +68,26 @@ def test_inputs_and_outputs_in_the_reference_order(tmp_path, flag):
         ["makeflow_analyze", flag, "wf.mf"], cwd=tmp_path, capture_output=True, text=True
     )
     assert treadle("analyze", flag, "wf.mf", cwd=tmp_path).stdout == ref.stdout
+
+
+@pytest.mark.reference
+@pytest.mark.parametrize("flag", ["-I", "-O"])
+def test_json_inputs_and_outputs_match_the_reference(tmp_path, flag):
+    if shutil.which("makeflow_analyze") is None:
+        pytest.skip("makeflow_analyze not installed")
+    rules = [
+        {"command": f"run {i}", "inputs": [f"in.{i % 13}", f"lib.{i}"], "outputs": [f"res.{i}"]}
+        for i in range(150)
+    ]
+    (tmp_path / "wf.json").write_text(json.dumps({"rules": rules}))
+    ref = subprocess.run(
+        ["makeflow_analyze", "--json", flag, "wf.json"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert ref.returncode == 0
+    assert treadle("analyze", "--json", flag, "wf.json", cwd=tmp_path).stdout == ref.stdout
 
 
 def test_jx_options(tmp_path):
