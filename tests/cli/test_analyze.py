@@ -90,6 +90,32 @@ def test_json_inputs_and_outputs_match_the_reference(tmp_path, flag):
     assert treadle("analyze", "--json", flag, "wf.json", cwd=tmp_path).stdout == ref.stdout
 
 
+JX_WORKFLOW = """{
+  "define": {"N": 12, "pre": "out"},
+  "rules": [
+    {"command": format("echo %d > %s.%d", i, pre, i),
+     "outputs": [pre + "." + i, format("%s-%d.dat", pre, i * 7)], "inputs": ["in." + (i % 3)]}
+    for i in range(N) if i % 2 == 0
+  ] + [{"command": "cat", "outputs": ["final"],
+        "inputs": [join(["a", "b"], "_"), basename("/x/y/z.txt"), dirname("/x/y/z.txt") + "/w",
+                   "n" + (7 / 2) + "." + (-7 % 3) + "." + len([1, 2, 3])]}]
+}
+"""
+
+
+@pytest.mark.reference
+@pytest.mark.parametrize("flag", ["-I", "-O"])
+def test_jx_evaluation_matches_the_reference(tmp_path, flag):
+    if shutil.which("makeflow_analyze") is None:
+        pytest.skip("makeflow_analyze not installed")
+    (tmp_path / "wf.jx").write_text(JX_WORKFLOW)
+    ref = subprocess.run(
+        ["makeflow_analyze", "--jx", flag, "wf.jx"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert ref.returncode == 0
+    assert treadle("analyze", "--jx", flag, "wf.jx", cwd=tmp_path).stdout == ref.stdout
+
+
 def test_jx_options(tmp_path):
     (tmp_path / "wf.jx").write_text(
         '{"rules": [{"command": "touch out." + i, "outputs": ["out." + i]} for i in range(N)]}'
