@@ -356,3 +356,24 @@ def test_exceeding_a_worker_promise_makes_it_leave(
     assert any(isinstance(e, p.Info) and e.name == info and int(e.value) > 10 for e in events)
     assert proc.wait(timeout=10) != 0
     assert not list(tmp_path.glob("worker-*"))
+
+
+def test_watched_output_streams_while_the_task_runs(connected) -> None:
+    m, _, _ = connected
+    m.send(p.Task(31, "for i in 1 2 3; do echo line$i >> log.txt; sleep 0.7; done", cores=1,
+                  outputs=(p.TaskFile("file-9-log", "log.txt", 16),)))
+    got = b""
+    deadline = time.monotonic() + 20
+    finished = False
+    while not finished and time.monotonic() < deadline:
+        m.until(lambda e: isinstance(e, p.AvailableResults))
+        m.send(p.SendResults())
+        events = m.until(lambda e: isinstance(e, p.End))
+        for i, ev in enumerate(events):
+            if isinstance(ev, p.Update):
+                assert (ev.task_id, ev.path, ev.offset) == (31, "log.txt", len(got))
+                got += events[i + 1].data
+            finished |= isinstance(ev, p.Result)
+    assert finished
+    assert got and b"line1\nline2\nline3\n".startswith(got)
+    assert m.get("file-9-log")[1] == p.Data(b"line1\nline2\nline3\n")

@@ -44,9 +44,11 @@ SIGNAL = 8
 TASK_TIMEOUT = 24
 FORSAKEN = 40
 TASK_MAX_RUN_TIME = 56
+WATCH = 16  # file flag: stream this output while the task runs
 
 RESOURCE_NAMES = ("cores", "memory", "disk", "gpus")
 READ_SIZE = 1 << 20  # flow-control unit of the socket reader
+WATCH_INTERVAL = 0.5  # seconds between two looks at WATCH outputs of running tasks
 USAGE_INTERVAL = 1.0  # seconds between two checks of disk and memory use (running tasks only)
 
 
@@ -283,6 +285,8 @@ class _Running:
     limit: int | None = None  # result code of the limit that killed it
     cancelled: bool = False
     timers: list = field(default_factory=list)
+    watched: dict = field(default_factory=dict)  # WATCH outputs: sandbox name -> bytes sent
+    box: str = ""
 
 
 @dataclass
@@ -623,7 +627,8 @@ class _Session:
 
     async def serve(self) -> str:
         watchdogs = [asyncio.ensure_future(self._watch_idle()),
-                     asyncio.ensure_future(self._watch_usage())]
+                     asyncio.ensure_future(self._watch_usage()),
+                     asyncio.ensure_future(self._watch_outputs())]
         try:
             if self.w.opts.password is not None:
                 await self._authenticate(self.w.opts.password)
@@ -952,6 +957,8 @@ class _Session:
             else:
                 box = self._setup_sandbox(task)
             tmpdir = sb.make_task_tmpdir(box, task.task_id)
+            run.box = box
+            run.watched = {o.sandbox_name: 0 for o in task.outputs if o.flags & WATCH}
         except (sb.SandboxError, OSError) as e:
             log.warning("task %d: sandbox set-up failed: %s", task.task_id, e)
             self._release(run)
@@ -1038,9 +1045,9 @@ class _Session:
         self.last_busy = time.monotonic()
         asyncio.ensure_future(self._announce())
 
-    async def _announce(self) -> None:
-        events: list = [p.Info("tasks_running", str(self._n_running()))]
-        if not self.announced and self.finished:
+    async def _announce(self, growth: bool = False) -> None:
+        events: list = [] if growth else [p.Info("tasks_running", str(self._n_running()))]
+        if not self.announced and (self.finished or growth):
             self.announced = True
             events.append(p.AvailableResults())
         await self._send_quietly(*events)
@@ -1077,6 +1084,8 @@ class _Session:
         async with self.lock:
             batch, self.finished = self.finished, []
             self.announced = False
+            for run in list(self.running.values()):
+                await self._send_updates(run)
             for done in batch:
                 size = 0
                 if done.status != FORSAKEN and done.stdout:
@@ -1093,7 +1102,34 @@ class _Session:
             self.link.write(self.conn.send(p.End()))
             await self.link.drain()
 
-    async def _stream_file(self, path: str, size: int) -> None:
+    async def _send_updates(self, run: _Running) -> None:
+        """`update` blocks for the new bytes of a running task's WATCH outputs (3.7)."""
+        for name, offset in run.watched.items():
+            path = os.path.join(run.box, name)
+            try:
+                size = os.path.getsize(path)
+            except OSError:
+                continue
+            if size > offset and " " not in name and "\n" not in name:
+                self.link.write(self.conn.send(
+                    p.Update(run.task.task_id, name, offset, size - offset)))
+                await self._stream_file(path, size - offset, offset)
+                run.watched[name] = size
+
+    async def _watch_outputs(self) -> None:
+        """Ask for `send_results` when a WATCH output of a running task grows."""
+        while True:
+            await asyncio.sleep(WATCH_INTERVAL)
+            for run in list(self.running.values()):
+                for name, offset in run.watched.items():
+                    try:
+                        grown = os.path.getsize(os.path.join(run.box, name)) > offset
+                    except OSError:
+                        grown = False
+                    if grown and not self.announced:
+                        await self._announce(growth=True)
+
+    async def _stream_file(self, path: str, size: int, offset: int = 0) -> None:
         """Send exactly ``size`` bytes of ``path`` (zero-padded if it shrank meanwhile)."""
         sent = 0
         try:
@@ -1101,8 +1137,9 @@ class _Session:
                 await self.link.drain()
                 loop = asyncio.get_running_loop()
                 try:
-                    sent = await loop.sendfile(self.link.transport, f, 0, size)
+                    sent = await loop.sendfile(self.link.transport, f, offset, size)
                 except (NotImplementedError, RuntimeError):
+                    f.seek(offset)
                     while sent < size:
                         chunk = f.read(min(READ_SIZE, size - sent))
                         if not chunk:
