@@ -60,6 +60,7 @@ def jx_error(text: str, **symbols) -> jx.JXError:
         ("null", None),
         ('"\\u00e9\\n"', "é\n"),
         ("1e3", 1000.0),
+        ("0" * 5000 + "12", 12),
     ],
 )
 def test_expressions(text, value):
@@ -79,6 +80,7 @@ def test_expressions(text, value):
         ("ceil(1.2)", 2.0),
         ("floor(1.8)", 1.0),
         ("floor(3)", 3),
+        ("floor(1e400) > 0", True),
         ('basename("/a/b/c.txt")', "c.txt"),
         ('dirname("/a/b/c.txt")', "/a/b"),
         ('dirname("c.txt")', "."),
@@ -132,6 +134,12 @@ def test_undefined_symbol_names_the_symbol_and_line():
         ("1 2", "after the expression"),
         ('"abc', "unterminated string"),
         ("@", "unexpected character"),
+        ("1" * 5000, "64 bits"),
+        ("0" * 5000 + "1" * 20, "64 bits"),
+        ('format("%d", 1e400)', "finite"),
+        ('format("%c", 99999999999)', "%c"),
+        ('format("%99999999d", 1)', "too large"),
+        ("1e400 % 2.0", "not a number"),
     ],
 )
 def test_errors(text, fragment):

@@ -355,6 +355,8 @@ def test_inputs_and_outputs_lists():
 
 def test_non_numeric_resource():
     assert error("CORES=lots\n").message == "Expected numeric value for CORES"
+    assert error("CORES=" + "9" * 400 + "\n").message == "Expected numeric value for CORES"
+    assert error(".MAKEFLOW MEMORY " + "9" * 5000 + "\n").message.startswith("Expected numeric")
 
 
 def test_deprecated_gc_lists_give_a_notice():

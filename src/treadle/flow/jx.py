@@ -106,7 +106,10 @@ def tokenize(text: str) -> list[_Tok]:
             if any(c in word for c in ".eE"):
                 toks.append(_Tok("num", float(word), line, col))
             else:
-                toks.append(_Tok("num", int(word), line, col))
+                digits = word.lstrip("0") or "0"
+                if len(digits) > 19 or int(digits) >= 1 << 63:
+                    raise JXError(f"integer {word[:20]} does not fit in 64 bits", line, col)
+                toks.append(_Tok("num", int(digits), line, col))
         elif kind == "name":
             toks.append(_Tok("kw" if word in _KEYWORDS else "name", word, line, col))
         else:
@@ -641,7 +644,12 @@ def binary(op: str, a, b, node: Node):
                 if (a < 0) != (b < 0):
                     q = -q
                 return q if op == "/" else a - b * q
-            return a / b if op == "/" else math.fmod(a, b)
+            if op == "/":
+                return a / b
+            try:
+                return math.fmod(a, b)
+            except ValueError:
+                raise node.fail(f"{dumps(a)} % {dumps(b)}: not a number") from None
     elif ta == "string":
         if op in ("<", "<=", ">", ">="):
             return _compare(op, a, b)
@@ -777,10 +785,17 @@ def _fn_format(node, args, ctx):
             raise node.fail("format: not enough arguments for the format")
         v = rest.pop(0)
         spec = "%" + flags + width + ("." + prec if prec is not None else "")
+        if isinstance(v, float) and not math.isfinite(v) and conv in "diouxXc":
+            raise node.fail(f"format: %{conv} needs a finite number")
+        if len(width) > 6 or (prec is not None and len(prec) > 6):
+            raise node.fail("format: field width or precision too large")
         if conv in "diouxXc":
             if isinstance(v, bool) or not isinstance(v, (int, float)):
                 raise node.fail(f"format: %{conv} needs a number, got {type_name(v)}")
-            out.append((spec + ("d" if conv in "iu" else conv)) % int(v))
+            try:
+                out.append((spec + ("d" if conv in "iu" else conv)) % int(v))
+            except (OverflowError, ValueError) as e:
+                raise node.fail(f"format: %{conv}: {e}") from None
         elif conv in "eEfFgG":
             if isinstance(v, bool) or not isinstance(v, (int, float)):
                 raise node.fail(f"format: %{conv} needs a number, got {type_name(v)}")
@@ -815,12 +830,12 @@ def _number(node, name, args):
 
 def _fn_ceil(node, args, ctx):
     v = _number(node, "ceil", args)
-    return v if isinstance(v, int) else float(math.ceil(v))
+    return v if isinstance(v, int) or not math.isfinite(v) else float(math.ceil(v))
 
 
 def _fn_floor(node, args, ctx):
     v = _number(node, "floor", args)
-    return v if isinstance(v, int) else float(math.floor(v))
+    return v if isinstance(v, int) or not math.isfinite(v) else float(math.floor(v))
 
 
 def _fn_basename(node, args, ctx):

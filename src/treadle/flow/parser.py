@@ -11,6 +11,7 @@ and column; nothing else may escape for any input.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import sys
@@ -62,7 +63,7 @@ _METRIC_POWERS = {"": 0, "K": 1, "M": 2, "G": 3, "T": 4, "P": 5}
 def parse_metric(text: str) -> int | None:
     """A metric number (``12``, ``4G`` = 4 * 1024**3), or ``None`` if ``text`` is not one."""
     m = _METRIC.fullmatch(text)
-    if m is None:
+    if m is None or len(m.group(1)) > 30:  # more digits than any machine has bytes
         return None
     return int(float(m.group(1)) * 1024 ** _METRIC_POWERS[m.group(2).upper()])
 
@@ -983,7 +984,11 @@ class _JXBuilder:
                 raise self.error(
                     f"unknown resource {key!r} (expected one of {', '.join(JX_RESOURCES)})", where
                 )
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or (isinstance(value, float) and not math.isfinite(value))
+            ):
                 raise self.error(f"resource {key} must be a number", where)
             declared[field] = int(value)
         return Resources(**declared)
