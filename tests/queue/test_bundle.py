@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -67,9 +68,29 @@ def test_bundle_imports_nothing_outside_stdlib_at_run_time(pyz: Path, tmp_path: 
     assert str(pyz) in loaded.stdout  # the bundle's copy, not the installed package
 
 
+def oldest_python() -> str | None:
+    """A python3.8 (the oldest version the worker supports): on PATH, or pyenv's."""
+    candidates = [shutil.which("python3.8")]
+    if shutil.which("pyenv"):
+        root = subprocess.run(["pyenv", "root"], capture_output=True, text=True).stdout.strip()
+        if root:
+            candidates += sorted(str(p) for p in Path(root).glob("versions/3.8*/bin/python3.8"))
+    for found in candidates:
+        if found and subprocess.run([found, "-c", "pass"], capture_output=True).returncode == 0:
+            return found
+    return None
+
+
+PYTHON38 = oldest_python()
+PYTHONS = [pytest.param(PYTHON, id="python3"), pytest.param(
+    PYTHON38, id="python3.8",
+    marks=pytest.mark.skipif(PYTHON38 is None, reason="no python3.8 found"))]
+
+
 @pytest.mark.reference
+@pytest.mark.parametrize("python", PYTHONS)
 def test_bundle_serves_the_reference_manager_from_an_empty_directory(
-        pyz: Path, tmp_path: Path, start_makeflow) -> None:
+        python: str, pyz: Path, tmp_path: Path, start_makeflow) -> None:
     wf = tmp_path / "wf"
     wf.mkdir()
     (wf / "in.txt").write_text("bundle input\n")
@@ -77,7 +98,7 @@ def test_bundle_serves_the_reference_manager_from_an_empty_directory(
     mf, port = start_makeflow("Makeflow", cwd=wf)
     empty = tmp_path / "empty"
     empty.mkdir()
-    worker = subprocess.Popen([PYTHON, "-I", str(pyz), "--single-shot", "-t", "30",
+    worker = subprocess.Popen([python, "-I", str(pyz), "--single-shot", "-t", "30",
                                "--cores", "1", "--memory", "500", "--disk", "500",
                                "-s", str(tmp_path), "127.0.0.1", str(port)], cwd=empty,
                               stderr=subprocess.PIPE)
