@@ -10,6 +10,7 @@ rejection with ``makeflow_analyze -k``. Where treadle deliberately differs
 from __future__ import annotations
 
 import os
+import random
 import re
 import shutil
 import subprocess
@@ -173,3 +174,42 @@ def test_reference_and_treadle_both_reject(tmp_path, name):
     _need("makeflow_analyze")
     assert not _reference_accepts(tmp_path, REJECTED[name])
     assert not _treadle_accepts(tmp_path / "wf.mf")
+
+
+# Pieces for generated workflows: values, names and command words that exercise
+# quoting, escapes, substitution and blank handling together.
+_VALUES = ["x", "a b", '"q r"', "'s  t'", "$(A)", "1", "", "  y  ", "\\$z", "p\\ q", '"$(A) w"']
+_NAMES = ["o1", "o2", "'n m'", '"$(A)"', "$(F)", "x.$(N)", "a\\ b", "d-e"]
+_WORDS = [
+    "echo", "LOCAL echo", "$(A)", "'$(A)  k'", '"$(A)  k"', "\\$HOME", "a\\ b", "<", ">", "x",
+    "#c", "\\\\", '"\\t"', "$(F)", "${N}", "$N", "  ", "\t",
+]  # fmt: skip
+
+
+def _generated(rng: random.Random) -> str:
+    lines = ["A=base", "F=f1 f2", "N=7"]
+    used: set[str] = set()
+    for i in range(rng.randint(1, 4)):
+        if rng.random() < 0.5:
+            op = rng.choice(["=", " = ", "+=", " += "])
+            lines.append(rng.choice(["A", "B", "N"]) + op + rng.choice(_VALUES))
+        targets = [t for t in rng.sample(_NAMES, rng.randint(1, 2)) if t not in used] or [f"t{i}"]
+        used.update(targets)
+        lines.append(" ".join(targets) + ":")
+        if rng.random() < 0.3:
+            lines.append(rng.choice(["A", "B"]) + rng.choice(["=", "+="]) + rng.choice(_VALUES))
+        lines.append("\t" + " ".join(rng.choice(_WORDS) for _ in range(rng.randint(1, 5))))
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_generated_workflows_read_as_the_reference_reads_them(tmp_path, seed):
+    _need("makeflow")
+    text = _generated(random.Random(seed))
+    (tmp_path / "wf.mf").write_text(text)
+    if not _reference_accepts(tmp_path, text):
+        assert not _treadle_accepts(tmp_path / "wf.mf"), text
+        return
+    reference = _reference_rules(tmp_path, text)
+    wf = parse_file(str(tmp_path / "wf.mf"), environ=os.environ, notice=lambda m: None)
+    assert sorted(r.command for r in wf.rules) == sorted(c for c, _ in reference), text
