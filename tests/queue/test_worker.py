@@ -148,7 +148,8 @@ def test_task_with_inputs_env_outputs_and_get(connected) -> None:
     m.send(p.Dir("dir-0-tree"), p.Dir("sub"), p.Put("b.txt", 4, 0o600), p.Data(b"bbb\n"),
            p.End(), p.Symlink("link", b"sub/b.txt\0"), p.End())
     m.send(p.Task(7, "cat in.txt tree/link > out.txt; echo $X $CORES $MEMORY; "
-                  "mkdir -p od/s; echo v > od/s/v; ln -s s/v od/l; ls empty; exit 4",
+                  "mkdir -p od/s; echo v > od/s/v; ln -s s/v od/l; ln -s nowhere od/dangling; "
+                  "ls empty; exit 4",
                   cores=1, memory=100, disk=10,
                   env=("X=from-env", "IGNORED"),
                   inputs=(p.TaskFile("file-0-in", "in.txt", 1), p.TaskFile("dir-0-tree", "tree", 1),
@@ -163,6 +164,7 @@ def test_task_with_inputs_env_outputs_and_get(connected) -> None:
     od = m.get("dir-1-od")
     assert od[0] == p.DirReply("dir-1-od")
     assert p.FileReply("dir-1-od/l", 2) in od and p.FileReply("dir-1-od/s/v", 2) in od
+    assert p.Missing("dir-1-od/dangling", 2) in od  # symlinks are followed (gotcha 13)
     assert m.get("file-2-absent") == [p.Missing("file-2-absent", 2), p.End()]
     m.send(p.Kill(7), p.Unlink("file-1-out"))
     m.send(p.Check())
@@ -171,6 +173,13 @@ def test_task_with_inputs_env_outputs_and_get(connected) -> None:
     assert not (root / "t.7").exists()
     assert not (root / "cache" / "file-1-out").exists()
     assert (root / "cache" / "file-0-in").exists()
+
+
+def test_send_results_with_nothing_finished_is_just_end(connected) -> None:
+    m, _, _ = connected
+    m.send(p.SendResults())  # gotcha 5: the manager may ask at any time
+    assert [e for e in m.until(lambda e: isinstance(e, p.End))
+            if not isinstance(e, (p.Info, p.Alive))] == [p.End()]
 
 
 def test_wall_time_kills_within_the_limit(connected) -> None:
