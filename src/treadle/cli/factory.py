@@ -13,25 +13,25 @@ from treadle.errors import UsageError
 @click.command()
 @click.option("-T", "--batch-type", default="local", show_default=True,
               help="where workers run (local; slurm and condor come later)")
-@click.option("-w", "--min-workers", default=0, show_default=True, type=click.IntRange(0))
-@click.option("-W", "--max-workers", default=10, show_default=True, type=click.IntRange(0))
+@click.option("-w", "--min-workers", type=click.IntRange(0), help="workers kept at least [0]")
+@click.option("-W", "--max-workers", type=click.IntRange(0), help="workers at most [10]")
 @click.option("-P", "--password", "password_file", type=click.Path(exists=True, dir_okay=False),
               help="password file of the manager (given to the workers too)")
 @click.option("--cores", type=click.IntRange(0), help="cores per worker")
 @click.option("--memory", type=click.IntRange(0), help="memory per worker (MB)")
 @click.option("--disk", type=click.IntRange(0), help="disk per worker (MB)")
 @click.option("--gpus", type=click.IntRange(0), help="GPUs per worker")
-@click.option("-t", "--timeout", "worker_timeout", default=60.0, show_default=True,
-              type=click.FloatRange(0), help="workers leave after this many idle seconds")
+@click.option("-t", "--timeout", "worker_timeout", type=click.FloatRange(0),
+              help="workers leave after this many idle seconds [60]")
 @click.option("-s", "--scratch-dir", "workdir", type=click.Path(file_okay=False),
               help="parent directory of the workers' workspaces")
-@click.option("--interval", default=5.0, show_default=True, type=click.FloatRange(0.05),
-              help="seconds between two looks at the manager")
+@click.option("--interval", type=click.FloatRange(0.05),
+              help="seconds between two looks at the manager [5]")
 @click.argument("address", nargs=-1, required=True)
-def command(batch_type: str, min_workers: int, max_workers: int, password_file: str | None,
-            cores: int | None, memory: int | None, disk: int | None, gpus: int | None,
-            worker_timeout: float, workdir: str | None, interval: float,
-            address: tuple[str, ...]) -> None:
+def command(batch_type: str, min_workers: int | None, max_workers: int | None,
+            password_file: str | None, cores: int | None, memory: int | None,
+            disk: int | None, gpus: int | None, worker_timeout: float | None,
+            workdir: str | None, interval: float | None, address: tuple[str, ...]) -> None:
     """Start workers for a manager's waiting tasks; idle workers leave on their own.
 
     \b
@@ -42,16 +42,17 @@ def command(batch_type: str, min_workers: int, max_workers: int, password_file: 
     from treadle.queue.providers import get_provider
     from treadle.queue.worker import WorkerUsageError, parse_address
 
-    if min_workers > max_workers:
-        raise UsageError("--min-workers is larger than --max-workers")
     try:
         ((host, port),) = parse_address(list(address))
     except (WorkerUsageError, ValueError) as e:
         raise UsageError(f"factory: {e or 'give one manager as HOST PORT'}") from None
-    config = FactoryConfig(host=host, port=port, min_workers=min_workers,
-                           max_workers=max_workers, password_file=password_file, cores=cores,
-                           memory=memory, disk=disk, gpus=gpus, worker_timeout=worker_timeout,
-                           workdir=workdir, interval=interval)
+    given = {"min_workers": min_workers, "max_workers": max_workers,
+             "worker_timeout": worker_timeout, "interval": interval}
+    config = FactoryConfig(host=host, port=port, password_file=password_file, cores=cores,
+                           memory=memory, disk=disk, gpus=gpus, workdir=workdir,
+                           **{k: v for k, v in given.items() if v is not None})
+    if config.min_workers > config.max_workers:
+        raise UsageError("--min-workers is larger than --max-workers")
     factory = Factory(config, get_provider(batch_type))
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

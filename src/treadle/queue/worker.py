@@ -125,8 +125,10 @@ def build_parser(prog: str = "treadle worker") -> argparse.ArgumentParser:
     ap.add_argument("--feature", action="append", default=[], help="a feature tasks can require")
     ap.add_argument("-s", "--workdir", metavar="DIR", help="parent of the workspace")
     ap.add_argument("--disable-symlinks", action="store_true")
-    ap.add_argument("-i", "--min-backoff", type=float, default=1.0, metavar="S")
-    ap.add_argument("-b", "--max-backoff", type=float, default=60.0, metavar="S")
+    ap.add_argument("-i", "--min-backoff", type=float, metavar="S",
+                    help="first wait before reconnecting (default 1)")
+    ap.add_argument("-b", "--max-backoff", type=float, metavar="S",
+                    help="longest wait between reconnection attempts (default 60)")
     ap.add_argument("--parent-death", action="store_true", help="exit when the parent exits")
     ap.add_argument("-A", "--arch", help="architecture reported to the manager")
     ap.add_argument("-O", "--os", dest="os_name", help="operating system reported")
@@ -190,8 +192,11 @@ def parse_options(argv: list, prog: str = "treadle worker") -> WorkerOptions:
     opts.features = tuple(ns.feature)
     opts.workdir = ns.workdir
     opts.disable_symlinks = ns.disable_symlinks
-    opts.min_backoff = max(0.01, ns.min_backoff)
-    opts.max_backoff = max(opts.min_backoff, ns.max_backoff)
+    if ns.min_backoff is not None:
+        opts.min_backoff = max(0.01, ns.min_backoff)
+    if ns.max_backoff is not None:
+        opts.max_backoff = ns.max_backoff
+    opts.max_backoff = max(opts.min_backoff, opts.max_backoff)
     opts.parent_death = ns.parent_death
     opts.arch = ns.arch
     opts.os_name = ns.os_name
