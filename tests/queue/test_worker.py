@@ -386,3 +386,29 @@ def test_watched_output_streams_while_the_task_runs(connected) -> None:
     assert finished
     assert got and b"line1\nline2\nline3\n".startswith(got)
     assert m.get("file-9-log")[1] == p.Data(b"line1\nline2\nline3\n")
+
+
+@pytest.mark.parametrize("args,message", [
+    ([], "give the manager as HOST PORT"),
+    (["127.0.0.1:notaport"], "bad manager address"),
+    (["-P", "/nonexistent/pw", "127.0.0.1", "9123"], "cannot read password file"),
+    (["--cores", "-2", "127.0.0.1", "9123"], "must not be negative"),
+    (["-M", "proj", "127.0.0.1", "9123"], "not both"),
+])
+def test_user_mistakes_are_one_line_errors(args: list, message: str) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "treadle", "worker", *args],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode != 0
+    assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_manager_list_is_tried_in_turn(manager: ScriptedManager, start_worker, tmp_path: Path,
+                                       free_port: int) -> None:
+    start_worker("--single-shot", "-t", "30", "-s", str(tmp_path),
+                 f"127.0.0.1:{free_port};127.0.0.1:{manager.port}")
+    manager.accept()
+    assert isinstance(manager.greeting()[0], p.Greeting)
