@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -396,9 +398,6 @@ def test_watched_output_streams_while_the_task_runs(connected) -> None:
     (["-M", "proj", "127.0.0.1", "9123"], "not both"),
 ])
 def test_user_mistakes_are_one_line_errors(args: list, message: str) -> None:
-    import subprocess
-    import sys
-
     done = subprocess.run([sys.executable, "-m", "treadle", "worker", *args],
                           capture_output=True, text=True, timeout=30)
     assert done.returncode != 0
