@@ -881,6 +881,9 @@ class _Session:
     def _receive_task(self, task: p.Task) -> None:
         self.last_task_id = task.task_id
         self.last_busy = time.monotonic()
+        if task.task_id in self.running or any(t.task_id == task.task_id for t in self.waiting):
+            log.warning("task %d is already here; the second copy is ignored", task.task_id)
+            return
         request = request_of(task)
         if any(request[n] > self.w.total[n] for n in RESOURCE_NAMES):
             log.info("task %d asks for more than this worker has: forsaken", task.task_id)
