@@ -617,6 +617,7 @@ class _Session:
         self.running: dict = {}
         self.finished: list = []
         self.announced = False
+        self._watch_grew = False
         self.allocated = {name: 0 for name in RESOURCE_NAMES}
         self.free_gpus = list(range(worker.total["gpus"]))
         self.last_task_id = 0
@@ -1053,12 +1054,12 @@ class _Session:
         self.last_busy = time.monotonic()
         asyncio.ensure_future(self._announce())
 
-    async def _announce(self, growth: bool = False) -> None:
-        events: list = [] if growth else [p.Info("tasks_running", str(self._n_running()))]
-        if not self.announced and (self.finished or growth):
+    async def _announce(self) -> None:
+        """`available_results`, once until served (tasks_running goes with each result)."""
+        if not self.announced and (self.finished or self._watch_grew):
             self.announced = True
-            events.append(p.AvailableResults())
-        await self._send_quietly(*events)
+            self._watch_grew = False
+            await self._send_quietly(p.AvailableResults())
 
     async def _send_quietly(self, *events: p.Event) -> None:
         """Asynchronous lines: a dead connection is noticed by the reader instead."""
@@ -1135,7 +1136,8 @@ class _Session:
                     except OSError:
                         grown = False
                     if grown and not self.announced:
-                        await self._announce(growth=True)
+                        self._watch_grew = True
+                        await self._announce()
 
     async def _stream_file(self, path: str, size: int, offset: int = 0) -> None:
         """Send exactly ``size`` bytes of ``path`` (zero-padded if it shrank meanwhile)."""
