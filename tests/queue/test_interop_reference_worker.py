@@ -125,15 +125,24 @@ def test_signal_reported_as_exit_code(manager, workers):
 
 
 def test_kill_of_a_running_task(manager, workers, tmp_path):
+    import psutil
+
     workers.start(manager.port)
-    wait_workers(manager, 1)
-    tid = manager.submit(Task(f"sleep 30; touch {tmp_path}/should-not-exist"))
+    workers.start(manager.port)
+    wait_workers(manager, 2)
+    # `exec`: the reference worker kills only the shell (gotcha 15); the odd
+    # duration makes the process easy to find
+    tid = manager.submit(Task("exec sleep 31.25", cores=1))
     wait_for(lambda: manager.task_state(tid) is TaskState.RUNNING, what="running")
+    wait_for(lambda: any(p.info["cmdline"] == ["sleep", "31.25"] for p in psutil.process_iter(["cmdline"])),
+             what="the task's process")
     cancelled = manager.cancel(tid)
     assert cancelled is not None and cancelled.state is TaskState.CANCELED
     assert manager.empty()
-    # the worker is free again: the next task runs
-    manager.submit(Task("echo after"))
+    wait_for(lambda: not any(p.info["cmdline"] == ["sleep", "31.25"] for p in psutil.process_iter(["cmdline"])),
+             timeout=15, what="the killed process to go away")
+    # work goes on (the worker that killed gets nothing while the reference stalls in `kill`)
+    manager.submit(Task("echo after", cores=1))
     (done,) = drain(manager, timeout=20).values()
     assert done.output == b"after\n"
 

@@ -55,7 +55,8 @@ log = logging.getLogger("treadle.queue.manager")
 
 DEFAULT_PORT = 9123
 REJECT_LIMIT = 32  # ready tasks tried per dispatch pass when none fits: bounds the cost per event
-SMALL_FILE = 1 << 16  # files below this are copied into the write batch instead of sendfile
+SMALL_FILE = 1 << 16
+REFERENCE_KILL_STALL = 3.5  # seconds a reference worker may spend in `kill` of a running task  # files below this are copied into the write batch instead of sendfile
 TICK = 0.5  # seconds between checks of keepalive, fast abort and time limits
 CATALOG_INTERVAL = 60.0
 
@@ -167,6 +168,9 @@ class _Link:
         self.close_reason: str | None = None
         self.on_sent: Callable[[int], None] | None = None
         self.on_dirty: Callable[[_Link], None] = lambda link: loop.call_soon(link._flush)
+        self.on_hold_end: Callable[[], None] = lambda: None
+        self.hold_until = 0.0
+        self._hold_gen = 0
 
     # ---------------------------------------------------------------- sending
     def send(self, *events: wp.Event) -> None:
@@ -203,9 +207,25 @@ class _Link:
             self._scheduled = True
             self.on_dirty(self)
 
+    def hold(self, seconds: float) -> None:
+        """Send nothing more for ``seconds`` (see ``Manager._kill_running``)."""
+        self.hold_until = time.monotonic() + seconds
+        self._hold_gen += 1
+        self.loop.call_later(seconds, self._release_hold, self._hold_gen)
+
+    def _release_hold(self, gen: int) -> None:
+        if gen != self._hold_gen:
+            return  # a later hold is in force; its own timer ends it
+        self.hold_until = 0.0
+        if self._scheduled:
+            self._flush()
+        self.on_hold_end()
+
     def _flush(self) -> None:
         if not self._scheduled:
             return
+        if self.hold_until:
+            return  # the hold's timer flushes
         self._scheduled = False
         if self._closed:
             self._out.clear()
@@ -247,6 +267,10 @@ class _Link:
     async def drained(self) -> None:
         """Wait until everything queued has been handed to the kernel."""
         while (self._out or self._busy or self._scheduled) and not self._closed:
+            if self.hold_until:
+                await asyncio.sleep(max(0.0, self.hold_until - time.monotonic()))
+                self.hold_until = 0.0
+                self._hold_gen += 1
             if self._scheduled:
                 self._flush()
             await asyncio.sleep(0.001 if self._busy else 0)
@@ -932,7 +956,7 @@ class Manager:
         if not self._ready:
             return
         workers = [w for w in self._workers.values() if w.ready and not w.draining and w.slots >= 1]
-        workers = [w for w in workers if not self._host_blocked(w.host)]
+        workers = [w for w in workers if not self._host_blocked(w.host) and not w.link.hold_until]
         if not workers:
             return
         rejected: list[tuple[int, Task]] = []
@@ -1114,6 +1138,20 @@ class Manager:
     def _kill_and_unlink(self, w: _Worker, tid: int, names: Iterable[str]) -> None:
         w.link.send(wp.Kill(tid), *(wp.Unlink(n) for n in names))
 
+    def _kill_running(self, w: _Worker, tid: int, names: Iterable[str]) -> None:
+        """Kill a task that is still running.
+
+        The reference worker stalls up to 3 s on such a ``kill`` (gotcha 15)
+        and then waits on its socket without looking at what it had already
+        read, so anything sent in the same segment would sit unread. The
+        ``kill`` therefore goes alone, and the worker gets nothing more until
+        the stall is over.
+        """
+        self._kill_and_unlink(w, tid, names)
+        if not w.treadle:
+            w.link._flush()  # now, before anything else is queued this turn
+            w.link.hold(REFERENCE_KILL_STALL)
+
     # ================================================================ results
     def _on_result(self, w: _Worker, status: int, exit_code: int, output: bytes, truncated: bool, usec: int, tid: int) -> None:
         task = w.tasks.get(tid)
@@ -1244,6 +1282,7 @@ class Manager:
                 pass
         link = _Link(reader, writer, self._loop)
         link.on_dirty = self._link_dirty
+        link.on_hold_end = self._kick_schedule
         try:
             greeting = await asyncio.wait_for(self._handshake(link, addrport), self.keepalive_timeout)
         except (TimeoutError, OSError, ConnectionError, wp.ProtocolError) as e:
@@ -1471,7 +1510,10 @@ class Manager:
                 self._category(task.category).running -= 1
             w.tasks.pop(tid, None)
             unlink = list(att.uncached) + [o for _, o in att.outputs]
-            self._kill_and_unlink(w, tid, unlink)
+            if att.got_result:
+                self._kill_and_unlink(w, tid, unlink)
+            else:
+                self._kill_running(w, tid, unlink)
             task._attempt = None  # type: ignore[attr-defined]
             self._kick_schedule()
         task.state = TaskState.CANCELED
@@ -1544,7 +1586,7 @@ class Manager:
         self._category(task.category).running -= 1
         w.tasks.pop(task.id, None)
         unlink = list(att.uncached) + [o for _, o in att.outputs]
-        self._kill_and_unlink(w, task.id, unlink)
+        self._kill_running(w, task.id, unlink)
         task._attempt = None  # type: ignore[attr-defined]
         self._kick_schedule()
 
