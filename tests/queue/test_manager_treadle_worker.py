@@ -1,0 +1,89 @@
+"""treadle's manager with treadle's own worker (the third pairing of spec §4)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from tests.queue import _manager_fixtures as fx
+from tests.queue._manager_fixtures import drain, wait_for, wait_workers
+
+from treadle.queue import Manager, Result, Task, TaskState
+
+manager = fx.manager
+
+
+@pytest.fixture
+def tworkers(tmp_path):
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(port: int, *extra: str, cores: int = 1) -> subprocess.Popen[bytes]:
+        d = tmp_path / f"tw{len(procs)}"
+        d.mkdir()
+        args = [sys.executable, "-m", "treadle", "worker", "--single-shot", "-t", "30", "--cores", str(cores),
+                "--memory", "1000", "--disk", "2000", "-s", str(d), *extra, "127.0.0.1", str(port)]
+        p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        procs.append(p)
+        return p
+
+    yield start
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+        p.wait(10)
+
+
+def test_files_dirs_and_cached_reuse(manager, tworkers, tmp_path):
+    src = tmp_path / "in"
+    (src / "sub").mkdir(parents=True)
+    (src / "sub" / "b.txt").write_text("b\n")
+    os.symlink("sub/b.txt", src / "link")
+    (tmp_path / "shared").write_bytes(b"s" * 100_000)
+    tworkers(manager.port)
+    wait_workers(manager, 1)
+    for i in range(3):
+        t = Task(f"mkdir -p o/x && cat in/link > o/x/v && wc -c < shared > n{i}", cores=1)
+        t.add_input_dir(str(src), "in")
+        t.add_input(str(tmp_path / "shared"))
+        t.add_output(str(tmp_path / f"o{i}"), "o")
+        t.add_output(str(tmp_path / f"n{i}"), f"n{i}")
+        manager.submit(t)
+    done = drain(manager)
+    assert all(t.result is Result.SUCCESS and t.exit_code == 0 for t in done.values()), [t.output for t in done.values()]
+    for i in range(3):
+        assert (tmp_path / f"o{i}" / "x" / "v").read_text() == "b\n"
+        assert (tmp_path / f"n{i}").read_text().strip() == "100000"
+    assert manager.stats.bytes_sent < 2 * 100_000
+
+
+def test_signal_is_reported_as_signal(manager, tworkers):
+    """Gotcha 6: treadle's worker says `result 8 N`, so the signal is known."""
+    tworkers(manager.port)
+    manager.submit(Task("kill -TERM $$"))
+    (done,) = drain(manager).values()
+    assert done.result is Result.SIGNAL and done.signal == signal.SIGTERM and done.exit_code is None
+
+
+def test_wall_time_and_kill(manager, tworkers):
+    tworkers(manager.port, cores=2)
+    wait_workers(manager, 1)
+    start = time.monotonic()
+    manager.submit(Task("sleep 30", running_time_max=1, cores=1))
+    tid = manager.submit(Task("sleep 30", cores=1))
+    wait_for(lambda: manager.task_state(tid) is TaskState.RUNNING, what="running")
+    assert manager.cancel(tid).state is TaskState.CANCELED
+    (done,) = drain(manager, timeout=20).values()
+    assert done.result is Result.TASK_MAX_RUN_TIME and time.monotonic() - start < 10
+
+
+def test_password(tworkers, tmp_path):
+    pw = tmp_path / "pw"
+    pw.write_text("x\n")
+    with Manager(0, host="127.0.0.1", password_file=str(pw)) as m:
+        tworkers(m.port, "-P", str(pw))
+        m.submit(Task("echo ok"))
+        assert drain(m)[1].output == b"ok\n"
