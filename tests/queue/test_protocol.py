@@ -443,3 +443,17 @@ def test_module_is_python38_syntax_and_stdlib_only() -> None:
     }
     import sys
     assert imported <= set(sys.stdlib_module_names) | {"__future__"}
+
+
+def test_payload_read_by_the_caller_is_accounted() -> None:
+    w = WorkerConnection()
+    w.receive_data(b"put big 100 0644\n" + b"x" * 30)
+    assert w.payload_left == 0  # bytes still buffered: hand them out first
+    assert list(w.events()) == [Put("big", 100, 0o644), Data(b"x" * 30)]
+    assert w.payload_left == 70
+    with pytest.raises(LocalProtocolError):
+        w.payload_received(71)
+    w.payload_received(70)  # read straight from the socket by the caller
+    w.receive_data(b"check\n")
+    assert list(w.events()) == [EndOfData(), Check()]
+    assert w.payload_left == 0

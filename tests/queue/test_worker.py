@@ -49,7 +49,7 @@ class ScriptedManager:
 
     def next(self) -> p.Event:
         """The next event, with payload chunks merged into one Data."""
-        while not self.pending:
+        while not self.pending or isinstance(self.pending[-1], p.Data):
             ev = self.conn.next_event()
             if ev is p.NEED_DATA:
                 assert self.sock is not None
@@ -59,8 +59,6 @@ class ScriptedManager:
                 self.pending[-1] = p.Data(self.pending[-1].data + ev.data)
             else:
                 self.pending.append(ev)
-            if isinstance(ev, p.Data):
-                continue
         ev = self.pending.pop(0)
         self.history.append(ev)
         return ev
@@ -411,3 +409,14 @@ def test_manager_list_is_tried_in_turn(manager: ScriptedManager, start_worker, t
                  f"127.0.0.1:{free_port};127.0.0.1:{manager.port}")
     manager.accept()
     assert isinstance(manager.greeting()[0], p.Greeting)
+
+
+def test_big_put_is_stored_exactly_and_framing_survives(connected) -> None:
+    m, _, _ = connected
+    data = os.urandom(9 << 20) + b"tail"  # above the size read in a thread
+    m.send(p.Put("file-0-big", len(data), 0o640), p.Data(data), p.Check(),
+           p.Put("file-0-small", 3), p.Data(b"abc"))
+    m.until(lambda e: isinstance(e, p.Alive))
+    reply = m.get("file-0-big")
+    assert reply[0] == p.FileReply("file-0-big", len(data)) and reply[1] == p.Data(data)
+    assert m.get("file-0-small")[1] == p.Data(b"abc")

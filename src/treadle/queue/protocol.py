@@ -36,6 +36,9 @@ To send one, ``send(header)`` gives the header line; then either ``send(Data(chu
 (returns the chunk, counted) or write the bytes yourself (``socket.sendfile``) and call
 ``payload_streamed(n)``. ``send(EndOfData())`` is optional and checks the count.
 Sending any other event while payload bytes are owed raises ``LocalProtocolError``.
+Receiving may bypass the event stream too: ``payload_left`` says how many bytes of the
+current payload have not arrived yet; read them from the socket yourself and call
+``payload_received(n)`` (the worker does this for big files).
 Small payloads (command, env, symlink target, URL) are collected into their event.
 
 Events, manager to worker (``WorkerConnection`` parses them, ``ManagerConnection`` sends)
@@ -850,6 +853,27 @@ class _Connection:
     def payload_owed(self) -> int:
         """Payload bytes the caller must still write for the last header sent."""
         return self._out_left
+
+    @property
+    def payload_left(self) -> int:
+        """Payload bytes of the current streamed message not yet received or buffered.
+
+        Non-zero only while a payload streams and every byte fed so far has been
+        handed out as ``Data``: the caller may then read up to this many bytes from
+        the socket itself (straight into a file) and report them with
+        ``payload_received``.
+        """
+        if self._stream_left is None or self._ready or self._chunks or \
+                self._pos < len(self._buf):
+            return 0
+        return self._stream_left
+
+    def payload_received(self, n: int) -> None:
+        """Record ``n`` payload bytes the caller read from the socket itself."""
+        if n < 0 or n > self.payload_left:
+            raise LocalProtocolError("more payload read than the message has")
+        assert self._stream_left is not None
+        self._stream_left -= n
 
     # subclass hooks
     def _send(self, event: Event) -> bytes:  # pragma: no cover - abstract

@@ -20,6 +20,7 @@ import logging
 import os
 import platform
 import secrets
+import select
 import shutil
 import signal
 import socket
@@ -48,6 +49,7 @@ WATCH = 16  # file flag: stream this output while the task runs
 
 RESOURCE_NAMES = ("cores", "memory", "disk", "gpus")
 READ_SIZE = 1 << 20  # flow-control unit of the socket reader
+BULK_MIN = 4 << 20  # a put with more than this still to come is read in a thread
 WATCH_INTERVAL = 0.5  # seconds between two looks at WATCH outputs of running tasks
 USAGE_INTERVAL = 1.0  # seconds between two checks of disk and memory use (running tasks only)
 
@@ -445,6 +447,35 @@ class Worker:
         asyncio.get_running_loop().run_in_executor(None, sb.remove, spare)
 
 
+def _recv_to_file(sock_fd: int, fd: int, size: int) -> bool:
+    """Copy exactly ``size`` bytes from a non-blocking socket to ``fd`` (runs in a thread).
+
+    Returns False if writing failed (the bytes are still consumed, to keep the
+    framing); raises ConnectionError if the peer closes or stalls for an hour.
+    """
+    buf = bytearray(min(size, READ_SIZE))
+    view = memoryview(buf)
+    ok = True
+    while size:
+        try:
+            n = os.readv(sock_fd, [view[: min(size, len(buf))]])
+        except (BlockingIOError, InterruptedError):
+            if not select.select([sock_fd], [], [], 3600)[0]:
+                raise ConnectionResetError("manager stalled during a transfer") from None
+            continue
+        if n == 0:
+            raise ConnectionResetError("manager closed the connection during a transfer")
+        size -= n
+        if ok:
+            try:
+                part = view[:n]
+                while part:
+                    part = part[os.write(fd, part):]
+            except OSError:
+                ok = False
+    return ok
+
+
 def _use_pidfd_child_watcher(loop: asyncio.AbstractEventLoop) -> None:
     """On Python 3.9-3.11, watch task processes with pidfds instead of a thread each.
 
@@ -567,6 +598,13 @@ class _Link(asyncio.Protocol):
         if self._readable is not None and not self._readable.done():
             self._readable.set_result(None)
 
+    def take_all(self) -> list:
+        """Every chunk received and not read yet."""
+        chunks = list(self._chunks)
+        self._chunks.clear()
+        self._unread = 0
+        return chunks
+
     async def read(self) -> bytes:
         """The next chunk received, or b"" at end of file."""
         while not self._chunks:
@@ -649,10 +687,9 @@ class _Session:
                 if self.reason is not None:
                     break
                 self.conn.receive_data(data)
-                for event in self.conn.events():
-                    if isinstance(event, p.ConnectionClosed):
-                        raise _Stop("eof")
-                    await self._handle(event)
+                await self._handle_all()
+                if self._put_fd is not None and self.conn.payload_left >= BULK_MIN:
+                    await self._receive_bulk()
         except _Stop as stop:
             self.reason = self.reason or stop.reason
         except (p.ProtocolError, sb.SandboxError) as e:
@@ -667,6 +704,42 @@ class _Session:
             for watchdog in watchdogs:
                 watchdog.cancel()
         return self.reason or "eof"
+
+    async def _handle_all(self) -> None:
+        for event in self.conn.events():
+            if isinstance(event, p.ConnectionClosed):
+                raise _Stop("eof")
+            await self._handle(event)
+
+    async def _receive_bulk(self) -> None:
+        """Read the rest of a big ``put`` from the socket into its file, in a thread.
+
+        The event loop keeps serving timers and finished tasks meanwhile; the bytes
+        skip asyncio's buffers and the protocol's events, which halves the cost of
+        receiving a large input.
+        """
+        self.link.transport.pause_reading()
+        try:
+            for chunk in self.link.take_all():  # what arrived before the pause
+                self.conn.receive_data(chunk)
+                await self._handle_all()
+            left = self.conn.payload_left
+            if self._put_fd is None or left < BULK_MIN:
+                return
+            sock = self.link.transport.get_extra_info("socket")
+            loop = asyncio.get_running_loop()
+            got = await loop.run_in_executor(None, _recv_to_file, sock.fileno(),
+                                             self._put_fd, left)
+            self.conn.payload_received(left)
+            if not got:
+                log.warning("cannot write %s", self._put_path)
+                os.close(self._put_fd)
+                self._put_fd = None
+                sb.remove(self._put_path)
+            await self._handle_all()
+        finally:
+            if not self.link.transport.is_closing():
+                self.link.transport.resume_reading()
 
     def stop(self, reason: str, farewell: p.Info | None) -> None:
         """End the connection from outside the reader (signal, idle, wall time)."""
