@@ -202,3 +202,15 @@ def test_forsaken_task_goes_elsewhere(manager, workers):
     workers.start(manager.port, cores=2)
     (done,) = drain(manager).values()
     assert done.output == b"big\n"
+
+
+def test_file_piece_and_command_input(manager, workers, tmp_path):
+    (tmp_path / "piece.src").write_text("0123456789")
+    workers.start(manager.port)
+    t = Task("cat p.txt && cat gen.txt")
+    t.add_input_piece(str(tmp_path / "piece.src"), "p.txt", 5, 9)
+    t.add_input_command("gen.txt", "echo generated-by-cmd > %%")
+    manager.submit(t)
+    (done,) = drain(manager).values()
+    assert done.result is Result.SUCCESS, done.output
+    assert done.output == b"56789generated-by-cmd\n"
