@@ -7,11 +7,14 @@ disconnection. The worker is the real ``treadle worker`` process.
 
 from __future__ import annotations
 
+import functools
+import http.server
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -420,3 +423,30 @@ def test_big_put_is_stored_exactly_and_framing_survives(connected) -> None:
     reply = m.get("file-0-big")
     assert reply[0] == p.FileReply("file-0-big", len(data)) and reply[1] == p.Data(data)
     assert m.get("file-0-small")[1] == p.Data(b"abc")
+
+
+def test_thirdget_thirdput_and_url_inputs(connected, tmp_path: Path) -> None:
+    m, _, _ = connected
+    (tmp_path / "shared.txt").write_text("on the shared fs\n")
+    (tmp_path / "web").mkdir()
+    (tmp_path / "web" / "page.txt").write_text("from http\n")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler,
+                                directory=str(tmp_path / "web"))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        m.send(p.ThirdGet(1, "cmd-1-gen", "echo generated > %%"),
+               p.ThirdGet(2, "copy-1-shared", str(tmp_path / "shared.txt")),
+               p.Url("url-1-page", f"http://127.0.0.1:{httpd.server_address[1]}/page.txt"),
+               p.Task(41, "cat gen shared page > all.txt", cores=1,
+                      inputs=(p.TaskFile("cmd-1-gen", "gen"), p.TaskFile("copy-1-shared", "shared"),
+                              p.TaskFile("url-1-page", "page")),
+                      outputs=(p.TaskFile("file-1-all", "all.txt"),)))
+        res, _ = m.results()[41]
+        assert res.status == 0
+        m.send(p.ThirdPut(2, "file-1-all", str(tmp_path / "exported.txt")))
+        assert m.until(lambda e: isinstance(e, p.ThirdPutComplete))[-1].ok
+        assert (tmp_path / "exported.txt").read_text() == (
+            "generated\non the shared fs\nfrom http\n")
+    finally:
+        httpd.shutdown()
