@@ -457,3 +457,14 @@ def test_payload_read_by_the_caller_is_accounted() -> None:
     w.receive_data(b"check\n")
     assert list(w.events()) == [EndOfData(), Check()]
     assert w.payload_left == 0
+
+
+def test_status_query_after_the_password_step() -> None:
+    m = ManagerConnection()
+    evs = events_of(m, b"auth password sha1\nchal\nresp\nok\nqueue_status\n")
+    assert evs == [Auth(), Challenge("chal"), ChallengeResponse("resp"), AuthVerdict(True),
+                   StatusRequest("queue_status")]
+    m = ManagerConnection()
+    m.receive_data(b"auth password sha1\nc\nr\nok\nauth password sha1\n")
+    with pytest.raises(ProtocolError):  # only one password step
+        list(m.events())

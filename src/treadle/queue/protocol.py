@@ -1229,7 +1229,7 @@ class ManagerConnection(_Connection):
 
     def __init__(self) -> None:
         super().__init__()
-        self._phase = "start"  # start -> (handshake) -> worker | http | done
+        self._phase = "start"  # start -> [authenticated] -> handshake -> worker | http | done
         self._pending: deque[tuple[str, str]] = deque()  # replies owed by the worker
         self._name_pending = 0
         self._http_path = ""
@@ -1257,7 +1257,7 @@ class ManagerConnection(_Connection):
         if phase == "done":
             raise ProtocolError("data after a status request")
         word, _, rest = line.partition(b" ")
-        if phase == "start":
+        if phase in ("start", "authenticated"):  # a status client may authenticate first
             self._phase = "handshake"
             text = line.rstrip(b"\r").decode("latin-1")
             if text in STATUS_KINDS:
@@ -1270,7 +1270,8 @@ class ManagerConnection(_Connection):
                 self._http_path = _to_str(parts[0])
                 self._phase = "http"
                 return None
-            if line == AUTH_LINE.encode():
+            if line == AUTH_LINE.encode() and phase == "start":
+                self._phase = "authenticated"
                 return self._begin_auth()
         if line == b"name":
             self._name_pending += 1
