@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from treadle.queue.factory import Factory, FactoryConfig, query_status
+from treadle.queue.protocol import ProtocolError
 from treadle.queue.providers import JobState, Provider, get_provider
 from treadle.queue.providers.local import LocalProvider
 
@@ -115,3 +116,15 @@ def test_factory_workers_leave_when_idle_under_treadle_manager(tmp_path: Path) -
     assert 1 <= len(pids) <= 2, out
     assert all(gone(pid) for pid in pids)
     assert not any(os.path.basename(p).startswith("worker-") for p in os.listdir(tmp_path))
+
+
+@pytest.mark.reference
+def test_status_query_passes_the_password_step_of_makeflow(tmp_path: Path,
+                                                           start_makeflow) -> None:
+    (tmp_path / "Makeflow").write_text("x:\n\techo x > x\n")
+    (tmp_path / "pw.txt").write_text("pw\n")
+    _, port = start_makeflow("Makeflow", "--password", "pw.txt", cwd=tmp_path)
+    (status,) = query_status("127.0.0.1", port, b"pw\n")[:1]
+    assert status["tasks_waiting"] == 1
+    with pytest.raises((OSError, ProtocolError)):
+        query_status("127.0.0.1", port, b"wrong\n")
