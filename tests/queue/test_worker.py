@@ -450,3 +450,16 @@ def test_thirdget_thirdput_and_url_inputs(connected, tmp_path: Path) -> None:
             "generated\non the shared fs\nfrom http\n")
     finally:
         httpd.shutdown()
+
+
+def test_parent_death_ends_the_worker(tmp_path: Path, free_port: int) -> None:
+    pidfile = tmp_path / "pid"
+    worker = (f"{sys.executable} -m treadle worker --parent-death --connect-timeout 60 "
+              f"-s {tmp_path} 127.0.0.1 {free_port}")
+    subprocess.run(["/bin/sh", "-c", f"{worker} & echo $! > {pidfile}; sleep 1"],
+                   timeout=30, stderr=subprocess.DEVNULL)
+    pid = int(pidfile.read_text())
+    deadline = time.monotonic() + 15
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not alive(pid)
