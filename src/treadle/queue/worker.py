@@ -354,14 +354,10 @@ class Worker:
                 if time.monotonic() >= give_up:
                     log.warning("no manager reached within %ss; exiting", self.opts.connect_timeout)
                     return 1
-                try:
-                    assert self._wake is not None
-                    await asyncio.wait_for(self._wake.wait(), backoff)
-                except asyncio.TimeoutError:  # noqa: UP041 - not the builtin before 3.11
-                    pass
+                await self._pause(backoff)
                 backoff = min(backoff * 2, self.opts.max_backoff)
                 continue
-            backoff = self.opts.min_backoff
+            began = time.monotonic()
             session = _Session(self, link)
             self._session = session
             try:
@@ -377,7 +373,20 @@ class Worker:
                 return 1
             if self.opts.single_shot:
                 return 0
+            # a manager that drops us at once must not be hammered: back off unless the
+            # connection lasted a while
+            backoff = self.opts.min_backoff if time.monotonic() - began > 30 else \
+                min(backoff * 2, self.opts.max_backoff)
+            await self._pause(backoff)
             give_up = time.monotonic() + self.opts.connect_timeout
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep, but wake at once for a signal or the end of the wall time."""
+        assert self._wake is not None
+        try:
+            await asyncio.wait_for(self._wake.wait(), seconds)
+        except asyncio.TimeoutError:  # noqa: UP041 - not the builtin before 3.11
+            pass
 
     async def _connect(self):
         for host, port in await self._manager_addresses():
