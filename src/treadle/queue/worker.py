@@ -675,6 +675,10 @@ class _Session:
         self._put_path = ""
         self._put_mode = 0
         self._children: set = set()
+        # the worker's environment minus DISPLAY, read once: os.environ decodes on each read
+        self._base_env = {k: v for k, v in os.environ.items() if k != "DISPLAY"}
+        self._base_env["WORKER_TMPDIR"] = self.ws.tmp
+        self._base_env["WORK_QUEUE_SANDBOX"] = self.ws.root
 
     # -- the connection ----------------------------------------------------------------
 
@@ -996,9 +1000,7 @@ class _Session:
         self.waiting = still
 
     def _environment(self, run: _Running, tmpdir: str) -> dict:
-        env = {k: v for k, v in os.environ.items() if k != "DISPLAY"}
-        env["WORKER_TMPDIR"] = self.ws.tmp
-        env["WORK_QUEUE_SANDBOX"] = self.ws.root
+        env = dict(self._base_env)
         for entry in run.task.env:
             name, sep, value = entry.partition("=")
             if sep and name:
