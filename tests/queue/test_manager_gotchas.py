@@ -246,3 +246,40 @@ def test_gotcha_20_task_ids_stay_below_2_31(manager):
     with pytest.raises(UsageError):
         manager.submit(Task("true"))
     wait_for(lambda: manager.stats.tasks_waiting == 2)
+
+
+def test_gotcha_13_outputs_followed_and_dangling_link_missing(manager, tmp_path):
+    fw = FakeWorker(manager.port)
+    fw.send(greeting())
+    t = Task("x")
+    t.add_output(str(tmp_path / "outdir"), "outdir")
+    t.add_output(str(tmp_path / "other"), "other")
+    manager.submit(t)
+    task = fw.expect(wp.Task)
+    _serve_one_result = fw.result(task.task_id)
+    fw.send(b"available_results\n")
+    fw.expect(wp.SendResults)
+    fw.send(_serve_one_result + b"end\n")
+    first = fw.expect(wp.Get).name
+    second = fw.expect(wp.Get).name
+    # a link comes back as the file it points to; a dangling one as `missing`
+    fw.send(b"dir %s 0\nfile %s/link 2\nhimissing %s/dangling 2\nend\n" % (first.encode(), first.encode(), first.encode()))
+    fw.send(b"file %s 3\nyesend\n" % second.encode())
+    done = manager.wait(10)
+    assert done.result is Result.OUTPUT_MISSING
+    assert (tmp_path / "outdir" / "link").read_text() == "hi"
+    assert (tmp_path / "other").read_text() == "yes"  # the other outputs are still retrieved
+
+
+def test_gotcha_15_kill_of_running_task_goes_alone_then_pause(manager):
+    fw = FakeWorker(manager.port)
+    fw.send(greeting())  # no treadle-version: treated as a reference worker
+    tid = manager.submit(Task("sleep 100"))
+    fw.expect(wp.Task)
+    manager.cancel(tid)
+    manager.submit(Task("next"))
+    fw.expect(wp.Kill)
+    start = time.monotonic()
+    nxt = fw.expect(wp.Task, timeout=10)
+    assert nxt.command == "next"
+    assert time.monotonic() - start >= 3.0  # nothing while the reference worker stalls in kill

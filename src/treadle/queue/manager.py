@@ -534,7 +534,8 @@ class Manager:
         self.name = name
         self.host = host
         self._password = _read_password(password, password_file)
-        self.catalog = catalog
+        # only a catalog named here or in $CATALOG_HOST: never the public default (gotcha 19)
+        self.catalog = catalog or os.environ.get("CATALOG_HOST") or None
         self.keepalive_interval = 120.0
         self.keepalive_timeout = 30.0
         self.overcommit = overcommit
