@@ -463,3 +463,30 @@ def test_parent_death_ends_the_worker(tmp_path: Path, free_port: int) -> None:
     while alive(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not alive(pid)
+
+
+@pytest.mark.parametrize("garbage", [
+    b"\x00\xffnot a message\n",
+    b"put x 5 0644\nab",  # then the connection closes mid-payload
+    b"task 1\ncmd 99999999999\n",
+    b"dir d\nsymlink l 3\nabcend\nend\nend\n",
+])
+def test_garbage_drops_the_connection_not_the_worker(
+        manager: ScriptedManager, start_worker, tmp_path: Path, garbage: bytes) -> None:
+    log = tmp_path / "worker.log"
+    proc = start_worker("-t", "60", "-i", "0.1", "-b", "0.2", "-d", "all", "-o", str(log),
+                        "-s", str(tmp_path), "127.0.0.1", str(manager.port))
+    manager.accept()
+    manager.greeting()
+    assert manager.sock is not None
+    manager.sock.sendall(garbage)
+    if garbage.endswith(b"ab"):
+        manager.sock.close()
+    else:
+        manager.until(lambda e: isinstance(e, p.ConnectionClosed))
+    manager.accept()  # the worker is still there and comes back
+    manager.greeting()
+    manager.send(p.Task(1, "echo fine", cores=1))
+    assert manager.results()[1][1] == b"fine\n"
+    assert proc.poll() is None
+    assert "disconnected" in log.read_text()
