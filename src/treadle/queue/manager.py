@@ -660,13 +660,6 @@ class Manager:
             task.cancel()
         await asyncio.wait(pending, timeout=5) if pending else None
 
-    def __del__(self) -> None:
-        if not getattr(self, "_closed", True):
-            try:
-                self.close()
-            except Exception:  # noqa: BLE001 - interpreter shutdown
-                pass
-
     # ============================================================== public API
     def submit(self, task: Task) -> int:
         """Queue ``task``; returns its id (ids start at 1)."""
