@@ -48,6 +48,39 @@ def remove(path: str) -> None:
             pass
 
 
+def remove_if_small(path: str, budget: int = 16) -> bool:
+    """Delete ``path`` if it is missing, a file, or a tree of at most ``budget`` entries.
+
+    Returns False (and leaves the path alone) for bigger trees, which the caller
+    deletes in a thread; most task sandboxes hold a handful of entries.
+    """
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return True
+    if not stat.S_ISDIR(st.st_mode):
+        os.unlink(path)
+        return True
+    entries: list = []
+    stack = [path]
+    while stack:
+        top = stack.pop()
+        with os.scandir(top) as it:
+            for entry in it:
+                entries.append(entry)
+                if len(entries) > budget:
+                    return False
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(entry.path)
+    for entry in reversed(entries):  # children before their directories
+        if entry.is_dir(follow_symlinks=False):
+            os.rmdir(entry.path)
+        else:
+            os.unlink(entry.path)
+    os.rmdir(path)
+    return True
+
+
 class Workspace:
     """``<parent>/worker-<uid>-<pid>`` with ``cache/`` (and ``cache/tmp``) and sandboxes."""
 

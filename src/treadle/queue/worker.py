@@ -443,9 +443,12 @@ class Worker:
                 return
 
     def trash(self, path: str) -> None:
-        """Move a path out of the way at once and delete it in a thread (never stall)."""
-        if not os.path.lexists(path):
-            return
+        """Delete a path without stalling: small ones now, big trees in a thread."""
+        try:
+            if sb.remove_if_small(path):
+                return
+        except OSError:  # e.g. a read-only directory made by the task: the thread tries
+            pass
         self._trash += 1
         spare = os.path.join(self.ws.root, f".trash.{self._trash}")
         try:
