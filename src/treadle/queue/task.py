@@ -149,6 +149,14 @@ class Task:
     number and ``signal`` stays None.
     """
 
+    __slots__ = (
+        "command", "tag", "category", "priority", "cores", "memory", "disk", "gpus", "env",
+        "max_retries", "running_time_max", "running_time_min", "end_time", "features", "inputs",
+        "outputs", "id", "state", "result", "exit_code", "signal", "output", "host", "hostname",
+        "attempts", "time_submitted", "time_started", "time_finished", "execute_usec", "bytes_sent",
+        "bytes_received", "resources_allocated", "_attempt", "_grown", "__weakref__",
+    )  # a queue may hold a million tasks
+
     def __init__(
         self,
         command: str,
@@ -177,7 +185,7 @@ class Task:
         self.memory = _positive_or_none("memory", memory)
         self.disk = _positive_or_none("disk", disk)
         self.gpus = _positive_or_none("gpus", gpus)
-        self.env: dict[str, str | None] = dict(env or {})
+        self.env: dict[str, str | None] = dict(env) if env else {}
         self.max_retries = int(max_retries)
         self.running_time_max = running_time_max
         self.running_time_min = running_time_min
@@ -202,6 +210,8 @@ class Task:
         self.bytes_sent = 0
         self.bytes_received = 0
         self.resources_allocated: dict[str, int] = {}
+        self._attempt = None  # the manager's record of the current dispatch
+        self._grown = False  # retried with the category maximum after RESOURCE_EXHAUSTION
 
     def __repr__(self) -> str:
         return f"Task(id={self.id}, command={self.command!r}, state={self.state.name})"
