@@ -490,3 +490,16 @@ def test_garbage_drops_the_connection_not_the_worker(
     assert manager.results()[1][1] == b"fine\n"
     assert proc.poll() is None
     assert "disconnected" in log.read_text()
+
+
+def test_worker_wall_time_ends_it(manager: ScriptedManager, start_worker,
+                                  tmp_path: Path) -> None:
+    proc = start_worker("-t", "60", "--wall-time", "2", "-s", str(tmp_path), "127.0.0.1",
+                        str(manager.port))
+    manager.accept()
+    manager.greeting()
+    manager.send(p.Task(1, "sleep 60", cores=1))
+    events = manager.until(lambda e: isinstance(e, p.ConnectionClosed), timeout=20)
+    assert p.Info("wall_time_exhausted", "2") in events
+    assert proc.wait(timeout=10) == 0
+    assert not list(tmp_path.glob("worker-*"))
