@@ -78,3 +78,21 @@ def test_wable_status_has_whole_queue(busy):
 
     cats = query("127.0.0.1", busy.port, "wable_status")
     assert cats[-1]["category"] == "whole queue" and cats[-1]["tasks_waiting"] == 1
+
+
+def test_treadle_status_with_password(tmp_path):
+    from treadle.queue import Manager
+
+    pw = tmp_path / "pw"
+    pw.write_text("secret\n")
+    with Manager(0, host="127.0.0.1", password_file=str(pw)) as m:
+        m.submit(Task("true"))
+        cmd = [sys.executable, "-m", "treadle", "status", "127.0.0.1", str(m.port), "--json"]
+        ok = subprocess.run([*cmd, "-P", str(pw)], capture_output=True, text=True, timeout=30)
+        assert ok.returncode == 0, ok.stderr
+        assert json.loads(ok.stdout)["queue"]["tasks_waiting"] == 1
+        without = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+        assert without.returncode == 1 and "Traceback" not in without.stderr
+        (tmp_path / "bad").write_text("wrong\n")
+        bad = subprocess.run([*cmd, "-P", str(tmp_path / "bad")], capture_output=True, text=True, timeout=30)
+        assert bad.returncode == 1 and "refused the password" in bad.stderr

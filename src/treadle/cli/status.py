@@ -15,7 +15,8 @@ from treadle.errors import UsageError
 @click.argument("port", required=False, type=int)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 @click.option("-C", "--catalog", metavar="HOST:PORT", help="List the managers a catalog server knows.")
-def command(host: str | None, port: int | None, as_json: bool, catalog: str | None) -> None:
+@click.option("-P", "--password", "password_file", metavar="FILE", help="Password file of the manager.")
+def command(host: str | None, port: int | None, as_json: bool, catalog: str | None, password_file: str | None) -> None:
     """Show the workers and tasks of the manager at HOST PORT.
 
     \b
@@ -48,7 +49,14 @@ def command(host: str | None, port: int | None, as_json: bool, catalog: str | No
         click.echo(status.table(rows, ("PROJECT", "HOST", "PORT", "WAITING", "RUNNING", "COMPLETE", "WORKERS")))
         return
     assert port is not None
-    snap = status.snapshot(host, port)
+    password = None
+    if password_file is not None:
+        try:
+            with open(password_file, "rb") as f:
+                password = f.read()
+        except OSError as e:
+            raise UsageError(f"cannot read password file {password_file}: {e.strerror}") from None
+    snap = status.snapshot(host, port, password)
     if as_json:
         click.echo(json.dumps(snap, indent=2, sort_keys=True))
     else:

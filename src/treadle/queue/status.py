@@ -3,9 +3,9 @@
 A status client opens a connection to the manager's port, sends one line
 (``queue_status``, ``worker_status``, ``task_status``, ...) and reads a JSON
 array until the manager closes (spec §3.11). This works against treadle's
-manager and the reference's alike. A manager with a password cannot be
-queried this way (gotcha 17): the password step comes first, and status
-clients do not take part in it.
+manager and the reference's alike. A manager with a password answers only
+after the password step (gotcha 17): the reference ``work_queue_status``
+cannot take it, ``treadle status --password FILE`` does.
 """
 
 from __future__ import annotations
@@ -22,10 +22,14 @@ from treadle.queue import protocol as wp
 TIMEOUT = 10.0
 
 
-def query(host: str, port: int, kind: str = "queue_status", timeout: float = TIMEOUT) -> list[dict[str, Any]]:
+def query(
+    host: str, port: int, kind: str = "queue_status", timeout: float = TIMEOUT, password: bytes | None = None
+) -> list[dict[str, Any]]:
     """One status request; raises TreadleError if the manager cannot be reached or answers nonsense."""
     try:
         with socket.create_connection((host, port), timeout=timeout) as s:
+            if password is not None:
+                _authenticate(s, password, f"{host}:{port}")
             s.sendall(wp.status_request(kind))
             chunks = []
             while True:
@@ -44,6 +48,26 @@ def query(host: str, port: int, kind: str = "queue_status", timeout: float = TIM
         raise TreadleError(f"the manager at {host}:{port} sent a bad status reply: {e}") from None
 
 
+def _authenticate(sock: socket.socket, password: bytes, where: str) -> None:
+    """The password step of §3.3, on the client's side."""
+    conn = wp.WorkerConnection()
+    hs = wp.PasswordHandshake(password)
+    sock.sendall(b"".join(conn.send(e) for e in hs.start()))
+    try:
+        while hs.succeeded is None:
+            ev = conn.next_event()
+            if ev is wp.NEED_DATA:
+                conn.receive_data(sock.recv(4096))
+            elif isinstance(ev, wp.ConnectionClosed):
+                break
+            else:
+                sock.sendall(b"".join(conn.send(e) for e in hs.receive(ev)))
+    except wp.ProtocolError:
+        pass
+    if not hs.succeeded:
+        raise TreadleError(f"the manager at {where} refused the password")
+
+
 def query_catalog(catalog: str, timeout: float = TIMEOUT) -> list[dict[str, Any]]:
     """The managers a catalog server knows (``HOST:PORT``), as its JSON query interface lists them."""
     url = f"http://{catalog}/query.json"
@@ -55,13 +79,13 @@ def query_catalog(catalog: str, timeout: float = TIMEOUT) -> list[dict[str, Any]
     return [r for r in records if isinstance(r, dict) and r.get("type") == "wq_master"]
 
 
-def snapshot(host: str, port: int) -> dict[str, Any]:
+def snapshot(host: str, port: int, password: bytes | None = None) -> dict[str, Any]:
     """Queue summary, workers and tasks of one manager."""
-    queue = query(host, port, "queue_status")
+    queue = query(host, port, "queue_status", password=password)
     return {
         "queue": queue[0] if queue else {},
-        "workers": query(host, port, "worker_status"),
-        "tasks": query(host, port, "task_status"),
+        "workers": query(host, port, "worker_status", password=password),
+        "tasks": query(host, port, "task_status", password=password),
     }
 
 
