@@ -61,7 +61,8 @@ Events, worker to manager (``ManagerConnection`` parses them, ``WorkerConnection
 ``Result(status, exit_code, size, usec, task_id)`` + payload,
 ``Update(task_id, path, offset, size)`` + payload, ``FileReply(path, size)`` + payload,
 ``DirReply(path)``, ``Missing(path, errno)``, ``End()``, ``ThirdPutComplete(ok)``,
-``NameQuery()``; from status clients: ``StatusRequest(kind)``, ``HttpRequest(path)``.
+``NameQuery()``; from status clients (as the first line, or right after the password
+step): ``StatusRequest(kind)``, ``HttpRequest(path)``.
 
 Both directions: ``Auth()``, ``Challenge(token)``, ``ChallengeResponse(digest)``,
 ``AuthVerdict(ok)`` (the password step, section 3.3), ``Data(data)``, ``EndOfData()``,
@@ -72,8 +73,9 @@ What the state machines check
 * Lines are at most ``MAX_LINE`` bytes; every number a peer sends has a range; every
   collected payload has a size limit (see the constants below).
 * Cache names (``put``/``dir``/``get``/``unlink``/... at top level, and the cache names
-  in a task) are one path component: not empty, no ``/``, not ``.`` or ``..``. Names
-  inside a ``dir`` stream are one component too. A ``get`` reply's paths must be the
+  in a task) are one path component: not empty, no ``/``, not ``.`` or ``..``, no
+  newline (a get reply sends them raw). Names inside a ``dir`` stream are one
+  component too. A ``get`` reply's paths must be the
   requested name or lie below it, without ``.``/``..`` components.
 * Replies must answer a request: ``file``/``dir``/``missing`` only while a ``get`` is
   pending, ``result``/``update`` only while a ``send_results`` is pending, ``end``
