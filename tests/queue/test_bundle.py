@@ -111,3 +111,12 @@ def test_bundle_serves_the_reference_manager_from_an_empty_directory(
             worker.kill()
             worker.wait()
     assert list(empty.iterdir()) == []
+
+
+def test_unwritable_output_is_a_one_line_error(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "treadle", "worker-bundle", "-o",
+                           str(tmp_path / "missing-dir" / "w.pyz")],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert "cannot write" in done.stderr and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
