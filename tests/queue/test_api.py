@@ -146,3 +146,17 @@ def test_stats_field_names():
         "capacity_cores",
     ):
         assert expected in names
+
+
+def test_close_wakes_a_waiting_thread():
+    import threading
+
+    m = Manager(0, host="127.0.0.1")
+    m.submit(Task("true"))
+    got: list[object] = []
+    t = threading.Thread(target=lambda: got.append(m.wait()))
+    t.start()
+    wait_for(lambda: m.stats.tasks_waiting == 1)
+    m.close()
+    t.join(10)
+    assert not t.is_alive() and got == [None]

@@ -637,6 +637,8 @@ class Manager:
         if self._closed:
             return
         self._closed = True
+        with self._done_cond:
+            self._done_cond.notify_all()  # a wait() in another thread returns None
         fut = asyncio.run_coroutine_threadsafe(self._close_async(), self._loop)
         try:
             fut.result(timeout=30)
@@ -713,7 +715,7 @@ class Manager:
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._done_cond:
             while not self._done:
-                if self._outstanding == 0 and timeout is None:
+                if (self._outstanding == 0 and timeout is None) or self._closed:
                     return None
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
