@@ -8,8 +8,10 @@ disconnection. The worker is the real ``treadle worker`` process.
 from __future__ import annotations
 
 import functools
+import hashlib
 import http.server
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -503,3 +505,33 @@ def test_worker_wall_time_ends_it(manager: ScriptedManager, start_worker,
     assert p.Info("wall_time_exhausted", "2") in events
     assert proc.wait(timeout=10) == 0
     assert not list(tmp_path.glob("worker-*"))
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl not installed")
+def test_tls_to_a_treadle_manager(tmp_path: Path, start_worker) -> None:
+    import ssl
+
+    from treadle.queue import Manager, Task
+
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                    str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(str(cert), str(key))
+    with Manager(0, host="127.0.0.1", ssl=server) as m:
+        plain = start_worker("--single-shot", "-t", "10", "-s", str(tmp_path), "127.0.0.1",
+                             str(m.port))
+        plain.wait(timeout=30)  # a plain-text worker gets nowhere with a TLS manager
+        assert m.stats.workers_joined == 0
+        worker = start_worker("--single-shot", "-t", "30", "--tls-ca", str(cert), "-s",
+                              str(tmp_path), "127.0.0.1", str(m.port))
+        big = os.urandom(6 << 20)  # above the size the worker reads past asyncio
+        t = Task("sha256sum in > sum; echo over-tls", cores=1)
+        t.add_input_buffer(big, "in")
+        t.add_output(str(tmp_path / "sum"), "sum")
+        m.submit(t)
+        done = m.wait(timeout=60)
+        assert done is not None and done.output == b"over-tls\n"
+        assert (tmp_path / "sum").read_text().split()[0] == hashlib.sha256(big).hexdigest()
+    assert worker.wait(timeout=30) == 0

@@ -86,6 +86,8 @@ class WorkerOptions:
     features: tuple = ()
     workdir: str | None = None
     disable_symlinks: bool = False
+    tls: bool = False  # TLS to a treadle manager (the reference speaks plain TCP only)
+    tls_ca: str | None = None  # trust certificates signed by this CA file
     min_backoff: float = 1.0
     max_backoff: float = 60.0
     parent_death: bool = False
@@ -127,6 +129,11 @@ def build_parser(prog: str = "treadle worker") -> argparse.ArgumentParser:
     ap.add_argument("--feature", action="append", default=[], help="a feature tasks can require")
     ap.add_argument("-s", "--workdir", metavar="DIR", help="parent of the workspace")
     ap.add_argument("--disable-symlinks", action="store_true")
+    ap.add_argument("--tls", action="store_true",
+                    help="connect with TLS (treadle managers only), checking the manager's "
+                         "certificate against the system's CAs")
+    ap.add_argument("--tls-ca", metavar="FILE",
+                    help="with TLS, trust the manager certificates this CA file signed")
     ap.add_argument("-i", "--min-backoff", type=float, metavar="S",
                     help="first wait before reconnecting (default 1)")
     ap.add_argument("-b", "--max-backoff", type=float, metavar="S",
@@ -194,6 +201,10 @@ def parse_options(argv: list, prog: str = "treadle worker") -> WorkerOptions:
     opts.features = tuple(ns.feature)
     opts.workdir = ns.workdir
     opts.disable_symlinks = ns.disable_symlinks
+    opts.tls = ns.tls or ns.tls_ca is not None
+    if ns.tls_ca is not None and not os.path.isfile(ns.tls_ca):
+        raise WorkerUsageError(f"CA file {ns.tls_ca} does not exist")
+    opts.tls_ca = ns.tls_ca
     if ns.min_backoff is not None:
         opts.min_backoff = max(0.01, ns.min_backoff)
     if ns.max_backoff is not None:
@@ -391,10 +402,14 @@ class Worker:
     async def _connect(self):
         for host, port in await self._manager_addresses():
             try:
+                tls = {"ssl": self._tls_context(), "server_hostname": host} if self.opts.tls \
+                    else {}
                 _, link = await asyncio.wait_for(
-                    asyncio.get_running_loop().create_connection(_Link, host, port), 10)
+                    asyncio.get_running_loop().create_connection(_Link, host, port, **tls), 10)
             except (asyncio.TimeoutError, OSError) as e:  # noqa: UP041 - 3.8 has its own
-                log.info("cannot connect to %s:%d: %s", host, port, e)
+                tls_failed = type(e).__module__ == "ssl"  # say why, it will not heal itself
+                (log.warning if tls_failed else log.info)(
+                    "cannot connect to %s:%d: %s", host, port, e)
                 continue
             sock = link.transport.get_extra_info("socket")
             if sock is not None:
@@ -402,6 +417,11 @@ class Worker:
             log.info("connected to %s:%d", host, port)
             return link
         return None
+
+    def _tls_context(self):
+        import ssl  # only TLS users pay for importing it
+
+        return ssl.create_default_context(cafile=self.opts.tls_ca)
 
     async def _manager_addresses(self) -> list:
         if not self.opts.project:
@@ -704,7 +724,8 @@ class _Session:
                     break
                 self.conn.receive_data(data)
                 await self._handle_all()
-                if self._put_fd is not None and self.conn.payload_left >= BULK_MIN:
+                if self._put_fd is not None and not self.w.opts.tls and \
+                        self.conn.payload_left >= BULK_MIN:  # TLS bytes need decrypting
                     await self._receive_bulk()
         except _Stop as stop:
             self.reason = self.reason or stop.reason
