@@ -142,9 +142,18 @@ class Spawner:
     def __init__(self):
         self._err = tempfile.TemporaryFile()
         self._err_fd = self._err.fileno()
+        self._scratch = None
+
+    def scratch(self) -> str:
+        """A private directory for files handed to F, reused call after call."""
+        if self._scratch is None:
+            self._scratch = tempfile.TemporaryDirectory(prefix="treadle-ap-")
+        return self._scratch.name
 
     def close(self) -> None:
         self._err.close()
+        if self._scratch is not None:
+            self._scratch.cleanup()
 
     def run(self, executable: str, argv: list[str]) -> tuple[int, bytes, str]:
         """Run argv; return (exit status or -signal, stdout, stderr tail)."""
@@ -473,15 +482,14 @@ def wave_cell(fn: Function, x: int, y: int, left: str, bottom: str, diag: str,
         own = spawner is None
         spawner = spawner or Spawner()
         try:
-            with tempfile.TemporaryDirectory(prefix="treadle-wf-") as tmp:
-                paths = []
-                for name, value in (("left", left), ("bottom", bottom), ("diag", diag)):
-                    path = os.path.join(tmp, name)
-                    with open(path, "w", encoding="utf-8") as f:
-                        f.write(value + "\n")
-                    paths.append(path)
-                argv = [fn.executable] + fn.args + [str(x), str(y)] + paths
-                code, out, tail = spawner.run(fn.executable, argv)
+            paths = []
+            for name, value in (("left", left), ("bottom", bottom), ("diag", diag)):
+                path = os.path.join(spawner.scratch(), name)
+                with open(path, "w", encoding="utf-8") as f:
+                    f.write(value + "\n")
+                paths.append(path)
+            argv = [fn.executable] + fn.args + [str(x), str(y)] + paths
+            code, out, tail = spawner.run(fn.executable, argv)
         finally:
             if own:
                 spawner.close()
