@@ -174,15 +174,20 @@ class _Link:
 
     # ---------------------------------------------------------------- sending
     def send(self, *events: wp.Event) -> None:
-        """Queue the bytes of ``events``."""
+        """Queue the bytes of ``events`` (nothing once the connection is dropped)."""
+        if self._closed:
+            return
         for ev in events:
             self._queue(self.conn.send(ev))
 
     def send_payload(self, data: bytes) -> None:
-        self._queue(self.conn.send(wp.Data(data)))
+        if not self._closed:
+            self._queue(self.conn.send(wp.Data(data)))
 
     def send_file(self, path: str, offset: int, count: int) -> None:
         """Queue ``count`` bytes of ``path`` from ``offset`` as the payload just announced."""
+        if self._closed:
+            return
         self.conn.payload_streamed(count)
         if count == 0:
             return
@@ -1001,6 +1006,8 @@ class Manager:
         boxes: dict[int, dict[str, int]] = {}
 
         def fits(w: _Worker) -> bool:
+            if w.link._closed:
+                return False
             if task.features and not set(task.features) <= w.features:
                 return False
             if not w.treadle and not task.reference_safe:
@@ -1021,7 +1028,17 @@ class Manager:
             return None
         self._unqueue(task)
         self._orders.pop(task.id, None)
-        self._dispatch(task, worker, boxes[worker.seq], items)
+        try:
+            self._dispatch(task, worker, boxes[worker.seq], items)
+        except OSError as e:
+            # an input changed or vanished while being sent: the stream to this
+            # worker is now out of step, so drop the worker; the task waits again
+            log.warning("sending task %d to %s failed (%s); worker dropped", task.id, worker.addrport, e)
+            worker.link.abort()
+            worker.tasks.pop(task.id, None)
+            task._attempt = None
+            self._enqueue(task)
+            return False
         return True
 
     def _dispatch(self, task: Task, w: _Worker, box: dict[str, int], items: list[CacheItem]) -> None:
