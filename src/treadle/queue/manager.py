@@ -972,7 +972,7 @@ class Manager:
             if placed is None:
                 rejected.append((order, task))
             elif placed is False:
-                pass  # ended at dispatch (missing input): already handed back
+                pass  # handed back (missing input) or queued again (send failed)
         for order, task in rejected:
             self._ready.push(task.priority, task, order)
 
