@@ -25,13 +25,16 @@ from treadle.errors import UsageError
               help="workers leave after this many idle seconds [60]")
 @click.option("-s", "--scratch-dir", "workdir", type=click.Path(file_okay=False),
               help="parent directory of the workers' workspaces")
+@click.option("--tls-ca", type=click.Path(exists=True, dir_okay=False),
+              help="the manager uses TLS: trust certificates signed by this CA file")
 @click.option("--interval", type=click.FloatRange(0.05),
               help="seconds between two looks at the manager [5]")
 @click.argument("address", nargs=-1, required=True)
 def command(batch_type: str, min_workers: int | None, max_workers: int | None,
             password_file: str | None, cores: int | None, memory: int | None,
             disk: int | None, gpus: int | None, worker_timeout: float | None,
-            workdir: str | None, interval: float | None, address: tuple[str, ...]) -> None:
+            workdir: str | None, tls_ca: str | None, interval: float | None,
+            address: tuple[str, ...]) -> None:
     """Start workers for a manager's waiting tasks; idle workers leave on their own.
 
     \b
@@ -49,7 +52,7 @@ def command(batch_type: str, min_workers: int | None, max_workers: int | None,
     given = {"min_workers": min_workers, "max_workers": max_workers,
              "worker_timeout": worker_timeout, "interval": interval}
     config = FactoryConfig(host=host, port=port, password_file=password_file, cores=cores,
-                           memory=memory, disk=disk, gpus=gpus, workdir=workdir,
+                           memory=memory, disk=disk, gpus=gpus, workdir=workdir, tls_ca=tls_ca,
                            **{k: v for k, v in given.items() if v is not None})
     if config.min_workers > config.max_workers:
         raise UsageError("--min-workers is larger than --max-workers")

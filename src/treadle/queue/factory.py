@@ -38,6 +38,7 @@ class FactoryConfig:
     gpus: int | None = None
     worker_timeout: float = 60.0  # idle (and connect) timeout passed to each worker
     workdir: str | None = None
+    tls_ca: str | None = None  # the manager speaks TLS; trust certificates from this CA file
     interval: float = 5.0
     extra_args: list = field(default_factory=list)
 
@@ -51,19 +52,33 @@ class FactoryConfig:
             args += ["-P", self.password_file]
         if self.workdir:
             args += ["-s", self.workdir]
+        if self.tls_ca:
+            args += ["--tls-ca", self.tls_ca]
         return args + list(self.extra_args) + [self.host, str(self.port)]
 
 
 def query_status(host: str, port: int, password: bytes | None = None,
-                 kind: str = "queue_status", timeout: float = 10.0) -> list:
+                 kind: str = "queue_status", timeout: float = 10.0,
+                 tls_ca: str | None = None) -> list:
     """Ask a manager one status question (after the password step if it has one)."""
-    with socket.create_connection((host, port), timeout=timeout) as sock:
+    with socket.create_connection((host, port), timeout=timeout) as plain:
+        sock = plain
+        if tls_ca:
+            import ssl
+
+            sock = ssl.create_default_context(cafile=tls_ca).wrap_socket(
+                plain, server_hostname=host)
         if password is not None:
             _authenticate(sock, password)
         sock.sendall(wp.status_request(kind))
         chunks, size = [], 0
         while True:
-            data = sock.recv(1 << 16)
+            try:
+                data = sock.recv(1 << 16)
+            except OSError as e:  # a TLS peer may close without close_notify
+                if type(e).__module__ != "ssl" or not chunks:
+                    raise
+                break
             if not data:
                 break
             chunks.append(data)
@@ -105,7 +120,8 @@ class Factory:
         self._status = status or self._query
 
     def _query(self) -> dict:
-        reply = query_status(self.config.host, self.config.port, self._password)
+        reply = query_status(self.config.host, self.config.port, self._password,
+                             tls_ca=self.config.tls_ca)
         return reply[0] if reply and isinstance(reply[0], dict) else {}
 
     def target(self, status: dict | None) -> int:
