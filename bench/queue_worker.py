@@ -1,13 +1,15 @@
 """treadle's worker against the reference work_queue_worker, measured in the same run.
 
 1. Throughput: ``makeflow -T wq`` (the reference manager) over N trivial rules with
-   two workers ``--cores 1``: reference workers, then treadle workers.
+   two workers ``--cores 1``: reference workers, then treadle workers; and the same
+   with treadle's Manager API instead of makeflow.
 2. Transfer: one input of S MiB pushed to a worker with ``put`` (a scripted manager
    built on treadle's protocol module, ``socket.sendfile``), until the worker has
    written it and answered ``check``: reference worker, treadle worker, and a plain
    socket copy into a process that writes the bytes to disk.
 
-Run: ``.venv/bin/python bench/queue_worker.py [--rules 2000] [--size-mb 1024]``
+Run: ``.venv/bin/python bench/queue_worker.py [--rules 2000] [--api-tasks 2000]
+[--size-mb 1024] [--skip throughput|api|transfer]``
 """
 
 from __future__ import annotations
@@ -54,6 +56,28 @@ def throughput(kind: str, rules: int, workdir: str) -> float:
         w.wait(timeout=60)
     shutil.rmtree(d, ignore_errors=True)
     return wall
+
+
+def api_rate(kind: str, tasks: int, workdir: str) -> float:
+    """Tasks/s of treadle's Manager API with two workers of one kind (`true` tasks)."""
+    from treadle.queue import Manager, Task
+
+    with Manager(port=0, host="127.0.0.1") as m:
+        workers = [subprocess.Popen(worker_cmd(kind, m.port, workdir), env=ENV,
+                                    stderr=subprocess.DEVNULL) for _ in range(2)]
+        while m.stats.workers_connected < 2:
+            time.sleep(0.02)
+        start = time.monotonic()
+        for _ in range(tasks):
+            m.submit(Task("true", cores=1))
+        done = 0
+        while done < tasks:
+            if m.wait(timeout=5) is not None:
+                done += 1
+        rate = tasks / (time.monotonic() - start)
+    for w in workers:
+        w.wait(timeout=60)
+    return rate
 
 
 def push(kind: str, path: str, workdir: str) -> float:
@@ -126,7 +150,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rules", type=int, default=2000)
     ap.add_argument("--size-mb", type=int, default=1024)
-    ap.add_argument("--skip", choices=["throughput", "transfer"], action="append", default=[])
+    ap.add_argument("--api-tasks", type=int, default=2000)
+    ap.add_argument("--skip", choices=["throughput", "api", "transfer"], action="append",
+                    default=[])
     args = ap.parse_args()
     workdir = tempfile.mkdtemp(prefix="bench-worker-")
     try:
@@ -138,6 +164,12 @@ def main() -> None:
             print(f"  reference workers {ref:.1f} s ({args.rules / ref:.0f} rules/s)")
             print(f"  treadle workers   {ours:.1f} s ({args.rules / ours:.0f} rules/s)"
                   f"  ratio {ref / ours:.2f}x")
+        if "api" not in args.skip:
+            ref = api_rate("reference", args.api_tasks, workdir)
+            ours = api_rate("treadle", args.api_tasks, workdir)
+            print(f"treadle Manager API, {args.api_tasks} `true` tasks, 2 workers --cores 1:")
+            print(f"  reference workers {ref:.0f} tasks/s")
+            print(f"  treadle workers   {ours:.0f} tasks/s  ratio {ours / ref:.2f}x")
         if "transfer" not in args.skip:
             path = os.path.join(workdir, "big.bin")
             with open(path, "wb") as f:
