@@ -998,8 +998,8 @@ class _Session:
         request = request_of(task)
         if any(request[n] > self.w.total[n] for n in RESOURCE_NAMES):
             log.info("task %d asks for more than this worker has: forsaken", task.task_id)
+            self._post(*self._resources())
             self._finish(_Finished(task.task_id, FORSAKEN, 0, 0, None))
-            asyncio.ensure_future(self._send(*self._resources()))
             return
         self.waiting.append(task)
         self._schedule()
@@ -1106,8 +1106,7 @@ class _Session:
         if task.end_time:
             run.timers.append(loop.call_later(max(0.0, task.end_time - time.time()),
                                               self._limit, run, TASK_TIMEOUT))
-        asyncio.ensure_future(self._send_quietly(
-            p.Info("tasks_running", str(self._n_running()))))
+        self._post(p.Info("tasks_running", str(self._n_running())))
         rc = await run.proc.wait()
         for timer in run.timers:
             timer.cancel()
@@ -1160,14 +1159,27 @@ class _Session:
     def _finish(self, done: _Finished) -> None:
         self.finished.append(done)
         self.last_busy = time.monotonic()
-        asyncio.ensure_future(self._announce())
+        self._announce()
 
-    async def _announce(self) -> None:
+    def _announce(self) -> None:
         """`available_results`, once until served (tasks_running goes with each result)."""
         if not self.announced and (self.finished or self._watch_grew):
             self.announced = True
             self._watch_grew = False
-            await self._send_quietly(p.AvailableResults())
+            self._post(p.AvailableResults())
+
+    def _post(self, *events: p.Event) -> None:
+        """Send asynchronous lines now, or right after the reply being written."""
+        if self.reason is not None:
+            return
+        if self.lock.locked():  # never inside a reply: queue behind it
+            asyncio.ensure_future(self._send_quietly(*events))
+            return
+        try:
+            self.link.write(b"".join(self.conn.send(e) for e in events))
+            self.link.flush()
+        except (ConnectionError, OSError):
+            pass  # the reader notices a dead connection
 
     async def _send_quietly(self, *events: p.Event) -> None:
         """Asynchronous lines: a dead connection is noticed by the reader instead."""
@@ -1245,7 +1257,7 @@ class _Session:
                         grown = False
                     if grown and not self.announced:
                         self._watch_grew = True
-                        await self._announce()
+                        self._announce()
 
     async def _stream_file(self, path: str, size: int, offset: int = 0) -> None:
         """Send exactly ``size`` bytes of ``path`` (zero-padded if it shrank meanwhile)."""
