@@ -120,3 +120,28 @@ def test_unwritable_output_is_a_one_line_error(tmp_path: Path) -> None:
     assert done.returncode != 0
     assert "cannot write" in done.stderr and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+SMOKE = r"""
+import sys
+sys.path.insert(0, sys.argv[1])
+from treadle.queue import protocol as p
+m, w = p.ManagerConnection(), p.WorkerConnection()
+sent = [p.Put("f", 3), p.Data(b"abc"), p.EndOfData(), p.Dir("d"), p.Symlink("l", b"f\0"), p.End(),
+        p.Task(1, "echo hi", cores=1, env=("A=1",), inputs=(p.TaskFile("f", "in", 1),)),
+        p.Get("f"), p.SendResults(), p.Check()]
+w.receive_data(b"".join(m.send(e) for e in sent))
+assert list(w.events()) == sent, "manager to worker"
+back = [p.Greeting("h", "Linux", "x86_64", "8.0.0"), p.FileReply("f", 1), p.Data(b"x"),
+        p.EndOfData(), p.End(), p.Result(0, 0, 0, 5, 1), p.EndOfData(), p.End()]
+m.receive_data(b"".join(w.send(e) for e in back))
+assert list(m.events()) == back, "worker to manager"
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("python", PYTHONS)
+def test_protocol_round_trip_on_each_python(python: str, pyz: Path, tmp_path: Path) -> None:
+    done = subprocess.run([python, "-I", "-c", SMOKE, str(pyz)], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "ok", done.stderr
