@@ -154,7 +154,7 @@ def test_worker_finds_the_manager_through_a_local_catalog(
         tmp_path: Path, start_makeflow, start_worker, reference_env: dict,
         free_port: int) -> None:
     catalog = subprocess.Popen(["catalog_server", "-I", "127.0.0.1", "-p", str(free_port),
-                                "-u", f"127.0.0.1:{free_port}"], env=reference_env,
+                                "-u", f"127.0.0.1:{free_port}"], env=reference_env, cwd=tmp_path,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         (tmp_path / "Makeflow").write_text("x.txt:\n\techo found > x.txt\n")
