@@ -9,12 +9,12 @@ import sys
 import textwrap
 import time
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from treadle.backends.base import Backend, Job
-from treadle.backends.local import LocalBackend, shell_free_argv
+from treadle.backends.local import LocalBackend
+from treadle.queue.spawn import shell_free_argv
 
 
 def _run(backend: LocalBackend, command: str, env: dict[str, str] | None = None):
@@ -40,32 +40,6 @@ def test_is_a_backend():
         assert b.name == "local" and b.sandboxed is False
     finally:
         b.close()
-
-
-@pytest.mark.parametrize(
-    ("command", "argv"),
-    [
-        ("touch out.1", ["touch", "out.1"]),
-        ("cp a/b.txt c-d_e,f:g+h@i%j", ["cp", "a/b.txt", "c-d_e,f:g+h@i%j"]),
-        ("touch  x\ty ", ["touch", "x", "y"]),
-        ("prog a=b", ["prog", "a=b"]),
-    ],
-)
-def test_shell_free_commands_split_into_words(command, argv):
-    assert shell_free_argv(command) == argv
-
-
-@pytest.mark.parametrize(
-    "command",
-    [
-        "echo hi", "cd /tmp", "X=1 prog", "a; b", "a && b", "a | b", "a > out", "a < in",
-        "cat *.txt", "ls ~", "echo $HOME", "a 'q'", 'a "q"', "a \\b", "a `b`", "a $(b)",
-        "a & b", "true", "test -e x", "export X", "[ -e x ]", "if", "a\nb", "{ a; }", "a?", "a[1]",
-        "! a", "exec a", ". file", ": nothing", "",
-    ],
-)
-def test_anything_shell_like_goes_through_the_shell(command):
-    assert shell_free_argv(command) is None
 
 
 def _via(command: str, direct: bool, cwd, env_extra: dict[str, str] | None = None) -> tuple[int | None, int | None, str]:

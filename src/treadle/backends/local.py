@@ -14,7 +14,7 @@ Two promises the engine relies on:
   the few microseconds between the spawn and the write to the pipe.
 * **Same results as ``/bin/sh -c``.** A command runs as
   ``/bin/sh -c "<command>"``, except when it is provably free of shell syntax
-  (see :func:`shell_free_argv`): then the program is started directly, found
+  (see :func:`treadle.queue.spawn.shell_free_argv`): then the program is started directly, found
   on the job's ``PATH`` the way the shell finds it. That skips one exec per job
   (about 40 % of the cost of a trivial rule) and changes nothing the command
   can observe. When the direct start fails for any reason (not found, not
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import collections
 import os
-import re
 import select
 import signal
 import sys
@@ -34,63 +33,9 @@ import time
 from collections.abc import Mapping
 
 from treadle.backends.base import Job, JobResult
+from treadle.queue.spawn import RESET_SIGNALS, SHELL, ProgramFinder
 
-SHELL = "/bin/sh"
 CANCEL_GRACE = 0.4  # seconds between SIGTERM and SIGKILL when stopping jobs
-
-# Words the shell treats specially when they come first: keywords and builtins.
-# A command starting with one of them always goes through the shell (``echo``
-# and ``test`` exist as programs too, but behave differently as builtins).
-_SHELL_FIRST_WORDS = frozenset(
-    """! { } case do done elif else esac fi for if in then until while
-    . : [ [[ alias bg break builtin cd chdir command continue echo eval exec exit export
-    false fc fg getopts hash jobs kill let local printf pwd read readonly return set
-    shift source test times trap true type typeset ulimit umask unalias unset wait""".split()
-)
-# Characters that mean nothing to the shell inside a word.
-_SHELL_FREE = re.compile(r"[A-Za-z0-9_./,:+@%^=-]+(?:[ \t]+[A-Za-z0-9_./,:+@%^=-]+)*[ \t]*\Z")
-
-_RESET_SIGNALS = tuple(
-    s for s in (getattr(signal, n, None) for n in ("SIGPIPE", "SIGXFSZ", "SIGXFZ")) if s is not None
-)
-
-
-def shell_free_argv(command: str) -> list[str] | None:
-    """The argument vector the shell would build for ``command``, if it is trivially the words.
-
-    Only plain words of safe characters qualify: no quotes, ``$``, globs,
-    redirections, operators, ``~``, backslashes or newlines; the first word
-    is not a keyword or builtin and not an assignment (``X=1 prog``). For any
-    other command the answer is ``None`` and the shell must run it.
-    """
-    if not _SHELL_FREE.match(command):
-        return None
-    words = command.split()
-    first = words[0]
-    if first in _SHELL_FIRST_WORDS or "=" in first:
-        return None
-    return words
-
-
-class _ProgramFinder:
-    """Finds a program on a ``PATH`` as the shell does, remembering what it found."""
-
-    def __init__(self) -> None:
-        self._cache: dict[tuple[str, str], str] = {}
-
-    def find(self, word: str, path: str) -> str | None:
-        if "/" in word:
-            return word
-        key = (word, path)
-        found = self._cache.get(key)
-        if found is not None:
-            return found
-        for d in path.split(":"):
-            candidate = os.path.join(d or ".", word)
-            if os.access(candidate, os.X_OK) and os.path.isfile(candidate):
-                self._cache[key] = candidate
-                return candidate
-        return None
 
 
 class _Watchdog:
@@ -162,7 +107,7 @@ class LocalBackend:
     def __init__(self, *, environ: Mapping[str, str] | None = None, direct_exec: bool = True):
         self._environ = dict(os.environ if environ is None else environ)
         self._direct = direct_exec
-        self._finder = _ProgramFinder()
+        self._finder = ProgramFinder()
         self._env_cache: dict[int, tuple[Mapping[str, str], dict[str, str]]] = {}
         self._epoll = select.epoll()
         self._by_fd: dict[int, int] = {}  # pidfd -> pid
@@ -246,15 +191,13 @@ class LocalBackend:
 
     def _spawn(self, command: str, env: dict[str, str]) -> int:
         if self._direct:
-            argv = shell_free_argv(command)
-            if argv is not None:
-                path = self._finder.find(argv[0], env.get("PATH", os.defpath))
-                if path is not None:
-                    try:
-                        return os.posix_spawn(path, argv, env, setpgroup=0, setsigdef=_RESET_SIGNALS)
-                    except OSError:
-                        pass  # let the shell report it
-        return os.posix_spawn(SHELL, ["sh", "-c", command], env, setpgroup=0, setsigdef=_RESET_SIGNALS)
+            direct = self._finder.direct(command, env.get("PATH", os.defpath))
+            if direct is not None:
+                try:
+                    return os.posix_spawn(direct[0], direct[1], env, setpgroup=0, setsigdef=RESET_SIGNALS)
+                except OSError:
+                    pass  # let the shell report it
+        return os.posix_spawn(SHELL, ["sh", "-c", command], env, setpgroup=0, setsigdef=RESET_SIGNALS)
 
     def _reap(self, fd: int) -> None:
         pid = self._by_fd.pop(fd, None)
