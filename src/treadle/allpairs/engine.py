@@ -203,6 +203,10 @@ def allpairs(set_a: object, set_b: object, function: object, *, output: str | os
             job = Job(fn, a, b, plan.x, plan.y, symmetric, state)
             local = run_local(job, todo, k_local, retries, progress)
             run_stats = {"calls": local.calls, "retries": local.retries}
+    except BaseException:
+        if not keep:
+            state.remove()  # a private temporary state: nothing can resume from it
+        raise
     finally:
         state.close()
     table = out.empty_table(len(a), len(b))
