@@ -97,3 +97,4 @@ def test_direct_gives_program_and_words_or_none():
     assert os.path.basename(program) == "sh" and argv == ["sh", "-c", "x"]
     assert finder.direct("sh -c 'x'", os.defpath) is None
     assert finder.direct("absent-program-treadle", os.defpath) is None
+    assert finder.direct("sh -c x", None) is None  # no PATH: the shell's own search list applies

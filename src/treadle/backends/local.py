@@ -191,7 +191,7 @@ class LocalBackend:
 
     def _spawn(self, command: str, env: dict[str, str]) -> int:
         if self._direct:
-            direct = self._finder.direct(command, env.get("PATH", os.defpath))
+            direct = self._finder.direct(command, env.get("PATH"))
             if direct is not None:
                 try:
                     return os.posix_spawn(direct[0], direct[1], env, setpgroup=0, setsigdef=RESET_SIGNALS)

@@ -10,10 +10,11 @@ inside the sandbox, and no operation follows a symlink out of the place it works
 from __future__ import annotations
 
 import errno
+import itertools
 import os
+import secrets
 import shutil
 import stat
-import tempfile
 
 from .protocol import is_component, is_safe_relative_path
 
@@ -81,24 +82,89 @@ def remove_if_small(path: str, budget: int = 16) -> bool:
     return True
 
 
+MAX_SPARES = 64  # emptied sandboxes kept for reuse; more than any worker runs at once
+
+
 class Workspace:
-    """``<parent>/worker-<uid>-<pid>`` with ``cache/`` (and ``cache/tmp``) and sandboxes."""
+    """``<parent>/worker-<uid>-<pid>`` with ``cache/`` (and ``cache/tmp``) and sandboxes.
+
+    Emptied sandboxes are kept (renamed ``.spare.N``) and renamed into the next
+    task's sandbox. Removing a directory frees a block, which costs about 0.2 ms
+    on a filesystem mounted with ``discard`` (each task has two: the sandbox and
+    its temporary directory), several times the rest of a trivial task's file
+    work; a rename costs a few microseconds.
+    """
 
     def __init__(self, parent: str) -> None:
         self.root = os.path.join(os.path.abspath(parent), f"worker-{os.getuid()}-{os.getpid()}")
         self.cache = os.path.join(self.root, "cache")
         self.tmp = os.path.join(self.cache, "tmp")
+        self._spares: list = []  # [(path, name of the empty temporary directory inside)]
+        self._serial = 0
+        self._fresh: tuple | None = None  # (mode, uid, gid) of a new sandbox and its tmpdir
 
     def create(self) -> None:
         os.makedirs(self.tmp, exist_ok=True)
 
     def wipe(self) -> None:
         """Empty the workspace: every sandbox and the whole cache (disconnection, [C])."""
+        self._spares.clear()
         remove(self.root)
         self.create()
 
     def destroy(self) -> None:
+        self._spares.clear()
         remove(self.root)
+
+    def new_sandbox(self, task_id: int) -> tuple:
+        """``(sandbox, tmpdir)``: a new empty ``t.<id>`` holding an empty
+        ``cctools-temp-t.<id>.XXXXXX`` (spec section 2.2), from a spare if there is one."""
+        box = self.sandbox_path(task_id)
+        name = f"cctools-temp-t.{task_id}.{secrets.token_hex(3)}"
+        tmpdir = os.path.join(box, name)
+        while self._spares:
+            spare, old = self._spares.pop()
+            try:
+                os.rename(spare, box)  # fails if a non-empty t.<id> is in the way
+            except OSError:
+                remove(spare)
+                continue
+            try:
+                os.rename(os.path.join(box, old), tmpdir)
+                return box, tmpdir
+            except OSError:
+                break
+        remove(box)
+        os.mkdir(box, 0o755)
+        os.mkdir(tmpdir, 0o700)
+        if self._fresh is None:
+            self._fresh = (_owner_and_mode(box), _owner_and_mode(tmpdir))
+        return box, tmpdir
+
+    def recycle(self, box: str) -> bool:
+        """Keep sandbox ``box`` as a spare if it is as new: only its empty tmpdir left,
+        modes and owners unchanged. False means the caller deletes it."""
+        if self._fresh is None or len(self._spares) >= MAX_SPARES:
+            return False
+        try:
+            if _owner_and_mode(box) != self._fresh[0]:
+                return False
+            with os.scandir(box) as it:
+                entries = list(itertools.islice(it, 2))
+            if len(entries) != 1 or not entries[0].name.startswith("cctools-temp-t.") \
+                    or not entries[0].is_dir(follow_symlinks=False) \
+                    or _owner_and_mode(entries[0].path) != self._fresh[1]:
+                return False
+            with os.scandir(entries[0].path) as it:
+                if next(it, None) is not None:
+                    return False
+            self._serial += 1
+            spare = os.path.join(self.root, f".spare.{self._serial}")
+            os.rename(box, spare)
+        except OSError:
+            return False
+        self._spares.append((spare, entries[0].name))
+        return True
 
     def cache_path(self, name: str) -> str:
         if not is_component(name) or name == "tmp":
@@ -110,6 +176,11 @@ class Workspace:
 
     def stdout_path(self, task_id: int) -> str:
         return os.path.join(self.root, f"t.{task_id}.stdout")
+
+
+def _owner_and_mode(path: str) -> tuple:
+    st = os.lstat(path)
+    return st.st_mode, st.st_uid, st.st_gid
 
 
 def fresh_file(path: str, mode: int) -> int:
@@ -204,11 +275,6 @@ def collect_output(ws: Workspace, sandbox: str, name: str, cache_name: str) -> N
             shutil.copytree(path, target, symlinks=True)
         else:
             shutil.copy2(path, target, follow_symlinks=False)
-
-
-def make_task_tmpdir(sandbox: str, task_id: int) -> str:
-    """``t.<id>/cctools-temp-t.<id>.XXXXXX``, exported as TMPDIR, TEMP and TMP."""
-    return tempfile.mkdtemp(prefix=f"cctools-temp-t.{task_id}.", dir=sandbox)
 
 
 def free_disk_mb(path: str) -> int:

@@ -93,11 +93,15 @@ class ProgramFinder:
                 return candidate
         return None
 
-    def direct(self, command: str, path: str,
+    def direct(self, command: str, path: str | None,
                cwd: str | None = None) -> tuple[str, list[str]] | None:
-        """``(program, argv)`` to start ``command`` without a shell, or None to use the shell."""
+        """``(program, argv)`` to start ``command`` without a shell, or None to use the shell.
+
+        ``path`` is the command's ``PATH``; without one the shell searches its own
+        built-in list, so the shell is left to do it.
+        """
         argv = shell_free_argv(command)
-        if argv is None:
+        if argv is None or path is None:
             return None
         program = self.find(argv[0], path, cwd)
         if program is None:

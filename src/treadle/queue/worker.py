@@ -3,8 +3,12 @@
 An asyncio shell around ``protocol.WorkerConnection``: the protocol module turns
 bytes into events, this module turns events into files, processes and replies.
 Standard library only and Python 3.8 syntax, because ``treadle worker-bundle``
-ships this module (with ``protocol`` and ``sandbox``) as a zipapp to batch nodes
-where nothing else is installed.
+ships this module (with ``protocol``, ``sandbox`` and ``spawn``) as a zipapp to
+batch nodes where nothing else is installed.
+
+A task runs as ``/bin/sh -c COMMAND``, or, when ``spawn`` proves the shell would
+only split the command into words, as the program itself (one exec instead of two,
+with the same observable results).
 
 What treadle's worker does better than the reference (section 2.4): time limits
 are timers (not loop wake-ups), a kill takes the task's whole process group, a
@@ -32,6 +36,7 @@ from dataclasses import dataclass, field
 
 from . import protocol as p
 from . import sandbox as sb
+from . import spawn
 
 log = logging.getLogger("treadle.worker")
 
@@ -299,7 +304,7 @@ class _Running:
     alloc: dict
     gpu_ids: list
     started: float
-    proc: asyncio.subprocess.Process | None = None
+    proc: subprocess.Popen | None = None
     limit: int | None = None  # result code of the limit that killed it
     cancelled: bool = False
     timers: list = field(default_factory=list)
@@ -327,6 +332,8 @@ class Worker:
         self.worker_id = "worker-" + secrets.token_hex(16)
         self._stopping: str | None = None  # a signal or the wall time ends the worker
         self._session: _Session | None = None
+        self.finder = spawn.ProgramFinder()
+        self.devnull = -1  # the stdin of every task, opened once
         self._wake: asyncio.Event | None = None  # set by signals and the lifetime watch
         self._trash = 0
 
@@ -342,6 +349,7 @@ class Worker:
                   file=sys.stderr)
             return 1
         self.total = detect_resources(self.opts, os.path.dirname(self.ws.root))
+        self.devnull = os.open(os.devnull, os.O_RDONLY)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, sig)
         watchers = [asyncio.ensure_future(self._watch_lifetime())]
@@ -352,6 +360,7 @@ class Worker:
                 w.cancel()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
+            os.close(self.devnull)
             self.ws.destroy()
 
     async def _connect_loop(self) -> int:
@@ -508,6 +517,33 @@ def _recv_to_file(sock_fd: int, fd: int, size: int) -> bool:
     return ok
 
 
+async def _exited(proc: subprocess.Popen) -> int:
+    """Wait for a task's process without blocking the loop; its return code.
+
+    A pidfd in the event loop costs no thread; where there is none (Python 3.8,
+    Linux before 5.3) a thread waits.
+    """
+    loop = asyncio.get_running_loop()
+    try:
+        fd = os.pidfd_open(proc.pid)  # type: ignore[attr-defined]
+    except (AttributeError, OSError):
+        return await loop.run_in_executor(None, proc.wait)
+    gone = loop.create_future()
+
+    def readable() -> None:
+        loop.remove_reader(fd)
+        if not gone.done():
+            gone.set_result(None)
+
+    try:
+        loop.add_reader(fd, readable)
+        await gone
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)
+    return proc.wait()  # it has exited: this only reaps it
+
+
 def _use_pidfd_child_watcher(loop: asyncio.AbstractEventLoop) -> None:
     """On Python 3.9-3.11, watch task processes with pidfds instead of a thread each.
 
@@ -595,6 +631,7 @@ class _Link(asyncio.Protocol):
         self._readable: asyncio.Future | None = None
         self._writable: asyncio.Future | None = None
         self._out: list = []
+        self._flush_due = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -658,9 +695,20 @@ class _Link(asyncio.Protocol):
         self._out.append(data)
 
     def flush(self) -> None:
+        self._flush_due = False
         if self._out and not self.transport.is_closing():
             self.transport.write(b"".join(self._out))
         self._out.clear()
+
+    def flush_soon(self) -> None:
+        """Send the queued bytes once this turn of the event loop is over.
+
+        Lines written in one turn (several tasks starting or ending at once) then
+        leave in one segment instead of one system call each.
+        """
+        if not self._flush_due:
+            self._flush_due = True
+            asyncio.get_running_loop().call_soon(self.flush)
 
     async def drain(self) -> None:
         self.flush()
@@ -1042,10 +1090,9 @@ class _Session:
         env["TMPDIR"] = env["TEMP"] = env["TMP"] = tmpdir
         return env
 
-    def _setup_sandbox(self, task: p.Task) -> str:
-        box = self.ws.sandbox_path(task.task_id)
-        sb.remove(box)
-        os.mkdir(box, 0o755)
+    def _setup_sandbox(self, task: p.Task) -> tuple:
+        """``(sandbox, tmpdir)`` of a task, its inputs linked in."""
+        box, tmpdir = self.ws.new_sandbox(task.task_id)
         for item in task.inputs:
             if isinstance(item, p.EmptyDir):
                 sb.make_empty_dir(box, item.sandbox_name)
@@ -1055,7 +1102,7 @@ class _Session:
         for out in task.outputs:
             if not sb.is_safe_relative_path(out.sandbox_name):
                 raise sb.SandboxError(f"unsafe output name {out.sandbox_name!r}")
-        return box
+        return box, tmpdir
 
     def _heavy_setup(self, task: p.Task) -> bool:
         """Whether linking the inputs may take long: directories, or many files."""
@@ -1070,31 +1117,34 @@ class _Session:
         out_path = self.ws.stdout_path(task.task_id)
         try:
             if self._heavy_setup(task):  # a big tree must not stall replies to the manager
-                box = await loop.run_in_executor(None, self._setup_sandbox, task)
+                box, tmpdir = await loop.run_in_executor(None, self._setup_sandbox, task)
             else:
-                box = self._setup_sandbox(task)
-            tmpdir = sb.make_task_tmpdir(box, task.task_id)
+                box, tmpdir = self._setup_sandbox(task)
             run.box = box
             run.watched = {o.sandbox_name: 0 for o in task.outputs if o.flags & WATCH}
         except (sb.SandboxError, OSError) as e:
             log.warning("task %d: sandbox set-up failed: %s", task.task_id, e)
             self._release(run)
             if run.cancelled:
-                self.w.trash(self.ws.sandbox_path(task.task_id))
+                self._discard(task.task_id)
                 return
             with open(out_path, "wb") as f:
                 f.write(f"worker: {e}\n".encode())
             self._finish(_Finished(task.task_id, INPUT_MISSING, 1, 0, out_path))
             return
-        with open(out_path, "wb") as out:
+        try:
+            out = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        except OSError as e:
+            log.warning("task %d: cannot create %s: %s", task.task_id, out_path, e)
+            out = -1
+        if out >= 0:
             try:
-                run.proc = await asyncio.create_subprocess_exec(
-                    "/bin/sh", "-c", task.command, cwd=box, env=self._environment(run, tmpdir),
-                    stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                    start_new_session=True)
+                run.proc = self._start(task.command, box, self._environment(run, tmpdir), out)
             except OSError as e:
-                out.write(f"worker: cannot start /bin/sh: {e}\n".encode())
+                os.write(out, f"worker: cannot start /bin/sh: {e}\n".encode())
                 run.proc = None
+            finally:
+                os.close(out)
         if run.proc is None:
             self._release(run)
             self._finish(_Finished(task.task_id, INPUT_MISSING, 1, 0, out_path))
@@ -1107,15 +1157,14 @@ class _Session:
             run.timers.append(loop.call_later(max(0.0, task.end_time - time.time()),
                                               self._limit, run, TASK_TIMEOUT))
         self._post(p.Info("tasks_running", str(self._n_running())))
-        rc = await run.proc.wait()
+        rc = await _exited(run.proc)
         for timer in run.timers:
             timer.cancel()
         self._kill_group(run)  # background children of a finished task go too
         usec = int((time.monotonic() - run.started) * 1e6)
         self._release(run)
         if run.cancelled:
-            self.w.trash(box)
-            self.w.trash(out_path)
+            self._discard(task.task_id)
             return
         if run.limit is not None:
             status, code = run.limit, 9
@@ -1130,6 +1179,27 @@ class _Session:
                 log.warning("task %d: cannot keep output %s: %s", task.task_id,
                             item.sandbox_name, e)
         self._finish(_Finished(task.task_id, status, code, usec, out_path))
+
+    def _start(self, command: str, box: str, env: dict, out: int) -> subprocess.Popen:
+        """Start a task in a new session (so a new process group) in ``box``.
+
+        stdin is /dev/null; stdout and stderr go to ``out``. A shell-free command
+        starts its program directly; if that fails (no such program, no ``#!``, not
+        executable), ``/bin/sh -c`` runs it after all, and the user sees the shell's
+        message and exit status.
+        """
+        direct = self.w.finder.direct(command, env.get("PATH"), box)
+        if direct is not None:
+            try:
+                return self._popen(direct[0], direct[1], box, env, out)
+            except OSError:
+                pass
+        return self._popen("/bin/sh", ["/bin/sh", "-c", command], box, env, out)
+
+    def _popen(self, program: str, argv: list, box: str, env: dict, out: int) -> subprocess.Popen:
+        return subprocess.Popen(argv, executable=program, cwd=box, env=env,
+                                stdin=self.w.devnull, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
 
     def _n_running(self) -> int:
         """Tasks running for the manager (killed ones may still be dying)."""
@@ -1169,7 +1239,7 @@ class _Session:
             self._post(p.AvailableResults())
 
     def _post(self, *events: p.Event) -> None:
-        """Send asynchronous lines now, or right after the reply being written."""
+        """Send asynchronous lines at the end of this loop turn, or after the reply being written."""
         if self.reason is not None:
             return
         if self.lock.locked():  # never inside a reply: queue behind it
@@ -1177,7 +1247,7 @@ class _Session:
             return
         try:
             self.link.write(b"".join(self.conn.send(e) for e in events))
-            self.link.flush()
+            self.link.flush_soon()
         except (ConnectionError, OSError):
             pass  # the reader notices a dead connection
 
@@ -1204,7 +1274,13 @@ class _Session:
             run.cancelled = True
             self._kill_group(run)  # _run cleans up once the process is gone
             return
-        self.w.trash(self.ws.sandbox_path(task_id))
+        self._discard(task_id)
+
+    def _discard(self, task_id: int) -> None:
+        """Delete a task's sandbox (kept as a spare when it is empty) and its stdout."""
+        box = self.ws.sandbox_path(task_id)
+        if not self.ws.recycle(box):
+            self.w.trash(box)
         self.w.trash(self.ws.stdout_path(task_id))
 
     # -- replies -----------------------------------------------------------------------
