@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
 import logging
 import os
 import platform
@@ -32,6 +33,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from . import protocol as p
@@ -304,7 +306,7 @@ class _Running:
     alloc: dict
     gpu_ids: list
     started: float
-    proc: subprocess.Popen | None = None
+    pid: int = 0  # also its process group; 0 until it has started
     limit: int | None = None  # result code of the limit that killed it
     cancelled: bool = False
     timers: list = field(default_factory=list)
@@ -333,7 +335,7 @@ class Worker:
         self._stopping: str | None = None  # a signal or the wall time ends the worker
         self._session: _Session | None = None
         self.finder = spawn.ProgramFinder()
-        self.devnull = -1  # the stdin of every task, opened once
+        self._home = -1  # our own working directory, to come back to after a spawn
         self._wake: asyncio.Event | None = None  # set by signals and the lifetime watch
         self._trash = 0
 
@@ -349,7 +351,12 @@ class Worker:
                   file=sys.stderr)
             return 1
         self.total = detect_resources(self.opts, os.path.dirname(self.ws.root))
-        self.devnull = os.open(os.devnull, os.O_RDONLY)
+        self._home = os.open(".", os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        for fd in (0, 1, 2):  # keep task output files off 0-2: the spawn rewires those
+            try:
+                os.fstat(fd)
+            except OSError:
+                os.open(os.devnull, os.O_RDWR)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, sig)
         watchers = [asyncio.ensure_future(self._watch_lifetime())]
@@ -360,7 +367,7 @@ class Worker:
                 w.cancel()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
-            os.close(self.devnull)
+            os.close(self._home)
             self.ws.destroy()
 
     async def _connect_loop(self) -> int:
@@ -471,6 +478,20 @@ class Worker:
                     self._wake.set()
                 return
 
+    @contextlib.contextmanager
+    def inside(self, directory: str) -> Iterator[None]:
+        """Run the block with ``directory`` as the process's working directory.
+
+        ``posix_spawn`` cannot set a child's directory, so the worker moves there
+        for the length of the call. This is safe because the event loop does not
+        yield inside the block and every path the worker's threads use is absolute.
+        """
+        os.chdir(directory)
+        try:
+            yield
+        finally:
+            os.fchdir(self._home)
+
     def trash(self, path: str) -> None:
         """Delete a path without stalling: small ones now, big trees in a thread."""
         try:
@@ -517,31 +538,36 @@ def _recv_to_file(sock_fd: int, fd: int, size: int) -> bool:
     return ok
 
 
-async def _exited(proc: subprocess.Popen) -> int:
-    """Wait for a task's process without blocking the loop; its return code.
+async def _exited(pid: int) -> int:
+    """Wait for a task's process without blocking the loop; its return code
+    (negative: the signal that killed it).
 
     A pidfd in the event loop costs no thread; where there is none (Python 3.8,
     Linux before 5.3) a thread waits.
     """
     loop = asyncio.get_running_loop()
     try:
-        fd = os.pidfd_open(proc.pid)  # type: ignore[attr-defined]
+        fd = os.pidfd_open(pid)  # type: ignore[attr-defined]
     except (AttributeError, OSError):
-        return await loop.run_in_executor(None, proc.wait)
-    gone = loop.create_future()
+        status = (await loop.run_in_executor(None, os.waitpid, pid, 0))[1]
+    else:
+        gone = loop.create_future()
 
-    def readable() -> None:
-        loop.remove_reader(fd)
-        if not gone.done():
-            gone.set_result(None)
+        def readable() -> None:
+            loop.remove_reader(fd)
+            if not gone.done():
+                gone.set_result(None)
 
-    try:
-        loop.add_reader(fd, readable)
-        await gone
-    finally:
-        loop.remove_reader(fd)
-        os.close(fd)
-    return proc.wait()  # it has exited: this only reaps it
+        try:
+            loop.add_reader(fd, readable)
+            await gone
+        finally:
+            loop.remove_reader(fd)
+            os.close(fd)
+        status = os.waitpid(pid, 0)[1]  # it has exited: this only reaps it
+    if os.WIFSIGNALED(status):
+        return -os.WTERMSIG(status)
+    return os.WEXITSTATUS(status)
 
 
 def _use_pidfd_child_watcher(loop: asyncio.AbstractEventLoop) -> None:
@@ -940,7 +966,7 @@ class _Session:
                 continue
             disk = await loop.run_in_executor(None, sb.used_disk_mb, self.ws.root)
             memory = await loop.run_in_executor(
-                None, memory_mb, [r.proc.pid for r in self.running.values() if r.proc])
+                None, memory_mb, [r.pid for r in self.running.values() if r.pid])
             if disk > total["disk"]:
                 log.warning("workspace uses %d MB, more than --disk %d", disk, total["disk"])
                 self.stop("exhausted", p.Info("disk_exhausted", str(disk)))
@@ -1139,13 +1165,12 @@ class _Session:
             out = -1
         if out >= 0:
             try:
-                run.proc = self._start(task.command, box, self._environment(run, tmpdir), out)
+                run.pid = self._start(task.command, box, self._environment(run, tmpdir), out)
             except OSError as e:
                 os.write(out, f"worker: cannot start /bin/sh: {e}\n".encode())
-                run.proc = None
             finally:
                 os.close(out)
-        if run.proc is None:
+        if not run.pid:
             self._release(run)
             self._finish(_Finished(task.task_id, INPUT_MISSING, 1, 0, out_path))
             return
@@ -1157,7 +1182,7 @@ class _Session:
             run.timers.append(loop.call_later(max(0.0, task.end_time - time.time()),
                                               self._limit, run, TASK_TIMEOUT))
         self._post(p.Info("tasks_running", str(self._n_running())))
-        rc = await _exited(run.proc)
+        rc = await _exited(run.pid)
         for timer in run.timers:
             timer.cancel()
         self._kill_group(run)  # background children of a finished task go too
@@ -1180,26 +1205,28 @@ class _Session:
                             item.sandbox_name, e)
         self._finish(_Finished(task.task_id, status, code, usec, out_path))
 
-    def _start(self, command: str, box: str, env: dict, out: int) -> subprocess.Popen:
-        """Start a task in a new session (so a new process group) in ``box``.
+    def _start(self, command: str, box: str, env: dict, out: int) -> int:
+        """Start a task in ``box`` as the leader of a new session (so of a new process
+        group); its pid.
 
         stdin is /dev/null; stdout and stderr go to ``out``. A shell-free command
         starts its program directly; if that fails (no such program, no ``#!``, not
         executable), ``/bin/sh -c`` runs it after all, and the user sees the shell's
         message and exit status.
         """
+        actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                   (os.POSIX_SPAWN_DUP2, out, 1), (os.POSIX_SPAWN_DUP2, out, 2)]
         direct = self.w.finder.direct(command, env.get("PATH"), box)
-        if direct is not None:
-            try:
-                return self._popen(direct[0], direct[1], box, env, out)
-            except OSError:
-                pass
-        return self._popen("/bin/sh", ["/bin/sh", "-c", command], box, env, out)
-
-    def _popen(self, program: str, argv: list, box: str, env: dict, out: int) -> subprocess.Popen:
-        return subprocess.Popen(argv, executable=program, cwd=box, env=env,
-                                stdin=self.w.devnull, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        with self.w.inside(box):
+            if direct is not None:
+                try:
+                    return os.posix_spawn(direct[0], direct[1], env, file_actions=actions,
+                                          setsid=True, setsigdef=spawn.RESET_SIGNALS)
+                except OSError:
+                    pass
+            return os.posix_spawn("/bin/sh", ["/bin/sh", "-c", command], env,
+                                  file_actions=actions, setsid=True,
+                                  setsigdef=spawn.RESET_SIGNALS)
 
     def _n_running(self) -> int:
         """Tasks running for the manager (killed ones may still be dying)."""
@@ -1212,9 +1239,9 @@ class _Session:
 
     @staticmethod
     def _kill_group(run: _Running) -> None:
-        if run.proc is not None:
+        if run.pid:
             try:
-                os.killpg(run.proc.pid, signal.SIGKILL)
+                os.killpg(run.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
 
@@ -1430,7 +1457,7 @@ class _Session:
                 await proc.wait()
             elif ev.mode == 2:
                 await asyncio.get_running_loop().run_in_executor(
-                    None, _copy_any, ev.path, path)
+                    None, _copy_any, os.path.abspath(ev.path), path)
             elif ev.mode == 3:
                 os.symlink(ev.path, path)
         except OSError as e:
@@ -1445,7 +1472,7 @@ class _Session:
                         "/bin/sh", "-c", ev.path, cwd=self.ws.root, stdin=f,
                         stdout=subprocess.DEVNULL, start_new_session=True)
                 return await proc.wait() == 0
-            await asyncio.get_running_loop().run_in_executor(None, _copy_any, path, ev.path)
+            await asyncio.get_running_loop().run_in_executor(None, _copy_any, path, os.path.abspath(ev.path))
             return True
         except OSError as e:
             log.warning("thirdput %s failed: %s", ev.name, e)
