@@ -11,6 +11,7 @@ import functools
 import hashlib
 import http.server
 import os
+import re
 import shutil
 import signal
 import socket
@@ -535,3 +536,69 @@ def test_tls_to_a_treadle_manager(tmp_path: Path, start_worker) -> None:
         assert done is not None and done.output == b"over-tls\n"
         assert (tmp_path / "sum").read_text().split()[0] == hashlib.sha256(big).hexdigest()
     assert worker.wait(timeout=30) == 0
+
+
+
+SHOW = """#!/bin/sh
+printf '[%s]' "$0" "$@"
+tmp=${TMPDIR##*/}
+echo " cwd=${PWD##*/} tmp=${tmp%.*} cores=$CORES"
+echo to-stderr >&2
+exit 3
+"""
+
+
+def test_direct_start_gives_what_sh_c_gives(tmp_path: Path, start_worker) -> None:
+    """Shell-free commands skip /bin/sh on the worker; nothing observable changes.
+
+    Each command runs twice through a real manager and worker: as written (the
+    worker starts the program itself) and with its first word quoted, which is the
+    same command to the shell but makes the worker go through ``/bin/sh -c``.
+    """
+    from tests.queue._manager_fixtures import drain, wait_workers
+
+    from treadle.queue import Manager, Task
+    from treadle.queue.spawn import shell_free_argv
+
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    for name, text in (("show", SHOW), ("noshebang", "echo no-shebang $# >&2; exit 5\n"),
+                       ("crash", "#!/bin/sh\necho before\nkill -SEGV $$\n"),
+                       ("terminated", "#!/bin/sh\nkill -TERM $$\n")):
+        (bindir / name).write_text(text)
+        (bindir / name).chmod(0o755)
+    commands = [f"{bindir}/show a b=c,d:e", "show x", "noshebang 1 2", f"{bindir}/noshebang",
+                "crash", "terminated", "no-such-program-treadle x"]
+    env = {"PATH": f"{bindir}:{os.environ['PATH']}"}
+    submitted = {}
+    with Manager(0, host="127.0.0.1") as m:
+        ws = tmp_path / "ws"
+        ws.mkdir()
+        start_worker("--single-shot", "-t", "30", "--cores", "1", "--memory", "500",
+                     "--disk", "500", "-s", str(ws), "127.0.0.1", str(m.port))
+        wait_workers(m, 1)
+        for command in commands:
+            first, _, rest = command.partition(" ")
+            quoted = f"'{first}' {rest}"
+            assert shell_free_argv(command) is not None and shell_free_argv(quoted) is None
+            for via, line in (("direct", command), ("shell", quoted)):
+                task = Task(line, cores=1, env=env)
+                m.submit(task)
+                submitted[task.id] = (command, via)
+        done = drain(m)
+    seen: dict = {}
+    for t in done.values():
+        out = re.sub(r"t\.\d+", "t.N", t.output.decode())
+        seen[submitted[t.id]] = (int(t.result), t.exit_code, t.signal, out)
+    for command in commands:
+        assert seen[command, "direct"] == seen[command, "shell"], command
+    for command in commands[:2]:
+        result, code, sig, out = seen[command, "direct"]
+        assert (result, code, sig) == (0, 3, None)
+        assert "cwd=t.N tmp=cctools-temp-t.N " in out and "cores=1" in out and "to-stderr" in out
+    assert seen["show x", "direct"][3].startswith(f"[{bindir}/show][x]")
+    assert seen["noshebang 1 2", "direct"][:2] == (0, 5)
+    assert "no-shebang 2" in seen["noshebang 1 2", "direct"][3]
+    assert seen["no-such-program-treadle x", "direct"][:2] == (0, 127)
+    assert "not found" in seen["no-such-program-treadle x", "direct"][3]
+    assert seen["crash", "direct"][3].startswith("before")

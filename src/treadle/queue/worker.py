@@ -538,6 +538,12 @@ def _recv_to_file(sock_fd: int, fd: int, size: int) -> bool:
     return ok
 
 
+def _task_stdio(out: int) -> list:
+    """posix_spawn file actions: stdin from /dev/null, stdout and stderr to ``out`` (> 2)."""
+    return [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+            (os.POSIX_SPAWN_DUP2, out, 1), (os.POSIX_SPAWN_DUP2, out, 2)]
+
+
 async def _exited(pid: int) -> int:
     """Wait for a task's process without blocking the loop; its return code
     (negative: the signal that killed it).
@@ -1163,9 +1169,11 @@ class _Session:
         except OSError as e:
             log.warning("task %d: cannot create %s: %s", task.task_id, out_path, e)
             out = -1
+        env = self._environment(run, tmpdir)
+        direct = False
         if out >= 0:
             try:
-                run.pid = self._start(task.command, box, self._environment(run, tmpdir), out)
+                run.pid, direct = self._start(task.command, box, env, out)
             except OSError as e:
                 os.write(out, f"worker: cannot start /bin/sh: {e}\n".encode())
             finally:
@@ -1183,6 +1191,8 @@ class _Session:
                                               self._limit, run, TASK_TIMEOUT))
         self._post(p.Info("tasks_running", str(self._n_running())))
         rc = await _exited(run.pid)
+        if rc < 0 and direct and run.limit is None and not run.cancelled:
+            rc = await self._as_the_shell_reports(run, -rc, box, env, out_path)
         for timer in run.timers:
             timer.cancel()
         self._kill_group(run)  # background children of a finished task go too
@@ -1205,28 +1215,54 @@ class _Session:
                             item.sandbox_name, e)
         self._finish(_Finished(task.task_id, status, code, usec, out_path))
 
-    def _start(self, command: str, box: str, env: dict, out: int) -> int:
+    def _start(self, command: str, box: str, env: dict, out: int) -> tuple:
         """Start a task in ``box`` as the leader of a new session (so of a new process
-        group); its pid.
+        group); its pid, and whether it runs without a shell.
 
         stdin is /dev/null; stdout and stderr go to ``out``. A shell-free command
         starts its program directly; if that fails (no such program, no ``#!``, not
         executable), ``/bin/sh -c`` runs it after all, and the user sees the shell's
         message and exit status.
         """
-        actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                   (os.POSIX_SPAWN_DUP2, out, 1), (os.POSIX_SPAWN_DUP2, out, 2)]
+        actions = _task_stdio(out)
         direct = self.w.finder.direct(command, env.get("PATH"), box)
         with self.w.inside(box):
             if direct is not None:
                 try:
                     return os.posix_spawn(direct[0], direct[1], env, file_actions=actions,
-                                          setsid=True, setsigdef=spawn.RESET_SIGNALS)
+                                          setsid=True, setsigdef=spawn.RESET_SIGNALS), True
                 except OSError:
                     pass
             return os.posix_spawn("/bin/sh", ["/bin/sh", "-c", command], env,
                                   file_actions=actions, setsid=True,
-                                  setsigdef=spawn.RESET_SIGNALS)
+                                  setsigdef=spawn.RESET_SIGNALS), False
+
+    async def _as_the_shell_reports(self, run: _Running, sig: int, box: str, env: dict,
+                                    out_path: str) -> int:
+        """The return code ``/bin/sh -c`` gives for a program that died of signal ``sig``.
+
+        A shell that runs the program as its child outlives it and reports the death
+        its own way (dash: a message such as "Segmentation fault" on stderr and exit
+        status 128+N; bash execs the program and dies with it). So the shell is
+        asked: it runs a stand-in that dies of the same signal, and its report is
+        appended to the task's output. Only deaths nobody at the worker caused get
+        here, which are rare; limits and kills are reported as before.
+        """
+        self._kill_group(run)  # the program's background children, as after any task
+        stand_in = f"/bin/sh -c 'kill -{sig} $$'"
+        out = os.open(out_path, os.O_WRONLY | os.O_APPEND)
+        try:
+            with self.w.inside(box):
+                run.pid = os.posix_spawn(
+                    "/bin/sh", ["/bin/sh", "-c", stand_in], env,
+                    file_actions=_task_stdio(out), setsid=True, setsigdef=spawn.RESET_SIGNALS)
+        except OSError as e:
+            log.warning("task %d: cannot ask the shell about signal %d: %s", run.task.task_id,
+                        sig, e)
+            return -sig
+        finally:
+            os.close(out)
+        return await _exited(run.pid)
 
     def _n_running(self) -> int:
         """Tasks running for the manager (killed ones may still be dying)."""
