@@ -89,8 +89,8 @@ class Compare(Filter):
         raise AssertionError(op)
 
 
-class And(Filter):
-    """Every filter passes; ``And()`` matches everything."""
+class _Combination(Filter):
+    """A filter made of other filters (the common part of ``And`` and ``Or``)."""
 
     def __init__(self, *filters: Filter):
         for f in filters:
@@ -99,6 +99,10 @@ class And(Filter):
 
     def fields(self) -> list[str]:
         return [n for f in self.filters for n in f.fields()]
+
+
+class And(_Combination):
+    """Every filter passes; ``And()`` matches everything."""
 
     def test(self, get: Callable[[str], Any]) -> bool:
         return all(f.test(get) for f in self.filters)
@@ -109,16 +113,8 @@ class And(Filter):
         return and_(true(), *[f.sql(column) for f in self.filters])
 
 
-class Or(Filter):
+class Or(_Combination):
     """Some filter passes; ``Or()`` matches nothing."""
-
-    def __init__(self, *filters: Filter):
-        for f in filters:
-            _check(f)
-        self.filters = filters
-
-    def fields(self) -> list[str]:
-        return [n for f in self.filters for n in f.fields()]
 
     def test(self, get: Callable[[str], Any]) -> bool:
         return any(f.test(get) for f in self.filters)
