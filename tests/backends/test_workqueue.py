@@ -139,3 +139,28 @@ def test_treadle_run_wq_with_reference_workers_matches_local(workers, tmp_path):
     for name in ("out1.txt", "out2.txt", "result/final.txt"):
         assert (remote / name).read_text() == (local / name).read_text(), name
     assert (remote / "result/final.txt").read_text() == "shared\nshared\na\nb\nshared\n"
+
+
+def test_absolute_paths_are_used_in_place_and_renamed_ones_travel(workers, tmp_path):
+    """Weaver names files outside its sandbox by absolute path: such a job must run."""
+    wd = tmp_path / "wf"
+    wd.mkdir()
+    outside = tmp_path / "outside.txt"
+    outside.write_text("from outside\n")
+    b = WorkQueueBackend(workdir=str(wd), port=0)
+    try:
+        workers.start(b.port)
+        in_place = Job(rule_id=1, command=f"cat {outside} > copy.txt",
+                       inputs=(FileSpec(str(outside), str(outside)),),
+                       outputs=(FileSpec("copy.txt", "copy.txt"),))
+        shipped = Job(rule_id=2, command="cat o.txt > shipped.txt",
+                      inputs=(FileSpec(str(outside), "o.txt"),),
+                      outputs=(FileSpec("shipped.txt", "shipped.txt"),))
+        for job in (in_place, shipped):
+            b.submit(job)
+        results = _results(b, 2, timeout=60)
+        assert all(r.succeeded for r in results.values()) and len(results) == 2
+        assert (wd / "copy.txt").read_text() == "from outside\n"
+        assert (wd / "shipped.txt").read_text() == "from outside\n"
+    finally:
+        b.close()

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import sys
 
-from treadle.backends.base import Job, JobResult
+from treadle.backends.base import FileSpec, Job, JobResult
 from treadle.queue.manager import Manager
 from treadle.queue.task import Result, Task
 
@@ -76,13 +76,13 @@ class WorkQueueBackend:
             running_time_max=r.wall_time,
             env=env,
         )
-        for f in job.inputs:
+        for f in _travelling(job.inputs):
             local = os.path.join(self.workdir, f.dag_name)
             if os.path.isdir(local):
                 task.add_input_dir(local, f.task_name)
             else:
                 task.add_input(local, f.task_name)
-        for f in job.outputs:
+        for f in _travelling(job.outputs):
             task.add_output(os.path.join(self.workdir, f.dag_name), f.task_name, cache=True)
         return self.manager.submit(task)
 
@@ -117,3 +117,15 @@ class WorkQueueBackend:
     def close(self) -> None:
         """Release the workers and stop listening."""
         self.manager.close()
+
+
+def _travelling(files: tuple[FileSpec, ...]) -> list[FileSpec]:
+    """The files that travel with a task: every file except absolute paths kept as they are.
+
+    A task's sandbox can only hold relative names. A file the workflow names by an
+    absolute path with no ``->`` rename is read and written by the command at that
+    very path, so it must be visible there on the worker (a shared or replicated
+    filesystem, or a worker on this machine), as with the reference makeflow. To
+    ship such a file instead, rename it: ``/data/x.txt->x.txt``.
+    """
+    return [f for f in files if not (os.path.isabs(f.task_name) and f.task_name == f.dag_name)]
