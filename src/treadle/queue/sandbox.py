@@ -92,7 +92,12 @@ class Workspace:
     task's sandbox. Removing a directory frees a block, which costs about 0.2 ms
     on a filesystem mounted with ``discard`` (each task has two: the sandbox and
     its temporary directory), several times the rest of a trivial task's file
-    work; a rename costs a few microseconds.
+    work; a rename costs a few microseconds. Stdout files are kept the same way:
+    creating and deleting an inode per task costs more than renaming one.
+
+    The price: a process that left its task's process group (``setsid``) and so
+    outlived the task's kill would find its old directory, or its old stdout, in
+    use by a later task. The reference worker kills no process group at all.
     """
 
     def __init__(self, parent: str) -> None:
@@ -100,6 +105,7 @@ class Workspace:
         self.cache = os.path.join(self.root, "cache")
         self.tmp = os.path.join(self.cache, "tmp")
         self._spares: list = []  # [(path, name of the empty temporary directory inside)]
+        self._spare_outs: list = []  # paths of stdout files kept for reuse
         self._serial = 0
         self._fresh: tuple | None = None  # (mode, uid, gid) of a new sandbox and its tmpdir
 
@@ -109,11 +115,13 @@ class Workspace:
     def wipe(self) -> None:
         """Empty the workspace: every sandbox and the whole cache (disconnection, [C])."""
         self._spares.clear()
+        self._spare_outs.clear()
         remove(self.root)
         self.create()
 
     def destroy(self) -> None:
         self._spares.clear()
+        self._spare_outs.clear()
         remove(self.root)
 
     def new_sandbox(self, task_id: int) -> tuple:
@@ -140,6 +148,31 @@ class Workspace:
         if self._fresh is None:
             self._fresh = (_owner_and_mode(box), _owner_and_mode(tmpdir))
         return box, tmpdir
+
+    def open_stdout(self, task_id: int) -> int:
+        """A task's stdout file, empty, open for writing (a kept one if there is one)."""
+        path = self.stdout_path(task_id)
+        if self._spare_outs:
+            try:
+                os.rename(self._spare_outs.pop(), path)
+            except OSError:
+                pass
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+
+    def recycle_stdout(self, path: str) -> bool:
+        """Keep a task's stdout file for reuse; False means the caller deletes it."""
+        if len(self._spare_outs) >= MAX_SPARES:
+            return False
+        self._serial += 1
+        spare = os.path.join(self.root, f".spare.{self._serial}.stdout")
+        try:
+            if not stat.S_ISREG(os.lstat(path).st_mode):
+                return False
+            os.rename(path, spare)
+        except OSError:
+            return False
+        self._spare_outs.append(spare)
+        return True
 
     def recycle(self, box: str) -> bool:
         """Keep sandbox ``box`` as a spare if it is as new: only its empty tmpdir left,

@@ -1165,7 +1165,7 @@ class _Session:
             self._finish(_Finished(task.task_id, INPUT_MISSING, 1, 0, out_path))
             return
         try:
-            out = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            out = self.ws.open_stdout(task.task_id)
         except OSError as e:
             log.warning("task %d: cannot create %s: %s", task.task_id, out_path, e)
             out = -1
@@ -1344,7 +1344,9 @@ class _Session:
         box = self.ws.sandbox_path(task_id)
         if not self.ws.recycle(box):
             self.w.trash(box)
-        self.w.trash(self.ws.stdout_path(task_id))
+        out = self.ws.stdout_path(task_id)
+        if not self.ws.recycle_stdout(out):
+            self.w.trash(out)
 
     # -- replies -----------------------------------------------------------------------
 
