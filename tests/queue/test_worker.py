@@ -602,3 +602,37 @@ def test_direct_start_gives_what_sh_c_gives(tmp_path: Path, start_worker) -> Non
     assert seen["no-such-program-treadle x", "direct"][:2] == (0, 127)
     assert "not found" in seen["no-such-program-treadle x", "direct"][3]
     assert seen["crash", "direct"][3].startswith("before")
+
+
+def test_every_task_finds_a_new_empty_sandbox_and_stdout(connected) -> None:
+    """Sandboxes and stdout files are reused; a task never sees what an earlier one left."""
+    m, _, ws = connected
+    listing = 'ls -A; stat -c %a .; stat -c %a cctools-temp-*; echo "[$(ls -A $TMPDIR)]"; echo $TMPDIR'
+    steps = [
+        (1, "touch left-behind; echo long-output-long-output-long-output"),
+        (2, listing),
+        (3, "chmod 700 .; touch $TMPDIR/x; echo x"),
+        (4, listing),
+        (5, "true"),
+        (6, listing),
+    ]
+    seen = {}
+    for task_id, command in steps:
+        m.send(p.Task(task_id, command, cores=1))
+        res, out = m.results()[task_id]
+        assert (res.status, res.exit_code) == (0, 0), out
+        seen[task_id] = out.decode()
+        m.send(p.Kill(task_id))
+    assert seen[1] == "long-output-long-output-long-output\n"
+    (root,) = ws.glob("worker-*")
+    umask = os.umask(0)
+    os.umask(umask)
+    fresh = (f"{0o755 & ~umask:o}", f"{0o700 & ~umask:o}", "[]")
+    for task_id in (2, 4, 6):
+        names, box_mode, tmp_mode, tmp_listing, tmpdir = seen[task_id].split("\n", 4)
+        assert names.startswith(f"cctools-temp-t.{task_id}.") and " " not in names
+        assert (box_mode, tmp_mode, tmp_listing) == fresh, seen[task_id]
+        assert tmpdir == f"{root}/t.{task_id}/{names}\n"
+    m.send(p.Check())
+    m.until(lambda e: isinstance(e, p.Alive))
+    assert not list(root.glob("t.*"))
