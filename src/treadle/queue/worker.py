@@ -59,6 +59,7 @@ READ_SIZE = 1 << 20  # flow-control unit of the socket reader
 BULK_MIN = 4 << 20  # a put with more than this still to come is read in a thread
 WATCH_INTERVAL = 0.5  # seconds between two looks at WATCH outputs of running tasks
 USAGE_INTERVAL = 1.0  # seconds between two checks of disk and memory use (running tasks only)
+START_NOTICE_DELAY = 0.005  # seconds `info tasks_running` may wait for company after a start
 
 
 def treadle_version() -> str:
@@ -732,15 +733,22 @@ class _Link(asyncio.Protocol):
             self.transport.write(b"".join(self._out))
         self._out.clear()
 
-    def flush_soon(self) -> None:
-        """Send the queued bytes once this turn of the event loop is over.
+    def flush_soon(self, delay: float = 0.0) -> None:
+        """Send the queued bytes once this turn of the event loop is over (or after
+        ``delay`` seconds, unless something sends them earlier).
 
         Lines written in one turn (several tasks starting or ending at once) then
         leave in one segment instead of one system call each.
         """
-        if not self._flush_due:
+        if delay:
+            asyncio.get_running_loop().call_later(delay, self._flush_if_due)
+        elif not self._flush_due:
             self._flush_due = True
             asyncio.get_running_loop().call_soon(self.flush)
+
+    def _flush_if_due(self) -> None:
+        if self._out and not self._flush_due:
+            self.flush()
 
     async def drain(self) -> None:
         self.flush()
@@ -1189,7 +1197,9 @@ class _Session:
         if task.end_time:
             run.timers.append(loop.call_later(max(0.0, task.end_time - time.time()),
                                               self._limit, run, TASK_TIMEOUT))
-        self._post(p.Info("tasks_running", str(self._n_running())))
+        # Not urgent: a short task's end usually carries it along (one segment, and one
+        # wake-up of the manager, instead of two).
+        self._post(p.Info("tasks_running", str(self._n_running())), delay=START_NOTICE_DELAY)
         rc = await _exited(run.pid)
         if rc < 0 and direct and run.limit is None and not run.cancelled:
             rc = await self._as_the_shell_reports(run, -rc, box, env, out_path)
@@ -1301,7 +1311,7 @@ class _Session:
             self._watch_grew = False
             self._post(p.AvailableResults())
 
-    def _post(self, *events: p.Event) -> None:
+    def _post(self, *events: p.Event, delay: float = 0.0) -> None:
         """Send asynchronous lines at the end of this loop turn, or after the reply being written."""
         if self.reason is not None:
             return
@@ -1310,7 +1320,7 @@ class _Session:
             return
         try:
             self.link.write(b"".join(self.conn.send(e) for e in events))
-            self.link.flush_soon()
+            self.link.flush_soon(delay)
         except (ConnectionError, OSError):
             pass  # the reader notices a dead connection
 
