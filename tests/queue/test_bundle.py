@@ -94,7 +94,8 @@ def test_bundle_serves_the_reference_manager_from_an_empty_directory(
     wf = tmp_path / "wf"
     wf.mkdir()
     (wf / "in.txt").write_text("bundle input\n")
-    (wf / "Makeflow").write_text("out.txt: in.txt\n\ttr a-z A-Z < in.txt > out.txt\n")
+    (wf / "Makeflow").write_text("out.txt: in.txt\n\ttr a-z A-Z < in.txt > out.txt\n"
+                                 "copy.txt: in.txt\n\tcp in.txt copy.txt\n")  # shell-free
     mf, port = start_makeflow("Makeflow", cwd=wf)
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -105,6 +106,7 @@ def test_bundle_serves_the_reference_manager_from_an_empty_directory(
     try:
         out, _ = mf.communicate(timeout=60)
         assert (wf / "out.txt").read_text() == "BUNDLE INPUT\n", out.decode()
+        assert (wf / "copy.txt").read_text() == "bundle input\n"
         assert worker.wait(timeout=30) == 0
     finally:
         if worker.poll() is None:
