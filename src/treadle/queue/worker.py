@@ -352,7 +352,11 @@ class Worker:
                   file=sys.stderr)
             return 1
         self.total = detect_resources(self.opts, os.path.dirname(self.ws.root))
-        self._home = os.open(".", os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        home_flags = getattr(os, "O_PATH", os.O_RDONLY) | getattr(os, "O_DIRECTORY", 0)
+        try:
+            self._home = os.open(".", home_flags)  # O_PATH: no read permission needed
+        except OSError:  # a directory we may not even look at: the workspace will do
+            self._home = os.open(self.ws.root, home_flags)
         for fd in (0, 1, 2):  # keep task output files off 0-2: the spawn rewires those
             try:
                 os.fstat(fd)
