@@ -126,8 +126,9 @@ def test_distributed_blocks(kind, tmp_path):
     try:
         stats = wavefront(f"{tmp_path}/ed.py:cell", edge, 6, 7, output="d.txt", mode="wq",
                           block=3, random_port_file=str(workers.port_file), host="127.0.0.1",
-                          quiet=True, comparison_time=0.01)
+                          quiet=True, comparison_time=0.01, bitmap="grid.bmp")
     finally:
         workers.stop()
     assert stats["plan"]["mode"] == "wq"
+    assert Path("grid.bmp").read_bytes()[:2] == b"BM"
     assert Path("d.txt").read_text() == sequential()

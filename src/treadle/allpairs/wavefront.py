@@ -266,7 +266,8 @@ def wavefront(function: object, boundary: str | os.PathLike | dict, xsize: int, 
 
             calls = run_blocks(resolved, known, xsize, ysize, plan.block, journal,
                                port=port, random_port_file=random_port_file, project=project,
-                               priority=priority, retries=retries, host=host, quiet=quiet)
+                               priority=priority, retries=retries, host=host, quiet=quiet,
+                               bitmap=bitmap)
         else:
             calls = _run_local(fn, known, xsize, ysize, k_local, journal, bitmap, quiet)
     finally:

@@ -18,9 +18,11 @@ import time
 from treadle.allpairs import runner as runner_module
 from treadle.allpairs.distributed import DEFAULT_PORT, WORKER_PYTHON, _function_spec, _report
 from treadle.allpairs.functions import Resolved
+from treadle.allpairs.wavefront import write_bitmap
 from treadle.errors import AllPairsError
 
 PROGRESS_INTERVAL = 10.0
+BITMAP_INTERVAL = 5.0
 
 
 def _span(index: int, b: int, size: int) -> tuple[int, int]:
@@ -29,7 +31,8 @@ def _span(index: int, b: int, size: int) -> tuple[int, int]:
 
 def run_blocks(resolved: Resolved, known: dict, xsize: int, ysize: int, b: int, journal, *,
                port: int | None, random_port_file: str | None, project: str | None,
-               priority: int, retries: int, host: str = "", quiet: bool = False) -> int:
+               priority: int, retries: int, host: str = "", quiet: bool = False,
+               bitmap: str | None = None) -> int:
     """Run every block that still lacks cells; add their values to ``known`` and the journal."""
     from treadle.queue import Manager, Result, Task
 
@@ -66,7 +69,16 @@ def run_blocks(resolved: Resolved, known: dict, xsize: int, ysize: int, b: int, 
         port = 0 if random_port_file else DEFAULT_PORT
     manager = Manager(port, name=project, host=host, port_file=random_port_file)
     running: dict[int, tuple[int, int]] = {}
-    last = time.monotonic()
+    last = last_bitmap = time.monotonic()
+
+    def cells_of(blocks) -> set[tuple[int, int]]:
+        out = set()
+        for bx, by in blocks:
+            x0, x1 = _span(bx, b, xsize)
+            y0, y1 = _span(by, b, ysize)
+            out.update((x, y) for x in range(x0, x1 + 1) for y in range(y0, y1 + 1))
+        return out
+
     try:
         while ready or running:
             while ready:
@@ -90,6 +102,10 @@ def run_blocks(resolved: Resolved, known: dict, xsize: int, ysize: int, b: int, 
                 last = time.monotonic()
                 print(f"wavefront: blocks {len(done)}/{nx * ny}, {len(running)} running, "
                       f"{manager.stats.workers_connected} workers", file=sys.stderr, flush=True)
+            if bitmap and time.monotonic() - last_bitmap >= BITMAP_INTERVAL:
+                last_bitmap = time.monotonic()
+                write_bitmap(bitmap, xsize, ysize, known, cells_of(running.values()),
+                             cells_of((bx, by) for _, bx, by in ready))
             if task is None:
                 continue
             key = running.pop(task.id)
@@ -121,6 +137,8 @@ def run_blocks(resolved: Resolved, known: dict, xsize: int, ysize: int, b: int, 
                                     f"({task.result.name}, exit {task.exit_code})")
             offered.discard(key)
             offer(*key)
+        if bitmap:
+            write_bitmap(bitmap, xsize, ysize, known, set(), set())
     finally:
         manager.close()
         for name in os.listdir(tmp):
