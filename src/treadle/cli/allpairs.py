@@ -23,7 +23,7 @@ def _debug(debug_file: str | None, flags: tuple[str, ...]) -> None:
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("set_a", metavar="SET_A")
 @click.argument("set_b", metavar="SET_B")
-@click.argument("function", metavar="FUNCTION", required=False)
+@click.argument("function", metavar="[FUNCTION]", required=False)
 @click.option("-o", "-O", "--output", "--output-file", "output", metavar="FILE",
               help="Result file: text triples, or a float64 matrix when it ends in .npy.")
 @click.option("-e", "--extra-args", default="", metavar="ARGS",
@@ -70,9 +70,10 @@ def command(set_a, set_b, function, output, extra_args, input_files, estimated_t
             retries, max_workers, dispatch_time, bandwidth, transfer, from_triples):
     """Compare every item of SET_A with every item of SET_B using FUNCTION.
 
-    SET_A and SET_B are list files (one path per line). FUNCTION is an
-    executable (called as F [ARGS] a b), FILE.py:NAME or MODULE:NAME (a Python
-    callable), or BITWISE.
+    SET_A and SET_B are list files (one path per line) or directories.
+    FUNCTION is an executable (called as F [ARGS] a b), FILE.py:NAME or
+    MODULE:NAME (a Python callable), or BITWISE. Without FUNCTION, --from
+    TRIPLES assembles an existing table into -o.
 
     \b
     Examples:
