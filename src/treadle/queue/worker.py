@@ -352,16 +352,16 @@ class Worker:
                   file=sys.stderr)
             return 1
         self.total = detect_resources(self.opts, os.path.dirname(self.ws.root))
-        home_flags = getattr(os, "O_PATH", os.O_RDONLY) | getattr(os, "O_DIRECTORY", 0)
-        try:
-            self._home = os.open(".", home_flags)  # O_PATH: no read permission needed
-        except OSError:  # a directory we may not even look at: the workspace will do
-            self._home = os.open(self.ws.root, home_flags)
         for fd in (0, 1, 2):  # keep task output files off 0-2: the spawn rewires those
             try:
                 os.fstat(fd)
             except OSError:
                 os.open(os.devnull, os.O_RDWR)
+        home_flags = getattr(os, "O_PATH", os.O_RDONLY) | getattr(os, "O_DIRECTORY", 0)
+        try:
+            self._home = os.open(".", home_flags)  # O_PATH: no read permission needed
+        except OSError:  # a directory we may not even look at: the workspace will do
+            self._home = os.open(self.ws.root, home_flags)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, sig)
         watchers = [asyncio.ensure_future(self._watch_lifetime())]
@@ -1205,7 +1205,7 @@ class _Session:
         # wake-up of the manager, instead of two).
         self._post(p.Info("tasks_running", str(self._n_running())), delay=START_NOTICE_DELAY)
         rc = await _exited(run.pid)
-        if rc < 0 and direct and run.limit is None and not run.cancelled:
+        if rc < 0 and direct and run.limit is None and not run.cancelled and self.reason is None:
             rc = await self._as_the_shell_reports(run, -rc, box, env, out_path)
         for timer in run.timers:
             timer.cancel()
