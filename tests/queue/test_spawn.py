@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from treadle.queue.spawn import ProgramFinder, shell_free_argv
+from treadle.queue.spawn import direct_start, find_program, shell_free_argv
 
 
 @pytest.mark.parametrize(
@@ -64,7 +64,7 @@ def _program(directory, name: str, text: str = "#!/bin/sh\n") -> str:
     return str(path)
 
 
-def test_finder_searches_path_in_order_and_skips_what_cannot_run(tmp_path):
+def test_path_is_searched_in_order_skipping_what_cannot_run(tmp_path):
     first, second = tmp_path / "first", tmp_path / "second"
     first.mkdir()
     (first / "prog").write_text("not executable")
@@ -72,29 +72,35 @@ def test_finder_searches_path_in_order_and_skips_what_cannot_run(tmp_path):
     (first / "dir").mkdir()
     wanted = _program(second, "prog")
     _program(second, "dir")
-    finder = ProgramFinder()
     path = f"{first}:{second}"
-    assert finder.find("prog", path) == wanted
-    assert finder.find("dir", path) == str(second / "dir")
-    assert finder.find("absent-program-treadle", path) is None
-    assert finder.find("./x/y", path) == "./x/y"  # a word with a slash is used as it is
+    assert find_program("prog", path) == wanted
+    assert find_program("dir", path) == str(second / "dir")
+    assert find_program("absent-program-treadle", path) is None
+    assert find_program("./x/y", path) == "./x/y"  # a word with a slash is used as it is
 
 
-def test_finder_resolves_relative_path_entries_in_the_command_directory(tmp_path):
+def test_a_program_that_appears_earlier_on_path_is_found_next_time(tmp_path):
+    early, late = tmp_path / "early", tmp_path / "late"
+    early.mkdir()
+    path = f"{early}:{late}"
+    late_tool = _program(late, "tool")
+    assert find_program("tool", path) == late_tool
+    early_tool = _program(early, "tool")
+    assert find_program("tool", path) == early_tool  # as a new sh would
+
+
+def test_relative_path_entries_are_searched_in_the_command_directory(tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     _program(one / "bin", "tool")
-    finder = ProgramFinder()
-    assert finder.find("tool", "bin", cwd=str(one)) == os.path.join(str(one), "bin", "tool")
+    assert find_program("tool", "bin", cwd=str(one)) == os.path.join(str(one), "bin", "tool")
     _program(two, "tool")
-    assert finder.find("tool", ":", cwd=str(two)) == os.path.join(str(two), "tool")
-    # not remembered: another directory, another answer
-    assert finder.find("tool", "bin", cwd=str(two)) is None
+    assert find_program("tool", ":", cwd=str(two)) == os.path.join(str(two), "tool")
+    assert find_program("tool", "bin", cwd=str(two)) is None
 
 
-def test_direct_gives_program_and_words_or_none():
-    finder = ProgramFinder()
-    program, argv = finder.direct("sh -c x", os.defpath)
+def test_direct_start_gives_program_and_words_or_none():
+    program, argv = direct_start("sh -c x", os.defpath)
     assert os.path.basename(program) == "sh" and argv == ["sh", "-c", "x"]
-    assert finder.direct("sh -c 'x'", os.defpath) is None
-    assert finder.direct("absent-program-treadle", os.defpath) is None
-    assert finder.direct("sh -c x", None) is None  # no PATH: the shell's own search list applies
+    assert direct_start("sh -c 'x'", os.defpath) is None
+    assert direct_start("absent-program-treadle", os.defpath) is None
+    assert direct_start("sh -c x", None) is None  # no PATH: the shell's own search list applies

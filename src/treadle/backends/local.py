@@ -33,7 +33,7 @@ import time
 from collections.abc import Mapping
 
 from treadle.backends.base import Job, JobResult
-from treadle.queue.spawn import RESET_SIGNALS, SHELL, ProgramFinder
+from treadle.queue.spawn import RESET_SIGNALS, SHELL, direct_start
 
 CANCEL_GRACE = 0.4  # seconds between SIGTERM and SIGKILL when stopping jobs
 
@@ -107,7 +107,6 @@ class LocalBackend:
     def __init__(self, *, environ: Mapping[str, str] | None = None, direct_exec: bool = True):
         self._environ = dict(os.environ if environ is None else environ)
         self._direct = direct_exec
-        self._finder = ProgramFinder()
         self._env_cache: dict[int, tuple[Mapping[str, str], dict[str, str]]] = {}
         self._epoll = select.epoll()
         self._by_fd: dict[int, int] = {}  # pidfd -> pid
@@ -191,7 +190,7 @@ class LocalBackend:
 
     def _spawn(self, command: str, env: dict[str, str]) -> int:
         if self._direct:
-            direct = self._finder.direct(command, env.get("PATH"))
+            direct = direct_start(command, env.get("PATH"))
             if direct is not None:
                 try:
                     return os.posix_spawn(direct[0], direct[1], env, setpgroup=0, setsigdef=RESET_SIGNALS)

@@ -56,54 +56,40 @@ def shell_free_argv(command: str) -> list[str] | None:
     return words
 
 
-class ProgramFinder:
-    """Finds a program on a ``PATH`` as the shell does, remembering what it found.
+def find_program(word: str, path: str, cwd: str | None = None) -> str | None:
+    """The file the shell would execute for command word ``word``, or None if none.
 
-    The memory is what makes direct starts cheap: a task stream runs the same few
-    programs over and over, and each lookup would otherwise cost a stat per ``PATH``
-    entry. A program that disappears later fails to start, and the caller then
-    lets the shell run the command, which looks again and reports what it finds.
+    Searched afresh every time, as each ``/bin/sh -c`` does: remembering findings
+    would keep running an old program after a new one appeared earlier on ``PATH``.
+    The search costs a few microseconds, a stat per ``PATH`` entry tried. ``cwd``
+    is the directory the command will run in (default: ours); relative ``PATH``
+    entries are searched there.
     """
+    if "/" in word:
+        return word
+    for d in path.split(":"):
+        if d[:1] == "/":
+            base = d
+        else:  # "" means the current directory, as "." does
+            base = os.path.join(cwd, d) if cwd is not None else (d or ".")
+        candidate = os.path.join(base, word)
+        if os.access(candidate, os.X_OK) and os.path.isfile(candidate):
+            return candidate
+    return None
 
-    def __init__(self) -> None:
-        self._cache: dict[tuple[str, str], str] = {}
 
-    def find(self, word: str, path: str, cwd: str | None = None) -> str | None:
-        """The file the shell would execute for command word ``word``, or None if none.
+def direct_start(command: str, path: str | None,
+                 cwd: str | None = None) -> tuple[str, list[str]] | None:
+    """``(program, argv)`` to start ``command`` without a shell, or None to use the shell.
 
-        ``cwd`` is the directory the command will run in (default: ours); relative
-        ``PATH`` entries are searched there, and their findings are not remembered.
-        """
-        if "/" in word:
-            return word
-        key = (word, path)
-        found = self._cache.get(key)
-        if found is not None:
-            return found
-        for d in path.split(":"):
-            absolute = d[:1] == "/"
-            if absolute:
-                base = d
-            else:  # "" means the current directory, as "." does
-                base = os.path.join(cwd, d) if cwd is not None else (d or ".")
-            candidate = os.path.join(base, word)
-            if os.access(candidate, os.X_OK) and os.path.isfile(candidate):
-                if absolute:
-                    self._cache[key] = candidate
-                return candidate
+    ``path`` is the command's ``PATH``; without one the shell searches its own
+    built-in list, so the shell is left to do it. A program that cannot be started
+    after all (not executable, no ``#!``) is the caller's to hand to the shell.
+    """
+    argv = shell_free_argv(command)
+    if argv is None or path is None:
         return None
-
-    def direct(self, command: str, path: str | None,
-               cwd: str | None = None) -> tuple[str, list[str]] | None:
-        """``(program, argv)`` to start ``command`` without a shell, or None to use the shell.
-
-        ``path`` is the command's ``PATH``; without one the shell searches its own
-        built-in list, so the shell is left to do it.
-        """
-        argv = shell_free_argv(command)
-        if argv is None or path is None:
-            return None
-        program = self.find(argv[0], path, cwd)
-        if program is None:
-            return None
-        return program, argv
+    program = find_program(argv[0], path, cwd)
+    if program is None:
+        return None
+    return program, argv

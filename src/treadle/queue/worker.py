@@ -335,7 +335,6 @@ class Worker:
         self.worker_id = "worker-" + secrets.token_hex(16)
         self._stopping: str | None = None  # a signal or the wall time ends the worker
         self._session: _Session | None = None
-        self.finder = spawn.ProgramFinder()
         self._home = -1  # our own working directory, to come back to after a spawn
         self._wake: asyncio.Event | None = None  # set by signals and the lifetime watch
         self._trash = 0
@@ -1239,7 +1238,7 @@ class _Session:
         message and exit status.
         """
         actions = _task_stdio(out)
-        direct = self.w.finder.direct(command, env.get("PATH"), box)
+        direct = spawn.direct_start(command, env.get("PATH"), box)
         with self.w.inside(box):
             if direct is not None:
                 try:
