@@ -88,6 +88,16 @@ def test_script_without_shebang_runs_like_the_shell_runs_it(tmp_path):
     assert _via("./noshebang", True, tmp_path) == (0, None, "from-script\n")
 
 
+def test_a_program_killed_by_a_signal_is_reported_as_the_shell_reports_it(tmp_path, capfd):
+    """dash outlives its child: exit 128+N and a message, whether or not the shell was skipped."""
+    script = tmp_path / "crash"
+    script.write_text("#!/bin/sh\necho before > out.txt\nkill -SEGV $$\n")
+    script.chmod(0o755)
+    results = [_via("./crash", direct, tmp_path) for direct in (True, False)]
+    assert results[0] == results[1] == (128 + signal.SIGSEGV, None, "before\n")
+    assert capfd.readouterr().err.count("Segmentation fault") == 2
+
+
 def test_path_of_the_job_environment_is_searched(tmp_path):
     bindir = tmp_path / "bin"
     bindir.mkdir()

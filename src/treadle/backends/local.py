@@ -33,7 +33,7 @@ import time
 from collections.abc import Mapping
 
 from treadle.backends.base import Job, JobResult
-from treadle.queue.spawn import RESET_SIGNALS, SHELL, direct_start
+from treadle.queue.spawn import RESET_SIGNALS, SHELL, direct_start, shell_report_argv
 
 CANCEL_GRACE = 0.4  # seconds between SIGTERM and SIGKILL when stopping jobs
 
@@ -111,6 +111,7 @@ class LocalBackend:
         self._epoll = select.epoll()
         self._by_fd: dict[int, int] = {}  # pidfd -> pid
         self._jobs: dict[int, tuple[int, float]] = {}  # pid -> (pidfd, start time)
+        self._started_directly: set[int] = set()  # pids started without /bin/sh
         self._cancelled: set[int] = set()
         self._ready: collections.deque[JobResult] = collections.deque()
         self._watchdog: _Watchdog | None = None
@@ -193,7 +194,9 @@ class LocalBackend:
             direct = direct_start(command, env.get("PATH"))
             if direct is not None:
                 try:
-                    return os.posix_spawn(direct[0], direct[1], env, setpgroup=0, setsigdef=RESET_SIGNALS)
+                    pid = os.posix_spawn(direct[0], direct[1], env, setpgroup=0, setsigdef=RESET_SIGNALS)
+                    self._started_directly.add(pid)
+                    return pid
                 except OSError:
                     pass  # let the shell report it
         return os.posix_spawn(SHELL, ["sh", "-c", command], env, setpgroup=0, setsigdef=RESET_SIGNALS)
@@ -208,14 +211,29 @@ class LocalBackend:
         _, started = self._jobs.pop(pid)
         if self._watchdog is not None:
             self._watchdog.remove(pid)
+        direct = pid in self._started_directly
+        self._started_directly.discard(pid)
         if pid in self._cancelled:
             self._cancelled.discard(pid)
             return
+        if direct and os.WIFSIGNALED(status):
+            status = _as_the_shell_reports(os.WTERMSIG(status))
         if os.WIFSIGNALED(status):
             result = JobResult(pid, signal=os.WTERMSIG(status), started=started, finished=time.time())
         else:
             result = JobResult(pid, exit_code=os.waitstatus_to_exitcode(status), started=started, finished=time.time())
         self._ready.append(result)
+
+
+def _as_the_shell_reports(sig: int) -> int:
+    """The wait status ``/bin/sh -c`` would have given for a program killed by ``sig``.
+
+    Deaths the engine did not cause are rare, so the stand-in runs synchronously;
+    its message goes to the engine's stderr, where the job's own stderr goes.
+    """
+    argv = shell_report_argv(sig)
+    _, status = os.waitpid(os.posix_spawn(argv[0], argv, os.environ), 0)
+    return status
 
 
 def _killpg(pgid: int, sig: int) -> None:

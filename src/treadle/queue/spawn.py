@@ -93,3 +93,15 @@ def direct_start(command: str, path: str | None,
     if program is None:
         return None
     return program, argv
+
+
+def shell_report_argv(sig: int) -> list[str]:
+    """argv of a shell that reports a child's death by ``sig`` as ``/bin/sh -c`` does.
+
+    A shell running a program as its child outlives it and reports the death its
+    own way (dash: a message such as "Segmentation fault" on stderr and exit status
+    128+N). A program started directly dies without that report, so whoever
+    started it runs this stand-in, whose inner shell dies of the same signal, and
+    takes the outer shell's message and status as the program's.
+    """
+    return ["/bin/sh", "-c", f"/bin/sh -c 'kill -{sig} $$'"]

@@ -1262,12 +1262,12 @@ class _Session:
         here, which are rare; limits and kills are reported as before.
         """
         self._kill_group(run)  # the program's background children, as after any task
-        stand_in = f"/bin/sh -c 'kill -{sig} $$'"
+        stand_in = spawn.shell_report_argv(sig)
         out = os.open(out_path, os.O_WRONLY | os.O_APPEND)
         try:
             with self.w.inside(box):
                 run.pid = os.posix_spawn(
-                    "/bin/sh", ["/bin/sh", "-c", stand_in], env,
+                    stand_in[0], stand_in, env,
                     file_actions=_task_stdio(out), setsid=True, setsigdef=spawn.RESET_SIGNALS)
         except OSError as e:
             log.warning("task %d: cannot ask the shell about signal %d: %s", run.task.task_id,
