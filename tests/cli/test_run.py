@@ -397,3 +397,15 @@ def test_options_and_the_dagfile_may_come_in_any_order(order, at):
     o = parse_args(argv, {})
     assert (o.dagfile, o.max_local, o.gc, o.retries, o.skip_file_check, o.clean, o.log_path) == (
         "wf.mf", 2, "ref_cnt", 3, True, "outputs", "x.log")
+
+
+def test_options_without_effect_here_say_so_and_the_run_goes_on(tmp_path):
+    """Reference scripts keep working, and the user learns the option changed nothing."""
+    wf = tmp_path / "one.mf"
+    wf.write_text("a.txt:\n\techo a > a.txt\n")
+    res = treadle("--storage-type", "1", "-W", "fcfs", "one.mf", cwd=tmp_path)
+    assert res.returncode == 0 and (tmp_path / "a.txt").read_text() == "a\n"
+    assert "--storage-type, --storage-limit and --storage-print have no effect" in res.stderr
+    assert "-W has no effect" in res.stderr
+    quiet = treadle("one.mf", cwd=tmp_path)
+    assert "no effect" not in quiet.stderr

@@ -374,6 +374,8 @@ def execute(opts: RunOptions) -> int:
 
     started = time.time()
     out = Out()
+    for note in _inert_options(opts):
+        out.warn(f"warning: {note}")
     debug_file = None
     if opts.debug:
         if opts.debug_file:
@@ -388,6 +390,18 @@ def execute(opts: RunOptions) -> int:
     finally:
         if debug_file is not None:
             debug_file.close()
+
+
+def _inert_options(opts: RunOptions) -> list[str]:
+    """Reference options that are accepted, so scripts keep working, but change nothing here."""
+    notes = []
+    if opts.storage_type is not None or opts.storage_limit is not None or opts.storage_print:
+        notes.append("--storage-type, --storage-limit and --storage-print have no effect: "
+                     "treadle does not allocate storage yet")
+    if opts.schedule is not None:
+        notes.append("-W has no effect: treadle's manager always prefers the worker that "
+                     "already caches most of a task's input bytes (like -W files)")
+    return notes
 
 
 def _execute(opts: RunOptions, out, started: float) -> int:
