@@ -23,6 +23,8 @@ import sys
 import tempfile
 import time
 
+from queue_transfer import plain_copy
+
 from treadle.queue import protocol as wp
 
 ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
@@ -114,34 +116,10 @@ def push(kind: str, path: str, workdir: str) -> float:
     return took
 
 
-RECEIVER = r"""
-import socket, sys
-srv = socket.create_server(("127.0.0.1", 0)); print(srv.getsockname()[1], flush=True)
-conn, _ = srv.accept()
-with open(sys.argv[1], "wb") as f:
-    while True:
-        data = conn.recv(1 << 20)
-        if not data:
-            break
-        f.write(data)
-conn.sendall(b"k")
-"""
-
-
-def plain_copy(path: str, workdir: str) -> float:
+def plain_copy_here(path: str, workdir: str) -> float:
+    """The plain loopback socket copy of queue_transfer.py, into ``workdir``."""
     target = os.path.join(workdir, "plain-copy")
-    rx = subprocess.Popen([sys.executable, "-c", RECEIVER, target], stdout=subprocess.PIPE,
-                          text=True)
-    port = int(rx.stdout.readline())
-    sock = socket.create_connection(("127.0.0.1", port))
-    start = time.monotonic()
-    with open(path, "rb") as f:
-        sock.sendfile(f)
-    sock.shutdown(socket.SHUT_WR)
-    sock.recv(1)
-    took = time.monotonic() - start
-    sock.close()
-    rx.wait()
+    took = plain_copy(path, target)
     os.unlink(target)
     return took
 
@@ -177,7 +155,7 @@ def main() -> None:
                 for _ in range(args.size_mb):
                     f.write(chunk)
             mb = args.size_mb * (1 << 20) / 1e6
-            plain = plain_copy(path, workdir)
+            plain = plain_copy_here(path, workdir)
             ref = push("reference", path, workdir)
             ours = push("treadle", path, workdir)
             print(f"put of {args.size_mb} MiB to a worker, written to disk:")

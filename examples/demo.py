@@ -33,13 +33,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE / "weave"))
 import make_data  # noqa: E402  (the bundled generator, stdlib only)
 
-PROGRAM = """db = SQLDataSet('db', 'biometrics', 'irises')
-nefs = Query(db, db.color == 'Blue')
-conv = SimpleFunction('convertiristotemplate', outsuffix='bit')
-bits = Map(conv, nefs)
-cmp = SimpleFunction('compareiristemplates')
-AllPairs(cmp, bits, bits, output='matrix.txt')
-"""
+# The motivating program of issue 4, exactly as examples/weave/irises/irises.py holds it.
+PROGRAM = (HERE / "weave" / "irises" / "irises.py").read_text()
 
 
 def say(message: str) -> None:
