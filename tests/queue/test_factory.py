@@ -73,6 +73,26 @@ def test_target_follows_waiting_tasks_within_bounds() -> None:
     assert f.target({"tasks_waiting": 0, "tasks_on_workers": 0}) == 1
     assert f.target({"tasks_waiting": 5, "tasks_on_workers": 0}) == 3
     assert f.target({"tasks_waiting": 50, "tasks_on_workers": 2}) == 4
+    assert f.target({"tasks_waiting": 50, "workers_wanted": 2}) == 2
+    assert f.target({"tasks_waiting": 0, "workers_wanted": 9}) == 4
+    assert f.target({"tasks_waiting": 9, "workers_wanted": 0}) == 1
+
+
+def test_factory_follows_the_workers_the_manager_wants(tmp_path: Path) -> None:
+    from treadle.queue import Manager
+
+    with Manager(port=0, host="127.0.0.1") as m:
+        assert "workers_wanted" not in query_status("127.0.0.1", m.port)[0]
+        m.workers_wanted = 3  # no task queued: only the published wish asks for workers
+        assert query_status("127.0.0.1", m.port)[0]["workers_wanted"] == 3
+        factory = start_factory(tmp_path, m.port, "--max-workers", "5", "-t", "30")
+        try:
+            assert wait_until(lambda: m.stats.workers_connected == 3, 30)
+            time.sleep(1)  # a few more rounds of the factory: still three
+            assert m.stats.workers_connected == 3
+        finally:
+            out = stop_factory(factory)
+    assert len(started_pids(out)) == 3, out
 
 
 @pytest.mark.reference

@@ -125,13 +125,19 @@ class Factory:
         return reply[0] if reply and isinstance(reply[0], dict) else {}
 
     def target(self, status: dict | None) -> int:
-        """Workers wanted: enough slots for waiting plus dispatched tasks, within bounds."""
+        """Workers wanted, within bounds: the number the manager publishes as
+        ``workers_wanted`` when it does (an All-Pairs run knows its best pool size
+        while only a few of its blocks are queued), else enough slots for the
+        waiting plus dispatched tasks."""
         c = self.config
         if status is None:  # manager not reachable: keep the minimum only
             return c.min_workers
-        tasks = _count(status, "tasks_waiting") + _count(status, "tasks_on_workers")
-        per_worker = max(1, c.cores or 1)
-        return max(c.min_workers, min(c.max_workers, math.ceil(tasks / per_worker)))
+        if "workers_wanted" in status:
+            wanted = _count(status, "workers_wanted")
+        else:
+            tasks = _count(status, "tasks_waiting") + _count(status, "tasks_on_workers")
+            wanted = math.ceil(tasks / max(1, c.cores or 1))
+        return max(c.min_workers, min(c.max_workers, wanted))
 
     def step(self) -> None:
         """One round: ask the manager, forget finished jobs, submit or cancel."""

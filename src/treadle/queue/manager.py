@@ -544,6 +544,9 @@ class Manager:
         self.keepalive_interval = 120.0
         self.keepalive_timeout = 30.0
         self.overcommit = overcommit
+        # How many workers the application would like (All-Pairs sets its plan's h*).
+        # Published in queue_status; a factory follows it instead of counting tasks.
+        self.workers_wanted: int | None = None
         self._ssl = ssl
         self._namer = Namer()
         self._ids = itertools.count(1)
@@ -1743,6 +1746,8 @@ class Manager:
                 "categories": [self._category_status(c) for c in sorted(self._categories)],
             }
         )
+        if self.workers_wanted is not None:
+            out["workers_wanted"] = self.workers_wanted
         for r in ("workers",) + res.NAMES:
             if r == "workers":
                 vals = [w.slots for w in workers]
