@@ -23,7 +23,6 @@ from treadle.allpairs.plan import (
     MAX_WORKERS,
     Plan,
     block_grid,
-    cell_count,
     make_plan,
 )
 from treadle.allpairs.progress import Progress
@@ -186,8 +185,9 @@ def allpairs(set_a: object, set_b: object, function: object, *, output: str | os
     todo = [key for key in grid if key not in done]
     log.debug("F %s; plan %s; state %s; %d of %d blocks to run", resolved.identity,
               plan.to_dict(), state_dir, len(todo), len(grid))
-    progress = Progress("allpairs", len(grid), cell_count(len(a), len(b), symmetric), quiet)
-    progress.blocks = len(grid) - len(todo)
+    computed = sum(_block_cells(len(a), len(b), plan.x, plan.y, bx, by, symmetric)
+                   for bx, by in todo)
+    progress = Progress(len(grid), computed, quiet, blocks_done=len(grid) - len(todo))
     run_stats: dict = {}
     try:
         if plan.mode == "wq":
@@ -208,6 +208,7 @@ def allpairs(set_a: object, set_b: object, function: object, *, output: str | os
             state.remove()  # a private temporary state: nothing can resume from it
         raise
     finally:
+        progress.stop()
         state.close()
     table = out.empty_table(len(a), len(b))
     out.fill_from_blocks(table, (state.block_path(bx, by) for bx, by in grid))
@@ -218,8 +219,6 @@ def allpairs(set_a: object, set_b: object, function: object, *, output: str | os
         out.write_output(table, a, b, output, half)
     if not keep or not keep_state:
         state.remove()
-    computed = sum(_block_cells(len(a), len(b), plan.x, plan.y, bx, by, symmetric)
-                   for bx, by in todo)
     stats = {
         "n": len(a), "m": len(b), "pairs": computed,
         "sample": {"t": plan.t, "s": plan.s, "pairs": plan.sampled_pairs},

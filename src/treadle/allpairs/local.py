@@ -87,7 +87,9 @@ def run_local(job: Job, todo: list[tuple[int, int]], cores: int, retries: int,
         stats.retries += 1
         return bx, by
 
+    progress.worker_kind = "processes"
     if cores <= 1 or len(todo) == 1:
+        progress.workers = 1
         queue = list(todo)
         while queue:
             progress.submitted()
@@ -98,6 +100,7 @@ def run_local(job: Job, todo: list[tuple[int, int]], cores: int, retries: int,
     context = multiprocessing.get_context("fork")
     pending = list(reversed(todo))
     window = 2 * cores
+    progress.workers = cores
     with concurrent.futures.ProcessPoolExecutor(cores, mp_context=context) as pool:
         running: set[concurrent.futures.Future] = set()
         try:

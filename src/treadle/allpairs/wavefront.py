@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from treadle.allpairs.functions import resolve
+from treadle.allpairs.progress import WaveProgress
 from treadle.allpairs.runner import Function, PairFailure, Spawner, wave_cell
 from treadle.errors import AllPairsError
 
@@ -32,7 +33,6 @@ D_HOST = 10.0
 SAMPLE_CELLS = 4
 SAMPLE_SECONDS = 5.0
 BITMAP_INTERVAL = 5.0
-PROGRESS_INTERVAL = 10.0
 FSYNC_INTERVAL = 1.0
 
 
@@ -338,7 +338,10 @@ def _run_local(fn: Function, known: dict, xsize: int, ysize: int, k: int, journa
         pool = concurrent.futures.ProcessPoolExecutor(k, mp_context=multiprocessing.get_context("fork"))
     running: dict[concurrent.futures.Future, tuple[int, int]] = {}
     calls = 0
-    start = last_sync = last_bitmap = last_progress = time.monotonic()
+    progress = WaveProgress(total, quiet)
+    progress.workers, progress.worker_kind = k, "processes"
+    progress.cells = total - todo
+    last_sync = last_bitmap = time.monotonic()
     try:
         while ready or running:
             while ready and len(running) < k:
@@ -353,10 +356,12 @@ def _run_local(fn: Function, known: dict, xsize: int, ysize: int, k: int, journa
                 x, y = running.pop(future)
                 known[(x, y)] = future.result()
                 calls += 1
+                progress.cells += 1
                 journal.write(f"{x} {y} {known[(x, y)]}\n")
                 journal.flush()
                 for nx, ny in ((x + 1, y), (x, y + 1), (x + 1, y + 1)):
                     offer(nx, ny)
+            progress.running, progress.ready = len(running), len(ready)
             now = time.monotonic()
             if now - last_sync >= FSYNC_INTERVAL:
                 os.fsync(journal.fileno())
@@ -365,17 +370,12 @@ def _run_local(fn: Function, known: dict, xsize: int, ysize: int, k: int, journa
                 write_bitmap(bitmap, xsize, ysize, known, set(running.values()),
                              {(x, y) for _, x, y in ready})
                 last_bitmap = now
-            if not quiet and now - last_progress >= PROGRESS_INTERVAL:
-                last_progress = now
-                done = sum(1 for c in known if c[0] >= 1 and c[1] >= 1)
-                print(f"wavefront: {100 * done / total:.0f}% complete, {now - start:.0f}s "
-                      f"elapsed, {len(running)} running, {len(ready)} ready", file=sys.stderr,
-                      flush=True)
     except BaseException:
         for future in running:
             future.cancel()
         raise
     finally:
+        progress.stop()
         os.fsync(journal.fileno())
         pool.shutdown(wait=True, cancel_futures=True)
     if bitmap:

@@ -11,17 +11,16 @@ from __future__ import annotations
 import heapq
 import json
 import os
-import sys
 import tempfile
 import time
 
 from treadle.allpairs import runner as runner_module
 from treadle.allpairs.distributed import DEFAULT_PORT, WORKER_PYTHON, _function_spec, _report
 from treadle.allpairs.functions import Resolved
+from treadle.allpairs.progress import WaveProgress
 from treadle.allpairs.wavefront import write_bitmap
 from treadle.errors import AllPairsError
 
-PROGRESS_INTERVAL = 10.0
 BITMAP_INTERVAL = 5.0
 
 
@@ -69,7 +68,10 @@ def run_blocks(resolved: Resolved, known: dict, xsize: int, ysize: int, b: int, 
         port = 0 if random_port_file else DEFAULT_PORT
     manager = Manager(port, name=project, host=host, port_file=random_port_file)
     running: dict[int, tuple[int, int]] = {}
-    last = last_bitmap = time.monotonic()
+    last_bitmap = time.monotonic()
+    progress = WaveProgress(xsize * ysize, quiet)
+    progress.unit = "blocks"
+    progress.cells = sum(1 for c in known if c[0] >= 1 and c[1] >= 1)
 
     def cells_of(blocks) -> set[tuple[int, int]]:
         out = set()
@@ -98,10 +100,9 @@ def run_blocks(resolved: Resolved, known: dict, xsize: int, ysize: int, b: int, 
                 task.add_output(os.path.join(tmp, f"{bx}-{by}.txt"), "out.txt")
                 running[manager.submit(task)] = (bx, by)
             task = manager.wait(timeout=1.0)
-            if not quiet and time.monotonic() - last >= PROGRESS_INTERVAL:
-                last = time.monotonic()
-                print(f"wavefront: blocks {len(done)}/{nx * ny}, {len(running)} running, "
-                      f"{manager.stats.workers_connected} workers", file=sys.stderr, flush=True)
+            queue = manager.stats
+            progress.workers = queue.workers_connected
+            progress.running, progress.ready = queue.tasks_running, queue.tasks_waiting
             if bitmap and time.monotonic() - last_bitmap >= BITMAP_INTERVAL:
                 last_bitmap = time.monotonic()
                 write_bitmap(bitmap, xsize, ysize, known, cells_of(running.values()),
@@ -117,6 +118,7 @@ def run_blocks(resolved: Resolved, known: dict, xsize: int, ysize: int, b: int, 
                         x, y, value = line.rstrip("\n").split(" ", 2)
                         known[(int(x), int(y))] = value
                         journal.write(line)
+                        progress.cells += 1
                 journal.flush()
                 os.fsync(journal.fileno())
                 calls += report.get("calls", 0)
@@ -140,6 +142,7 @@ def run_blocks(resolved: Resolved, known: dict, xsize: int, ysize: int, b: int, 
         if bitmap:
             write_bitmap(bitmap, xsize, ysize, known, set(), set())
     finally:
+        progress.stop()
         manager.close()
         for name in os.listdir(tmp):
             os.unlink(os.path.join(tmp, name))
