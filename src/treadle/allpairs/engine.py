@@ -109,7 +109,8 @@ def _block_shape(block: int | tuple[int, int] | None) -> tuple[int | None, int |
 def allpairs(set_a: object, set_b: object, function: object, *, output: str | os.PathLike | None = None,
              extra_args: str | Sequence[str] = (), extra_files: Sequence[str] = (),
              symmetric: bool = False, half: bool = False, batched: bool = False,
-             takes_bytes: bool = False, mode: str = "auto", cores: int | None = None,
+             takes_bytes: bool = False, exec_each: bool = False, mode: str = "auto",
+             cores: int | None = None,
              block: int | tuple[int, int] | None = None, block_items: int | None = None,
              comparison_time: float | None = None, port: int | None = None,
              random_port_file: str | None = None, project: str | None = None, priority: int = 0,
@@ -119,7 +120,11 @@ def allpairs(set_a: object, set_b: object, function: object, *, output: str | os
              stats_file: str | None = None, plan_only: bool = False,
              from_triples: str | None = None, quiet: bool = False,
              host: str = "", plan_stream=None) -> AllPairsResult:
-    """Compute M[i][j] = F(A[i], B[j]) for every pair (spec §1.6)."""
+    """Compute M[i][j] = F(A[i], B[j]) for every pair (spec §1.6).
+
+    ``exec_each`` starts an executable F afresh for every pair; by default a
+    ``#!/bin/sh`` script F runs in a reused shell, in a subshell per pair.
+    """
     started = time.perf_counter()
     if mode not in MODES:
         raise AllPairsError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
@@ -144,7 +149,8 @@ def allpairs(set_a: object, set_b: object, function: object, *, output: str | os
     for path in extra_files:
         if not os.path.exists(path):
             raise AllPairsError(f"input file {path} (-f) does not exist")
-    resolved = resolve(function, args, batched=batched, takes_bytes=takes_bytes)
+    resolved = resolve(function, args, batched=batched, takes_bytes=takes_bytes,
+                       exec_each=exec_each)
     fn = resolved.function
     if fn.kind == "callable" and args:
         raise AllPairsError("-e ARGS applies to executables only")

@@ -69,8 +69,23 @@ def _from_object(obj: Callable, batched: bool, takes_bytes: bool, label: str,
 
 
 def resolve(function: object, extra_args: Sequence[str] = (), batched: bool = False,
-            takes_bytes: bool = False) -> Resolved:
-    """Resolve F as spec §1.3 orders it: built-in, FILE:NAME, MODULE:NAME, executable."""
+            takes_bytes: bool = False, exec_each: bool = False) -> Resolved:
+    """Resolve F as spec §1.3 orders it: built-in, FILE:NAME, MODULE:NAME, executable.
+
+    ``exec_each`` (executables only) starts F afresh for every pair instead of
+    running a ``#!/bin/sh`` F in a reused shell; results are the same either
+    way, so it is not part of F's identity and a run may resume with or without it.
+    """
+    resolved = _resolve(function, extra_args, batched, takes_bytes)
+    if exec_each:
+        if resolved.function.kind != "exec":
+            raise AllPairsError(f"--exec-each applies to an executable F, not {resolved.label}")
+        resolved.function.exec_each = True
+    return resolved
+
+
+def _resolve(function: object, extra_args: Sequence[str], batched: bool,
+             takes_bytes: bool) -> Resolved:
     if callable(function) and not isinstance(function, str):
         module = getattr(function, "__module__", "") or ""
         name = getattr(function, "__qualname__", getattr(function, "__name__", ""))

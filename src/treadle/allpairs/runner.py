@@ -9,20 +9,36 @@ where BLOCK.json names F, the block's items and their global indices. The
 output is one ``i<TAB>j<TAB>result`` line per pair, results escaped so each
 pair is one line. The first failing pair ends the run with exit status 1 and a
 JSON line on stdout naming the pair, F's status and the tail of its stderr.
+
+An executable F whose first line is exactly ``#!/bin/sh`` (no option after the
+interpreter) runs in a reused shell: each strip (thread) starts one ``/bin/sh``
+on its first pair and runs the script in a subshell ``( . SCRIPT )`` per pair,
+which saves starting ``/bin/sh`` anew for every pair (about a millisecond on a
+small VM). The subshell sees what a fresh exec would: ``$0`` is the script's
+path, ``"$@"`` the arguments, stdin is /dev/null, and ``cd``, variables, traps
+and ``set -e`` end with it. Two differences cannot be avoided: ``$$`` is the
+reused shell's pid, the same for every pair, and a script killed by signal N
+reports exit status 128+N. ``Function(exec_each=True)`` (``--exec-each``) starts
+F afresh for every pair instead.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import fcntl
 import importlib
 import importlib.util
 import io
 import json
 import os
+import shlex
 import sys
 import tempfile
+import threading
+import time
 import types
+import weakref
 
 BITWISE = "BITWISE"
 
@@ -132,17 +148,195 @@ def _bitwise_rows(rows_bytes, cols_bytes):
     return table
 
 
-class Spawner:
-    """Runs F as a child process without a shell, one at a time, via posix_spawn.
+def _rewind(fd: int) -> None:
+    """Empty a scratch file and put its offset back at 0, keeping its inode."""
+    if os.fstat(fd).st_size:
+        os.ftruncate(fd, 0)
+    os.lseek(fd, 0, os.SEEK_SET)
 
-    stdin is /dev/null; stdout comes back through a pipe; stderr goes to a
-    private temporary file that is read only when F fails.
+
+def _stderr_tail(fd: int) -> str:
+    size = os.fstat(fd).st_size
+    return os.pread(fd, STDERR_TAIL, max(0, size - STDERR_TAIL)).decode("utf-8", "replace")
+
+
+def _exit_code(status: int) -> int:
+    """A wait status as an exit status, or -N for death by signal N."""
+    return os.WEXITSTATUS(status) if os.WIFEXITED(status) else -os.WTERMSIG(status)
+
+
+def is_plain_sh_script(path: str) -> bool:
+    """Whether F is an executable file whose first line is ``#!/bin/sh`` and nothing more.
+
+    Blanks around the interpreter are allowed (the kernel skips them); an option
+    such as ``#!/bin/sh -e`` is not, because a script run with ``.`` never sees it.
+    """
+    try:
+        with open(path, "rb") as f:
+            first = f.read(256).split(b"\n", 1)[0]
+    except OSError:
+        return False
+    return (first.startswith(b"#!") and first[2:].strip(b" \t") == b"/bin/sh"
+            and os.access(path, os.X_OK))
+
+
+# The reused shell's loop. fd 0 brings one line per call: the arguments, quoted for
+# the shell. fd 1 and 2 are the scratch files for F's stdout and stderr; the exit
+# status goes back on fd 3. The subshell drops the loop's variable and fd 3 before
+# F's first line runs. It is a plain command, not part of an if, && or ||, so that
+# set -e inside F keeps its meaning.
+_DRIVER = """while IFS= read -r _treadle_argv; do
+(eval "unset _treadle_argv; set -- $_treadle_argv"; . {script}) </dev/null 3>&-
+echo $? >&3
+done
+"""
+
+# How long closing waits for an idle reused shell to see end of input and exit.
+_SHELL_EXIT_WAIT = 2.0
+
+
+def _stop_shell(owner: int, pid: int, fds: tuple[int, ...]) -> None:
+    """Close our ends of the reused shell's pipes and reap it, killing it if it lingers.
+
+    A forked child holds copies of the fds but not the shell, so it only closes them.
+    """
+    for fd in fds:
+        os.close(fd)
+    if os.getpid() != owner:
+        return
+    deadline = time.monotonic() + _SHELL_EXIT_WAIT
+    while os.waitpid(pid, os.WNOHANG) == (0, 0):
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            return
+        time.sleep(0.002)
+
+
+class ReusedShell:
+    """Runs a ``#!/bin/sh`` script F in one long-lived /bin/sh, a subshell per call.
+
+    Same contract as ``Spawner.run``. The shell starts on the first call, as
+    ``sh -c DRIVER SCRIPT`` so that its ``$0``, which a sourced script sees, is
+    the script's path; F's stdout and stderr go to two scratch files emptied
+    before each call. If the shell dies, that call fails with a message saying
+    so and the next call starts a new shell. Cleaned up by ``close()``, or when
+    the object is collected (a thread's spawner) or the interpreter exits.
+    """
+
+    def __init__(self):
+        self._out = tempfile.TemporaryFile()
+        self._err = tempfile.TemporaryFile()
+        self._script = ""
+        self._pid = 0
+        self._calls = -1
+        self._status = -1
+        self._stop: weakref.finalize | None = None
+
+    @staticmethod
+    def carries(argv: list[str]) -> bool:
+        """Whether the one-line-per-call protocol can pass these arguments."""
+        return not any("\n" in arg or "\0" in arg for arg in argv)
+
+    def _start(self, script: str) -> None:
+        self.close_shell()
+        calls_r, calls_w = os.pipe()
+        status_r, status_w = os.pipe()
+        # posix_spawn's dup2 onto the same number would keep close-on-exec, so every
+        # source is first moved above the targets 0-3.
+        sources = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10)
+                   for fd in (calls_r, self._out.fileno(), self._err.fileno(), status_w)]
+        os.close(calls_r)
+        os.close(status_w)
+        path = script if "/" in script else "./" + script
+        argv = ["/bin/sh", "-c", _DRIVER.format(script=shlex.quote(path)), script]
+        try:
+            pid = os.posix_spawn("/bin/sh", argv, os.environ, file_actions=[
+                (os.POSIX_SPAWN_DUP2, fd, target) for target, fd in enumerate(sources)])
+        except OSError:
+            os.close(calls_w)
+            os.close(status_r)
+            raise
+        finally:
+            for fd in sources:
+                os.close(fd)
+        self._script, self._pid, self._calls, self._status = script, pid, calls_w, status_r
+        self._stop = weakref.finalize(self, _stop_shell, os.getpid(), pid, (calls_w, status_r))
+
+    def close_shell(self) -> None:
+        """End the shell (it exits at end of input); the next call starts another."""
+        if self._stop is not None:
+            self._stop()
+            self._stop = None
+            self._pid = 0
+
+    def close(self) -> None:
+        self.close_shell()
+        self._out.close()
+        self._err.close()
+
+    def _read_status(self) -> int | None:
+        """The status line the loop writes after each call; None if the shell is gone."""
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = os.read(self._status, 16)
+            if not chunk:
+                return None
+            data += chunk
+        text = data.decode("ascii", "replace").strip()
+        return int(text) if text.isdigit() else None
+
+    def _died(self) -> tuple[int, bytes, str]:
+        """The failure of a call whose shell stopped answering; kills and reaps it."""
+        tail = _stderr_tail(self._err.fileno())
+        pid = self._pid
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, 9)
+        self.close_shell()
+        note = (f"treadle: the reused /bin/sh running {self._script} ended during this "
+                "call; --exec-each starts F afresh for every pair instead")
+        return 1, b"", (tail + "\n" + note).strip()
+
+    def run(self, executable: str, argv: list[str]) -> tuple[int, bytes, str]:
+        """Run the script at ``executable`` with ``argv[1:]`` (argv[0] goes unused, as
+        for any ``#!`` script); return (exit status, stdout, stderr tail)."""
+        if self._pid == 0 or self._script != executable:
+            try:
+                self._start(executable)
+            except OSError as e:
+                return 127, b"", f"cannot start /bin/sh: {e.strerror}"
+        out, err = self._out.fileno(), self._err.fileno()
+        _rewind(out)
+        _rewind(err)
+        line = os.fsencode(" ".join(shlex.quote(arg) for arg in argv[1:]) + "\n")
+        try:
+            while line:
+                line = line[os.write(self._calls, line):]
+        except OSError:
+            return self._died()
+        code = self._read_status()
+        if code is None:
+            return self._died()
+        size = os.fstat(out).st_size
+        stdout = os.pread(out, size, 0) if size else b""
+        return code, stdout, _stderr_tail(err) if code != 0 else ""
+
+
+class Spawner:
+    """Runs F's executable, one call at a time.
+
+    By default a child process via posix_spawn, without a shell: stdin is
+    /dev/null, stdout comes back through a pipe, stderr goes to a private
+    temporary file that is read only when F fails. With ``reuse_shell``, a
+    plain ``#!/bin/sh`` script runs in this spawner's ``ReusedShell`` instead.
     """
 
     def __init__(self):
         self._err = tempfile.TemporaryFile()
         self._err_fd = self._err.fileno()
         self._scratch = None
+        self._shell: ReusedShell | None = None
+        self._plain_sh: dict[str, bool] = {}
 
     def scratch(self) -> str:
         """A private directory for files handed to F, reused call after call."""
@@ -154,12 +348,21 @@ class Spawner:
         self._err.close()
         if self._scratch is not None:
             self._scratch.cleanup()
+        if self._shell is not None:
+            self._shell.close()
 
-    def run(self, executable: str, argv: list[str]) -> tuple[int, bytes, str]:
+    def run(self, executable: str, argv: list[str],
+            reuse_shell: bool = False) -> tuple[int, bytes, str]:
         """Run argv; return (exit status or -signal, stdout, stderr tail)."""
-        if os.fstat(self._err_fd).st_size:
-            os.ftruncate(self._err_fd, 0)
-        os.lseek(self._err_fd, 0, os.SEEK_SET)
+        if reuse_shell and ReusedShell.carries(argv):
+            plain = self._plain_sh.get(executable)
+            if plain is None:
+                plain = self._plain_sh[executable] = is_plain_sh_script(executable)
+            if plain:
+                if self._shell is None:
+                    self._shell = ReusedShell()
+                return self._shell.run(executable, argv)
+        _rewind(self._err_fd)
         read_end, write_end = os.pipe()
         actions = [
             (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
@@ -182,16 +385,8 @@ class Spawner:
                 chunks.append(chunk)
         finally:
             os.close(read_end)
-        _, status = os.waitpid(pid, 0)
-        code = os.waitstatus_to_exitcode(status) if hasattr(os, "waitstatus_to_exitcode") else (
-            os.WEXITSTATUS(status) if os.WIFEXITED(status) else -os.WTERMSIG(status)
-        )
-        tail = ""
-        if code != 0:
-            size = os.fstat(self._err_fd).st_size
-            os.lseek(self._err_fd, max(0, size - STDERR_TAIL), os.SEEK_SET)
-            tail = os.read(self._err_fd, STDERR_TAIL).decode("utf-8", "replace")
-        return code, b"".join(chunks), tail
+        code = _exit_code(os.waitpid(pid, 0)[1])
+        return code, b"".join(chunks), _stderr_tail(self._err_fd) if code != 0 else ""
 
 
 def _install_decorator_shim() -> None:
@@ -237,11 +432,13 @@ class Function:
 
     ``spec()`` gives the JSON-able description a worker rebuilds it from;
     callables given as objects (Python API, local mode) carry ``call`` directly.
+    ``exec_each`` starts an executable afresh for every pair even when it is a
+    ``#!/bin/sh`` script that could run in a reused shell.
     """
 
     def __init__(self, kind: str, *, executable: str = "", args=(), source: str = "",
                  name: str = "", module: bool = False, batched: bool = False,
-                 takes_bytes: bool = False, call=None):
+                 takes_bytes: bool = False, exec_each: bool = False, call=None):
         self.kind = kind
         self.executable = executable
         self.args = list(args)
@@ -250,6 +447,7 @@ class Function:
         self.module = module
         self.batched = batched
         self.takes_bytes = takes_bytes or kind == "builtin"
+        self.exec_each = exec_each
         self.call = call
 
     @classmethod
@@ -257,7 +455,8 @@ class Function:
         fn = cls(spec["kind"], executable=spec.get("executable", ""), args=spec.get("args", ()),
                  source=spec.get("source", ""), name=spec.get("name", ""),
                  module=spec.get("module", False), batched=spec.get("batched", False),
-                 takes_bytes=spec.get("takes_bytes", False))
+                 takes_bytes=spec.get("takes_bytes", False),
+                 exec_each=spec.get("exec_each", False))
         if fn.kind == "callable":
             fn.call = load_callable(fn.source, fn.name, fn.module)
         return fn
@@ -265,7 +464,8 @@ class Function:
     def spec(self) -> dict:
         return {"kind": self.kind, "executable": self.executable, "args": self.args,
                 "source": self.source, "name": self.name, "module": self.module,
-                "batched": self.batched, "takes_bytes": self.takes_bytes}
+                "batched": self.batched, "takes_bytes": self.takes_bytes,
+                "exec_each": self.exec_each}
 
     @property
     def in_process(self) -> bool:
@@ -278,7 +478,8 @@ def _read(path: str) -> bytes:
 
 
 def _exec_pair(fn: Function, spawner: Spawner, i: int, j: int, a: str, b: str) -> str:
-    code, out, tail = spawner.run(fn.executable, [fn.executable] + fn.args + [a, b])
+    code, out, tail = spawner.run(fn.executable, [fn.executable] + fn.args + [a, b],
+                                  reuse_shell=not fn.exec_each)
     if code != 0:
         what = f"exit status {code}" if code > 0 else f"signal {-code}"
         raise PairFailure(i, j, f"F failed with {what}", tail)
@@ -489,7 +690,7 @@ def wave_cell(fn: Function, x: int, y: int, left: str, bottom: str, diag: str,
                     f.write(value + "\n")
                 paths.append(path)
             argv = [fn.executable] + fn.args + [str(x), str(y)] + paths
-            code, out, tail = spawner.run(fn.executable, argv)
+            code, out, tail = spawner.run(fn.executable, argv, reuse_shell=not fn.exec_each)
         finally:
             if own:
                 spawner.close()
@@ -515,6 +716,26 @@ def _wave_cell_in_child(spec, x, y, left, bottom, diag):
     return wave_cell(Function.from_spec(spec), x, y, left, bottom, diag)
 
 
+class _ThreadSpawners:
+    """One Spawner per thread, made on first use (a spawner runs one call at a time
+    and its reused shell belongs to it), all closed together."""
+
+    def __init__(self):
+        self._local = threading.local()
+        self._made: list[Spawner] = []
+
+    def get(self) -> Spawner:
+        spawner = getattr(self._local, "spawner", None)
+        if spawner is None:
+            spawner = self._local.spawner = Spawner()
+            self._made.append(spawner)
+        return spawner
+
+    def close(self) -> None:
+        for spawner in self._made:
+            spawner.close()
+
+
 def wave_block(fn: Function, values: dict, x0: int, x1: int, y0: int, y1: int,
                cores: int = 1) -> list:
     """Cells x0..x1 × y0..y1 (inclusive), anti-diagonal by anti-diagonal on ``cores``.
@@ -523,6 +744,11 @@ def wave_block(fn: Function, values: dict, x0: int, x1: int, y0: int, y1: int,
     keyed by (x, y); it gains the block's cells. Returns [(x, y, value)].
     """
     done = []
+    spawners = _ThreadSpawners() if fn.kind == "exec" else None
+
+    def cell(a):
+        return wave_cell(fn, *a, spawners.get() if spawners else None)
+
     pool = None
     if cores > 1 and fn.kind == "exec":
         pool = concurrent.futures.ThreadPoolExecutor(cores)
@@ -536,9 +762,9 @@ def wave_block(fn: Function, values: dict, x0: int, x1: int, y0: int, y1: int,
             args = [(x, y, values[(x - 1, y)], values[(x, y - 1)], values[(x - 1, y - 1)])
                     for x, y in cells]
             if pool is None:
-                results = [wave_cell(fn, *a) for a in args]
+                results = [cell(a) for a in args]
             elif fn.kind == "exec":
-                results = list(pool.map(lambda a: wave_cell(fn, *a), args))
+                results = list(pool.map(cell, args))
             else:
                 results = [f.result() for f in [pool.submit(_wave_cell_in_child, fn.spec(), *a)
                                                 for a in args]]
@@ -548,6 +774,8 @@ def wave_block(fn: Function, values: dict, x0: int, x1: int, y0: int, y1: int,
     finally:
         if pool is not None:
             pool.shutdown()
+        if spawners is not None:
+            spawners.close()
     return done
 
 

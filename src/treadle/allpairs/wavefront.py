@@ -225,8 +225,13 @@ def wavefront(function: object, boundary: str | os.PathLike | dict, xsize: int, 
               project: str | None = None, priority: int = 0, comparison_time: float | None = None,
               bitmap: str | None = None, restart: bool = False, stats_file: str | None = None,
               plan_only: bool = False, max_workers: int = 400, retries: int = 3,
-              host: str = "", quiet: bool = False, plan_stream=None) -> dict:
-    """Compute every interior cell and write ``x y value`` lines sorted by x, then y."""
+              host: str = "", quiet: bool = False, exec_each: bool = False,
+              plan_stream=None) -> dict:
+    """Compute every interior cell and write ``x y value`` lines sorted by x, then y.
+
+    ``exec_each`` starts an executable F afresh for every cell; by default a
+    ``#!/bin/sh`` script F runs in a reused shell, in a subshell per cell.
+    """
     started = time.perf_counter()
     if xsize < 1 or ysize < 1:
         raise AllPairsError("XSIZE and YSIZE must be at least 1")
@@ -235,7 +240,7 @@ def wavefront(function: object, boundary: str | os.PathLike | dict, xsize: int, 
     args = shlex.split(extra_args) if isinstance(extra_args, str) else [str(a) for a in extra_args]
     if isinstance(function, str) and function == "BITWISE":
         raise AllPairsError("built-in functions do not apply to Wavefront")
-    resolved = resolve(function, args)
+    resolved = resolve(function, args, exec_each=exec_each)
     fn = resolved.function
     if fn.batched:
         raise AllPairsError("batched functions do not apply to Wavefront")
