@@ -2,8 +2,10 @@
 
 Prints rates and the ratios the targets are stated in (spec §5):
 
-* the Manager API with 10,000 trivial tasks on two workers (`--cores 1`):
-  target 800 tasks/s;
+* the Manager API with 10,000 trivial tasks on two workers: target 800
+  tasks/s. The issue fixes no worker size here (unlike the race below), so
+  the headline runs the workers at their default size (every core of this
+  machine); a second run with `--cores 1` workers is printed beside it;
 * the dispatch rate with 100,000 tasks queued against 1,000 queued: target
   within 20 %;
 * 2,000 trivial rules, two workers `--cores 1`: `treadle run -T wq` with
@@ -44,12 +46,15 @@ def reference_worker_cmd() -> list[str]:
     return [exe]
 
 
-def start_workers(cmd: list[str], port: int, n: int, workdir: str) -> list[subprocess.Popen[bytes]]:
+def start_workers(cmd: list[str], port: int, n: int, workdir: str,
+                  cores: int | None = 1) -> list[subprocess.Popen[bytes]]:
+    """n workers of ``cores`` cores each (None: the worker's default, every core)."""
     procs = []
+    size = ["--cores", str(cores)] if cores else []
     for i in range(n):
         d = os.path.join(workdir, f"w{i}")
         os.makedirs(d, exist_ok=True)
-        args = [*cmd, "--single-shot", "-t", "60", "--cores", "1", "--memory", "1000", "--disk", "4000", "-s", d,
+        args = [*cmd, "--single-shot", "-t", "60", *size, "--memory", "1000", "--disk", "4000", "-s", d,
                 "127.0.0.1", str(port)]
         procs.append(subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV))
     return procs
@@ -64,10 +69,10 @@ def stop(procs: list[subprocess.Popen[bytes]]) -> None:
             p.wait()
 
 
-def api_rate(worker: list[str], n: int, workdir: str) -> tuple[float, float]:
+def api_rate(worker: list[str], n: int, workdir: str, cores: int | None) -> tuple[float, float]:
     """Tasks per second for n trivial tasks submitted up front; also manager CPU seconds."""
     with Manager(0, host="127.0.0.1") as m:
-        procs = start_workers(worker, m.port, 2, workdir)
+        procs = start_workers(worker, m.port, 2, workdir, cores)
         while m.stats.workers_able < 2:
             time.sleep(0.01)
         t0, c0 = time.perf_counter(), time.process_time()
@@ -83,7 +88,8 @@ def api_rate(worker: list[str], n: int, workdir: str) -> tuple[float, float]:
 
 
 def depth_rate(worker: list[str], depth: int, window: int, workdir: str) -> float:
-    """Completion rate over ``window`` tasks while about ``depth`` tasks wait in the queue."""
+    """Completion rate over ``window`` tasks while about ``depth`` tasks wait in the queue
+    (workers of one core each)."""
     with Manager(0, host="127.0.0.1") as m:
         procs = start_workers(worker, m.port, 2, workdir)
         while m.stats.workers_able < 2:
@@ -130,7 +136,7 @@ def makeflow_race(rules: int, tworker: list[str] | None, workdir: str) -> None:
         rc = mgr.wait()
         results[label] = time.perf_counter() - t0
         stop(procs)
-        print(f"{label}: {rules} rules in {results[label]:.2f} s ({rules / results[label]:.0f} rules/s), exit {rc}")
+        print(f"{label} (--cores 1): {rules} rules in {results[label]:.2f} s ({rules / results[label]:.0f} rules/s), exit {rc}")
     a, b = results.values()
     print(f"speed-up of treadle over makeflow: {a / b:.1f}x (target >= 5x, with treadle workers)")
 
@@ -148,14 +154,15 @@ def main() -> None:
     tw = None if args.reference_workers else treadle_worker_cmd()
     worker = tw or reference_worker_cmd()
     kind = "treadle workers" if tw else "reference work_queue_worker (treadle worker not available)"
-    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}; workers: 2 x {kind}, --cores 1")
+    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}; workers: 2 x {kind}")
     with tempfile.TemporaryDirectory() as tmp:
         if args.only_race:
             makeflow_race(args.rules, tw, tmp)
             return
-        rate, cpu = api_rate(worker, args.tasks, tmp)
-        print(f"Manager API: {args.tasks} trivial tasks at {rate:.0f} tasks/s (manager process CPU {cpu:.2f} s); "
-              f"target 800/s: {rate / 800:.2f}x of target")
+        for cores, size in ((None, "default size"), (1, "--cores 1")):
+            rate, cpu = api_rate(worker, args.tasks, tmp, cores)
+            print(f"Manager API, workers of {size}: {args.tasks} trivial tasks at {rate:.0f} tasks/s "
+                  f"(manager process CPU {cpu:.2f} s); target 800/s: {rate / 800:.2f}x of target")
         shallow = depth_rate(worker, args.shallow, args.window, tmp)
         deep = depth_rate(worker, args.deep, args.window, tmp)
         print(f"dispatch rate with {args.shallow} queued: {shallow:.0f}/s; with {args.deep} queued: {deep:.0f}/s; "
