@@ -51,6 +51,12 @@ def _debug(debug_file: str | None, flags: tuple[str, ...]) -> None:
 @click.option("-T", "--mode", type=click.Choice(["auto", "local", "wq"]), default="auto",
               help="Where blocks run.")
 @click.option("--batched", is_flag=True, help="F takes two list files and prints triples.")
+@click.option("--exec-each", is_flag=True,
+              help="Start F afresh for every pair. By default a #!/bin/sh script F "
+                   "runs in a reused shell, in a subshell per pair: $0, arguments, "
+                   "exit status, output, cd, variables and traps behave as with a "
+                   "fresh start, but $$ is the same for every pair and death by "
+                   "signal N reads as exit status 128+N.")
 @click.option("--plan", "--explain", "plan_only", is_flag=True,
               help="Print the sample, the model's numbers and the plan, then exit.")
 @click.option("--restart", is_flag=True, help="Discard saved state.")
@@ -66,7 +72,8 @@ def _debug(debug_file: str | None, flags: tuple[str, ...]) -> None:
               help="Assemble -o from a triples table without running F.")
 def command(set_a, set_b, function, output, extra_args, input_files, estimated_time, width,
             height, cores, block_size, port, port_file, project, priority, symmetric, half,
-            stats_file, debug_file, debug_flags, mode, batched, plan_only, restart, keep_state,
+            stats_file, debug_file, debug_flags, mode, batched, exec_each, plan_only, restart,
+            keep_state,
             retries, max_workers, dispatch_time, bandwidth, transfer, from_triples):
     """Compare every item of SET_A with every item of SET_B using FUNCTION.
 
@@ -93,7 +100,8 @@ def command(set_a, set_b, function, output, extra_args, input_files, estimated_t
         block = (width or height, height or width)
     result = allpairs(
         set_a, set_b, function, output=output, extra_args=extra_args,
-        extra_files=input_files, symmetric=symmetric, half=half, batched=batched, mode=mode,
+        extra_files=input_files, symmetric=symmetric, half=half, batched=batched,
+        exec_each=exec_each, mode=mode,
         cores=cores, block=block, block_items=block_size, comparison_time=estimated_time,
         port=port, random_port_file=port_file, project=project, priority=priority,
         max_workers=max_workers, dispatch_time=dispatch_time, bandwidth=bandwidth,

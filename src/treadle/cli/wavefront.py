@@ -29,8 +29,15 @@ import click
 @click.option("--stats", "stats_file", metavar="FILE", help="Write a JSON summary.")
 @click.option("--plan", "--explain", "plan_only", is_flag=True,
               help="Print the model's decision, then exit.")
+@click.option("--exec-each", is_flag=True,
+              help="Start F afresh for every cell. By default a #!/bin/sh script F "
+                   "runs in a reused shell, in a subshell per cell: $0, arguments, "
+                   "exit status, output, cd, variables and traps behave as with a "
+                   "fresh start, but $$ is the same for every cell and death by "
+                   "signal N reads as exit status 128+N.")
 def command(function, xsize, ysize, boundary, output, extra_args, mode, cores, port, port_file,
-            project, priority, estimated_time, block, bitmap, restart, stats_file, plan_only):
+            project, priority, estimated_time, block, bitmap, restart, stats_file, plan_only,
+            exec_each):
     """Compute R[x][y] = F(R[x-1][y], R[x][y-1], R[x-1][y-1]) for 1 <= x <= XSIZE,
     1 <= y <= YSIZE, from BOUNDARY lines 'x y value', into OUTPUT.
 
@@ -47,4 +54,5 @@ def command(function, xsize, ysize, boundary, output, extra_args, mode, cores, p
     wavefront(function, boundary, xsize, ysize, output=output, mode=mode, block=block,
               cores=cores, extra_args=extra_args, port=port, random_port_file=port_file,
               project=project, priority=priority, comparison_time=estimated_time, bitmap=bitmap,
-              restart=restart, stats_file=stats_file, plan_only=plan_only, plan_stream=sys.stderr)
+              restart=restart, stats_file=stats_file, plan_only=plan_only, exec_each=exec_each,
+              plan_stream=sys.stderr)
