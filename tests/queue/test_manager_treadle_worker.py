@@ -58,6 +58,11 @@ def test_files_dirs_and_cached_reuse(manager, tworkers, tmp_path):
         assert (tmp_path / f"o{i}" / "x" / "v").read_text() == "b\n"
         assert (tmp_path / f"n{i}").read_text().strip() == "100000"
     assert manager.stats.bytes_sent < 2 * 100_000
+    # each task counts what went out for it: its description, and `shared` for the first
+    per_task = sorted(t.bytes_sent for t in done.values())
+    assert per_task[0] > 0 and per_task[-1] > 100_000 > per_task[-2], per_task
+    assert sum(per_task) <= manager.stats.bytes_sent
+    assert all(t.bytes_received >= len("100000") for t in done.values())
 
 
 def test_signal_is_reported_as_signal(manager, tworkers):

@@ -164,7 +164,8 @@ class _Link:
         self._scheduled = False
         self._busy = False
         self._closed = False
-        self.bytes_sent = 0
+        self.bytes_sent = 0  # handed to the kernel
+        self.bytes_queued = 0  # handed to this link (a task's share is known at once)
         self.close_reason: str | None = None
         self.on_sent: Callable[[int], None] | None = None
         self.on_dirty: Callable[[_Link], None] = lambda link: loop.call_soon(link._flush)
@@ -191,19 +192,22 @@ class _Link:
         self.conn.payload_streamed(count)
         if count == 0:
             return
+        self.bytes_queued += count
         if count < SMALL_FILE:
             with open(path, "rb") as f:
                 f.seek(offset)
                 data = f.read(count)
             if len(data) != count:
                 raise OSError(5, f"{path} changed while being sent", path)
-            self._queue(data)
+            self._out.append(data)
+            self._kick()
         else:
             self._out.append((path, offset, count))
             self._kick()
 
     def _queue(self, data: bytes) -> None:
         if data:
+            self.bytes_queued += len(data)
             self._out.append(data)
             self._kick()
 
@@ -1054,7 +1058,7 @@ class Manager:
         task.hostname = w.hostname
         task.resources_allocated = dict(box)
         link = w.link
-        sent_before = link.bytes_sent
+        sent_before = link.bytes_queued
         inputs: list[wp.TaskFile | wp.EmptyDir] = []
         for item in items:
             spec = item.spec
@@ -1097,7 +1101,7 @@ class Manager:
                 outputs=tuple(outputs),
             )
         )
-        task.bytes_sent += link.bytes_sent - sent_before
+        task.bytes_sent += link.bytes_queued - sent_before
         res.add(w.inuse, box)
         w.tasks[task.id] = task
         cat = self._category(task.category)
@@ -1111,7 +1115,6 @@ class Manager:
         """Put one input in the worker's cache, before the task that needs it (gotcha 11)."""
         spec = item.spec
         link = w.link
-        before = link.bytes_sent
         if spec.kind is FileKind.FILE:
             assert spec.local is not None
             mode = os.stat(spec.local).st_mode & 0o777
@@ -1133,7 +1136,6 @@ class Manager:
             link.send(wp.ThirdGet(1, item.name, spec.source or ""))
         elif spec.kind is FileKind.URL:
             link.send(wp.Url(item.name, spec.source or "", 0o644, spec.flags()))
-        self._counts["bytes_inputs"] += link.bytes_sent - before
 
     def _send_tree(self, link: _Link, path: str) -> None:
         """A directory's entries, one component per name; symlinks kept, targets NUL-ended (gotcha 7)."""
