@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from tests.queue import _manager_fixtures as fx
 
@@ -30,6 +32,8 @@ def test_reference_style_program(workers, tmp_path):
     q = WorkQueue(0, host="127.0.0.1")
     try:
         q.specify_keepalive_interval(60)
+        q.specify_log(str(tmp_path / "stats.log"))
+        q.specify_transactions_log(str(tmp_path / "txn.log"))
         workers.start(q.port)
         t = Task("sort in.txt > out.txt; echo $X")
         t.specify_tag("s1")
@@ -51,3 +55,7 @@ def test_reference_style_program(workers, tmp_path):
         assert (tmp_path / "out.txt").read_text() == "a\nb\n"
     finally:
         q.close()
+    stats = [json.loads(line) for line in (tmp_path / "stats.log").read_text().splitlines()]
+    assert stats and stats[-1]["tasks_done"] == 1
+    txn = (tmp_path / "txn.log").read_text()
+    assert f"TASK {taskid} WAITING" in txn and f"TASK {taskid} DONE" in txn and "MANAGER END" in txn

@@ -230,6 +230,12 @@ class WorkQueue(Manager):
             self.shutdown_workers(0)
         super().close()
 
+    def specify_log(self, path: str) -> None:
+        self.log_stats(path)
+
+    def specify_transactions_log(self, path: str) -> None:
+        self.log_transactions(path)
+
     def specify_name(self, name: str) -> None:
         self.name = name
 

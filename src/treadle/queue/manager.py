@@ -661,6 +661,7 @@ class Manager:
                     f.close()
 
     async def _close_async(self) -> None:
+        self._write_stats_line()  # the final counters, however short the run
         self._log_txn("MANAGER END")
         if self._server is not None:
             self._server.close()
@@ -797,6 +798,21 @@ class Manager:
     def task_state(self, task_id: int) -> TaskState:
         """The state of a task by id (UNKNOWN once it has been handed back)."""
         return self._call(self._task_state, task_id)
+
+    def log_stats(self, path: str) -> None:
+        """Append a JSON line of the counters to ``path`` every second from now on."""
+        self._call(self._swap_log, "_stats_log", path)
+
+    def log_transactions(self, path: str) -> None:
+        """Append a line per task and worker event to ``path`` from now on."""
+        self._call(self._swap_log, "_txn", path)
+
+    def _swap_log(self, attr: str, path: str) -> None:
+        new = open(path, "a", buffering=1)  # noqa: SIM115 - closed by close() or the next swap
+        old = getattr(self, attr)
+        setattr(self, attr, new)
+        if old is not None:
+            old.close()
 
     @property
     def stats(self) -> Stats:
@@ -1593,9 +1609,13 @@ class Manager:
                 if task.end_time and wall > task.end_time and not att.got_result:
                     self._abort_on_worker(task)
                     self._finish(task, Result.TASK_TIMEOUT, None)
+        self._write_stats_line()
+
+    def _write_stats_line(self) -> None:
         if self._stats_log is not None:
             s = self._make_stats()
-            self._stats_log.write(json.dumps({"time": wall, **{f.name: getattr(s, f.name) for f in fields(s)}}) + "\n")
+            line = {"time": time.time(), **{f.name: getattr(s, f.name) for f in fields(s)}}
+            self._stats_log.write(json.dumps(line) + "\n")
 
     def _abort_on_worker(self, task: Task) -> None:
         att = task._attempt  # type: ignore[attr-defined]
