@@ -214,3 +214,17 @@ def test_file_piece_and_command_input(manager, workers, tmp_path):
     (done,) = drain(manager).values()
     assert done.result is Result.SUCCESS, done.output
     assert done.output == b"56789generated-by-cmd\n"
+
+
+def test_watched_output_arrives_whole_and_once(manager, workers, tmp_path):
+    """WATCH: the reference worker streams `update` blocks of a growing file; the local
+    copy ends equal to the worker's file, with nothing repeated."""
+    workers.start(manager.port)
+    wait_workers(manager, 1)
+    lines = "".join(f"line {i}\n" for i in range(6))
+    t = Task("for i in 0 1 2 3 4 5; do echo line $i >> log.txt; sleep 0.4; done", cores=1)
+    t.add_output(str(tmp_path / "log.txt"), "log.txt", watch=True)
+    manager.submit(t)
+    (done,) = drain(manager, 60).values()
+    assert done.result is Result.SUCCESS and done.exit_code == 0
+    assert (tmp_path / "log.txt").read_text() == lines

@@ -92,3 +92,65 @@ def test_password(tworkers, tmp_path):
         tworkers(m.port, "-P", str(pw))
         m.submit(Task("echo ok"))
         assert drain(m)[1].output == b"ok\n"
+
+
+@pytest.mark.parametrize("lifo", [False, True])
+def test_ready_tasks_run_in_submission_order_or_newest_first(tworkers, lifo):
+    with Manager(0, host="127.0.0.1", lifo=lifo) as m:
+        for i in range(5):
+            m.submit(Task(f"echo {i}", cores=1))  # all queued before any worker exists
+        tworkers(m.port)  # one worker of one core: completion order is run order
+        order = []
+        while not m.empty():
+            t = m.wait(30)
+            assert t is not None
+            order.append(int(t.output))
+    assert order == ([4, 3, 2, 1, 0] if lifo else [0, 1, 2, 3, 4])
+
+
+def test_url_input_is_fetched_by_the_worker_once_per_worker(manager, tworkers, tmp_path):
+    import functools
+    import http.server
+    import threading
+
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "data.txt").write_text("from the web\n")
+    fetched = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the stdlib's name
+            fetched.append(self.path)
+            super().do_GET()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(Handler, directory=str(tmp_path / "site")))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/data.txt"
+        tworkers(manager.port)
+        for _ in range(3):
+            manager.submit(Task("cat got.txt", cores=1).add_input_url(url, "got.txt"))
+        missing = Task("cat nope.txt", cores=1).add_input_url(url + ".missing", "nope.txt")
+        manager.submit(missing)
+        done = drain(manager)
+    finally:
+        server.shutdown()
+    ok = [t for t in done.values() if t.id != missing.id]
+    assert [t.output for t in ok] == [b"from the web\n"] * 3
+    assert done[missing.id].result is Result.INPUT_MISSING
+    assert fetched.count("/data.txt") == 1  # cached on the worker after the first task
+
+
+def test_watched_output_grows_while_the_task_runs(manager, tworkers, tmp_path):
+    tworkers(manager.port)
+    wait_workers(manager, 1)
+    local = tmp_path / "log.txt"
+    t = Task("echo first >> log.txt; sleep 3; echo second >> log.txt", cores=1)
+    t.add_output(str(local), "log.txt", watch=True)
+    manager.submit(t)
+    wait_for(lambda: local.exists() and local.read_text() == "first\n", 2.5, "the first line")
+    assert manager.wait(30) is t
+    assert local.read_text() == "first\nsecond\n" and t.result is Result.SUCCESS

@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -636,3 +637,27 @@ def test_every_task_finds_a_new_empty_sandbox_and_stdout(connected) -> None:
     m.send(p.Check())
     m.until(lambda e: isinstance(e, p.Alive))
     assert not list(root.glob("t.*"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="needs a second filesystem at /dev/shm")
+@pytest.mark.parametrize("allow_symlinks", [True, False])
+def test_an_input_that_cannot_be_hard_linked_is_symlinked_or_copied(tmp_path: Path,
+                                                                    allow_symlinks: bool) -> None:
+    """--disable-symlinks: where a hard link fails (here: another filesystem), copy."""
+    from treadle.queue.sandbox import link_tree
+
+    if os.stat("/dev/shm").st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("/dev/shm is on the same filesystem as the test's directory")
+    source_dir = Path(tempfile.mkdtemp(dir="/dev/shm"))
+    try:
+        (source_dir / "in.txt").write_text("data\n")
+        (source_dir / "tree").mkdir()
+        (source_dir / "tree" / "leaf").write_text("leaf\n")
+        for name in ("in.txt", "tree"):
+            link_tree(str(source_dir / name), str(tmp_path / name), allow_symlinks)
+        assert (tmp_path / "in.txt").read_text() == "data\n"
+        assert (tmp_path / "tree" / "leaf").read_text() == "leaf\n"
+        for path in (tmp_path / "in.txt", tmp_path / "tree" / "leaf"):
+            assert path.is_symlink() is allow_symlinks
+    finally:
+        shutil.rmtree(source_dir)

@@ -250,7 +250,9 @@ def _sandbox_target(sandbox: str, name: str) -> str:
 
 
 def link_tree(source: str, target: str, allow_symlinks: bool) -> None:
-    """Hard-link ``source`` (file or tree) at ``target``; symlink if hard links fail."""
+    """Hard-link ``source`` (file or tree) at ``target``. Where a hard link fails
+    (another filesystem, too many links), symlink it, or copy it when symlinks
+    are disabled (``--disable-symlinks``: programs that refuse symlinks)."""
     st = os.lstat(source)
     if stat.S_ISLNK(st.st_mode):
         os.symlink(os.readlink(source), target)
@@ -263,9 +265,10 @@ def link_tree(source: str, target: str, allow_symlinks: bool) -> None:
         try:
             os.link(source, target)
         except OSError:
-            if not allow_symlinks:
-                raise
-            os.symlink(os.path.abspath(source), target)
+            if allow_symlinks:
+                os.symlink(os.path.abspath(source), target)
+            else:
+                shutil.copy2(source, target)
 
 
 def link_input(ws: Workspace, sandbox: str, cache_name: str, name: str,
