@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -15,7 +16,7 @@ import pytest
 
 from treadle.allpairs import allpairs
 
-from .conftest import make_script, write_items, write_list
+from .conftest import TREADLE, make_script, write_items, write_list
 
 REFERENCE = shutil.which("work_queue_worker")
 
@@ -26,12 +27,13 @@ def have_treadle_worker() -> bool:
     return importlib.util.find_spec("treadle.cli.worker") is not None
 
 
-def worker_command(kind: str, port: str, cores: int = 2) -> list[str]:
+def worker_command(kind: str, port: str, cores: int = 2, disk_mb: int | None = None) -> list[str]:
+    disk = ["--disk", str(disk_mb)] if disk_mb else []
     if kind == "reference":
-        return ["work_queue_worker", "--single-shot", "--cores", str(cores), "-t", "60",
+        return ["work_queue_worker", "--single-shot", "--cores", str(cores), *disk, "-t", "60",
                 "127.0.0.1", port]
     return [sys.executable, "-m", "treadle", "worker", "--single-shot", "--cores", str(cores),
-            "-t", "60", "127.0.0.1", port]
+            *disk, "-t", "60", "127.0.0.1", port]
 
 
 class Workers:
@@ -50,8 +52,8 @@ class Workers:
             time.sleep(0.05)
         raise TimeoutError("the engine wrote no port file")
 
-    def start(self, cores: int = 2) -> subprocess.Popen:
-        proc = subprocess.Popen(worker_command(self.kind, self.port(), cores),
+    def start(self, cores: int = 2, disk_mb: int | None = None) -> subprocess.Popen:
+        proc = subprocess.Popen(worker_command(self.kind, self.port(), cores, disk_mb),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 start_new_session=True)
         self.procs.append(proc)
@@ -161,3 +163,53 @@ def test_failing_pair_on_a_worker(kind, tmp_path):
                      output="o.txt", quiet=True)
     finally:
         workers.stop()
+
+
+@pytest.mark.parametrize("kind", kinds())
+def test_first_worker_sizes_blocks_and_h_star_is_published(kind, tmp_path):
+    """k comes from the first worker's report, its disk caps the block side, and h* is the
+    manager's workers_wanted while blocks run; finished tasks measure d_task."""
+    paths = write_items(tmp_path / "d", [bytes([k]) * 131072 for k in range(12)])
+    listed = write_list(tmp_path / "set.list", paths)
+    go = tmp_path / "go"
+    f = make_script(tmp_path / "gate.sh", f'#!/bin/sh\nwhile [ ! -e "{go}" ]; do sleep 0.05; done\n'
+                    'cat "$1" "$2" | wc -c\n')
+    workers = Workers(tmp_path / "port", kind)
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            outcome["result"] = allpairs(listed, listed, f, mode="wq",
+                                         random_port_file=str(workers.port_file),
+                                         host="127.0.0.1", comparison_time=1.0,
+                                         output=str(tmp_path / "o.txt"), quiet=True)
+        except BaseException as e:  # handed to the test's thread
+            outcome["error"] = e
+
+    engine = threading.Thread(target=run, daemon=True)
+    engine.start()
+    try:
+        workers.start(cores=3, disk_mb=2)
+        published = None
+        deadline = time.monotonic() + 60
+        while published is None and time.monotonic() < deadline and engine.is_alive():
+            status = subprocess.run(TREADLE + ["status", "127.0.0.1", workers.port(), "--json"],
+                                    capture_output=True, text=True)
+            if status.returncode == 0:
+                published = json.loads(status.stdout)["queue"].get("workers_wanted")
+            time.sleep(0.1)
+        go.touch()
+        engine.join(120)
+    finally:
+        go.touch()
+        workers.stop()
+    assert "error" not in outcome, outcome
+    result = outcome["result"]
+    plan = result.plan
+    assert plan.k == 3 and plan.k_source == "first worker's report"
+    # 50% of a 2 MB disk holds x + y items of 128 KiB: 4 per side, where the model
+    # alone (c* = 72 cells) would have allowed 8 x 8
+    assert (plan.x, plan.y) == (4, 4) and plan.side_cap_by == "worker disk"
+    assert published == min(plan.h_star, plan.blocks) and published >= 1
+    assert result.stats["k_worker"] == 3 and result.stats["d_task"] >= 0
+    assert Path(tmp_path / "o.txt").read_text().count(f"\t{2 * 131072}\n") == 144

@@ -13,21 +13,31 @@ from __future__ import annotations
 import json
 import logging
 import os
+import statistics
+import time
 from collections import defaultdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from treadle.allpairs import runner as runner_module
 from treadle.allpairs.functions import Resolved, pair_error
 from treadle.allpairs.local import block_items
-from treadle.allpairs.plan import Plan
+from treadle.allpairs.plan import Plan, WorkerReport, optimise
 from treadle.allpairs.progress import Progress
 from treadle.allpairs.sets import ItemSet
 from treadle.allpairs.state import State, sha256_file
 from treadle.errors import AllPairsError
 
+if TYPE_CHECKING:
+    from treadle.queue import Manager, Task
+
 log = logging.getLogger("treadle.allpairs")
 
 DEFAULT_PORT = 9123
+# Spec §4.2 A6: the first block is submitted at most 6 s after start, and sampling
+# takes up to 5 s. Planning waits for the first worker's report until this many
+# seconds after start, which leaves the rest for planning and the first submit.
+FIRST_WORKER_WAIT = 5.5
 # Outstanding tasks per connected worker: enough to keep a worker busy while its
 # next block's inputs travel, few enough that band order keeps its meaning.
 PER_WORKER = 2
@@ -66,19 +76,63 @@ def _extra_remote(path: str) -> str:
     return os.path.basename(path) if os.path.isabs(path) else os.path.normpath(path)
 
 
-def run_distributed(resolved: Resolved, a: ItemSet, b: ItemSet, plan: Plan, state: State,
-                    todo: list[tuple[int, int]], *, symmetric: bool, port: int | None,
-                    random_port_file: str | None, project: str | None, priority: int,
-                    extra_files: tuple[str, ...] | list[str], retries: int,
-                    progress: Progress, host: str = "") -> dict:
-    """Run the blocks in ``todo`` on whatever workers connect; journal each one."""
-    from treadle.queue import Manager, Result, Task
+def open_manager(port: int | None, random_port_file: str | None, project: str | None,
+                 host: str = "") -> Manager:
+    """The run's Work Queue manager, listening at once so workers connect during sampling."""
+    from treadle.queue import Manager
+
+    if port is None:
+        port = 0 if random_port_file else DEFAULT_PORT
+    manager = Manager(port, name=project, host=host, port_file=random_port_file)
+    log.debug("manager listening on port %s", manager.port)
+    return manager
+
+
+def first_worker(manager: Manager, until: float) -> WorkerReport | None:
+    """The resources of the first worker that reported, waiting for one until
+    ``time.perf_counter()`` reaches ``until``; None if none did by then."""
+    while True:
+        for info in manager.workers():
+            if info.get("cores_total"):
+                return WorkerReport(cores=int(info["cores_total"]),
+                                    memory_bytes=int(info.get("memory_total") or 0) << 20,
+                                    disk_bytes=int(info.get("disk_total") or 0) << 20)
+        if time.perf_counter() >= until:
+            return None
+        time.sleep(0.05)
+
+
+def dispatch_cost(task: Task) -> float:
+    """One task's round trip less the time its command ran: sending inputs, dispatch,
+    reporting and fetching the output. The median of these is d_task (spec §2.7)."""
+    return max(0.0, task.time_finished - task.time_started - task.execute_usec / 1e6)
+
+
+def workers_wanted(plan: Plan, n: int, m: int, symmetric: bool, k: int,
+                   d_task: float) -> int:
+    """h* of the cost model with what the run has measured: the worker's k and d_task."""
+    return optimise(n, m, plan.t, plan.s, k=k, k_local=plan.k_local, d_task=d_task,
+                    d_host=plan.d_host, bandwidth=plan.bandwidth, h_max=plan.h_max,
+                    transfer=plan.transfer, symmetric=symmetric).h
+
+
+def run_distributed(manager: Manager, resolved: Resolved, a: ItemSet, b: ItemSet, plan: Plan,
+                    state: State, todo: list[tuple[int, int]], *, symmetric: bool,
+                    priority: int, extra_files: tuple[str, ...] | list[str], retries: int,
+                    progress: Progress) -> dict:
+    """Run the blocks in ``todo`` on whatever workers connect to ``manager``; journal each.
+
+    The plan's h* is published as the manager's ``workers_wanted`` and refreshed as
+    finished tasks measure d_task and a worker reports its cores.
+    """
+    from treadle.queue import Result, Task
 
     spec, f_files = _function_spec(resolved)
     runner_path = runner_module.__file__
     side_b = "A" if symmetric else "B"
-    if port is None:
-        port = 0 if random_port_file else DEFAULT_PORT
+    costs: list[float] = []  # dispatch cost of each finished block task
+    k_seen: int | None = None
+    h_now = plan.h_star
     attempts: dict[tuple[int, int], int] = defaultdict(int)
     received: dict[str, int] = defaultdict(int)
     transferred: dict[str, int] = {}
@@ -110,55 +164,58 @@ def run_distributed(resolved: Resolved, a: ItemSet, b: ItemSet, plan: Plan, stat
         task.add_output(str(state.temp_path(bx, by)), "out.tsv")
         return task
 
-    manager = Manager(port, name=project, host=host, port_file=random_port_file)
-    try:
-        log.debug("manager listening on port %s", manager.port)
-        while pending or outstanding:
-            workers = manager.stats.workers_connected
-            progress.workers = workers
-            while pending and len(outstanding) < PER_WORKER * max(1, workers):
-                key = pending.pop()
-                progress.submitted()
-                outstanding[manager.submit(make_task(*key))] = key
-            task = manager.wait(timeout=1.0)
-            if task is None:
-                continue
-            key = outstanding.pop(task.id)
-            report = _report(task.output)
-            path = state.temp_path(*key)
-            received[task.host or "?"] += len(task.output) + (
-                os.path.getsize(path) if os.path.exists(path) else 0)
-            for info in manager.workers():
-                transferred[info["address_port"]] = info["total_bytes_transferred"]
-            if task.result is Result.SUCCESS and task.exit_code == 0:
-                with open(path, "rb") as f:
-                    os.fsync(f.fileno())
-                state.commit(*key, sha256_file(Path(path)))
-                calls += report.get("calls", 0)
-                progress.advance(1, _count_lines(state.block_path(*key)))
-                continue
-            attempts[key] += 1
-            failed = report.get("failed")
-            if attempts[key] >= retries:
-                for other in list(outstanding):
-                    manager.cancel(other)
-                if failed:
-                    raise pair_error(a.names, b.names, failed[0], failed[1],
-                                     report.get("message", "F failed"), report.get("stderr", ""),
-                                     attempts[key])
-                tail = task.output.decode("utf-8", "replace")[-500:].strip()
-                raise AllPairsError(f"block {key[0]},{key[1]} failed {attempts[key]} times on "
-                                    f"workers ({task.result.name}, exit {task.exit_code}): {tail}")
-            retried += 1
-            pending.append(key)
-        # bytes sent to a worker = all it transferred minus what came back from it
-        sent = {w: max(0, total - received.get(w, 0)) for w, total in transferred.items()}
-        used = max(1, len(sent))
-        return {"calls": calls, "retries": retried, "bytes_sent": sent,
-                "bytes_sent_ratio": sum(sent.values()) / (item_bytes * used),
-                "workers": len(sent), "port": manager.port}
-    finally:
-        manager.close()
+    while pending or outstanding:
+        workers = manager.stats.workers_connected
+        progress.workers = workers
+        # no point in more workers than blocks left
+        manager.workers_wanted = min(h_now, len(pending) + len(outstanding))
+        while pending and len(outstanding) < PER_WORKER * max(1, workers):
+            key = pending.pop()
+            progress.submitted()
+            outstanding[manager.submit(make_task(*key))] = key
+        task = manager.wait(timeout=1.0)
+        if task is None:
+            continue
+        key = outstanding.pop(task.id)
+        report = _report(task.output)
+        path = state.temp_path(*key)
+        received[task.host or "?"] += len(task.output) + (
+            os.path.getsize(path) if os.path.exists(path) else 0)
+        for info in manager.workers():
+            transferred[info["address_port"]] = info["total_bytes_transferred"]
+            k_seen = k_seen or int(info.get("cores_total") or 0) or None
+        if task.result is Result.SUCCESS and task.exit_code == 0:
+            costs.append(dispatch_cost(task))
+            h_now = workers_wanted(plan, len(a), len(b), symmetric, k_seen or plan.k,
+                                   statistics.median(costs))
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+            state.commit(*key, sha256_file(Path(path)))
+            calls += report.get("calls", 0)
+            progress.advance(1, _count_lines(state.block_path(*key)))
+            continue
+        attempts[key] += 1
+        failed = report.get("failed")
+        if attempts[key] >= retries:
+            for other in list(outstanding):
+                manager.cancel(other)
+            if failed:
+                raise pair_error(a.names, b.names, failed[0], failed[1],
+                                 report.get("message", "F failed"), report.get("stderr", ""),
+                                 attempts[key])
+            tail = task.output.decode("utf-8", "replace")[-500:].strip()
+            raise AllPairsError(f"block {key[0]},{key[1]} failed {attempts[key]} times on "
+                                f"workers ({task.result.name}, exit {task.exit_code}): {tail}")
+        retried += 1
+        pending.append(key)
+    # bytes sent to a worker = all it transferred minus what came back from it
+    sent = {w: max(0, total - received.get(w, 0)) for w, total in transferred.items()}
+    used = max(1, len(sent))
+    return {"calls": calls, "retries": retried, "bytes_sent": sent,
+            "bytes_sent_ratio": sum(sent.values()) / (item_bytes * used),
+            "workers": len(sent), "port": manager.port,
+            "d_task": statistics.median(costs) if costs else None, "k_worker": k_seen,
+            "workers_wanted": h_now}
 
 
 def _report(output: bytes) -> dict:

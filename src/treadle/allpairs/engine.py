@@ -3,6 +3,7 @@ blocks locally or on workers, assemble the output atomically, then drop the stat
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -13,8 +14,15 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from treadle.allpairs import output as out
+from treadle.allpairs.distributed import (
+    FIRST_WORKER_WAIT,
+    first_worker,
+    open_manager,
+    run_distributed,
+)
 from treadle.allpairs.functions import resolve
 from treadle.allpairs.plan import (
     BANDWIDTH_MBPS,
@@ -29,6 +37,9 @@ from treadle.allpairs.progress import Progress
 from treadle.allpairs.sets import ItemSet, load_set
 from treadle.allpairs.state import State, fingerprint
 from treadle.errors import AllPairsError
+
+if TYPE_CHECKING:
+    from treadle.queue import Manager
 
 log = logging.getLogger("treadle.allpairs")
 
@@ -166,15 +177,24 @@ def allpairs(set_a: object, set_b: object, function: object, *, output: str | os
     state = State(state_dir)
     plan = state.load(fp, restart) if keep and not plan_only else None
     resumed = plan is not None
+    manager = None
     if plan is None:
-        plan = make_plan(fn, a, b, symmetric=symmetric, mode=mode,
-                         workers_possible=workers_possible, k=cores or os.cpu_count() or 1,
-                         k_local=k_local, comparison_time=comparison_time,
-                         width=_block_shape(block)[0], height=_block_shape(block)[1],
-                         block_bytes=block_items,
-                         d_task=D_TASK_UNMEASURED, d_host=dispatch_time or D_HOST,
-                         bandwidth=bandwidth or BANDWIDTH_MBPS, h_max=max_workers or MAX_WORKERS,
-                         transfer=transfer)
+        if not plan_only and (mode == "wq" or mode == "auto" and workers_possible):
+            manager = open_manager(port, random_port_file, project, host)
+        try:
+            plan = make_plan(fn, a, b, symmetric=symmetric, mode=mode,
+                             workers_possible=workers_possible, cores=cores,
+                             k_local=k_local, comparison_time=comparison_time,
+                             width=_block_shape(block)[0], height=_block_shape(block)[1],
+                             block_bytes=block_items,
+                             d_task=D_TASK_UNMEASURED, d_host=dispatch_time or D_HOST,
+                             bandwidth=bandwidth or BANDWIDTH_MBPS,
+                             h_max=max_workers or MAX_WORKERS, transfer=transfer,
+                             first_worker=manager and functools.partial(
+                                 first_worker, manager, started + FIRST_WORKER_WAIT))
+        except BaseException:
+            _close(manager)
+            raise
         if plan_only:
             if not keep:
                 state.remove()
@@ -183,6 +203,11 @@ def allpairs(set_a: object, set_b: object, function: object, *, output: str | os
         state.create(fp, plan)
     elif mode != "auto" and mode != plan.mode:
         plan = Plan.from_dict({**plan.to_dict(), "mode": mode})
+    if plan.mode != "wq":
+        _close(manager)
+        manager = None
+    elif manager is None:
+        manager = open_manager(port, random_port_file, project, host)
     if not quiet:
         print(f"allpairs: {len(a)} x {len(b)}, mode {plan.mode}, blocks {plan.x} x {plan.y}"
               + (" (resumed)" if resumed else ""), file=sys.stderr, flush=True)
@@ -197,12 +222,9 @@ def allpairs(set_a: object, set_b: object, function: object, *, output: str | os
     run_stats: dict = {}
     try:
         if plan.mode == "wq":
-            from treadle.allpairs.distributed import run_distributed
-
             run_stats = run_distributed(
-                resolved, a, b, plan, state, todo, symmetric=symmetric, port=port,
-                random_port_file=random_port_file, project=project, priority=priority,
-                extra_files=extra_files, retries=retries, progress=progress, host=host)
+                manager, resolved, a, b, plan, state, todo, symmetric=symmetric,
+                priority=priority, extra_files=extra_files, retries=retries, progress=progress)
         else:
             from treadle.allpairs.local import Job, run_local
 
@@ -215,6 +237,7 @@ def allpairs(set_a: object, set_b: object, function: object, *, output: str | os
         raise
     finally:
         progress.stop()
+        _close(manager)
         state.close()
     table = out.empty_table(len(a), len(b))
     out.fill_from_blocks(table, (state.block_path(bx, by) for bx, by in grid))
@@ -235,6 +258,8 @@ def allpairs(set_a: object, set_b: object, function: object, *, output: str | os
         "bytes_sent": run_stats.get("bytes_sent", {}),
         "bytes_sent_ratio": run_stats.get("bytes_sent_ratio"),
         "workers": run_stats.get("workers", 0),
+        "d_task": run_stats.get("d_task"), "k_worker": run_stats.get("k_worker"),
+        "workers_wanted": run_stats.get("workers_wanted"),
         "first_block_epoch": progress.first_block,
     }
     if stats_file:
@@ -243,6 +268,12 @@ def allpairs(set_a: object, set_b: object, function: object, *, output: str | os
     if output is None:
         result._table = table
     return result
+
+
+def _close(manager: Manager | None) -> None:
+    """Close the run's manager, if it has one (it is released before assembly)."""
+    if manager is not None:
+        manager.close()
 
 
 def _block_cells(n: int, m: int, x: int, y: int, bx: int, by: int, symmetric: bool) -> int:

@@ -11,10 +11,19 @@ import math
 import os
 import random
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from treadle.allpairs.runner import Function, PairFailure, Spawner, compute_pairs
 from treadle.allpairs.sets import ItemSet
+
+# What --plan says about the numbers a distributed run learns as it goes.
+DISTRIBUTED_NOTE = (
+    "distributed: blocks are sized once, after sampling and after the first worker's report "
+    "(waited for at most until the first block is due, 6 s after start); while blocks run, "
+    "d_task becomes the median round trip of finished tasks less their run time, and h* is "
+    "recomputed with it and the worker's cores and published as the manager's "
+    "workers_wanted")
 
 # Spec §2.7 defaults.
 D_TASK_UNMEASURED = 0.1
@@ -123,17 +132,55 @@ def block_shape(n: int, m: int, t: float, target: float, *, cores_per_block: int
     return x, y
 
 
-def memory_side_cap(mean_bytes: float, concurrent: int, override: int | None) -> int | None:
-    """Most items of one set per block so (x + y)·bytes stays in 50% of RAM (spec §2.3)."""
-    if override:
-        return override
-    if mean_bytes <= 0:
+@dataclass(frozen=True)
+class WorkerReport:
+    """What the first connected worker said it has: the model's k, and the room that
+    caps a block's items in distributed mode (memory for bytes-mode F, disk always)."""
+
+    cores: int
+    memory_bytes: int
+    disk_bytes: int
+
+
+def side_cap(mean_bytes: float, capacity: float | None, concurrent: int) -> int | None:
+    """Most items of one set per block so (x + y)·bytes stays in 50% of ``capacity``
+    shared by ``concurrent`` blocks (spec §2.3); None when nothing limits it."""
+    if mean_bytes <= 0 or not capacity:
         return None
+    return max(1, int(0.5 * capacity / max(1, concurrent) / (2 * mean_bytes)))
+
+
+def local_ram() -> int | None:
     try:
-        ram = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError):
         return None
-    return max(1, int(0.5 * ram / max(1, concurrent) / (2 * mean_bytes)))
+
+
+def side_caps(mode: str, takes_bytes: bool, mean_bytes: float, k_local: int,
+              worker: WorkerReport | None, override: int | None) -> tuple[int | None, str]:
+    """The tightest cap on a block's side and what sets it (spec §2.3 Caps).
+
+    Memory counts for bytes-mode F only, on the machine that runs the block: this
+    host's RAM over k_local blocks locally, a worker's RAM over its one block in wq
+    mode; ``-b`` replaces it. In wq mode the worker's disk caps every F, since the
+    block's items are staged there. Without a worker's report, wq mode has no cap.
+    """
+    caps: list[tuple[int, str]] = []
+    if override:
+        caps.append((override, "-b"))
+    elif takes_bytes:
+        ram = local_ram() if mode == "local" else worker and worker.memory_bytes
+        cap = side_cap(mean_bytes, ram, k_local if mode == "local" else 1)
+        if cap is not None:
+            caps.append((cap, "memory"))
+    if mode == "wq" and worker is not None:
+        cap = side_cap(mean_bytes, worker.disk_bytes, 1)
+        if cap is not None:
+            caps.append((cap, "worker disk"))
+    if not caps:
+        return None, ""
+    return min(caps)
 
 
 def item_stats(items: ItemSet) -> float:
@@ -205,13 +252,18 @@ class Plan:
     transfer: str
     target: float
     blocks: int
+    h_max: int = MAX_WORKERS
+    # where k came from: the first worker's report, -c, or this host (no report yet)
+    k_source: str = "-c"
+    side_cap: int | None = None
+    side_cap_by: str = ""
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> Plan:
-        return cls(**{name: data[name] for name in cls.__dataclass_fields__})
+        return cls(**{name: data[name] for name in cls.__dataclass_fields__ if name in data})
 
     def describe(self, n: int, m: int, symmetric: bool) -> str:
         """The lines ``--plan`` prints."""
@@ -220,15 +272,17 @@ class Plan:
             f"matrix: {n} x {m}, {cell_count(n, m, symmetric)} cells"
             + (" (symmetric half)" if symmetric else ""),
             f"t = {self.t:.6g} s per pair ({sampled}); s = {self.s:.6g} Mb per item",
-            f"model: k = {self.k} cores/worker, k_local = {self.k_local}, d_task = "
-            f"{self.d_task:g} s, d_host = {self.d_host:g} s, b = {self.bandwidth:g} Mb/s, "
-            f"transfer = {self.transfer}",
+            f"model: k = {self.k} cores/worker ({self.k_source}), k_local = {self.k_local}, "
+            f"d_task = {self.d_task:g} s (until measured), d_host = {self.d_host:g} s, "
+            f"b = {self.bandwidth:g} Mb/s, transfer = {self.transfer}",
             f"T_local = {self.t_local:.6g} s; best T_dist = {self.t_dist:.6g} s at h* = "
             f"{self.h_star}, c* = {self.c_star:.6g}",
             f"mode: {self.mode}",
             f"block: {self.x} x {self.y} (target {self.target:g} s per block), "
-            f"{self.blocks} blocks",
-        ])
+            f"{self.blocks} blocks"
+            + (f"; at most {self.side_cap} items per side ({self.side_cap_by})"
+               if self.side_cap else ""),
+        ] + ([DISTRIBUTED_NOTE] if self.mode == "wq" else []))
 
 
 def block_grid(n: int, m: int, x: int, y: int, symmetric: bool) -> list[tuple[int, int]]:
@@ -243,17 +297,31 @@ def block_grid(n: int, m: int, x: int, y: int, symmetric: bool) -> list[tuple[in
 
 
 def make_plan(fn: Function, a: ItemSet, b: ItemSet, *, symmetric: bool, mode: str,
-              workers_possible: bool, k: int, k_local: int, comparison_time: float | None,
+              workers_possible: bool, cores: int | None, k_local: int,
+              comparison_time: float | None,
               width: int | None, height: int | None, block_bytes: int | None,
               d_task: float = D_TASK_UNMEASURED, d_host: float = D_HOST,
               bandwidth: float = BANDWIDTH_MBPS, h_max: int = MAX_WORKERS,
-              transfer: str = "manager") -> Plan:
-    """Sample (unless t is given), run the model, pick the mode and the block shape."""
+              transfer: str = "manager",
+              first_worker: Callable[[], WorkerReport | None] | None = None) -> Plan:
+    """Sample (unless t is given), run the model, pick the mode and the block shape.
+
+    ``first_worker`` is asked after sampling, so workers connect while F is timed;
+    its report gives k (spec §2.7) and the worker's caps. Without one, k is ``-c``,
+    else this host's core count.
+    """
     n, m = len(a), len(b)
     if comparison_time is not None:
         t, sampled = float(comparison_time), 0
     else:
         t, sampled = sample(fn, a, b, symmetric)
+    worker = first_worker() if first_worker is not None else None
+    if worker is not None:
+        k, k_source = worker.cores, "first worker's report"
+    elif cores:
+        k, k_source = cores, "-c"
+    else:
+        k, k_source = k_local, "this host's cores; no worker had reported"
     mean_bytes = (item_stats(a) + item_stats(b)) / 2
     s = mean_bytes * 8 / 1e6
     model = optimise(n, m, t, s, k=k, k_local=k_local, d_task=d_task, d_host=d_host,
@@ -262,13 +330,13 @@ def make_plan(fn: Function, a: ItemSet, b: ItemSet, *, symmetric: bool, mode: st
         mode = "local" if (not workers_possible or model.prefers_local) else "wq"
     cores_per_block = k if mode == "wq" else 1
     target = block_target(mode, n, m, t, k_local if mode == "local" else k, symmetric, d_task)
-    concurrent = k_local if mode == "local" else 1
-    side = memory_side_cap(mean_bytes, concurrent, block_bytes) if fn.takes_bytes else block_bytes
+    side, side_by = side_caps(mode, fn.takes_bytes, mean_bytes, k_local, worker, block_bytes)
     if width or height:
         x = min(width or height or n, n)
         y = min(height or width or m, m)
         if symmetric:
             x = y = min(x, y)
+        side, side_by = None, ""  # -x and -y are the user's choice, caps and all
     else:
         x, y = block_shape(n, m, t, target, cores_per_block=cores_per_block,
                            max_area=model.c, max_side=side, symmetric=symmetric)
@@ -276,4 +344,5 @@ def make_plan(fn: Function, a: ItemSet, b: ItemSet, *, symmetric: bool, mode: st
     return Plan(t=t, s=s, sampled_pairs=sampled, mode=mode, x=x, y=y, h_star=model.h,
                 c_star=model.c, t_local=model.t_local, t_dist=model.t_dist, k=k,
                 k_local=k_local, d_task=d_task, d_host=d_host, bandwidth=bandwidth,
-                transfer=transfer, target=target, blocks=blocks)
+                transfer=transfer, target=target, blocks=blocks, h_max=h_max, k_source=k_source,
+                side_cap=side, side_cap_by=side_by)

@@ -272,7 +272,7 @@ def wavefront(function: object, boundary: str | os.PathLike | dict, xsize: int, 
             calls = run_blocks(resolved, known, xsize, ysize, plan.block, journal,
                                port=port, random_port_file=random_port_file, project=project,
                                priority=priority, retries=retries, host=host, quiet=quiet,
-                               bitmap=bitmap)
+                               bitmap=bitmap, workers_wanted=plan.workers)
         else:
             calls = _run_local(fn, known, xsize, ysize, k_local, journal, bitmap, quiet)
     finally:

@@ -15,7 +15,7 @@ import tempfile
 import time
 
 from treadle.allpairs import runner as runner_module
-from treadle.allpairs.distributed import DEFAULT_PORT, WORKER_PYTHON, _function_spec, _report
+from treadle.allpairs.distributed import WORKER_PYTHON, _function_spec, _report, open_manager
 from treadle.allpairs.functions import Resolved
 from treadle.allpairs.progress import WaveProgress
 from treadle.allpairs.wavefront import write_bitmap
@@ -31,9 +31,11 @@ def _span(index: int, b: int, size: int) -> tuple[int, int]:
 def run_blocks(resolved: Resolved, known: dict, xsize: int, ysize: int, b: int, journal, *,
                port: int | None, random_port_file: str | None, project: str | None,
                priority: int, retries: int, host: str = "", quiet: bool = False,
-               bitmap: str | None = None) -> int:
-    """Run every block that still lacks cells; add their values to ``known`` and the journal."""
-    from treadle.queue import Manager, Result, Task
+               bitmap: str | None = None, workers_wanted: int | None = None) -> int:
+    """Run every block that still lacks cells; add their values to ``known`` and the journal.
+
+    ``workers_wanted`` (the plan's h) is published in the manager's status."""
+    from treadle.queue import Result, Task
 
     spec, f_files = _function_spec(resolved)
     nx, ny = -(-xsize // b), -(-ysize // b)
@@ -64,9 +66,8 @@ def run_blocks(resolved: Resolved, known: dict, xsize: int, ysize: int, b: int, 
     attempts: dict[tuple[int, int], int] = {}
     calls = 0
     tmp = tempfile.mkdtemp(prefix="treadle-wfq-")
-    if port is None:
-        port = 0 if random_port_file else DEFAULT_PORT
-    manager = Manager(port, name=project, host=host, port_file=random_port_file)
+    manager = open_manager(port, random_port_file, project, host)
+    manager.workers_wanted = workers_wanted
     running: dict[int, tuple[int, int]] = {}
     last_bitmap = time.monotonic()
     progress = WaveProgress(xsize * ysize, quiet)
