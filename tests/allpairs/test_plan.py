@@ -6,7 +6,15 @@ import subprocess
 
 import pytest
 
-from treadle.allpairs.plan import block_grid, block_shape, block_target, optimise, t_dist
+from treadle.allpairs.plan import (
+    WorkerReport,
+    block_grid,
+    block_shape,
+    block_target,
+    optimise,
+    side_caps,
+    t_dist,
+)
 
 from .conftest import TREADLE, write_list
 
@@ -81,3 +89,30 @@ def test_estimated_time_skips_sampling(items, tmp_path):
     subprocess.run(TREADLE + ["allpairs", listed, listed, f, "-o", "p.txt"], check=True,
                    capture_output=True)
     assert counter.read_text().count("\n") > 36
+
+
+def test_explain_says_where_k_and_d_task_come_from(items, tmp_path):
+    listed = write_list(tmp_path / "set.list", items)
+    base = TREADLE + ["allpairs", listed, listed, "BITWISE", "--explain", "-T", "wq", "-t", "0.5"]
+    given = subprocess.run(base + ["-c", "4"], capture_output=True, text=True, check=True)
+    assert "k = 4 cores/worker (-c)" in given.stderr
+    assert "d_task = 0.1 s (until measured)" in given.stderr
+    assert "first worker's report" in given.stderr and "workers_wanted" in given.stderr
+    guessed = subprocess.run(base, capture_output=True, text=True, check=True)
+    assert "(this host's cores; no worker had reported)" in guessed.stderr
+
+
+def test_side_caps_memory_disk_and_override():
+    mib = 1 << 20
+    worker = WorkerReport(cores=3, memory_bytes=64 * mib, disk_bytes=2 * mib)
+    # distributed: the worker's disk caps every F; (x + y) items of 128 KiB in 1 MiB
+    assert side_caps("wq", False, 131072, 2, worker, None) == (4, "worker disk")
+    # a bytes-mode F is also capped by the worker's memory, whichever is tighter
+    small_ram = WorkerReport(cores=3, memory_bytes=mib, disk_bytes=64 * mib)
+    assert side_caps("wq", True, 131072, 2, small_ram, None) == (2, "memory")
+    # no report yet: nothing to cap with; locally the disk is never a cap
+    assert side_caps("wq", False, 131072, 2, None, None) == (None, "")
+    assert side_caps("local", False, 131072, 2, worker, None) == (None, "")
+    # -b replaces the memory estimate but the disk still counts
+    assert side_caps("wq", True, 131072, 2, worker, 100) == (4, "worker disk")
+    assert side_caps("local", True, 131072, 2, None, 7) == (7, "-b")
