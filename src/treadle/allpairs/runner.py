@@ -205,12 +205,15 @@ def _stop_shell(owner: int, pid: int, fds: tuple[int, ...]) -> None:
     if os.getpid() != owner:
         return
     deadline = time.monotonic() + _SHELL_EXIT_WAIT
-    while os.waitpid(pid, os.WNOHANG) == (0, 0):
-        if time.monotonic() > deadline:
-            os.kill(pid, 9)
-            os.waitpid(pid, 0)
-            return
-        time.sleep(0.002)
+    try:
+        while os.waitpid(pid, os.WNOHANG) == (0, 0):
+            if time.monotonic() > deadline:
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+                return
+            time.sleep(0.002)
+    except ChildProcessError:
+        pass  # already reaped by a process-wide child handler
 
 
 class ReusedShell:
