@@ -239,13 +239,11 @@ def allpairs(set_a: object, set_b: object, function: object, *, output: str | os
         progress.stop()
         _close(manager)
         state.close()
-    table = out.empty_table(len(a), len(b))
-    out.fill_from_blocks(table, (state.block_path(bx, by) for bx, by in grid))
-    out.check_complete(table, a, b, symmetric)
-    if symmetric:
-        out.mirror(table)
+    blocks = [state.block_path(bx, by) for bx, by in grid]
     if output is not None:
-        out.write_output(table, a, b, output, half)
+        out.assemble(blocks, a, b, output, plan.y, symmetric, half)
+    else:
+        table = out.table_from_blocks(blocks, a, b, symmetric)
     if not keep or not keep_state:
         state.remove()
     stats = {
