@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import random
 import subprocess
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from treadle.allpairs.plan import (
     WorkerReport,
@@ -12,6 +15,7 @@ from treadle.allpairs.plan import (
     block_shape,
     block_target,
     optimise,
+    sample_pairs,
     side_caps,
     t_dist,
 )
@@ -116,3 +120,17 @@ def test_side_caps_memory_disk_and_override():
     # -b replaces the memory estimate but the disk still counts
     assert side_caps("wq", True, 131072, 2, worker, 100) == (4, "worker disk")
     assert side_caps("local", True, 131072, 2, None, 7) == (7, "-b")
+
+
+@given(st.integers(1, 30), st.integers(1, 30), st.booleans(), st.integers(1, 1000))
+def test_sampled_pairs_are_distinct_cells_of_the_run(n, m, symmetric, most):
+    """A seeded shuffle: no cell twice, only cells the run computes, as many as asked when
+    the matrix has them (spec §2.2)."""
+    if symmetric:
+        m = n
+    cells = sample_pairs(random.Random(0), n, m, symmetric, most)
+    assert len(set(cells)) == len(cells) <= most
+    assert all(0 <= i < n and 0 <= j < m and (j >= i or not symmetric) for i, j in cells)
+    if not symmetric:
+        assert len(cells) == min(most, n * m)
+    assert cells == sample_pairs(random.Random(0), n, m, symmetric, most)

@@ -279,7 +279,7 @@ def _block_cells(n: int, m: int, x: int, y: int, bx: int, by: int, symmetric: bo
     cols = range(by * y, min(m, (by + 1) * y))
     if not symmetric:
         return len(rows) * len(cols)
-    return sum(1 for i in rows for j in cols if j >= i)
+    return sum(max(0, cols.stop - max(cols.start, i)) for i in rows)  # the cells with j >= i
 
 
 def _assemble_only(a: ItemSet, b: ItemSet, triples: str, output: str | None, symmetric: bool,

@@ -189,6 +189,19 @@ def item_stats(items: ItemSet) -> float:
     return sum(sizes) / len(sizes) if sizes else 0.0
 
 
+def sample_pairs(rng: random.Random, n: int, m: int, symmetric: bool,
+                 most: int) -> list[tuple[int, int]]:
+    """Up to ``most`` distinct cells, the start of a seeded shuffle of the matrix (of its
+    i ≤ j half when symmetric); the matrix is never listed, only its drawn cells."""
+    want = min(most, cell_count(n, m, symmetric))
+    # a symmetric draw keeps about half of the cells, so draw twice as many (at least)
+    drawn = rng.sample(range(n * m), min(n * m, 2 * want if symmetric else want))
+    cells = [divmod(k, m) for k in drawn]
+    if symmetric:
+        cells = [(i, j) for i, j in cells if j >= i]
+    return cells[:want]
+
+
 def sample(fn: Function, a: ItemSet, b: ItemSet, symmetric: bool,
            seed: int = 0) -> tuple[float, int]:
     """Time F on this host; returns (t seconds per pair, pairs run). Spec §2.2.
@@ -210,15 +223,14 @@ def sample(fn: Function, a: ItemSet, b: ItemSet, symmetric: bool,
             pass
         return (time.perf_counter() - start) / (len(rows) * len(cols)), len(rows) * len(cols)
     most, seconds = SAMPLE_IN_PROCESS if fn.in_process else SAMPLE_EXEC
-    most = min(most, cell_count(n, m, symmetric))
+    pairs = sample_pairs(rng, n, m, symmetric, most)
     spawner = Spawner() if fn.kind == "exec" else None
     done = 0
     start = time.perf_counter()
     try:
-        while done < most and (done == 0 or time.perf_counter() - start < seconds):
-            i, j = rng.randrange(n), rng.randrange(m)
-            if symmetric and j < i:
-                i, j = j, i
+        for i, j in pairs:
+            if done and time.perf_counter() - start >= seconds:
+                break
             try:
                 compute_pairs(fn, [(i, a.paths[i])], [(j, b.paths[j])], False, spawner)
             except PairFailure:
