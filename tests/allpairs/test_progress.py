@@ -79,7 +79,7 @@ def test_wavefront_rich_line_on_a_terminal():
     text = buffer.getvalue()
     assert "\x1b[" in text
     assert "50% complete" in text and "elapsed" in text
-    assert "2 cells running" in text and "1 ready" in text and "1 workers" in text
+    assert "2 cells running" in text and "1 ready" in text and "1 worker" in text
 
 
 def test_quiet_shows_nothing():

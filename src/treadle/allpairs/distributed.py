@@ -88,9 +88,11 @@ def open_manager(port: int | None, random_port_file: str | None, project: str | 
     return manager
 
 
-def first_worker(manager: Manager, until: float) -> WorkerReport | None:
-    """The resources of the first worker that reported, waiting for one until
-    ``time.perf_counter()`` reaches ``until``; None if none did by then."""
+def first_worker(manager: Manager, until: float, wait: bool = True) -> WorkerReport | None:
+    """The resources of the first worker that reported, waiting for one (if ``wait``)
+    until ``time.perf_counter()`` reaches ``until``; None if none did by then."""
+    if not wait:
+        until = 0.0
     while True:
         for info in manager.workers():
             if info.get("cores_total"):

@@ -87,7 +87,7 @@ def run_local(job: Job, todo: list[tuple[int, int]], cores: int, retries: int,
         stats.retries += 1
         return bx, by
 
-    progress.worker_kind = "processes"
+    progress.worker_kind = "process"
     if cores <= 1 or len(todo) == 1:
         progress.workers = 1
         queue = list(todo)

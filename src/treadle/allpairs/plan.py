@@ -315,29 +315,36 @@ def make_plan(fn: Function, a: ItemSet, b: ItemSet, *, symmetric: bool, mode: st
               d_task: float = D_TASK_UNMEASURED, d_host: float = D_HOST,
               bandwidth: float = BANDWIDTH_MBPS, h_max: int = MAX_WORKERS,
               transfer: str = "manager",
-              first_worker: Callable[[], WorkerReport | None] | None = None) -> Plan:
+              first_worker: Callable[[bool], WorkerReport | None] | None = None) -> Plan:
     """Sample (unless t is given), run the model, pick the mode and the block shape.
 
-    ``first_worker`` is asked after sampling, so workers connect while F is timed;
-    its report gives k (spec §2.7) and the worker's caps. Without one, k is ``-c``,
-    else this host's core count.
+    ``first_worker(wait)`` is asked after sampling, so workers connect while F is
+    timed; its report gives k (spec §2.7) and the worker's caps. Without one, k is
+    ``-c``, else this host's core count.
     """
     n, m = len(a), len(b)
     if comparison_time is not None:
         t, sampled = float(comparison_time), 0
     else:
         t, sampled = sample(fn, a, b, symmetric)
-    worker = first_worker() if first_worker is not None else None
-    if worker is not None:
-        k, k_source = worker.cores, "first worker's report"
-    elif cores:
-        k, k_source = cores, "-c"
-    else:
-        k, k_source = k_local, "this host's cores; no worker had reported"
     mean_bytes = (item_stats(a) + item_stats(b)) / 2
     s = mean_bytes * 8 / 1e6
-    model = optimise(n, m, t, s, k=k, k_local=k_local, d_task=d_task, d_host=d_host,
-                     bandwidth=bandwidth, h_max=h_max, transfer=transfer, symmetric=symmetric)
+
+    def model_with(k: int) -> Model:
+        return optimise(n, m, t, s, k=k, k_local=k_local, d_task=d_task, d_host=d_host,
+                        bandwidth=bandwidth, h_max=h_max, transfer=transfer,
+                        symmetric=symmetric)
+
+    k = cores or k_local
+    k_source = "-c" if cores else "this host's cores; no worker had reported"
+    model = model_with(k)
+    worker = None
+    if first_worker is not None:
+        # auto mode waits only when workers look worth it; a report already in counts anyway
+        worker = first_worker(mode == "wq" or not model.prefers_local)
+        if worker is not None:
+            k, k_source = worker.cores, "first worker's report"
+            model = model_with(k)
     if mode == "auto":
         mode = "local" if (not workers_possible or model.prefers_local) else "wq"
     cores_per_block = k if mode == "wq" else 1

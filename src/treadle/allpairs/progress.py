@@ -32,6 +32,13 @@ def terminal_console(stream: TextIO) -> Console | None:
     return Console(file=stream)
 
 
+def _counted(n: int, word: str) -> str:
+    """'1 worker', '2 workers', '2 processes'."""
+    if n == 1:
+        return f"{n} {word}"
+    return f"{n} {word}es" if word.endswith("s") else f"{n} {word}s"
+
+
 def _clock(seconds: float) -> str:
     s = int(seconds)
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
@@ -136,7 +143,7 @@ class Progress(Display):
         self.blocks = blocks_done
         self.pairs = 0
         self.workers = 0
-        self.worker_kind = "workers"
+        self.worker_kind = "worker"
         # epoch seconds when the first block was handed to a process or a worker (target A6)
         self.first_block: float | None = None
         super().__init__(quiet, console, stream, interval)
@@ -162,7 +169,7 @@ class Progress(Display):
         return [(f"blocks {self.blocks}/{self.total_blocks}", ""),
                 (f"{rate:.0f} pairs/s", "cyan"),
                 (f"ETA {eta}", "dim"),
-                (f"{self.workers} {self.worker_kind}", "")]
+                (_counted(self.workers, self.worker_kind), "")]
 
 
 class WaveProgress(Display):
@@ -177,8 +184,8 @@ class WaveProgress(Display):
         self.running = 0
         self.ready = 0
         self.workers = 0
-        self.worker_kind = "workers"
-        self.unit = "cells"
+        self.worker_kind = "worker"
+        self.unit = "cell"
         super().__init__(quiet, console, stream, interval)
 
     def fraction(self) -> float:
@@ -187,6 +194,6 @@ class WaveProgress(Display):
     def parts(self) -> list[tuple[str, str]]:
         return [(f"{100 * self.fraction():.0f}% complete", ""),
                 (f"{_clock(self.elapsed())} elapsed", "dim"),
-                (f"{self.running} {self.unit} running", "cyan"),
+                (_counted(self.running, self.unit) + " running", "cyan"),
                 (f"{self.ready} ready", ""),
-                (f"{self.workers} {self.worker_kind}", "")]
+                (_counted(self.workers, self.worker_kind), "")]

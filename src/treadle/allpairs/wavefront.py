@@ -344,7 +344,7 @@ def _run_local(fn: Function, known: dict, xsize: int, ysize: int, k: int, journa
     running: dict[concurrent.futures.Future, tuple[int, int]] = {}
     calls = 0
     progress = WaveProgress(total, quiet)
-    progress.workers, progress.worker_kind = k, "processes"
+    progress.workers, progress.worker_kind = k, "process"
     progress.cells = total - todo
     last_sync = last_bitmap = time.monotonic()
     try:

@@ -71,7 +71,7 @@ def run_blocks(resolved: Resolved, known: dict, xsize: int, ysize: int, b: int, 
     running: dict[int, tuple[int, int]] = {}
     last_bitmap = time.monotonic()
     progress = WaveProgress(xsize * ysize, quiet)
-    progress.unit = "blocks"
+    progress.unit = "block"
     progress.cells = sum(1 for c in known if c[0] >= 1 and c[1] >= 1)
 
     def cells_of(blocks) -> set[tuple[int, int]]:
