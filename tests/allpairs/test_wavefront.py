@@ -135,7 +135,8 @@ def test_distributed_blocks(kind, tmp_path):
 
 
 def test_distributed_publishes_workers_wanted(tmp_path):
-    """The plan's h is the manager's workers_wanted while blocks run (``treadle status``)."""
+    """k is the first worker's cores, and the plan's h is the manager's workers_wanted while
+    blocks run (``treadle status``)."""
     import json
     import threading
     import time
@@ -164,7 +165,7 @@ def test_distributed_publishes_workers_wanted(tmp_path):
     engine = threading.Thread(target=run, daemon=True)
     engine.start()
     try:
-        workers.start()
+        workers.start(cores=3)
         published = None
         deadline = time.monotonic() + 60
         while published is None and time.monotonic() < deadline and engine.is_alive():
@@ -180,5 +181,7 @@ def test_distributed_publishes_workers_wanted(tmp_path):
         workers.stop()
     assert "error" not in outcome, outcome
     # 3 x 4 blocks of 2 x 2 cells, 5 s a cell: three workers cover the widest anti-diagonal
-    assert published == outcome["stats"]["plan"]["workers"] == 3
+    plan = outcome["stats"]["plan"]
+    assert plan["k"] == 3 and plan["k_source"] == "first worker's report"
+    assert published == plan["workers"] == 3
     assert Path("d.txt").read_text() == sequential()

@@ -22,11 +22,16 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from treadle.allpairs.distributed import FIRST_WORKER_WAIT, first_worker, open_manager
 from treadle.allpairs.functions import resolve
 from treadle.allpairs.progress import WaveProgress
 from treadle.allpairs.runner import Function, PairFailure, Spawner, wave_cell
 from treadle.errors import AllPairsError
+
+if TYPE_CHECKING:
+    from treadle.queue import Manager
 
 D_TASK = 0.1
 D_HOST = 10.0
@@ -66,6 +71,8 @@ class WavePlan:
     t_dist: float
     k: int
     k_local: int
+    h_max: int = 400
+    k_source: str = "-c"  # or the first worker's report, or this host's cores
 
     def describe(self, xsize: int, ysize: int) -> str:
         how = f"sampled {self.sampled} cells" if self.sampled else "given by -t"
@@ -73,28 +80,36 @@ class WavePlan:
             f"grid: {xsize} x {ysize} cells",
             f"t = {self.t:.6g} s per cell ({how})",
             f"M(local, k={self.k_local}) = {self.t_local:.6g} s; best D(b) = {self.t_dist:.6g} s "
-            f"at b = {self.block}, h = {self.workers} (k = {self.k})",
+            f"at b = {self.block}, h = {self.workers} (k = {self.k}, {self.k_source}; "
+            f"d_task = {D_TASK:g} s until measured)",
             f"mode: {self.mode}",
         ])
 
 
+def best_workers(xsize: int, ysize: int, b: int, k: int, t: float, h_max: int,
+                 d_task: float = D_TASK) -> tuple[float, int]:
+    """(D(b), h) at the h ≤ h_max that minimises D(b)."""
+    return min((distributed_time(xsize, ysize, b, h, k, t, d_task), h)
+               for h in range(1, max(1, h_max) + 1))
+
+
 def choose(xsize: int, ysize: int, t: float, *, k: int, k_local: int, h_max: int,
-           workers_possible: bool, mode: str, block: int | None) -> WavePlan:
+           workers_possible: bool, mode: str, block: int | None,
+           k_source: str = "-c") -> WavePlan:
     """Try b = 1, 2, … while D(b) falls (b ≤ min(X, Y)/4); compare with the local sweep."""
     t_local = sweep_time(xsize, ysize, k_local, t)
     best = (math.inf, 1, 1)
     sizes = [block] if block else range(1, max(1, min(xsize, ysize) // 4) + 1)
     for b in sizes:
-        here = min((distributed_time(xsize, ysize, b, h, k, t), b, h)
-                   for h in range(1, max(1, h_max) + 1))
-        if here[0] < best[0]:
-            best = here
+        cost, h = best_workers(xsize, ysize, b, k, t, h_max)
+        if cost < best[0]:
+            best = (cost, b, h)
         elif not block:
             break
     if mode == "auto":
         mode = "wq" if workers_possible and best[0] < t_local else "local"
     return WavePlan(t=t, sampled=0, mode=mode, block=best[1], workers=best[2], t_local=t_local,
-                    t_dist=best[0], k=k, k_local=k_local)
+                    t_dist=best[0], k=k, k_local=k_local, h_max=h_max, k_source=k_source)
 
 
 def read_boundary(boundary: str | os.PathLike | dict, xsize: int, ysize: int) -> dict:
@@ -254,29 +269,34 @@ def wavefront(function: object, boundary: str | os.PathLike | dict, xsize: int, 
     known.update(computed)
     k_local = cores or os.cpu_count() or 1
     workers_possible = port is not None or bool(project) or random_port_file is not None
+    manager = None
+    if not plan_only and (mode == "wq" or mode == "auto" and workers_possible):
+        manager = open_manager(port, random_port_file, project, host)  # workers join while F is timed
     journal = open(partial, "a", encoding="utf-8")
     sampled = 0
     try:
         t = comparison_time
         if t is None:
             t, sampled = _sample(fn, known, xsize, ysize, journal)
-        plan = choose(xsize, ysize, t, k=cores or os.cpu_count() or 1, k_local=k_local,
-                      h_max=max_workers, workers_possible=workers_possible, mode=mode, block=block)
-        plan = WavePlan(**{**asdict(plan), "sampled": sampled})
+        plan = _plan(xsize, ysize, t, sampled, manager, started, cores=cores, k_local=k_local,
+                     h_max=max_workers, workers_possible=workers_possible, mode=mode, block=block)
         if plan_only:
             print(plan.describe(xsize, ysize), file=plan_stream or sys.stdout)
             return {"plan": asdict(plan)}
         if plan.mode == "wq":
             from treadle.allpairs.wavefront_wq import run_blocks
 
-            calls = run_blocks(resolved, known, xsize, ysize, plan.block, journal,
-                               port=port, random_port_file=random_port_file, project=project,
-                               priority=priority, retries=retries, host=host, quiet=quiet,
-                               bitmap=bitmap, workers_wanted=plan.workers)
+            manager = manager or open_manager(port, random_port_file, project, host)
+            calls = run_blocks(manager, resolved, known, xsize, ysize, plan, journal,
+                               priority=priority, retries=retries, quiet=quiet, bitmap=bitmap)
         else:
+            if manager is not None:
+                manager.close()  # let connected workers go at once (closing twice is harmless)
             calls = _run_local(fn, known, xsize, ysize, k_local, journal, bitmap, quiet)
     finally:
         journal.close()
+        if manager is not None:
+            manager.close()
     tmp = output.with_name(output.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         f.writelines(f"{x} {y} {known[(x, y)]}\n" for x in range(1, xsize + 1)
@@ -291,6 +311,27 @@ def wavefront(function: object, boundary: str | os.PathLike | dict, xsize: int, 
     if stats_file:
         Path(stats_file).write_text(json.dumps(stats, indent=1) + "\n")
     return stats
+
+
+def _plan(xsize: int, ysize: int, t: float, sampled: int, manager: Manager | None,
+          started: float, *, cores: int | None, k_local: int, h_max: int,
+          workers_possible: bool, mode: str, block: int | None) -> WavePlan:
+    """choose() with k from ``-c`` or this host, then, once a worker has reported (waited
+    for until the first block is due when the plan leans distributed), with its cores."""
+    k_source = "-c" if cores else "this host's cores; no worker had reported"
+
+    def plan_for(k: int, source: str) -> WavePlan:
+        plan = choose(xsize, ysize, t, k=k, k_local=k_local, h_max=h_max,
+                      workers_possible=workers_possible, mode=mode, block=block,
+                      k_source=source)
+        return WavePlan(**{**asdict(plan), "sampled": sampled})
+
+    plan = plan_for(cores or k_local, k_source)
+    if manager is not None:
+        worker = first_worker(manager, started + FIRST_WORKER_WAIT, plan.mode == "wq")
+        if worker is not None:
+            plan = plan_for(worker.cores, "first worker's report")
+    return plan
 
 
 def _sample(fn: Function, known: dict, xsize: int, ysize: int, journal) -> tuple[float, int]:

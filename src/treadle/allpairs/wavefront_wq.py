@@ -11,34 +11,42 @@ from __future__ import annotations
 import heapq
 import json
 import os
+import statistics
 import tempfile
 import time
+from typing import TYPE_CHECKING
 
 from treadle.allpairs import runner as runner_module
-from treadle.allpairs.distributed import WORKER_PYTHON, _function_spec, _report, open_manager
+from treadle.allpairs.distributed import WORKER_PYTHON, _function_spec, _report, dispatch_cost
 from treadle.allpairs.functions import Resolved
 from treadle.allpairs.progress import WaveProgress
-from treadle.allpairs.wavefront import write_bitmap
+from treadle.allpairs.wavefront import BITMAP_INTERVAL, WavePlan, best_workers, write_bitmap
 from treadle.errors import AllPairsError
 
-BITMAP_INTERVAL = 5.0
+if TYPE_CHECKING:
+    from treadle.queue import Manager
+
 
 
 def _span(index: int, b: int, size: int) -> tuple[int, int]:
     return index * b + 1, min(size, (index + 1) * b)
 
 
-def run_blocks(resolved: Resolved, known: dict, xsize: int, ysize: int, b: int, journal, *,
-               port: int | None, random_port_file: str | None, project: str | None,
-               priority: int, retries: int, host: str = "", quiet: bool = False,
-               bitmap: str | None = None, workers_wanted: int | None = None) -> int:
+def run_blocks(manager: Manager, resolved: Resolved, known: dict, xsize: int, ysize: int,
+               plan: WavePlan, journal, *, priority: int, retries: int, quiet: bool = False,
+               bitmap: str | None = None) -> int:
     """Run every block that still lacks cells; add their values to ``known`` and the journal.
 
-    ``workers_wanted`` (the plan's h) is published in the manager's status."""
+    The plan's h is published as the manager's ``workers_wanted``, and recomputed as
+    finished tasks measure d_task and a worker reports its cores."""
     from treadle.queue import Result, Task
 
     spec, f_files = _function_spec(resolved)
+    b = plan.block
     nx, ny = -(-xsize // b), -(-ysize // b)
+    costs: list[float] = []  # dispatch cost of each finished block task
+    k_seen: int | None = None
+    h_now = plan.workers
 
     def complete(bx: int, by: int) -> bool:
         if bx < 0 or by < 0:
@@ -66,8 +74,6 @@ def run_blocks(resolved: Resolved, known: dict, xsize: int, ysize: int, b: int, 
     attempts: dict[tuple[int, int], int] = {}
     calls = 0
     tmp = tempfile.mkdtemp(prefix="treadle-wfq-")
-    manager = open_manager(port, random_port_file, project, host)
-    manager.workers_wanted = workers_wanted
     running: dict[int, tuple[int, int]] = {}
     last_bitmap = time.monotonic()
     progress = WaveProgress(xsize * ysize, quiet)
@@ -100,6 +106,8 @@ def run_blocks(resolved: Resolved, known: dict, xsize: int, ysize: int, b: int, 
                 task.add_input_buffer(json.dumps(block).encode(), "block.json", cache=False)
                 task.add_output(os.path.join(tmp, f"{bx}-{by}.txt"), "out.txt")
                 running[manager.submit(task)] = (bx, by)
+            # no point in more workers than blocks left
+            manager.workers_wanted = min(h_now, nx * ny - len(done))
             task = manager.wait(timeout=1.0)
             queue = manager.stats
             progress.workers = queue.workers_connected
@@ -114,6 +122,11 @@ def run_blocks(resolved: Resolved, known: dict, xsize: int, ysize: int, b: int, 
             report = _report(task.output)
             path = os.path.join(tmp, f"{key[0]}-{key[1]}.txt")
             if task.result is Result.SUCCESS and task.exit_code == 0:
+                costs.append(dispatch_cost(task))
+                for info in manager.workers():
+                    k_seen = k_seen or int(info.get("cores_total") or 0) or None
+                h_now = best_workers(xsize, ysize, b, k_seen or plan.k, plan.t, plan.h_max,
+                                     statistics.median(costs))[1]
                 with open(path, encoding="utf-8") as f:
                     for line in f:
                         x, y, value = line.rstrip("\n").split(" ", 2)
@@ -144,7 +157,6 @@ def run_blocks(resolved: Resolved, known: dict, xsize: int, ysize: int, b: int, 
             write_bitmap(bitmap, xsize, ysize, known, set(), set())
     finally:
         progress.stop()
-        manager.close()
         for name in os.listdir(tmp):
             os.unlink(os.path.join(tmp, name))
         os.rmdir(tmp)
