@@ -82,3 +82,22 @@ def test_resume_reuses_plan_and_skips_done_blocks(tmp_path):
     assert result.stats["resumed"] and result.stats["blocks"] == 1
     assert counter.read_text().count("x") == 4
     assert Path("m.txt").read_text().count("\t1\n") == 36
+
+
+def test_resumed_run_with_nothing_left_needs_no_port(tmp_path):
+    """All blocks journalled: a -T wq rerun assembles without listening (the port is taken)."""
+    import socket
+
+    paths = write_items(tmp_path / "d", [bytes([k]) * 3 for k in range(5)])
+    first = allpairs(paths, paths, "BITWISE", output="m.txt", block=2, mode="local",
+                     keep_state=True, quiet=True)
+    table = Path("m.txt").read_text()
+    Path("m.txt").unlink()
+    with socket.socket() as busy:
+        busy.bind(("", 0))
+        busy.listen()
+        again = allpairs(paths, paths, "BITWISE", output="m.txt", mode="wq",
+                         port=busy.getsockname()[1], quiet=True)
+    assert again.stats["resumed"] and again.stats["blocks"] == 0
+    assert again.stats["blocks_total"] == first.stats["blocks_total"] == 9
+    assert Path("m.txt").read_text() == table

@@ -206,8 +206,6 @@ def allpairs(set_a: object, set_b: object, function: object, *, output: str | os
     if plan.mode != "wq":
         _close(manager)
         manager = None
-    elif manager is None:
-        manager = open_manager(port, random_port_file, project, host)
     if not quiet:
         print(f"allpairs: {len(a)} x {len(b)}, mode {plan.mode}, blocks {plan.x} x {plan.y}"
               + (" (resumed)" if resumed else ""), file=sys.stderr, flush=True)
@@ -221,7 +219,8 @@ def allpairs(set_a: object, set_b: object, function: object, *, output: str | os
     progress = Progress(len(grid), computed, quiet, blocks_done=len(grid) - len(todo))
     run_stats: dict = {}
     try:
-        if plan.mode == "wq":
+        if plan.mode == "wq" and todo:  # a resumed run with nothing left needs no port
+            manager = manager or open_manager(port, random_port_file, project, host)
             run_stats = run_distributed(
                 manager, resolved, a, b, plan, state, todo, symmetric=symmetric,
                 priority=priority, extra_files=extra_files, retries=retries, progress=progress)
