@@ -126,8 +126,15 @@ def test_output_is_assembled_without_the_matrix_in_memory(tmp_path):
             peaks[out] = peak_memory_mb(["allpairs", listed, listed, "BITWISE", "-o", out,
                                          "-x", "100", "-y", "100", "-T", "local", "-c", "1"],
                                         tmp_path)
+        for out in (f"f{n}.txt", f"f{n}.npy"):  # --from the table just written
+            peaks[out] = peak_memory_mb(["allpairs", listed, listed, "--from", f"m{n}.txt",
+                                         "-o", out], tmp_path)
     assert peaks["m600.txt"] - peaks["m200.txt"] < 8, peaks
     assert peaks["m600.npy"] - peaks["m200.npy"] < 8, peaks  # the 2.9 MB matrix itself is mapped
+    assert peaks["f600.txt"] - peaks["f200.txt"] < 8, peaks
+    assert peaks["f600.npy"] - peaks["f200.npy"] < 8, peaks
+    assert (tmp_path / "f600.txt").read_bytes() == (tmp_path / "m600.txt").read_bytes()
+    assert (numpy.load(tmp_path / "f600.npy") == numpy.load(tmp_path / "m600.npy")).all()
     lines = (tmp_path / "m600.txt").read_text().splitlines()
     assert len(lines) == 360000 and lines[601] == f"{paths[1]}\t{paths[1]}\t0"
     matrix = numpy.load(tmp_path / "m600.npy")
@@ -159,3 +166,36 @@ def test_symmetric_assembly_across_uneven_blocks(tmp_path):
     assert (tmp_path / "h.txt").read_text(encoding="utf-8") == half
     assert numpy.load(tmp_path / "s.npy").tolist() == [[float(v) for v in row] for row in want]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["h.txt", "items", "s.npy", "s.txt"]
+
+
+def test_from_triples_across_many_blocks(tmp_path, monkeypatch):
+    """Tiny sort blocks and buffers: a shuffled symmetric half with duplicate names comes
+    back as the full table, every buffer flush and mirrored block included; nothing is
+    left beside the output."""
+    from treadle.allpairs import output
+
+    monkeypatch.setattr(output, "TRIPLES_BLOCK", 2)
+    monkeypatch.setattr(output, "TRIPLES_BUFFER", 3)
+    items = tmp_path / "items"
+    items.mkdir()
+    paths = []
+    for k in range(5):
+        (items / f"i{k}").write_bytes(bytes([k]) * (k + 1))
+        paths.append(str(items / f"i{k}"))
+    entries = paths + paths[:2]  # two items listed twice: distinct items of one name
+    listed = write_list(tmp_path / "set.list", entries)
+    allpairs(listed, listed, "BITWISE", output=str(tmp_path / "full.txt"), quiet=True)
+    lines = (tmp_path / "full.txt").read_text().splitlines(keepends=True)
+    n = len(entries)
+    half = [line for k, line in enumerate(lines) if k % n >= k // n]
+    random.Random(3).shuffle(half)
+    (tmp_path / "half.txt").write_text("".join(half))
+    allpairs(listed, listed, None, from_triples=str(tmp_path / "half.txt"), symmetric=True,
+             output=str(tmp_path / "back.txt"))
+    assert (tmp_path / "back.txt").read_text() == "".join(lines)
+    result = allpairs(listed, listed, None, from_triples=str(tmp_path / "half.txt"),
+                      symmetric=True)
+    assert result.text(6, 1) == result.text(1, 6) == "0"  # entry 6 is entry 1 again
+    assert result.text(6, 0) == "2"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "back.txt", "full.txt", "half.txt", "items", "set.list"]

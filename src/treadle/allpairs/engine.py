@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import shlex
+import shutil
 import sys
 import tempfile
 import time
@@ -283,10 +284,19 @@ def _block_cells(n: int, m: int, x: int, y: int, bx: int, by: int, symmetric: bo
 
 def _assemble_only(a: ItemSet, b: ItemSet, triples: str, output: str | None, symmetric: bool,
                    half: bool) -> AllPairsResult:
-    table = out.read_triples(triples, a, b, symmetric)
-    if output is not None:
-        out.write_output(table, a, b, output, half)
+    """``--from TRIPLES``: sort the table into block files beside the output, then assemble
+    them as a run's blocks are, so a large table never sits in memory either."""
+    place = os.path.dirname(os.path.abspath(output)) if output is not None else None
+    directory = Path(tempfile.mkdtemp(prefix=".treadle-from-", dir=place))
+    try:
+        blocks = out.triples_to_blocks(triples, a, b, symmetric, directory)
+        table = None
+        if output is not None:
+            out.assemble(blocks, a, b, output, out.TRIPLES_BLOCK, symmetric, half)
+        else:
+            table = out.table_from_blocks(blocks, a, b, symmetric)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
     result = AllPairsResult(output, a.names, b.names, None, {"n": len(a), "m": len(b)})
-    if output is None:
-        result._table = table
+    result._table = table
     return result

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import array
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from treadle.allpairs.sets import ItemSet
@@ -43,18 +43,16 @@ def empty_table(n: int, m: int) -> Table:
     return [[None] * m for _ in range(n)]
 
 
-def block_cells(path: Path, mirror: bool) -> list[tuple[int, int, str]]:
+def block_cells(path: Path, mirror: bool) -> Iterator[tuple[int, int, str]]:
     """The (row, column, escaped result) cells of one block file; with ``mirror``, each
     cell off the diagonal also at its transposed place (a symmetric run's full matrix)."""
-    cells = []
     with open(path, encoding="utf-8", newline="\n") as f:
         for line in f:
             i, j, text = line.rstrip("\n").split("\t", 2)
             row, col = int(i), int(j)
-            cells.append((row, col, text))
+            yield row, col, text
             if mirror and row != col:
-                cells.append((col, row, text))
-    return cells
+                yield col, row, text
 
 
 def table_from_blocks(paths: Iterable[Path], a: ItemSet, b: ItemSet,
@@ -64,7 +62,10 @@ def table_from_blocks(paths: Iterable[Path], a: ItemSet, b: ItemSet,
     for path in paths:
         for row, col, text in block_cells(path, symmetric):
             table[row][col] = text
-    check_complete(table, a, b, False)
+    for i, row in enumerate(table):
+        if None in row:
+            j = row.index(None)
+            raise AllPairsError(f"no result for pair ({i}, {j}) {a.names[i]!r} {b.names[j]!r}")
     return table
 
 
@@ -101,21 +102,6 @@ class _Segments:
                                         f"{b.names[col]!r}")
             raise AllPairsError(f"more than one result for a pair in row {row} "
                                 f"({a.names[row]!r})")
-
-
-def mirror(table: Table) -> None:
-    """Fill the i > j half from the computed i ≤ j half (symmetric runs)."""
-    for i, row in enumerate(table):
-        for j in range(i):
-            row[j] = table[j][i]
-
-
-def check_complete(table: Table, a: ItemSet, b: ItemSet, symmetric: bool) -> None:
-    for i, row in enumerate(table):
-        for j, text in enumerate(row):
-            if text is None and not (symmetric and j < i):
-                raise AllPairsError(f"no result for pair ({i}, {j}) {a.names[i]!r} "
-                                    f"{b.names[j]!r}")
 
 
 def _atomic(path: Path):
@@ -196,27 +182,6 @@ def _assemble_npy(paths: Sequence[Path], a: ItemSet, b: ItemSet, tmp: Path,
         del matrix
 
 
-def write_output(table: Table, a: ItemSet, b: ItemSet, output: str | os.PathLike,
-                 half: bool = False) -> None:
-    """Write ``output`` atomically from an in-memory table (``--from TRIPLES``)."""
-    path = Path(output)
-    tmp = _atomic(path)
-    if path.suffix == ".npy":
-        matrix = to_matrix(table, a, b)
-        import numpy
-
-        with open(tmp, "wb") as f:
-            numpy.save(f, matrix)
-            f.flush()
-            os.fsync(f.fileno())
-    else:
-        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-            write_text(f, table, a, b, half)
-            f.flush()
-            os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def write_text(stream, table: Table, a: ItemSet, b: ItemSet, half: bool = False) -> None:
     """Row-major ``a<TAB>b<TAB>result`` lines; with ``half`` only i ≤ j."""
     names_b = b.names
@@ -226,39 +191,56 @@ def write_text(stream, table: Table, a: ItemSet, b: ItemSet, half: bool = False)
         stream.write("".join(f"{name_a}\t{names_b[j]}\t{row[j]}\n" for j in range(start, len(row))))
 
 
-def to_matrix(table: Table, a: ItemSet, b: ItemSet):
-    """The table as float64 numpy array; the first non-numeric result is an error."""
-    import numpy
-
-    matrix = numpy.empty((len(table), len(b.names)), dtype=numpy.float64)
-    for i, row in enumerate(table):
-        try:
-            matrix[i] = [float(x) for x in row]
-        except (TypeError, ValueError):
-            for j, text in enumerate(row):
-                try:
-                    float(text)
-                except (TypeError, ValueError):
-                    raise AllPairsError(
-                        f"result of pair ({i}, {j}) {a.names[i]!r} {b.names[j]!r} is not a "
-                        f"number ({text!r}); use text output (an -o name not ending in .npy)"
-                    ) from None
-    return matrix
+# Lines of a triples table buffered before they are appended to their block files.
+TRIPLES_BUFFER = 50_000
+# Side of the square blocks a triples table is sorted into: one block's cells are what
+# assembly holds in memory at a time.
+TRIPLES_BLOCK = 128
 
 
-def read_triples(path: str | os.PathLike, a: ItemSet, b: ItemSet, symmetric: bool) -> Table:
-    """Read a triples table in any order; it must cover exactly the run's pairs."""
-    slots: dict[tuple[str, str], list[tuple[int, int]]] = {}
-    for i, na in enumerate(a.names):
-        for j, nb in enumerate(b.names):
-            if symmetric and j < i:
-                continue
-            slots.setdefault((na, nb), []).append((i, j))
-    table = empty_table(len(a), len(b))
+def triples_to_blocks(path: str | os.PathLike, a: ItemSet, b: ItemSet, symmetric: bool,
+                      directory: Path) -> list[Path]:
+    """Sort a triples table (in any order) into block files of ``TRIPLES_BLOCK`` squares
+    under ``directory``, as a run would have left them (``--from TRIPLES``).
+
+    Each line must name a pair of the run (with ``symmetric``, of its i ≤ j half) not
+    named before; duplicated names take their slots in list order. A bitmap of the
+    matrix, one bit a cell, is all that is kept of it.
+    """
+    where = os.fspath(path)
+    rows_of: dict[str, list[int]] = {}
+    cols_of: dict[str, list[int]] = {}
+    for i, name in enumerate(a.names):
+        rows_of.setdefault(name, []).append(i)
+    for j, name in enumerate(b.names):
+        cols_of.setdefault(name, []).append(j)
+    m = len(b)
+    taken = bytearray((len(a) * m + 7) // 8)
+
+    def free_slot(rows: list[int], cols: list[int]) -> tuple[int, int] | None:
+        for i in rows:
+            for j in cols:
+                bit = i * m + j
+                if (j >= i or not symmetric) and not taken[bit >> 3] & (1 << (bit & 7)):
+                    taken[bit >> 3] |= 1 << (bit & 7)
+                    return i, j
+        return None
+
+    buffers: dict[tuple[int, int], list[str]] = {}
+    written: set[tuple[int, int]] = set()
+
+    def flush() -> None:
+        for (bx, by), lines in buffers.items():
+            with open(directory / f"{bx}-{by}.tsv", "a", encoding="utf-8", newline="\n") as f:
+                f.writelines(lines)
+        written.update(buffers)
+        buffers.clear()
+
     try:
         f = open(path, encoding="utf-8", newline="\n")
     except FileNotFoundError:
-        raise AllPairsError(f"triples file {os.fspath(path)} does not exist") from None
+        raise AllPairsError(f"triples file {where} does not exist") from None
+    buffered = 0
     with f:
         for number, line in enumerate(f, 1):
             line = line.rstrip("\n")
@@ -266,14 +248,17 @@ def read_triples(path: str | os.PathLike, a: ItemSet, b: ItemSet, symmetric: boo
                 continue
             parts = line.split("\t", 2)
             if len(parts) != 3:
-                raise AllPairsError(f"{os.fspath(path)}:{number}: not a<TAB>b<TAB>result")
-            free = slots.get((parts[0], parts[1]))
-            if not free:
-                raise AllPairsError(f"{os.fspath(path)}:{number}: pair {parts[0]!r} "
-                                    f"{parts[1]!r} is not in the lists, or appears twice")
-            i, j = free.pop(0)
-            table[i][j] = parts[2]
-    check_complete(table, a, b, symmetric)
-    if symmetric:
-        mirror(table)
-    return table
+                raise AllPairsError(f"{where}:{number}: not a<TAB>b<TAB>result")
+            slot = free_slot(rows_of.get(parts[0], []), cols_of.get(parts[1], []))
+            if slot is None:
+                raise AllPairsError(f"{where}:{number}: pair {parts[0]!r} {parts[1]!r} is not "
+                                    "in the lists, or appears twice")
+            i, j = slot
+            buffers.setdefault((i // TRIPLES_BLOCK, j // TRIPLES_BLOCK), []).append(
+                f"{i}\t{j}\t{parts[2]}\n")
+            buffered += 1
+            if buffered >= TRIPLES_BUFFER:
+                flush()
+                buffered = 0
+    flush()
+    return [directory / f"{bx}-{by}.tsv" for bx, by in sorted(written)]
