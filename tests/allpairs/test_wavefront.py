@@ -185,3 +185,21 @@ def test_distributed_publishes_workers_wanted(tmp_path):
     assert plan["k"] == 3 and plan["k_source"] == "first worker's report"
     assert published == plan["workers"] == 3
     assert Path("d.txt").read_text() == sequential()
+
+
+def test_a_sh_cell_program_leaves_no_shell_behind_in_the_calling_process(tmp_path):
+    """The reused shells end with the run, also the one that sampled on the caller's thread."""
+    import gc
+
+    import psutil
+
+    cell = tmp_path / "cell"
+    cell.write_text('#!/bin/sh\nread l < "$3"; read b < "$4"; echo $(( l + b ))\n')
+    cell.chmod(0o755)
+    edge = {(x, 0): x for x in range(5)} | {(0, y): y for y in range(1, 5)}
+    wavefront(str(cell), edge, 4, 4, output=str(tmp_path / "w.txt"), cores=2, mode="local",
+              quiet=True)
+    assert (tmp_path / "w.txt").read_text().strip()
+    gc.collect()
+    assert [p.name() for p in psutil.Process().children() if p.is_running()
+            and p.status() != psutil.STATUS_ZOMBIE] == []

@@ -173,6 +173,15 @@ def compute_cell(fn: Function, x: int, y: int, left: str, bottom: str, diag: str
         raise cell_error(e) from None
 
 
+def release_thread_spawner() -> None:
+    """Close this thread's spawner (and its reused shell) now. Pool threads need
+    not: their spawners close when the pool's threads end and are collected."""
+    spawner = getattr(_LOCAL, "spawner", None)
+    if spawner is not None:
+        del _LOCAL.spawner
+        spawner.close()
+
+
 def cell_error(failure: PairFailure) -> AllPairsError:
     tail = " ".join(failure.stderr.strip().splitlines()[-5:])
     return AllPairsError(f"F failed on cell ({failure.i}, {failure.j}): {failure.message}"
@@ -338,16 +347,19 @@ def _sample(fn: Function, known: dict, xsize: int, ysize: int, journal) -> tuple
     """Time up to 4 cells from the boundary corner (at most 5 s); keep their values."""
     corner = [(1, 1), (2, 1), (1, 2), (2, 2)]
     done, start = 0, time.perf_counter()
-    for x, y in corner:
-        if x > xsize or y > ysize or (x, y) in known:
-            continue
-        if done and time.perf_counter() - start >= SAMPLE_SECONDS or done >= SAMPLE_CELLS:
-            break
-        known[(x, y)] = compute_cell(fn, x, y, known[(x - 1, y)], known[(x, y - 1)],
-                                     known[(x - 1, y - 1)])
-        journal.write(f"{x} {y} {known[(x, y)]}\n")
-        journal.flush()
-        done += 1
+    try:
+        for x, y in corner:
+            if x > xsize or y > ysize or (x, y) in known:
+                continue
+            if done and time.perf_counter() - start >= SAMPLE_SECONDS or done >= SAMPLE_CELLS:
+                break
+            known[(x, y)] = compute_cell(fn, x, y, known[(x - 1, y)], known[(x, y - 1)],
+                                         known[(x - 1, y - 1)])
+            journal.write(f"{x} {y} {known[(x, y)]}\n")
+            journal.flush()
+            done += 1
+    finally:
+        release_thread_spawner()  # the caller's thread may live long (Python API)
     if not done:
         return 0.0, 0
     return (time.perf_counter() - start) / done, done
