@@ -52,8 +52,12 @@ class Workers:
             time.sleep(0.05)
         raise TimeoutError("the engine wrote no port file")
 
-    def start(self, cores: int = 2, disk_mb: int | None = None) -> subprocess.Popen:
-        proc = subprocess.Popen(worker_command(self.kind, self.port(), cores, disk_mb),
+    def start(self, cores: int = 2, disk_mb: int | None = None,
+              workdir: Path | None = None) -> subprocess.Popen:
+        command = worker_command(self.kind, self.port(), cores, disk_mb)
+        if workdir is not None:
+            command[-2:-2] = ["-s", str(workdir)]  # an option before HOST PORT
+        proc = subprocess.Popen(command,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 start_new_session=True)
         self.procs.append(proc)
@@ -213,3 +217,30 @@ def test_first_worker_sizes_blocks_and_h_star_is_published(kind, tmp_path):
     assert published == min(plan.h_star, plan.blocks) and published >= 1
     assert result.stats["k_worker"] == 3 and result.stats["d_task"] >= 0
     assert Path(tmp_path / "o.txt").read_text().count(f"\t{2 * 131072}\n") == 144
+
+
+@pytest.mark.parametrize("kind", kinds())
+def test_a_failed_block_is_retried_on_another_worker(kind, tmp_path):
+    """Spec §2.5: F fails on every block on one worker (a broken host); each retry goes
+    to the other worker, although the broken one holds the block's inputs already."""
+    paths = write_items(tmp_path / "d", [bytes([k]) for k in range(4)])
+    listed = write_list(tmp_path / "set.list", paths)
+    f = make_script(tmp_path / "f.sh", '#!/bin/sh\ncase "$PWD" in *brokenhost*) '
+                    'echo broken >&2; exit 5;; esac\necho 1\n')
+    (tmp_path / "brokenhost").mkdir()
+    (tmp_path / "sound").mkdir()
+    workers = Workers(tmp_path / "port", kind)
+
+    def start_both():
+        workers.start(cores=1, workdir=tmp_path / "brokenhost")
+        workers.start(cores=1, workdir=tmp_path / "sound")
+
+    threading.Thread(target=start_both, daemon=True).start()
+    try:
+        result = allpairs(listed, listed, f, mode="wq", random_port_file=str(workers.port_file),
+                          host="127.0.0.1", block=2, comparison_time=0.01, retries=2,
+                          output="o.txt", quiet=True)
+    finally:
+        workers.stop()
+    assert Path("o.txt").read_text().count("\t1\n") == 16
+    assert result.stats["blocks"] == 4

@@ -154,3 +154,21 @@ def test_watched_output_grows_while_the_task_runs(manager, tworkers, tmp_path):
     wait_for(lambda: local.exists() and local.read_text() == "first\n", 2.5, "the first line")
     assert manager.wait(30) is t
     assert local.read_text() == "first\nsecond\n" and t.result is Result.SUCCESS
+
+
+def test_a_task_avoids_the_workers_it_names_while_another_is_connected(manager, tworkers):
+    tworkers(manager.port)
+    wait_workers(manager, 1)
+    (only,) = [w["address_port"] for w in manager.workers()]
+    alone = Task("echo alone", cores=1)
+    alone.avoid_workers = {only}
+    manager.submit(alone)
+    assert manager.wait(30) is alone and alone.host == only  # nowhere else to go
+    tworkers(manager.port)
+    wait_workers(manager, 2)
+    for i in range(4):
+        t = Task(f"echo {i}", cores=1)
+        t.avoid_workers = {only}
+        manager.submit(t)
+    hosts = {t.host for t in drain(manager).values()}
+    assert len(hosts) == 1 and only not in hosts

@@ -136,6 +136,7 @@ def run_distributed(manager: Manager, resolved: Resolved, a: ItemSet, b: ItemSet
     k_seen: int | None = None
     h_now = plan.h_star
     attempts: dict[tuple[int, int], int] = defaultdict(int)
+    failed_on: dict[tuple[int, int], set[str]] = defaultdict(set)  # retried on another worker
     received: dict[str, int] = defaultdict(int)
     transferred: dict[str, int] = {}
     calls = retried = 0
@@ -174,7 +175,9 @@ def run_distributed(manager: Manager, resolved: Resolved, a: ItemSet, b: ItemSet
         while pending and len(outstanding) < PER_WORKER * max(1, workers):
             key = pending.pop()
             progress.submitted()
-            outstanding[manager.submit(make_task(*key))] = key
+            task = make_task(*key)
+            task.avoid_workers = failed_on[key]
+            outstanding[manager.submit(task)] = key
         task = manager.wait(timeout=1.0)
         if task is None:
             continue
@@ -209,6 +212,8 @@ def run_distributed(manager: Manager, resolved: Resolved, a: ItemSet, b: ItemSet
             raise AllPairsError(f"block {key[0]},{key[1]} failed {attempts[key]} times on "
                                 f"workers ({task.result.name}, exit {task.exit_code}): {tail}")
         retried += 1
+        if task.host:
+            failed_on[key].add(task.host)
         pending.append(key)
     # bytes sent to a worker = all it transferred minus what came back from it
     sent = {w: max(0, total - received.get(w, 0)) for w, total in transferred.items()}

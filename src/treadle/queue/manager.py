@@ -1027,9 +1027,12 @@ class Manager:
             self._finish(task, Result.INPUT_MISSING, None)
             return False
         boxes: dict[int, dict[str, int]] = {}
+        avoid = task.avoid_workers
+        if avoid and all(x.addrport in avoid for x in self._workers.values() if x.ready):
+            avoid = set()  # nowhere else to go: a worker it failed on beats none
 
         def fits(w: _Worker) -> bool:
-            if w.link._closed:
+            if w.link._closed or w.addrport in avoid:
                 return False
             if task.features and not set(task.features) <= w.features:
                 return False
