@@ -70,6 +70,39 @@ class Workers:
             proc.wait()
 
 
+def run_until_published(call, workers: Workers, go: Path, **worker_options):
+    """Run ``call`` (an engine whose F waits for the file ``go``) on a thread while one
+    worker serves it; poll ``treadle status`` until the manager publishes
+    ``workers_wanted``, then let F go. Returns (what ``call`` returned, the published value)."""
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = call()
+        except BaseException as e:  # handed to the test's thread
+            outcome["error"] = e
+
+    engine = threading.Thread(target=run, daemon=True)
+    engine.start()
+    published = None
+    try:
+        workers.start(**worker_options)
+        deadline = time.monotonic() + 60
+        while published is None and time.monotonic() < deadline and engine.is_alive():
+            status = subprocess.run(TREADLE + ["status", "127.0.0.1", workers.port(), "--json"],
+                                    capture_output=True, text=True)
+            if status.returncode == 0:
+                published = json.loads(status.stdout)["queue"].get("workers_wanted")
+            time.sleep(0.1)
+        go.touch()
+        engine.join(120)
+    finally:
+        go.touch()
+        workers.stop()
+    assert "error" not in outcome, outcome
+    return outcome["value"], published
+
+
 def kinds() -> list:
     out = [pytest.param("reference", marks=[pytest.mark.reference,
                                             pytest.mark.skipif(REFERENCE is None, reason="no cctools")])]
@@ -179,36 +212,11 @@ def test_first_worker_sizes_blocks_and_h_star_is_published(kind, tmp_path):
     f = make_script(tmp_path / "gate.sh", f'#!/bin/sh\nwhile [ ! -e "{go}" ]; do sleep 0.05; done\n'
                     'cat "$1" "$2" | wc -c\n')
     workers = Workers(tmp_path / "port", kind)
-    outcome: dict = {}
-
-    def run() -> None:
-        try:
-            outcome["result"] = allpairs(listed, listed, f, mode="wq",
-                                         random_port_file=str(workers.port_file),
-                                         host="127.0.0.1", comparison_time=1.0,
-                                         output=str(tmp_path / "o.txt"), quiet=True)
-        except BaseException as e:  # handed to the test's thread
-            outcome["error"] = e
-
-    engine = threading.Thread(target=run, daemon=True)
-    engine.start()
-    try:
-        workers.start(cores=3, disk_mb=2)
-        published = None
-        deadline = time.monotonic() + 60
-        while published is None and time.monotonic() < deadline and engine.is_alive():
-            status = subprocess.run(TREADLE + ["status", "127.0.0.1", workers.port(), "--json"],
-                                    capture_output=True, text=True)
-            if status.returncode == 0:
-                published = json.loads(status.stdout)["queue"].get("workers_wanted")
-            time.sleep(0.1)
-        go.touch()
-        engine.join(120)
-    finally:
-        go.touch()
-        workers.stop()
-    assert "error" not in outcome, outcome
-    result = outcome["result"]
+    result, published = run_until_published(
+        lambda: allpairs(listed, listed, f, mode="wq", random_port_file=str(workers.port_file),
+                         host="127.0.0.1", comparison_time=1.0,
+                         output=str(tmp_path / "o.txt"), quiet=True),
+        workers, go, cores=3, disk_mb=2)
     plan = result.plan
     assert plan.k == 3 and plan.k_source == "first worker's report"
     # 50% of a 2 MB disk holds x + y items of 128 KiB: 4 per side, where the model

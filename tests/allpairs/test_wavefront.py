@@ -137,11 +137,7 @@ def test_distributed_blocks(kind, tmp_path):
 def test_distributed_publishes_workers_wanted(tmp_path):
     """k is the first worker's cores, and the plan's h is the manager's workers_wanted while
     blocks run (``treadle status``)."""
-    import json
-    import threading
-    import time
-
-    from .test_distributed import Workers
+    from .test_distributed import Workers, run_until_published
 
     go = tmp_path / "go"
     (tmp_path / "ed.py").write_text(
@@ -151,37 +147,14 @@ def test_distributed_publishes_workers_wanted(tmp_path):
             "    while not os.path.exists(GO):\n        time.sleep(0.05)\n"))
     edge = edge_file(tmp_path / "edge.txt")
     workers = Workers(tmp_path / "port", "treadle")
-    outcome: dict = {}
-
-    def run() -> None:
-        try:
-            outcome["stats"] = wavefront(f"{tmp_path}/ed.py:cell", edge, 6, 7, output="d.txt",
-                                         mode="wq", block=2, cores=2, comparison_time=5.0,
-                                         random_port_file=str(workers.port_file),
-                                         host="127.0.0.1", quiet=True)
-        except BaseException as e:  # handed to the test's thread
-            outcome["error"] = e
-
-    engine = threading.Thread(target=run, daemon=True)
-    engine.start()
-    try:
-        workers.start(cores=3)
-        published = None
-        deadline = time.monotonic() + 60
-        while published is None and time.monotonic() < deadline and engine.is_alive():
-            status = subprocess.run(TREADLE + ["status", "127.0.0.1", workers.port(), "--json"],
-                                    capture_output=True, text=True)
-            if status.returncode == 0:
-                published = json.loads(status.stdout)["queue"].get("workers_wanted")
-            time.sleep(0.1)
-        go.touch()
-        engine.join(120)
-    finally:
-        go.touch()
-        workers.stop()
-    assert "error" not in outcome, outcome
+    stats, published = run_until_published(
+        lambda: wavefront(f"{tmp_path}/ed.py:cell", edge, 6, 7, output="d.txt", mode="wq",
+                          block=2, cores=2, comparison_time=5.0,
+                          random_port_file=str(workers.port_file), host="127.0.0.1",
+                          quiet=True),
+        workers, go, cores=3)
     # 3 x 4 blocks of 2 x 2 cells, 5 s a cell: three workers cover the widest anti-diagonal
-    plan = outcome["stats"]["plan"]
+    plan = stats["plan"]
     assert plan["k"] == 3 and plan["k_source"] == "first worker's report"
     assert published == plan["workers"] == 3
     assert Path("d.txt").read_text() == sequential()
