@@ -4,6 +4,8 @@
 * ``reference_env`` - the environment the reference cctools binaries need as root.
 * ``start_worker(*args, cwd=None, **popen)`` - a ``treadle worker`` process, killed at
   teardown if still running.
+* ``tls_server`` - ``(ssl context, certificate path)`` for a manager speaking TLS on
+  127.0.0.1: a fresh self-signed certificate (skips without ``openssl``).
 * ``start_makeflow(workflow, *args, cwd)`` - the reference ``makeflow -T wq`` with a
   port chosen by itself (``-Z``); returns ``(process, port)``; killed at teardown.
 """
@@ -31,6 +33,21 @@ def pick_free_port() -> int:
 @pytest.fixture
 def free_port() -> int:
     return pick_free_port()
+
+
+@pytest.fixture
+def tls_server(tmp_path: Path):
+    import ssl
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl not installed")
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                    str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(str(cert), str(key))
+    return server, cert
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ workers leave when idle."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -151,18 +150,10 @@ def test_status_query_passes_the_password_step_of_makeflow(tmp_path: Path,
         query_status("127.0.0.1", port, b"wrong\n")
 
 
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl not installed")
-def test_factory_with_a_tls_manager(tmp_path: Path) -> None:
-    import ssl
-
+def test_factory_with_a_tls_manager(tmp_path: Path, tls_server) -> None:
     from treadle.queue import Manager, Task
 
-    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
-                    str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
-                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
-    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server.load_cert_chain(str(cert), str(key))
+    server, cert = tls_server
     with Manager(port=0, host="127.0.0.1", ssl=server) as m:
         m.submit(Task("echo tls", cores=1))
         assert query_status("127.0.0.1", m.port, tls_ca=str(cert))[0]["tasks_waiting"] == 1

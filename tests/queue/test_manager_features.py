@@ -28,16 +28,8 @@ def _finish(fw: FakeWorker, task_id: int, output: bytes = b"", status: int = 0) 
     fw.send(fw.result(task_id, status=status, output=output) + b"end\n")
 
 
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl not installed")
-def test_tls_between_treadle_peers(tmp_path):
-    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
-         "-days", "1", "-subj", "/CN=127.0.0.1"],
-        check=True, capture_output=True,
-    )
-    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server.load_cert_chain(str(cert), str(key))
+def test_tls_between_treadle_peers(tmp_path, tls_server):
+    server, cert = tls_server
     with Manager(0, host="127.0.0.1", ssl=server) as m:
         client = ssl.create_default_context(cafile=str(cert))
         client.check_hostname = False

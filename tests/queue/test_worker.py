@@ -509,18 +509,10 @@ def test_worker_wall_time_ends_it(manager: ScriptedManager, start_worker,
     assert not list(tmp_path.glob("worker-*"))
 
 
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl not installed")
-def test_tls_to_a_treadle_manager(tmp_path: Path, start_worker) -> None:
-    import ssl
-
+def test_tls_to_a_treadle_manager(tmp_path: Path, start_worker, tls_server) -> None:
     from treadle.queue import Manager, Task
 
-    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
-                    str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
-                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
-    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server.load_cert_chain(str(cert), str(key))
+    server, cert = tls_server
     with Manager(0, host="127.0.0.1", ssl=server) as m:
         plain = start_worker("--single-shot", "-t", "10", "-s", str(tmp_path), "127.0.0.1",
                              str(m.port))
