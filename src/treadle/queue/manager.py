@@ -192,16 +192,15 @@ class _Link:
         self.conn.payload_streamed(count)
         if count == 0:
             return
-        self.bytes_queued += count
         if count < SMALL_FILE:
             with open(path, "rb") as f:
                 f.seek(offset)
                 data = f.read(count)
             if len(data) != count:
                 raise OSError(5, f"{path} changed while being sent", path)
-            self._out.append(data)
-            self._kick()
+            self._queue(data)
         else:
+            self.bytes_queued += count
             self._out.append((path, offset, count))
             self._kick()
 
