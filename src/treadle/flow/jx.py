@@ -20,6 +20,8 @@ import os
 import re
 from collections.abc import Callable
 
+from treadle.flow.lexer import excerpt
+
 MAX_RANGE = 10_000_000  # elements; a typo like range(1e12) must fail, not fill the memory
 MAX_PARSE_DEPTH = 400  # grammar levels on the parser's stack (about 55 nested brackets)
 MAX_DEPTH = 250  # nested evaluations, symbol definitions included
@@ -62,6 +64,7 @@ _TOKEN = re.compile(
 )
 _STRING_BODY = re.compile(r'[^"\\\x00-\x1f]*')
 _ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
+_NUL_IN_STRING = "NUL character in string: a workflow cannot hold one"
 _KEYWORDS = {"true", "false", "null", "and", "or", "not", "for", "in", "if"}
 
 
@@ -120,8 +123,14 @@ def tokenize(text: str) -> list[_Tok]:
 
 
 def _read_string(text: str, pos: int, line: int, col: int) -> tuple[str, int]:
+    """The string whose ``"`` stands before ``pos`` (at ``line``, ``col``), and the offset after it.
+
+    A NUL, raw or escaped, is refused at its own column: no command, file name
+    or variable a workflow hands to the OS can hold one (issue 9, defect 5).
+    """
     out: list[str] = []
     n = len(text)
+    column_base = col - (pos - 1)  # a string stays on one line: column = offset + column_base
     while True:
         m = _STRING_BODY.match(text, pos)
         out.append(m.group())
@@ -131,6 +140,8 @@ def _read_string(text: str, pos: int, line: int, col: int) -> tuple[str, int]:
         c = text[pos]
         if c == '"':
             return "".join(out), pos + 1
+        if c == "\0" or text.startswith("\\u0000", pos):
+            raise JXError(_NUL_IN_STRING, line, pos + column_base)
         if c != "\\":
             raise JXError("control character in string", line, col)
         if pos + 1 >= n:
@@ -316,7 +327,7 @@ class _Parser:
                 self.next()
                 name = self.expect("name")
                 if not self.at("op", "("):
-                    raise JXError(f"expected ( after .{name.value}", name.line, name.col)
+                    raise JXError(f"expected ( after .{excerpt(name.value)}", name.line, name.col)
                 node = Call(name.value, [node, *self.arguments()], name.line, name.col)
             else:
                 return node
@@ -394,8 +405,8 @@ def _describe(t: _Tok) -> str:
     if t.kind == "end":
         return "end of input"
     if t.kind == "str":
-        return f"string {json.dumps(t.value)}"
-    return repr(str(t.value))
+        return f"string {excerpt(json.dumps(t.value))}"
+    return excerpt(repr(str(t.value)))
 
 
 def parse(text: str) -> Node:
@@ -476,6 +487,11 @@ def to_text(v) -> str:
     return dumps(v)
 
 
+def _shown(v) -> str:
+    """A value as an error message quotes it: its JSON text, cut to a few hundred characters."""
+    return excerpt(dumps(v))
+
+
 def dumps(v) -> str:
     """JSON text of a value."""
     if v is None:
@@ -525,13 +541,13 @@ def _ev_const(node: Const, ctx: Context):
 
 def _ev_symbol(node: Symbol, ctx: Context):
     if node.name not in ctx.bindings:
-        raise node.fail(f"{node.name}: undefined symbol")
+        raise node.fail(f"{excerpt(node.name)}: undefined symbol")
     v = ctx.bindings[node.name]
     if isinstance(v, Lazy):
         if v.done:
             return v.value
         if node.name in ctx.busy:
-            raise node.fail(f"{node.name}: symbol defined in terms of itself")
+            raise node.fail(f"{excerpt(node.name)}: symbol defined in terms of itself")
         ctx.busy.add(node.name)
         try:
             v.value = _ev(v.node, ctx)
@@ -562,7 +578,7 @@ def _comprehend(expr: Node, comps, k: int, ctx: Context, out: list) -> None:
         if cond is not None:
             ok = _ev(cond, inner)
             if not isinstance(ok, bool):
-                raise cond.fail(f"{dumps(ok)}: list comprehension condition takes a boolean")
+                raise cond.fail(f"{_shown(ok)}: list comprehension condition takes a boolean")
             if not ok:
                 continue
         if k + 1 < len(comps):
@@ -587,10 +603,10 @@ def _ev_unop(node: UnOp, ctx: Context):
     v = _ev(node.operand, ctx)
     if node.op == "not":
         if not isinstance(v, bool):
-            raise node.fail(f"not {dumps(v)}: unsupported operator on {type_name(v)}")
+            raise node.fail(f"not {_shown(v)}: unsupported operator on {type_name(v)}")
         return not v
     if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise node.fail(f"{node.op}{dumps(v)}: unsupported operator on {type_name(v)}")
+        raise node.fail(f"{node.op}{_shown(v)}: unsupported operator on {type_name(v)}")
     if node.op == "+":
         return v
     return _wrap(-v) if isinstance(v, int) else -v
@@ -619,7 +635,7 @@ def binary(op: str, a, b, node: Node):
         elif op == "+" and tb == "string" and is_atomic(a):
             a = to_text(a)
         else:
-            raise node.fail(f"{dumps(a)} {op} {dumps(b)}: mismatched types for operator")
+            raise node.fail(f"{_shown(a)} {op} {_shown(b)}: mismatched types for operator")
         ta = type_name(a)
     if op == "==":
         return a == b
@@ -638,7 +654,7 @@ def binary(op: str, a, b, node: Node):
             return _wrap(r) if ta == "integer" else r
         if op in ("/", "%"):
             if b == 0:
-                raise node.fail(f"{dumps(a)} {op} {dumps(b)}: division by zero")
+                raise node.fail(f"{_shown(a)} {op} {_shown(b)}: division by zero")
             if ta == "integer":
                 q = abs(a) // abs(b)
                 if (a < 0) != (b < 0):
@@ -649,7 +665,7 @@ def binary(op: str, a, b, node: Node):
             try:
                 return math.fmod(a, b)
             except ValueError:
-                raise node.fail(f"{dumps(a)} % {dumps(b)}: not a number") from None
+                raise node.fail(f"{_shown(a)} % {_shown(b)}: not a number") from None
     elif ta == "string":
         if op in ("<", "<=", ">", ">="):
             return _compare(op, a, b)
@@ -658,7 +674,7 @@ def binary(op: str, a, b, node: Node):
     elif ta == "array":
         if op == "+":
             return _sized(a + b, node)
-    raise node.fail(f"{dumps(a)} {op} {dumps(b)}: unsupported operator on {ta}")
+    raise node.fail(f"{_shown(a)} {op} {_shown(b)}: unsupported operator on {ta}")
 
 
 def _wrap(n: int) -> int:
@@ -697,19 +713,19 @@ def _ev_index(node: Index, ctx: Context):
     key = _ev(node.index, ctx)
     if isinstance(target, dict) and isinstance(key, str):
         if key not in target:
-            raise node.fail(f"{key}: key not found")
+            raise node.fail(f"{excerpt(str(key))}: key not found")
         return target[key]
     if isinstance(target, list) and isinstance(key, int) and not isinstance(key, bool):
         if not -len(target) <= key < len(target):
             raise node.fail("array index out of range")
         return target[key]
-    raise node.fail(f"{dumps(key)}: invalid type for lookup in {type_name(target)}")
+    raise node.fail(f"{_shown(key)}: invalid type for lookup in {type_name(target)}")
 
 
 def _ev_call(node: Call, ctx: Context):
     fn = FUNCTIONS.get(node.name)
     if fn is None:
-        raise node.fail(f"unknown function: {node.name}")
+        raise node.fail(f"unknown function: {excerpt(node.name)}")
     if node.name in _UNEVALUATED:
         return fn(node, node.args, ctx)
     return fn(node, [_ev(a, ctx) for a in node.args], ctx)
@@ -904,7 +920,7 @@ def _fn_template(node, args, ctx):
             return to_text(extra[name])
         if name in ctx.bindings:
             return to_text(_ev_symbol(Symbol(name, node.line, node.col), ctx))
-        raise node.fail(f"template: {name}: undefined symbol")
+        raise node.fail(f"template: {excerpt(name)}: undefined symbol")
 
     return _TEMPLATE_FIELD.sub(field, s)
 
@@ -956,7 +972,7 @@ def _fn_listdir(node, args, ctx):
     try:
         return sorted(os.listdir(path))
     except OSError as e:
-        raise node.fail(f"listdir: {path}: {e.strerror}") from None
+        raise node.fail(f"listdir: {excerpt(path)}: {e.strerror}") from None
 
 
 def _fn_fetch(node, args, ctx):
@@ -972,11 +988,11 @@ def _fn_fetch(node, args, ctx):
             with open(where, encoding="utf-8", errors="surrogateescape") as f:
                 text = f.read()
     except (OSError, ValueError) as e:
-        raise node.fail(f"fetch: {where}: {e}") from None
+        raise node.fail(f"fetch: {excerpt(where)}: {e}") from None
     try:
         return evaluate(parse(text))
     except JXError as e:
-        raise node.fail(f"fetch: {where}:{e.line}: {e.message}") from None
+        raise node.fail(f"fetch: {excerpt(where)}:{e.line}: {e.message}") from None
 
 
 FUNCTIONS: dict[str, Callable] = {

@@ -22,6 +22,9 @@ ARROW = object()
 
 MAX_DEPTH = 32  # nested substitutions before we call it a loop (the reference's limit)
 MAX_VALUE = 1 << 26  # characters; a value doubling itself line after line must not eat the machine
+# Characters of the user's text an error message quotes: enough to recognise the
+# place, while a 10 MB line in a message would bury the terminal (issue 9, defect 10).
+MAX_QUOTE = 200
 
 _SPECIAL_ESCAPES = {"a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
 
@@ -34,6 +37,18 @@ _COMMAND_RUN = re.compile(r"[^ \t\n\\\"'$#\x1a<>]*")
 _VALUE_RUN = re.compile(r"[^ \t\n\\\"'$#]*")
 _DQ_RUN = re.compile(r'[^"\\$]*')
 _BLANKS = re.compile(r"[ \t]*")
+
+
+def excerpt(text: str) -> str:
+    """``text`` as an error message may quote it: at most ``MAX_QUOTE`` characters, saying what was cut.
+
+    Every message of the Makeflow and JX front ends that repeats a piece of the
+    user's file goes through here, so no input makes a message longer than a
+    few hundred characters.
+    """
+    if len(text) <= MAX_QUOTE:
+        return text
+    return f"{text[:MAX_QUOTE]}... ({len(text) - MAX_QUOTE} more characters)"
 
 
 class Scope(Protocol):

@@ -24,6 +24,7 @@ from treadle.flow.lexer import (
     COLON,
     SPACE,
     Lexer,
+    excerpt,
     join_names,
     lookahead,
     render_command,
@@ -232,14 +233,19 @@ class MakeParser:
             var = table.get(name)
             if var is not None and cat not in (self.category, DEFAULT_CATEGORY):
                 return (
-                    f"Variable {name} has not yet been defined (it was set at line {var.lines[-1]} "
-                    f"while category {cat} was active, so only rules of category {cat} can use it)"
+                    f"Variable {excerpt(name)} has not yet been defined (it was set at line {var.lines[-1]} "
+                    f"while category {excerpt(cat)} was active, so only rules of category {excerpt(cat)} can use it)"
                 )
-        return f"Variable {name} has not yet been defined"
+        return f"Variable {excerpt(name)} has not yet been defined"
 
     # ------------------------------------------------------------- main loop
     def parse(self) -> Workflow:
         text = self.text
+        nul = text.find("\0")
+        if nul >= 0:
+            # No command, file name or value can hold one (the OS cuts strings there), so it is
+            # refused wherever it stands, before anything is run (issue 9, defect 5).
+            raise self.lexer.error("NUL character: a workflow file cannot hold one", nul)
         n = len(text)
         pos = 0
         lineno = 1
@@ -342,7 +348,7 @@ class MakeParser:
             self._export()
             return
         if equal < 0:
-            raise lx.error(f"Unrecognized keyword: {name}", start)
+            raise lx.error(f"Unrecognized keyword: {excerpt(name)}", start)
         self._assignment(name, lineno)
 
     def _assignment(self, name: str, lineno: int) -> None:
@@ -441,7 +447,7 @@ class MakeParser:
         kind, args = words[0], words[1:]
         if kind == ".MAKEFLOW":
             if len(args) != 2:
-                raise lx.error(f"Expected two arguments to .MAKEFLOW, got: {' '.join(args)}", start)
+                raise lx.error(f"Expected two arguments to .MAKEFLOW, got: {excerpt(' '.join(args))}", start)
             what, arg = args
             if what == "CATEGORY":
                 self._set("CATEGORY", "=", arg, lineno, start)
@@ -456,7 +462,7 @@ class MakeParser:
             else:
                 raise lx.error(
                     "Unsupported .MAKEFLOW directive, expected "
-                    f"(CATEGORY|MODE|CORES|DISK|MEMORY|GPUS|WALL_TIME|MPI_PROCESSES), got: {what}",
+                    f"(CATEGORY|MODE|CORES|DISK|MEMORY|GPUS|WALL_TIME|MPI_PROCESSES), got: {excerpt(what)}",
                     start,
                 )
         elif kind == ".SIZE":
@@ -464,17 +470,17 @@ class MakeParser:
                 raise lx.error("Expected a file name and a size after .SIZE", start)
             size = parse_metric(args[1])
             if size is None:
-                raise lx.error(f"Expected numeric value for the size of {args[0]}", start)
+                raise lx.error(f"Expected numeric value for the size of {excerpt(args[0])}", start)
             self.wf.sizes[args[0]] = size
         elif kind in (".UMBRELLA", ".UMBRELA"):
             if len(args) != 2 or args[0] != "SPEC":
-                raise lx.error(f"Unsupported {kind} directive, expected SPEC FILE", start)
+                raise lx.error(f"Unsupported {excerpt(kind)} directive, expected SPEC FILE", start)
             self._set("SPEC", "=", args[1], lineno, start)
             self.notice(
                 f"{self.filename}:{lineno}: notice: .UMBRELLA is accepted but ignored (no umbrella support)."
             )
         else:
-            raise lx.error(f"Unknown directive: {kind}", start)
+            raise lx.error(f"Unknown directive: {excerpt(kind)}", start)
 
     # ----------------------------------------------------------------- rules
     def _header(self, lineno: int) -> None:
@@ -515,7 +521,7 @@ class MakeParser:
             first = defined.get(t)
             if first is not None:
                 raise ParseError(
-                    f"{t} is defined multiple times at {self.filename}:{first} and {self.filename}:{lineno}",
+                    f"{excerpt(t)} is defined multiple times at {self.filename}:{first} and {self.filename}:{lineno}",
                     self.filename,
                     lineno,
                     1,
@@ -626,7 +632,7 @@ class MakeParser:
                 if v is not None:
                     if v.sets > 1:
                         self.notice(
-                            f"{var} defined multiple times for category {cat}. Using last defined value"
+                            f"{var} defined multiple times for category {excerpt(cat)}. Using last defined value"
                         )
                     if v.values[-1].strip():
                         declared[field] = parse_metric(v.values[-1])
@@ -791,7 +797,7 @@ def _defines(jx_define, filename: str) -> list[tuple[str, str]]:
     for item in jx_define:
         name, sep, expr = item.partition("=")
         if not sep or not name:
-            raise ParseError(f"--jx-define expects VAR=EXPR, got {item!r}", filename, 0, 0)
+            raise ParseError(f"--jx-define expects VAR=EXPR, got {excerpt(repr(item))}", filename, 0, 0)
         pairs.append((name, expr))
     return pairs
 
@@ -857,10 +863,10 @@ class _JXBuilder:
             raise self.error("categories must be an object", top)
         for name, spec in cats.items():
             if not isinstance(spec, dict):
-                raise self.error(f"category {name} must be an object", cats)
+                raise self.error(f"category {excerpt(name)} must be an object", cats)
             cat = wf.category(name)
             cat.resources = self.resources(spec.get("resources", {}), spec)
-            cat.environment = self.strings(spec.get("environment", {}), f"category {name}", spec)
+            cat.environment = self.strings(spec.get("environment", {}), f"category {excerpt(name)}", spec)
         self.global_env = self.strings(top.get("environment", {}), "environment", top)
         rules = top.get("rules", [])
         if not isinstance(rules, list):
@@ -872,7 +878,7 @@ class _JXBuilder:
                 first = defined.get(t)
                 if first is not None:
                     raise self.error(
-                        f"{t} is defined multiple times at {self.filename}:{first} "
+                        f"{excerpt(t)} is defined multiple times at {self.filename}:{first} "
                         f"and {self.filename}:{rule.line}",
                         spec,
                     )
@@ -919,12 +925,17 @@ class _JXBuilder:
         if allocation is not None:
             if allocation not in JX_ALLOCATIONS:
                 raise self.error(
-                    f"rule {rid}: allocation must be auto, max or error, got {allocation!r}", spec
+                    f"rule {rid}: allocation must be auto, max or error, got {excerpt(repr(allocation))}", spec
                 )
             allocation = JX_ALLOCATIONS[allocation]
         own_env = self.strings(spec.get("environment", {}), f"rule {rid} environment", spec)
         env = {**self.global_env, **cat.environment, **own_env}
         env = self.env_cache.setdefault(tuple(env.items()), env)
+        # A string literal with a NUL is refused where it stands (jx.py); this catches one an
+        # expression made, e.g. format("%c", 0), which has no column of its own.
+        if any("\0" in text for text in (command, category, *sources, *targets, *(renames or {}).values(),
+                                          *env.keys(), *env.values())):
+            raise self.error(f"rule {rid}: NUL character in its command, files or environment", spec)
         return Rule(
             rid,
             targets,
@@ -982,7 +993,7 @@ class _JXBuilder:
             field = JX_RESOURCES.get(key)
             if field is None:
                 raise self.error(
-                    f"unknown resource {key!r} (expected one of {', '.join(JX_RESOURCES)})", where
+                    f"unknown resource {excerpt(repr(key))} (expected one of {', '.join(JX_RESOURCES)})", where
                 )
             if (
                 isinstance(value, bool)
@@ -1001,7 +1012,7 @@ class _JXBuilder:
         out = {}
         for k, v in spec.items():
             if not is_atomic(v) or v is None:
-                raise self.error(f"{what}: the value of {k} must be a string", where)
+                raise self.error(f"{what}: the value of {excerpt(k)} must be a string", where)
             out[k] = to_text(v)
         return out
 
@@ -1014,4 +1025,4 @@ class _JXBuilder:
                 with open(path, "w", encoding="utf-8", errors="surrogateescape") as f:
                     f.write(dumps(args) + "\n")
             except OSError as e:
-                raise self.error(f"cannot write {path}: {e.strerror}", spec) from None
+                raise self.error(f"cannot write {excerpt(path)}: {e.strerror}", spec) from None
