@@ -7,6 +7,8 @@ a bug in treadle and keeps its traceback.
 
 from __future__ import annotations
 
+import importlib
+
 
 class TreadleError(Exception):
     """A mistake in the user's input, arguments or environment."""
@@ -46,3 +48,30 @@ class WeaverError(TreadleError):
 
 class AllPairsError(TreadleError):
     """Bad input to the native All-Pairs or Wavefront engines."""
+
+
+# extra name -> the package it installs, for the message of MissingExtra
+EXTRAS = {"allpairs": "numpy", "sql": "SQLAlchemy"}
+
+
+class MissingExtra(TreadleError):
+    """A feature needs a package that only one of treadle's extras installs.
+
+    The core install stays small (click and rich); a user who reaches for
+    ``.npy`` matrices or SQL datasets gets one line naming what to install.
+    """
+
+    def __init__(self, extra: str):
+        self.extra = extra
+        super().__init__(f"this needs {EXTRAS[extra]}: pip install 'treadle[{extra}]'")
+
+
+def require_extra(module: str, extra: str) -> None:
+    """Import ``module`` (numpy, sqlalchemy) or raise :class:`MissingExtra` for ``extra``.
+
+    Called where a feature starts, so the message comes before any work is done.
+    """
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        raise MissingExtra(extra) from None

@@ -37,7 +37,7 @@ from treadle.allpairs.plan import (
 from treadle.allpairs.progress import Progress
 from treadle.allpairs.sets import ItemSet, load_set
 from treadle.allpairs.state import State, fingerprint
-from treadle.errors import AllPairsError
+from treadle.errors import AllPairsError, require_extra
 
 if TYPE_CHECKING:
     from treadle.queue import Manager
@@ -89,6 +89,7 @@ class AllPairsResult:
 
     def matrix(self):
         """The results as a float64 numpy array; ValueError on a non-numeric result."""
+        require_extra("numpy", "allpairs")
         import numpy
 
         if self.output is not None and self.output.endswith(".npy") and self._table is None:
@@ -155,6 +156,8 @@ def allpairs(set_a: object, set_b: object, function: object, *, output: str | os
         output = os.fspath(output)
         if output.endswith(".npy") and half:
             raise AllPairsError("--half applies to text output, not .npy")
+        if output.endswith(".npy"):
+            require_extra("numpy", "allpairs")
     if from_triples is not None:
         return _assemble_only(a, b, from_triples, output, symmetric, half)
     args = _extra_args(extra_args)

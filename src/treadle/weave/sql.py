@@ -12,6 +12,7 @@ import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from treadle.errors import require_extra
 from treadle.weave import context
 from treadle.weave.context import error
 from treadle.weave.datasets import Dataset, Query
@@ -69,6 +70,7 @@ class SQLDataset(Dataset):
                  query_format: str | None = None, keep_alive: bool = False,
                  path: str | Callable[[Any, Any], str] | None = None, order_by: Any = None):
         super().__init__()
+        require_extra("sqlalchemy", "sql")
         if not table:
             raise error("an SQL dataset needs a table")
         self._host = host
