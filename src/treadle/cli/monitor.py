@@ -112,19 +112,26 @@ def render(views: list[LogView], sort: bool, hide_finished: bool) -> list[str]:
     return [HEADER, *(v.row(now) for v in shown)]
 
 
-@click.command("monitor")
-@click.option("-t", "interval", type=float, default=1.0, show_default=True, help="Seconds between polls.")
+@click.command("monitor", context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-t", "interval", type=click.FloatRange(0.05, 3600), default=1.0, show_default=True,
+              metavar="S", help="Seconds between polls.")
 @click.option("-S", "sort", is_flag=True, help="Sort the workflows by progress.")
-@click.option("-H", "hide", is_flag=True, help="Hide finished workflows; exit once all have finished.")
+@click.option("-H", "hide", is_flag=True, help="Hide finished workflows.")
 @click.argument("logs", nargs=-1, required=True)
 def command(interval: float, sort: bool, hide: bool, logs: tuple[str, ...]) -> None:
     """Show the progress of workflows from their logs (LOG is a DAGFILE.makeflowlog).
 
+    Exits once every workflow has finished, so it can follow a run in a script.
+
     \b
     Example:
-      treadle run -l wf.log wf.mf &   then   treadle monitor -H wf.log
+      treadle run -l wf.log wf.mf &   then   treadle monitor wf.log
     """
     views = [LogView(p) for p in logs]
+    for path in logs:
+        if not os.path.exists(path):
+            # It may be a workflow about to start; more likely a typo, which would wait forever.
+            click.echo(f"treadle monitor: warning: {path} does not exist (yet); waiting for it", err=True)
     tty = sys.stdout.isatty()
     try:
         while True:
@@ -134,8 +141,8 @@ def command(interval: float, sort: bool, hide: bool, logs: tuple[str, ...]) -> N
             if tty:
                 click.echo("\x1b[H\x1b[J", nl=False)
             click.echo("\n".join(lines))
-            if hide and all(v.finished for v in views):
+            if all(v.finished for v in views):
                 return
-            time.sleep(max(interval, 0.05))
+            time.sleep(interval)
     except KeyboardInterrupt:
         return
