@@ -5,9 +5,12 @@ An existing reference program runs after changing only its import::
     from treadle.queue.compat import *      # instead of: from work_queue import *
 
 Every name here forwards to ``treadle.queue.Manager`` / ``Task``; nothing adds
-behaviour. One deliberate difference (gotcha 8): ``specify_running_time_max``
-takes seconds and sends seconds, where the reference binding turns any value
-up to 10**6 into one second.
+behaviour, except that text comes back as ``str`` where the reference binding
+returns ``str`` (``output``, ``std_output``, ``result_str``; ``command``, ``tag``,
+``category``, ``host`` and ``hostname`` are ``str`` in treadle already), so a
+script's ``"out: " + t.output`` keeps working. One deliberate difference
+(gotcha 8): ``specify_running_time_max`` takes seconds and sends seconds, where
+the reference binding turns any value up to 10**6 into one second.
 """
 
 from __future__ import annotations
@@ -198,6 +201,28 @@ class Task(_Task):
         if type == WORK_QUEUE_OUTPUT:
             raise UsageError("URL outputs are not supported")
         self.add_input_url(url, remote_name, cache=_cache(flags, cache))
+
+    @property  # type: ignore[override]
+    def output(self) -> str:
+        """The task's standard output as text, as the reference binding's SWIG layer decodes it.
+
+        The manager stores bytes; undecodable bytes survive as surrogate escapes, so
+        ``t.output.encode("utf-8", "surrogateescape")`` gives them back exactly.
+        """
+        return _Task.output.__get__(self).decode("utf-8", "surrogateescape")  # type: ignore[attr-defined]
+
+    @output.setter
+    def output(self, data: bytes) -> None:
+        _Task.output.__set__(self, data)  # type: ignore[attr-defined]
+
+    @property
+    def std_output(self) -> str:
+        return self.output
+
+    @property
+    def result_str(self) -> str:
+        """The result's name (``"SUCCESS"``, ``"SIGNAL"``, ...), as ``work_queue_result_str`` gives it."""
+        return Result(self.result).name if self.result is not None else "UNKNOWN"
 
     @property
     def total_submissions(self) -> int:
