@@ -1,6 +1,6 @@
 """treadle: run huge workloads of ordinary command-line tasks without a shared filesystem.
 
-Layers (see DESIGN.md), top to bottom: ``treadle.weave`` (compiler),
+Layers, top to bottom: ``treadle.weave`` (compiler),
 ``treadle.flow`` (Makeflow language, DAG engine, journal), ``treadle.backends``
 (where jobs run), ``treadle.queue`` (Work Queue), ``treadle.allpairs`` (native
 abstractions). Nothing below imports from above.

@@ -1,4 +1,4 @@
-"""``treadle allpairs``: a thin layer over ``treadle.allpairs.allpairs`` (spec §1.5)."""
+"""``treadle allpairs``: a thin layer over ``treadle.allpairs.allpairs`` (see docs/allpairs.md)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """``treadle analyze``: check a workflow's syntax and list its inputs and outputs.
 
 The reference's ``makeflow_analyze``; its test suite calls ``-k`` on good and
-bad files and reads ``<dagfile>: Syntax OK.`` or the error (spec §2.4).
+bad files and reads ``<dagfile>: Syntax OK.`` or the error (see docs/cli.md).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ Examples:
 
 
 def format_options(f: Callable) -> Callable:
-    """The workflow-language options shared by analyze and viz (spec §1.11)."""
+    """The workflow-language options shared by analyze and viz (see docs/makeflow.md, 'The JSON and JX form')."""
     f = click.option(
         "--jx-define",
         "jx_define",

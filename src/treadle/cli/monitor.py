@@ -3,7 +3,7 @@
 Each log is read incrementally (only the bytes appended since the last poll),
 so watching a million-rule workflow costs nothing. A workflow has finished
 when ``# COMPLETED``, ``# FAILED`` or ``# ABORTED`` follows its last
-``# STARTED`` (spec §2.4).
+``# STARTED`` (see docs/makeflow.md, 'The log').
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """``treadle run``: run a Makeflow workflow, accepting the reference ``makeflow``'s command line.
 
 The options are parsed here by hand, getopt-style, because the reference's
-command line has two things argparse cannot express (spec §2.1): ``-c``
+command line has two things argparse cannot express: ``-c``
 takes an optional argument that must be attached (``-coutputs``,
 ``--clean=outputs``), and long options may be abbreviated to any unique
 prefix. The result is one :class:`~treadle.flow.options.RunOptions`;
@@ -227,7 +227,7 @@ FLAG_DESTS = {
 
 
 def parse_args(argv: Sequence[str], environ: dict[str, str] | None = None) -> RunOptions:
-    """The run options for a reference-style command line (§2.1, §2.2)."""
+    """The run options for a reference-style command line (see docs/cli.md)."""
     from treadle.backends.registry import check_batch_type
 
     env = os.environ if environ is None else environ
@@ -452,7 +452,7 @@ def _execute(opts: RunOptions, out, started: float) -> int:
         journal.close()
         for rule in wf.rules:
             if rule.workflow_args:
-                # JX "args" objects were written to files for the nested runs (§1.11)
+                # JX "args" objects were written to files for the nested runs
                 try:
                     os.unlink(rule.workflow_args)
                 except OSError:

@@ -1,4 +1,4 @@
-"""``treadle wavefront``: a thin layer over ``treadle.allpairs.wavefront`` (spec §3.1)."""
+"""``treadle wavefront``: a thin layer over ``treadle.allpairs.wavefront`` (see docs/allpairs.md)."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """Consistency checks of a parsed workflow that run before anything is executed.
 
 A dependency cycle would make the engine wait forever (the reference spins or
-silently does nothing, spec §4 e), and remote renaming means nothing where
-tasks do not run in a sandbox (§1.3). Both are reported as ``ParseError``s
+silently does nothing), and remote renaming means nothing where
+tasks do not run in a sandbox (docs/makeflow.md, 'File names and renaming'). Both are reported as ``ParseError``s
 that point at a rule of the file.
 """
 

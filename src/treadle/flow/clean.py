@@ -1,4 +1,4 @@
-"""``-c`` / ``--clean``: delete what a workflow made (spec §3.4).
+"""``-c`` / ``--clean``: delete what a workflow made (see docs/makeflow.md, 'Cleaning').
 
 Original inputs and ``MAKEFLOW_INPUTS`` are never deleted. Every deletion
 says ``deleted X`` (also for a file that is already gone) and is journalled,

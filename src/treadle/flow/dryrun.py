@@ -1,4 +1,4 @@
-"""The dry run (``-T dryrun`` / ``--dry-run``, spec §2.3): nothing runs, a script says what would.
+"""The dry run (``-T dryrun`` / ``--dry-run``; docs/makeflow.md, 'Dry run'): nothing runs, a script says what would.
 
 The engine drives this executor exactly as it drives a real one, so the
 script lists the rules that would run in the order they would be submitted.

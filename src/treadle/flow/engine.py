@@ -5,14 +5,14 @@ aborted), kept in one ``bytearray``; every change goes through one method of
 :class:`Engine` (``_start``, ``_complete``, ``_fail``, ``_abort_rule``,
 ``reset``), which journals the change before acting on it.
 
-Scheduling is linear in the work done (spec §4 g). Each rule keeps the number
+Scheduling is linear in the work done, not in the number of rules. Each rule keeps the number
 of its parent rules that are not complete; when that number reaches zero the
 rule enters a ready heap ordered by rule id, highest first (the dispatch
 order the reference tests depend on). A dispatch pass pops from that heap
 while slots and resources allow; a completion touches only the rule's
 children. Nothing walks all rules during the run.
 
-The main loop follows the reference's (§3.5): one dispatch pass, one
+The main loop follows the reference's (docs/makeflow.md, 'Garbage collection'): one dispatch pass, one
 completion from the remote executor (up to 5 s), one from the local executor
 (blocking only when no remote job runs), then the garbage-collection barrier.
 """
@@ -54,7 +54,7 @@ class Failure:
 
 @dataclass(slots=True)
 class LocalCapacity:
-    """What the local executor may use at once (§1.7): jobs, cores, memory MB, disk MB."""
+    """What the local executor may use at once (docs/makeflow.md, 'Categories and resources'): jobs, cores, memory MB, disk MB."""
 
     jobs: int
     cores: int
@@ -107,7 +107,7 @@ def sublog_name(rule: Rule) -> str:
 
 
 def nested_command(rule: Rule, wf_fmt: str, resources: Resources, extra: tuple[str, ...] = ()) -> str:
-    """The command that runs a sub-workflow with this same treadle (§1.9, F-l)."""
+    """The command that runs a sub-workflow with this same treadle (docs/makeflow.md, 'Sub-workflows')."""
     argv = [sys.executable, "-m", "treadle", "run", "-T", "local", rule.workflow or "", "-l", sublog_name(rule)]
     if wf_fmt in ("json", "jx"):
         argv.append("--jx")
@@ -143,7 +143,7 @@ def sandboxed_command(command: str, sources: tuple[str, ...], targets: tuple[str
 
 
 def job_environment(exported: Mapping[str, str]) -> dict[str, str]:
-    """A rule's exported variables plus the ``CORES`` / ``OMP_NUM_THREADS`` defaults of §1.6."""
+    """A rule's exported variables plus the ``CORES`` / ``OMP_NUM_THREADS`` defaults (docs/makeflow.md, 'Exported variables')."""
     env = dict(exported)
     cores = env.get("CORES")
     omp = env.get("OMP_NUM_THREADS")
@@ -256,7 +256,7 @@ class Engine:
         """Compute dependency counts, consumer counts and the ready set from the current states.
 
         Called once after recovery. A complete rule whose parent is not
-        complete is not done (§3.3 step 5) and is reset first.
+        complete is not done (docs/makeflow.md, 'Recovery') and is reset first.
         """
         g = self.graph
         state = self.state
@@ -357,7 +357,7 @@ class Engine:
             self._change(rid, WAITING, 0)
 
     def delete_file(self, name: str, quiet: bool = False) -> int:
-        """Delete a file or directory, say so, and journal it as deleted (§2.5: said even if absent)."""
+        """Delete a file or directory, say so, and journal it as deleted (said even if it was already absent, as the reference does)."""
         try:
             st = os.lstat(name)
         except OSError:
@@ -754,7 +754,7 @@ class Engine:
             json.dump(info, f, indent=2)
 
     def _fingerprint(self, name: str) -> None:
-        """Write the ``# SOURCE`` record of an original input (§3.2) the first time it is read."""
+        """Write the ``# SOURCE`` record of an original input (docs/makeflow.md, 'The log') the first time it is read."""
         self._fingerprinted.add(name)
         fp = fingerprint(name, self.opts.checksum_sources)
         if fp is not None:

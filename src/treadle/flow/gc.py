@@ -1,4 +1,4 @@
-"""Garbage collection of intermediate files during a run (``-g``, spec §3.5).
+"""Garbage collection of intermediate files during a run (``-g``; docs/makeflow.md, 'Garbage collection').
 
 A file becomes collectable when its last consumer completes; the engine
 reports it through ``Engine.on_file_complete``. Original inputs,
@@ -42,7 +42,7 @@ class GarbageCollector:
             self._collectable[name] = None
 
     def tick(self) -> None:
-        """One main-loop iteration passed (the barrier of §3.5)."""
+        """One main-loop iteration passed (the GC barrier counts iterations)."""
         if self.method == "all":
             self.collect()
             return

@@ -1,10 +1,10 @@
 """The transaction log (``<dagfile>.makeflowlog``): writing, reading, rule identities.
 
-The log is the truth (DESIGN.md): every state change of a rule or file is
+The log is the truth: every state change of a rule or file is
 appended here and reaches the kernel before the engine acts on it, so a killed
 engine can resume from the log alone. The format is the reference Makeflow's
-(spec §3.1), so its ``makeflow`` and ``makeflow_monitor`` read our logs and we
-read theirs; treadle's own records (§3.2) are ``#`` lines the reference skips.
+(docs/makeflow.md, 'The log'), so its ``makeflow`` and ``makeflow_monitor`` read our logs and we
+read theirs; treadle's own records are ``#`` lines the reference skips.
 
 Durability: each transition's records go to the kernel in one ``write`` (the
 hot path of a run with many small rules), and ``fsync`` happens at the start
@@ -25,7 +25,7 @@ from collections.abc import Iterator, Sequence
 from treadle.errors import WorkflowError
 from treadle.flow.model import Rule
 
-FSYNC_INTERVAL = 60.0  # seconds; the spec's upper bound between two fsyncs
+FSYNC_INTERVAL = 60.0  # seconds; the longest gap between two fsyncs
 
 # rule states (the numbers are the log format)
 WAITING, RUNNING, COMPLETE, FAILED, ABORTED = 0, 1, 2, 3, 4
@@ -64,7 +64,7 @@ def unescape_name(field: str) -> str:
 
 
 def rule_identities(rules: Sequence[Rule]) -> list[str]:
-    """Each rule's identity (§3.2): a hash of its targets and final command.
+    """Each rule's identity: a hash of its targets and final command.
 
     The identity survives rules being added, removed or moved around it, which
     is what lets recovery match log records to rules after the file was edited

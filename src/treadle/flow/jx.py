@@ -1,4 +1,4 @@
-"""JX: JSON plus expressions, the language of ``--jx`` workflows (spec §1.11).
+"""JX: JSON plus expressions, the language of ``--jx`` workflows (docs/makeflow.md, 'The JSON and JX form').
 
 A small tokenizer, a precedence-climbing parser that builds a tree of nodes,
 and an evaluator over plain Python values (``None``, ``bool``, ``int``,

@@ -1,7 +1,7 @@
 """The workflow model: one object per rule, shared by the parser, the engine and Weaver.
 
 A rule in a Makeflow file, a task emitted by Weaver and a job handed to a
-backend are three views of one thing (DESIGN.md). The parser and Weaver build
+backend are three views of one thing. The parser and Weaver build
 ``Rule``s; the engine turns each into a ``treadle.backends.base.Job`` once, at
 submission.
 

@@ -1,7 +1,7 @@
 """The Makeflow language front end: text (Make form, JSON or JX) to a ``Workflow``.
 
 The Make form is read line by line, expanding variables as it goes, so a rule
-sees the bindings made before it and never a later one (spec §1.5). Plain
+sees the bindings made before it and never a later one (docs/makeflow.md, 'Variables'). Plain
 lines (no quotes, backslashes or ``$``) take a fast path: a 100,000-rule
 workflow must parse faster, and in a third of the memory, than the reference.
 
@@ -48,7 +48,7 @@ RESOURCE_VARIABLES = {
     "WALL_TIME": "wall_time",
     "MPI_PROCESSES": "mpi_processes",
 }
-# Exported to every job whenever they have a value (spec §1.6).
+# Exported to every job whenever they have a value (docs/makeflow.md, 'Exported variables').
 ALWAYS_EXPORTED = ("CATEGORY", "CORES", "MEMORY", "DISK", "GPUS", "MPI_PROCESSES", "WALL_TIME")
 DEPRECATED_VARIABLES = ("GC_COLLECT_LIST", "GC_PRESERVE_LIST")
 ALLOCATION_MODES = ("MAX_THROUGHPUT", "MIN_WASTE", "FIXED")
@@ -184,7 +184,7 @@ class _Pending:
 
 
 class MakeParser:
-    """Parser for the Make form of the language (spec §1.1–§1.10)."""
+    """Parser for the Make form of the language (docs/makeflow.md)."""
 
     def __init__(self, text: str, filename: str, environ: Mapping[str, str], notice: Notice):
         if "\r\n" in text:
@@ -210,7 +210,7 @@ class MakeParser:
 
     # ----------------------------------------------------------------- scope
     def get(self, name: str) -> str | None:
-        """The value of ``name`` at the current position (spec §1.5 lookup order)."""
+        """The value of ``name`` at the current position (lookup order: docs/makeflow.md, 'Variables')."""
         p = self.pending
         if p is not None and p.locals is not None:
             v = p.locals.get(name)
@@ -722,7 +722,7 @@ JX_RESOURCES = {
     "wall-time": "wall_time",
     "mpi-processes": "mpi_processes",
 }
-JX_DAG_NAME = ("dag_name", "path", "name")  # the spec's key first, then older spellings
+JX_DAG_NAME = ("dag_name", "path", "name")  # the documented key first, then older spellings
 JX_TASK_NAME = ("task_name", "remote_path", "source")
 JX_ALLOCATIONS = {"auto": "auto", "first": "auto", "max": "max", "error": "error"}
 
@@ -958,7 +958,7 @@ class _JXBuilder:
     def files(self, items, rid: int, what: str, spec) -> tuple[tuple[str, ...], dict[str, str]]:
         """Names (and renames) of ``inputs``/``outputs``.
 
-        The spec's form is an array of strings or of ``{"dag_name", "task_name"}``;
+        The documented form is an array of strings or of ``{"dag_name", "task_name"}``;
         the reference's older test files also use ``{"path": …}`` (and ``name``/
         ``source``), and a single item instead of an array, so those are read too.
         """

@@ -1,11 +1,11 @@
-"""Recovery at start-up (spec §3.3): replay the log, then check the files.
+"""Recovery at start-up (docs/makeflow.md, 'Recovery'): replay the log, then check the files.
 
 Recovery is not a second engine: it reads the log into the rules' last
 states, and every correction it makes (a rule that was running or failed, a
 file someone deleted or changed) goes through :meth:`Engine.reset`, the same
 journalled transition the engine uses everywhere else.
 
-Log records are tied to rules by identity (§3.2), so an edited workflow never
+Log records are tied to rules by identity (a hash of targets and command), so an edited workflow never
 marks the wrong rule done [F-c]. Logs written by the reference have no
 identities; their records are trusted only when the rule count matches and the
 outputs were logged as created.

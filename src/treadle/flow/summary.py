@@ -1,7 +1,7 @@
 """What a finished run says about itself: the ``-f`` summary file and the failure report.
 
 Both are written once, at the end of a run, from the engine's counters; the
-summary file's tab-separated layout follows the reference's (spec §2.5) so
+summary file's tab-separated layout follows the reference's so
 scripts that read it keep working.
 """
 

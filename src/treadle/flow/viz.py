@@ -1,7 +1,7 @@
 """Drawings of a workflow, and the reference's file order they depend on.
 
 ``treadle viz -D dot`` must match ``makeflow_viz -D dot`` byte for byte
-(spec §2.4). The reference lists files in the iteration order of its string
+(see docs/cli.md). The reference lists files in the iteration order of its string
 hash table, so that order is reproduced here exactly: Bob Jenkins' 1996
 "lookup2" hash computed in 64-bit unsigned arithmetic and truncated to 32
 bits, chained buckets with head insertion, and doubling past a load of 0.75.
@@ -82,7 +82,7 @@ def hash_order(names: Iterable[str]) -> list[str]:
             continue
         seen.add(name)
         if size / count > MAX_LOAD:
-            # The spec says 2*(n+1)-1 buckets; makeflow_viz 9.9 doubles to 2*n, and
+            # makeflow_viz 9.9 doubles the buckets to 2*n (not 2*(n+1)-1), and
             # byte-for-byte output is what is checked (tests/flow/test_viz.py).
             count = 2 * count
             grown: list[list[tuple[int, str]]] = [[] for _ in range(count)]

@@ -1,4 +1,4 @@
-"""Write the worker as one zipapp for nodes without treadle (spec section 2.1a).
+"""Write the worker as one zipapp for nodes without treadle (see docs/workqueue.md).
 
 The archive holds exactly the worker's modules (standard library only) under their
 package names, plus stub ``__init__`` files, so ``python3 treadle-worker.pyz HOST

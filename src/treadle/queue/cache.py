@@ -3,7 +3,7 @@
 A worker's cache is keyed by the name the manager chooses. treadle derives
 that name from the *content* (SHA-256), not from the path as the reference
 does, so a file that changes locally gets a new name and is sent again
-(gotcha 9), and a file used by thousands of tasks, under any path or sandbox
+(the reference keeps the stale copy), and a file used by thousands of tasks, under any path or sandbox
 name, is sent once per worker. Checksums are memoized by (device, inode,
 size, mtime_ns): one ``stat`` per use, one read per change.
 """

@@ -8,8 +8,8 @@ Every name here forwards to ``treadle.queue.Manager`` / ``Task``; nothing adds
 behaviour, except that text comes back as ``str`` where the reference binding
 returns ``str`` (``output``, ``std_output``, ``result_str``; ``command``, ``tag``,
 ``category``, ``host`` and ``hostname`` are ``str`` in treadle already), so a
-script's ``"out: " + t.output`` keeps working. One deliberate difference
-(gotcha 8): ``specify_running_time_max`` takes seconds and sends seconds, where
+script's ``"out: " + t.output`` keeps working. One deliberate difference:
+``specify_running_time_max`` takes seconds and sends seconds, where
 the reference binding turns any value up to 10**6 into one second.
 """
 

@@ -1,7 +1,7 @@
 """The worker factory: keep as many workers as a manager's tasks need.
 
 Every ``interval`` seconds the factory asks the manager for its ``queue_status``
-(the status query of spec section 3.11, the one ``work_queue_status`` sends, so
+(the status query, the one ``work_queue_status`` sends, so
 the reference manager and treadle's both answer it), sizes the pool and submits
 workers through a ``Provider``. Workers leave by themselves when idle for their
 ``--idle-timeout``, which is how the pool shrinks without killing a busy worker;

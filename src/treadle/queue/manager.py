@@ -493,7 +493,7 @@ class _Worker:
 
     @property
     def ready(self) -> bool:
-        """Gotcha 2: no task before `resource tag` and `info worker-end-time`."""
+        """As the reference manager does: no task before `resource tag` and `info worker-end-time`."""
         return self.seen_tag and self.seen_end_time
 
     def has_room(self) -> bool:
@@ -542,7 +542,7 @@ class Manager:
         self.name = name
         self.host = host
         self._password = _read_password(password, password_file)
-        # only a catalog named here or in $CATALOG_HOST: never the public default (gotcha 19)
+        # only a catalog named here or in $CATALOG_HOST: never the public default
         self.catalog = catalog or os.environ.get("CATALOG_HOST") or None
         self.keepalive_interval = 120.0
         self.keepalive_timeout = 30.0
@@ -834,7 +834,7 @@ class Manager:
         self,
         name: str,
         *,
-        max: Mapping[str, int] | None = None,  # noqa: A002 - the spec's keyword
+        max: Mapping[str, int] | None = None,  # noqa: A002 - the reference API's keyword
         min: Mapping[str, int] | None = None,  # noqa: A002
         first: Mapping[str, int] | None = None,
         mode: str | None = None,
@@ -1130,7 +1130,7 @@ class Manager:
             self._log_txn(f"TASK {task.id} RUNNING {w.addrport} {json.dumps(box)}")
 
     def _send_item(self, w: _Worker, item: CacheItem) -> None:
-        """Put one input in the worker's cache, before the task that needs it (gotcha 11)."""
+        """Put one input in the worker's cache, before the task that needs it (a reference worker drops the connection otherwise)."""
         spec = item.spec
         link = w.link
         if spec.kind is FileKind.FILE:
@@ -1156,7 +1156,7 @@ class Manager:
             link.send(wp.Url(item.name, spec.source or "", 0o644, spec.flags()))
 
     def _send_tree(self, link: _Link, path: str) -> None:
-        """A directory's entries, one component per name; symlinks kept, targets NUL-ended (gotcha 7)."""
+        """A directory's entries, one component per name; symlinks kept, targets NUL-ended (the reference worker does not end them itself)."""
         with os.scandir(path) as it:
             entries = list(it)
         for e in entries:
@@ -1177,7 +1177,7 @@ class Manager:
     def _kill_running(self, w: _Worker, tid: int, names: Iterable[str]) -> None:
         """Kill a task that is still running.
 
-        The reference worker stalls up to 3 s on such a ``kill`` (gotcha 15)
+        The reference worker stalls up to 3 s on such a ``kill``
         and then waits on its socket without looking at what it had already
         read, so anything sent in the same segment would sit unread. The
         ``kill`` therefore goes alone, and the worker gets nothing more until
@@ -1207,7 +1207,7 @@ class Manager:
         if grow:
             task._grown = True  # type: ignore[attr-defined] - retried once with the category maximum
         if status == Result.FORSAKEN or grow:
-            # §3.9 step 5: back to the queue without counting it
+            # back to the queue without counting it as an attempt
             self._kill_and_unlink(w, tid, att.uncached)
             del w.tasks[tid]
             task._attempt = None  # type: ignore[attr-defined]
@@ -1365,7 +1365,7 @@ class Manager:
             ev = await link.next_event()
             if isinstance(ev, wp.Greeting):
                 if ev.protocol != wp.PROTOCOL_VERSION:
-                    # gotcha 1: close this one connection, block nothing
+                    # close this one connection, block nothing (the reference blocks the host)
                     log.warning("%s speaks protocol %d, not 9; dropped", addrport, ev.protocol)
                     return None
                 return ev
@@ -1401,7 +1401,7 @@ class Manager:
         return count
 
     def _on_event(self, w: _Worker, ev: wp.Event) -> None:
-        """One event from a worker; async lines may come anywhere (gotcha 5)."""
+        """One event from a worker; async lines may come anywhere, also between the items of a reply."""
         t = type(ev)
         if t is wp.Data:
             w.payload(ev.data)  # type: ignore[attr-defined]
@@ -1409,7 +1409,7 @@ class Manager:
             w.payload_end()
         elif t is wp.AvailableResults:
             if w.results_requested:
-                w.results_pending = True  # gotcha 5: serve it once the current reply ends
+                w.results_pending = True  # serve it once the current reply ends
             else:
                 w.results_requested = True
                 w.request_results()
@@ -1476,7 +1476,7 @@ class Manager:
                     f.write(data)
 
     def _remove_worker(self, w: _Worker, reason: str) -> None:
-        """Every task of a lost worker goes back to the queue; its cache map is forgotten (gotcha 16)."""
+        """Every task of a lost worker goes back to the queue; its cache map is forgotten (a worker wipes its workspace on every disconnect)."""
         if self._workers.pop(w.seq, None) is None:
             return
         self._counts["workers_removed"] += 1
@@ -1663,7 +1663,7 @@ class Manager:
 
     # ================================================================ status
     def _status_json(self, kind: str) -> bytes:
-        """The compact JSON array a status client gets for ``kind`` (§3.11)."""
+        """The compact JSON array a status client gets for ``kind``."""
         return json.dumps(self._status_for(kind) or [], separators=(",", ":")).encode()
 
     def _http_reply(self, path: str) -> wp.HttpReply:

@@ -1,4 +1,4 @@
-"""Work Queue wire protocol 9 as a sans-I/O state machine (spec: workqueue.md, section 3).
+"""Work Queue wire protocol 9 as a sans-I/O state machine (see docs/workqueue.md).
 
 No sockets here: the manager and the worker wrap this module with asyncio, and the
 tests feed it bytes directly. Standard library only, Python 3.8 syntax, because the
@@ -107,7 +107,7 @@ from dataclasses import dataclass
 PROTOCOL_VERSION = 9
 
 # --- Limits on what a peer may send (why each number) -------------------------------
-# The spec fixes control lines at 4096 bytes; anything longer is a broken or hostile peer.
+# Control lines are at most 4096 bytes; anything longer is a broken or hostile peer.
 MAX_LINE = 4096
 # A command runs as `/bin/sh -c CMD`; Linux caps one argv string at 128 KiB
 # (MAX_ARG_STRLEN) and all of argv+environ at ARG_MAX (2 MiB by default), so 1 MiB is
@@ -134,7 +134,7 @@ MAX_HTTP_HEADERS = 100
 # A status client reads the manager's JSON to EOF: 64 MiB holds task_status for a few
 # hundred thousand tasks (about 300 bytes each).
 MAX_STATUS_REPLY = 64 << 20
-# Task ids are printed with %d by the reference (gotcha 20): keep them below 2**31.
+# Task ids are printed with %d by the reference: keep them below 2**31.
 MAX_TASK_ID = (1 << 31) - 1
 # Numbers on the wire are decimal; 20 digits hold any 64-bit value.
 _MAX_DIGITS = 20
@@ -245,7 +245,7 @@ class Symlink(Event):
 
     @property
     def target_path(self) -> bytes:
-        """The target without the trailing NULs treadle's manager appends (gotcha 7)."""
+        """The target without the trailing NULs treadle's manager appends (the reference worker does not NUL-end symlink targets)."""
         return self.target.rstrip(b"\0")
 
 
@@ -297,7 +297,7 @@ class EmptyDir(Event):
 class Task(Event):
     """A whole task description, `task ID` ... `end` (section 3.5).
 
-    Resource values are integers: decimals on the wire are rounded up (gotcha 4).
+    Resource values are integers: decimals on the wire (the reference manager sends ``cores 1.000``) are rounded up.
     ``None`` means the line was absent (or negative, the reference's "unset").
     """
 
@@ -409,7 +409,7 @@ class Greeting(Event):
 
 @dataclass(frozen=True)
 class Info(Event):
-    """`info NAME VALUE`; VALUE is the rest of the line and is never empty (gotcha 3)."""
+    """`info NAME VALUE`; VALUE is the rest of the line and is never empty (the reference manager drops a worker for an empty one)."""
 
     name: str
     value: str
@@ -672,7 +672,7 @@ def _int(field: bytes, lo: int, hi: int, what: str) -> int:
 
 
 def _decimal_ceil(field: bytes, what: str) -> int:
-    """A resource value: integer or decimal, rounded up (gotcha 4)."""
+    """A resource value: integer or decimal, rounded up."""
     if not _DEC_RE.match(field):
         raise ProtocolError(f"bad {what} {field[:40]!r}")
     if b"." not in field:
@@ -1180,7 +1180,7 @@ class WorkerConnection(_Connection):
             return b"alive\n"
         if isinstance(event, Info):
             if not event.value:
-                raise LocalProtocolError(f"info {event.name} needs a value (gotcha 3)")
+                raise LocalProtocolError(f"info {event.name} needs a value")
             return _line("info {} {}".format(_token(event.name, "info name"),
                                          _rest(event.value, "info value")))
         if isinstance(event, Result):

@@ -3,7 +3,7 @@
 Pure functions over plain dicts keyed by ``cores``, ``memory`` (MB),
 ``disk`` (MB) and ``gpus``. The rule is the reference's FIXED mode, so a task
 gets the same box from treadle's manager as from the reference's, and the
-reference worker's packing agrees with ours (spec §1.3).
+reference worker's packing agrees with ours.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The worker's files: workspace, cache and per-task sandboxes (spec section 2.2).
+"""The worker's files: workspace, cache and per-task sandboxes, laid out as the reference worker's.
 
 Plain synchronous file operations, standard library only (Python 3.8), so the
 worker can call them directly or from a thread. Every path a manager names is
@@ -126,7 +126,7 @@ class Workspace:
 
     def new_sandbox(self, task_id: int) -> tuple:
         """``(sandbox, tmpdir)``: a new empty ``t.<id>`` holding an empty
-        ``cctools-temp-t.<id>.XXXXXX`` (spec section 2.2), from a spare if there is one."""
+        ``cctools-temp-t.<id>.XXXXXX`` (the reference's name), from a spare if there is one."""
         box = self.sandbox_path(task_id)
         name = f"cctools-temp-t.{task_id}.{secrets.token_hex(3)}"
         tmpdir = os.path.join(box, name)

@@ -2,9 +2,9 @@
 
 A status client opens a connection to the manager's port, sends one line
 (``queue_status``, ``worker_status``, ``task_status``, ...) and reads a JSON
-array until the manager closes (spec §3.11). This works against treadle's
+array until the manager closes. This works against treadle's
 manager and the reference's alike. A manager with a password answers only
-after the password step (gotcha 17): the reference ``work_queue_status``
+after the password step: the reference ``work_queue_status``
 cannot take it, ``treadle status --password FILE`` does.
 """
 

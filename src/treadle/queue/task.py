@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from treadle.errors import UsageError
 
-MAX_TASK_ID = 2**31 - 1  # gotcha 20: the reference prints ids with %d
+MAX_TASK_ID = 2**31 - 1  # the reference prints ids with %d
 MAX_OUTPUT_BYTES = 1 << 30  # stdout kept per task; the rest is dropped (STDOUT_MISSING)
 
 
@@ -123,7 +123,7 @@ def check_sandbox_name(name: str) -> str:
 
 
 def reference_safe(name: str) -> bool:
-    """Whether a reference worker decodes ``name`` correctly (gotcha 14: bytes 0x20-0x7E)."""
+    """Whether a reference worker decodes ``name`` correctly (its URL decoding handles bytes 0x20-0x7E only)."""
     try:
         raw = name.encode("ascii")
     except UnicodeEncodeError:
@@ -142,10 +142,10 @@ def _positive_or_none(label: str, value: float | None) -> int | None:
 class Task:
     """A shell command with its files, resources and limits; later, its result.
 
-    ``running_time_max`` is in seconds and is sent as seconds (gotcha 8).
+    ``running_time_max`` is in seconds and is sent as seconds (the reference API sends up to 10**6 s as 1 s).
     ``signal`` is only set when the worker says the task was killed by a
     signal: a reference worker reports a signal N exactly like ``exit N``
-    (gotcha 6), so with reference workers ``exit_code`` may hold a signal
+    (the reference worker reports a signal as an exit code), so with reference workers ``exit_code`` may hold a signal
     number and ``signal`` stays None.
     """
 
@@ -291,7 +291,7 @@ class Task:
 
     @property
     def reference_safe(self) -> bool:
-        """Whether a reference worker can receive every name of this task (gotcha 14)."""
+        """Whether a reference worker can receive every name of this task (bytes 0x20-0x7E only)."""
         names = [f.remote for f in self.inputs] + [f.remote for f in self.outputs]
         return all(reference_safe(n) for n in names)
 

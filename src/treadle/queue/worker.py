@@ -1,4 +1,4 @@
-"""The Work Queue worker (spec section 2): serves a manager and runs its tasks.
+"""The Work Queue worker (see docs/workqueue.md): serves a manager and runs its tasks.
 
 An asyncio shell around ``protocol.WorkerConnection``: the protocol module turns
 bytes into events, this module turns events into files, processes and replies.
@@ -45,7 +45,7 @@ log = logging.getLogger("treadle.worker")
 # The cctools version the greeting reports: protocol-9 managers know this one.
 CCTOOLS_VERSION = "8.0.0"
 
-# result codes (spec section 1.2)
+# result codes, as the reference worker sends them
 SUCCESS = 0
 INPUT_MISSING = 1
 SIGNAL = 8
@@ -114,7 +114,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser(prog: str = "treadle worker") -> argparse.ArgumentParser:
-    """The worker's options, with the reference worker's letters (spec section 2.1)."""
+    """The worker's options, with the reference worker's letters (``treadle worker --help``)."""
     ap = _Parser(
         prog=prog,
         description="Connect to a Work Queue manager and run its tasks.",
@@ -1046,7 +1046,7 @@ class _Session:
         elif isinstance(ev, p.Auth):
             log.warning("this manager requires a password (use -P FILE)")
             raise _Stop("password")
-        # InvalidateFile (foreman only) and Tlq are ignored, as the spec says.
+        # InvalidateFile (foreman only) and Tlq are ignored, as the reference worker ignores them.
 
     def _target(self, name: str) -> str:
         if self._dirs:
