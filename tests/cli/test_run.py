@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tests._examples import copy_tracked
 
 from treadle.cli.run import parse_args, tokenize
 from treadle.errors import UsageError
@@ -29,8 +30,7 @@ def treadle(*args: str, cwd: Path, timeout: float = 60, env: dict | None = None)
 
 
 def copy_example(name: str, dest: Path) -> Path:
-    for f in EXAMPLES.iterdir():
-        shutil.copy(f, dest / f.name)
+    copy_tracked(EXAMPLES, dest)
     return dest / name
 
 

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from tests._examples import copy_tracked
 
 pytestmark = pytest.mark.reference
 
@@ -26,8 +27,7 @@ def ours(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 def setup(d: Path) -> None:
     d.mkdir()
-    for f in EXAMPLES.iterdir():
-        shutil.copy(f, d / f.name)
+    copy_tracked(EXAMPLES, d)
 
 
 def snapshot(d: Path, ignore: tuple[str, ...]) -> dict[str, str]:

@@ -124,26 +124,58 @@ def test_signal_reported_as_exit_code(manager, workers):
     assert done.exit_code == signal.SIGTERM and done.signal is None
 
 
-def test_kill_of_a_running_task(manager, workers, tmp_path):
+def _task_processes(workers: fx.Workers, cmdline: list[str]) -> list:
+    """The processes running ``cmdline`` under this test's workers.
+
+    Only descendants of our own workers count: a global scan also finds the same
+    command started by a test running beside this one, whose process outlives our kill.
+    """
     import psutil
 
+    found = []
+    for worker in workers.procs:
+        try:
+            tree = psutil.Process(worker.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            continue
+        for p in tree:
+            try:
+                if p.cmdline() == cmdline:
+                    found.append(p)
+            except psutil.Error:  # it ended while we looked
+                pass
+    return found
+
+
+def _gone(p) -> bool:
+    """Ended, even if its worker has not reaped it yet (a zombie has done all it will do)."""
+    import psutil
+
+    try:
+        return p.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_kill_of_a_running_task(manager, workers, tmp_path):
     workers.start(manager.port)
     workers.start(manager.port)
-    wait_workers(manager, 2)
-    # `exec`: the reference worker kills only the shell (gotcha 15); the odd
-    # duration makes the process easy to find
-    tid = manager.submit(Task("exec sleep 31.25", cores=1))
-    wait_for(lambda: manager.task_state(tid) is TaskState.RUNNING, what="running")
-    wait_for(lambda: any(p.info["cmdline"] == ["sleep", "31.25"] for p in psutil.process_iter(["cmdline"])),
+    wait_workers(manager, 2, timeout=60)
+    # `exec`: the reference worker kills only the shell (gotcha 15)
+    command = ["sleep", "90"]  # longer than every wait below, so only the kill can end it in time
+    tid = manager.submit(Task("exec " + " ".join(command), cores=1))
+    wait_for(lambda: manager.task_state(tid) is TaskState.RUNNING, timeout=60, what="running")
+    running: list = []
+    wait_for(lambda: running.extend(_task_processes(workers, command)) or running, timeout=60,
              what="the task's process")
     cancelled = manager.cancel(tid)
     assert cancelled is not None and cancelled.state is TaskState.CANCELED
     assert manager.empty()
-    wait_for(lambda: not any(p.info["cmdline"] == ["sleep", "31.25"] for p in psutil.process_iter(["cmdline"])),
-             timeout=15, what="the killed process to go away")
+    # the kill's effect, not a guess at its timing: wait on the very process the task ran
+    wait_for(lambda: all(_gone(p) for p in running), timeout=60, what="the killed process to end")
     # work goes on (the worker that killed gets nothing while the reference stalls in `kill`)
     manager.submit(Task("echo after", cores=1))
-    (done,) = drain(manager, timeout=20).values()
+    (done,) = drain(manager, timeout=60).values()
     assert done.output == b"after\n"
 
 

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from tests._examples import copy_tracked
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples" / "weave"
@@ -135,8 +135,7 @@ def read_rules(text: str) -> list[dict]:
 def examples(tmp_path: Path) -> Path:
     """A copy of examples/weave with its data written by make_data.py."""
     root = tmp_path / "ex"
-    shutil.copytree(EXAMPLES, root, ignore=shutil.ignore_patterns("*.weave", "__pycache__",
-                                                                   "data", "*.db"))
+    copy_tracked(EXAMPLES, root)
     subprocess.run([sys.executable, str(root / "make_data.py"), str(root)], check=True)
     return root
 
