@@ -6,11 +6,12 @@ process group, so that cancelling a job stops everything it started.
 
 Two promises the engine relies on:
 
-* **No orphans.** A small watchdog process is started with the first job. The
-  engine tells it, through a pipe, which process groups are alive. When that
-  pipe closes, because the engine exited or was killed with SIGKILL, the
-  watchdog kills the groups still recorded. (The reference uses the
-  parent-death signal, which ``posix_spawn`` cannot set up.) The only gap is
+* **No orphans.** A small watchdog process (:class:`treadle.queue.spawn.Watchdog`,
+  which the worker uses too) is started with the first job. The engine tells
+  it, through a pipe, which process groups are alive. When that pipe closes,
+  because the engine exited or was killed with SIGKILL, the watchdog kills the
+  groups still recorded. (The reference uses the parent-death signal, which
+  ``posix_spawn`` cannot set up.) The only gap is
   the few microseconds between the spawn and the write to the pipe.
 * **Same results as ``/bin/sh -c``.** A command runs as
   ``/bin/sh -c "<command>"``, except when it is provably free of shell syntax
@@ -28,74 +29,13 @@ import collections
 import os
 import select
 import signal
-import sys
 import time
 from collections.abc import Mapping
 
 from treadle.backends.base import Job, JobResult
-from treadle.queue.spawn import RESET_SIGNALS, SHELL, direct_start, shell_report_argv
+from treadle.queue.spawn import RESET_SIGNALS, SHELL, Watchdog, direct_start, shell_report_argv
 
 CANCEL_GRACE = 0.4  # seconds between SIGTERM and SIGKILL when stopping jobs
-
-
-class _Watchdog:
-    """A tiny process that kills the recorded process groups when the engine goes away."""
-
-    SCRIPT = (
-        "import os,signal,sys,time\n"
-        "for s in (signal.SIGINT,signal.SIGTERM,signal.SIGQUIT,signal.SIGHUP):signal.signal(s,signal.SIG_IGN)\n"
-        "g=set()\n"
-        "for l in sys.stdin.buffer:\n"
-        " for w in l.split():\n"
-        "  (g.add if w[:1]==b'+' else g.discard)(int(w[1:]))\n"
-        "def k(s):\n"
-        " for p in list(g):\n"
-        "  try:os.killpg(p,s)\n"
-        "  except OSError:g.discard(p)\n"
-        "k(signal.SIGTERM)\n"
-        "time.sleep(0.3 if g else 0)\n"
-        "k(signal.SIGKILL)\n"
-    )
-
-    def __init__(self) -> None:
-        r, w = os.pipe()
-        try:
-            self.pid = os.posix_spawn(
-                sys.executable,
-                [sys.executable, "-S", "-E", "-c", self.SCRIPT],
-                os.environ,
-                file_actions=[(os.POSIX_SPAWN_DUP2, r, 0)],
-                setpgroup=0,
-            )
-        finally:
-            os.close(r)
-        self._w = w
-        self._pending: list[str] = []
-
-    def add(self, pgid: int) -> None:
-        self._pending.append(f"+{pgid}\n")
-        data = "".join(self._pending).encode()
-        self._pending.clear()
-        try:
-            os.write(self._w, data)
-        except OSError:
-            pass
-
-    def remove(self, pgid: int) -> None:
-        # Sent with the next add (or never, if the engine ends): saves a syscall per job.
-        self._pending.append(f"-{pgid}\n")
-
-    def close(self) -> None:
-        if self._w < 0:
-            return
-        os.close(self._w)
-        self._w = -1
-        # The watchdog exits by itself on end-of-file; reap it if it already has, but
-        # never make the engine's exit wait for it.
-        try:
-            os.waitpid(self.pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
 
 
 class LocalBackend:
@@ -114,7 +54,7 @@ class LocalBackend:
         self._started_directly: set[int] = set()  # pids started without /bin/sh
         self._cancelled: set[int] = set()
         self._ready: collections.deque[JobResult] = collections.deque()
-        self._watchdog: _Watchdog | None = None
+        self._watchdog: Watchdog | None = None
 
     # --- Backend protocol ----------------------------------------------------------------
 
@@ -122,7 +62,7 @@ class LocalBackend:
         env = self._environment(job.environment)
         pid = self._spawn(job.command, env)
         if self._watchdog is None:
-            self._watchdog = _Watchdog()
+            self._watchdog = Watchdog()
         self._watchdog.add(pid)
         fd = os.pidfd_open(pid)
         self._epoll.register(fd, select.EPOLLIN)

@@ -9,7 +9,8 @@ cannot be started directly, goes through the shell.
 
 Standard library only and Python 3.8 syntax: the worker zipapp carries this
 module (``treadle.queue.bundle``), and ``treadle.backends.local`` imports it too,
-so the engine and the worker make the same decision with the same code.
+so the engine and the worker make the same decision with the same code, and make
+their children die with them (:class:`Watchdog`) the same way.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import sys
 
 SHELL = "/bin/sh"
 
@@ -105,3 +107,75 @@ def shell_report_argv(sig: int) -> list[str]:
     takes the outer shell's message and status as the program's.
     """
     return ["/bin/sh", "-c", f"/bin/sh -c 'kill -{sig} $$'"]
+
+
+class Watchdog:
+    """A tiny process that kills the recorded process groups when its owner goes away.
+
+    The owner (the local backend's engine, or a worker) tells it through a pipe
+    which process groups are alive. When the pipe closes, because the owner exited
+    or was killed with SIGKILL, it kills the groups still recorded. The
+    parent-death signal would do this too, but ``posix_spawn`` cannot set it up.
+    """
+
+    SCRIPT = (
+        "import os,signal,sys,time\n"
+        "for s in (signal.SIGINT,signal.SIGTERM,signal.SIGQUIT,signal.SIGHUP):signal.signal(s,signal.SIG_IGN)\n"
+        "g=set()\n"
+        "for l in sys.stdin.buffer:\n"
+        " for w in l.split():\n"
+        "  (g.add if w[:1]==b'+' else g.discard)(int(w[1:]))\n"
+        "def k(s):\n"
+        " for p in list(g):\n"
+        "  try:os.killpg(p,s)\n"
+        "  except OSError:g.discard(p)\n"
+        "k(signal.SIGTERM)\n"
+        "time.sleep(0.3 if g else 0)\n"
+        "k(signal.SIGKILL)\n"
+    )
+
+    def __init__(self) -> None:
+        r, w = os.pipe()
+        try:
+            self.pid = os.posix_spawn(
+                sys.executable,
+                [sys.executable, "-S", "-E", "-c", self.SCRIPT],
+                os.environ,
+                file_actions=[(os.POSIX_SPAWN_DUP2, r, 0)],
+                setpgroup=0,
+            )
+        finally:
+            os.close(r)
+        self._w = w
+        self._pending: list[str] = []
+
+    def add(self, pgid: int) -> None:
+        self._pending.append(f"+{pgid}\n")
+        data = "".join(self._pending).encode()
+        self._pending.clear()
+        try:
+            os.write(self._w, data)
+        except OSError:
+            pass
+
+    def remove(self, pgid: int) -> None:
+        # Sent with the next add, or by close: saves a syscall per job.
+        self._pending.append(f"-{pgid}\n")
+
+    def close(self) -> None:
+        if self._w < 0:
+            return
+        if self._pending:  # groups that ended must not be killed: their ids may be reused
+            try:
+                os.write(self._w, "".join(self._pending).encode())
+            except OSError:
+                pass
+            self._pending.clear()
+        os.close(self._w)
+        self._w = -1
+        # The watchdog exits by itself on end-of-file; reap it if it already has, but
+        # never make the owner's exit wait for it.
+        try:
+            os.waitpid(self.pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
