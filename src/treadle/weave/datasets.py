@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from treadle.weave import context
-from treadle.weave.context import error
+from treadle.weave.context import error, user_site, warn
 from treadle.weave.files import File
 from treadle.weave.filters import Cursor, Field, Filter, _check
 
@@ -61,6 +61,8 @@ class Dataset:
             self._cache_path = path
             self._members = members
             log.debug("%r: %d members, listed in %s", self, len(members), path)
+            if not members:
+                self._warn_empty()
         return iter(self._members)
 
     def __bool__(self) -> bool:
@@ -70,9 +72,32 @@ class Dataset:
         """The SQL dataset this one compiles into, or None for file datasets."""
         return None
 
+    def _warn_empty(self) -> None:
+        """Called when the dataset turned out empty; datasets that select say so (at their line)."""
 
-class Glob(Dataset):
+
+class _Selection(Dataset):
+    """A dataset that selects from something bigger, so an empty result is most likely a mistake.
+
+    A pattern with a typo or a filter that matches nothing would otherwise compile to
+    a DAG without those rules and fail, or do nothing, at run time, far from the cause;
+    the warning names the script line that made the selection (an error under ``-W``).
+    """
+
+    _empty_words = "selects nothing"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._site = user_site()
+
+    def _warn_empty(self) -> None:
+        warn(f"{self!r} {self._empty_words}", self._site)
+
+
+class Glob(_Selection):
     """The files matching ``expr`` (``**`` allowed), sorted (**change**: not directory order)."""
+
+    _empty_words = "matches no files"
 
     def __init__(self, expr: str):
         super().__init__()
@@ -114,7 +139,7 @@ class FileList(Dataset):
         return f"FileList({self._path!r})"
 
 
-class Query(Dataset):
+class Query(_Selection):
     """The members of ``dataset`` that pass every filter, in order, up to ``limit``."""
 
     def __init__(self, dataset: Dataset, *filters: Filter, limit: int | None = None,
