@@ -34,4 +34,8 @@ def __getattr__(name: str):
         raise AttributeError(f"module 'treadle.allpairs' has no attribute {name!r}")
     import importlib
 
-    return getattr(importlib.import_module(module), name)
+    value = getattr(importlib.import_module(module), name)
+    # Importing the submodule ``wavefront`` binds that name here to the module; the
+    # function must win, or ``from treadle.allpairs import wavefront`` gives the module.
+    globals()[name] = value
+    return value
