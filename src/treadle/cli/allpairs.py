@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 
 import click
 
+from treadle.cli import debuglog
 from treadle.errors import UsageError
-
-
-def _debug(debug_file: str | None, flags: tuple[str, ...]) -> None:
-    if not debug_file and not flags:
-        return
-    handler = logging.FileHandler(debug_file) if debug_file else logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
-    logger = logging.getLogger("treadle")
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -94,7 +84,7 @@ def command(set_a, set_b, function, output, extra_args, input_files, estimated_t
         raise UsageError("missing FUNCTION (or --from TRIPLES)")
     if function is not None and from_triples is not None:
         raise UsageError("--from assembles a table; do not give FUNCTION too")
-    _debug(debug_file, debug_flags)
+    debuglog.enable(debug_file, debug_flags)
     block = None
     if width or height:
         block = (width or height, height or width)

@@ -29,11 +29,15 @@ from treadle.errors import UsageError
               help="the manager uses TLS: trust certificates signed by this CA file")
 @click.option("--interval", type=click.FloatRange(0.05),
               help="seconds between two looks at the manager [5]")
+@click.option("-d", "--debug", "debug_flags", multiple=True, metavar="FLAG",
+              help="debug output (as the reference's -d all)")
+@click.option("-o", "--debug-file", metavar="FILE", help="write debug output to FILE")
 @click.argument("address", nargs=-1, required=True)
 def command(batch_type: str, min_workers: int | None, max_workers: int | None,
             password_file: str | None, cores: int | None, memory: int | None,
             disk: int | None, gpus: int | None, worker_timeout: float | None,
             workdir: str | None, tls_ca: str | None, interval: float | None,
+            debug_flags: tuple[str, ...], debug_file: str | None,
             address: tuple[str, ...]) -> None:
     """Start workers for a manager's waiting tasks; idle workers leave on their own.
 
@@ -41,6 +45,7 @@ def command(batch_type: str, min_workers: int | None, max_workers: int | None,
     Example:
       treadle factory -T local 127.0.0.1 9123 --min-workers 1 --max-workers 8 --cores 1
     """
+    from treadle.cli import debuglog
     from treadle.queue.factory import Factory, FactoryConfig
     from treadle.queue.providers import get_provider
     from treadle.queue.worker import WorkerUsageError, parse_address
@@ -56,6 +61,7 @@ def command(batch_type: str, min_workers: int | None, max_workers: int | None,
                            **{k: v for k, v in given.items() if v is not None})
     if config.min_workers > config.max_workers:
         raise UsageError("--min-workers is larger than --max-workers")
+    debuglog.enable(debug_file, debug_flags)
     factory = Factory(config, get_provider(batch_type))
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import socket
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -118,6 +119,7 @@ class Factory:
             with open(config.password_file, "rb") as f:
                 self._password = f.read()
         self._status = status or self._query
+        self._unreachable = False  # the user has been warned; say when it answers again
 
     def _query(self) -> dict:
         reply = query_status(self.config.host, self.config.port, self._password,
@@ -141,11 +143,22 @@ class Factory:
 
     def step(self) -> None:
         """One round: ask the manager, forget finished jobs, submit or cancel."""
+        where = f"{self.config.host}:{self.config.port}"
         try:
             status: dict | None = self._status()
         except (OSError, wp.ProtocolError) as e:
-            log.info("manager %s:%d not reachable: %s", self.config.host, self.config.port, e)
+            log.info("manager %s not reachable: %s", where, e)
+            if not self._unreachable:  # once per outage: the factory asks every few seconds
+                why = getattr(e, "strerror", None) or str(e)
+                print(f"factory: warning: cannot reach manager {where} ({why}); keeping "
+                      f"{self.config.min_workers} workers (--min-workers) until it answers",
+                      file=sys.stderr, flush=True)
+                self._unreachable = True
             status = None
+        else:
+            if self._unreachable:
+                print(f"factory: manager {where} answers again", file=sys.stderr, flush=True)
+                self._unreachable = False
         states = self.provider.status(self.jobs)
         self.jobs = [j for j in self.jobs if states.get(j) != JobState.DONE]
         want = self.target(status)

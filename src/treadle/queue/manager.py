@@ -517,7 +517,9 @@ def _read_password(password: bytes | str | None, password_file: str | None) -> b
 class Manager:
     """A Work Queue manager listening for workers (see the module docstring).
 
-    ``port=0`` picks a free port (read it back from ``m.port``). ``ssl`` is an
+    ``port=0`` picks a free port (read it back from ``m.port``). ``host`` is the
+    address to listen on; the default, ``""``, is every interface, because
+    workers are usually on other machines. ``ssl`` is an
     ``ssl.SSLContext`` for TLS between treadle peers (the reference worker
     cannot speak it). ``catalog`` is ``HOST:PORT`` of a catalog server; the
     manager reports to it only when it has a ``name``.
@@ -613,13 +615,22 @@ class Manager:
             self._stop_loop()
             err = started[0]
             if isinstance(err, OSError):
-                raise UsageError(f"cannot listen on port {port}: {err.strerror or err}") from None
+                where = f"{host} port {port}" if host else f"port {port}"
+                raise UsageError(f"cannot listen on {where}: {err.strerror or err}") from None
             raise err
         self.port: int = started[0]
         if port_file:
             with open(port_file, "w") as f:
                 f.write(f"{self.port}\n")
         self._log_txn(f"MANAGER START {self.port}")
+
+    @property
+    def listening(self) -> str:
+        """Where workers reach this manager, as commands print it at start (the
+        reference makeflow's words): the real port matters with ``port=0``, and a
+        bound address explains why workers elsewhere cannot connect."""
+        only = f" ({self.host} only)" if self.host else ""
+        return f"listening for workers on port {self.port}{only}"
 
     # ================================================================ lifecycle
     def _run_loop(self) -> None:
@@ -1836,6 +1847,7 @@ class Manager:
     def _task_status(self) -> list[dict[str, Any]]:
         out = []
         now = time.time()
+        ready = [w for w in self._workers.values() if w.ready]
         for t in self._tasks.values():
             att = getattr(t, "_attempt", None)
             d: dict[str, Any] = {
@@ -1851,6 +1863,9 @@ class Manager:
             for r in res.NAMES:
                 v = getattr(t, r)
                 d[r] = -1 if v is None else v
+            why = self._never_fits(t, ready) if att is None and t.state is TaskState.READY else None
+            if why:
+                d["never_fits"] = why
             if att is not None:
                 d.update(
                     {
@@ -1863,6 +1878,36 @@ class Manager:
                 )
             out.append(d)
         return out
+
+    def _never_fits(self, task: Task, workers: list[_Worker]) -> str | None:
+        """Why none of ``workers`` can ever run ``task``, or None if one can (or none is
+        connected: a bigger worker may yet come). A waiting task that asks more than any
+        worker has waits silently forever otherwise; ``treadle status`` shows this."""
+        if not workers:
+            return None
+        declared, minimum = self._effective_request(task)
+        short: dict[str, tuple[int, int]] = {}  # resource -> (asked, largest offered)
+        features = names = False
+        for w in workers:
+            box = res.box(declared, w.largest, minimum)
+            over = [r for r in res.NAMES if box[r] > w.largest[r]]
+            lacks = bool(task.features) and not set(task.features) <= w.features
+            wrong_kind = not w.treadle and not task.reference_safe
+            if not (over or lacks or wrong_kind):
+                return None
+            for r in over:
+                asked, offered = short.get(r, (0, 0))
+                short[r] = (max(asked, box[r]), max(offered, w.largest[r]))
+            features = features or lacks
+            names = names or wrong_kind
+        units = {"memory": " MB memory", "disk": " MB disk", "cores": " cores", "gpus": " gpus"}
+        parts = [f"asks {asked}{units[r]}, the largest connected worker has {offered}"
+                 for r, (asked, offered) in short.items()]
+        if features:
+            parts.append("needs features " + ", ".join(sorted(task.features)))
+        if names:
+            parts.append("has file names only treadle workers can take")
+        return "; ".join(parts)
 
     def _category_status(self, name: str | None) -> dict[str, Any]:
         if name is None:

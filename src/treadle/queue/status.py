@@ -97,7 +97,8 @@ def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
 
 
 def render(snap: dict[str, Any], host: str, port: int) -> str:
-    """A human summary of a snapshot: progress line, workers table, tasks table."""
+    """A human summary of a snapshot: progress line, workers table, tasks table, and a
+    line for each waiting task that the manager says no connected worker can ever fit."""
     q = snap["queue"]
     project = q.get("project") or "-"
     lines = [
@@ -136,6 +137,10 @@ def render(snap: dict[str, Any], host: str, port: int) -> str:
         if tasks
         else "no tasks in the queue"
     )
+    stuck = [t for t in tasks if t.get("never_fits")]
+    if stuck:
+        lines.append("")
+        lines += [f"task {t.get('taskid')} can never run on the connected workers: {t['never_fits']}" for t in stuck]
     return "\n".join(lines)
 
 

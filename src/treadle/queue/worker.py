@@ -338,6 +338,7 @@ class Worker:
         self._home = -1  # our own working directory, to come back to after a spawn
         self._wake: asyncio.Event | None = None  # set by signals and the lifetime watch
         self._trash = 0
+        self._where = ""  # the manager last reached, or why none was (see _connect)
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -375,19 +376,42 @@ class Worker:
             self.ws.destroy()
 
     async def _connect_loop(self) -> int:
+        """Connect, serve, reconnect; the exit status once there is nothing left to do.
+
+        An unreachable manager is reported once per outage, not once per attempt:
+        a worker started before its manager (or outliving it) would otherwise fill
+        its batch job's log. A worker that served a manager which then went away
+        for good exits 0, as the reference worker does: the manager finished.
+        """
         backoff = self.opts.min_backoff
         give_up = time.monotonic() + self.opts.connect_timeout
+        served = False
+        told = False  # the user knows that no manager answers
         while True:
             if self._stopping:
                 return 0 if self._stopping == "wall_time" else 1
             link = await self._connect()
             if link is None:
+                if not told:
+                    print(f"worker: cannot reach manager {self._where}; retrying for up to "
+                          f"{self.opts.connect_timeout:g} s", file=sys.stderr, flush=True)
+                    told = True
                 if time.monotonic() >= give_up:
-                    log.warning("no manager reached within %ss; exiting", self.opts.connect_timeout)
+                    if served:
+                        log.warning("the manager went away (none answered for %gs); exiting",
+                                    self.opts.connect_timeout)
+                        return 0
+                    log.warning("no manager reached within %gs; exiting",
+                                self.opts.connect_timeout)
                     return 1
+                log.info("retrying in %gs", backoff)
                 await self._pause(backoff)
                 backoff = min(backoff * 2, self.opts.max_backoff)
                 continue
+            if told:
+                print(f"worker: connected to manager {self._where}", file=sys.stderr, flush=True)
+                told = False
+            served = True
             began = time.monotonic()
             session = _Session(self, link)
             self._session = session
@@ -420,7 +444,12 @@ class Worker:
             pass
 
     async def _connect(self):
-        for host, port in await self._manager_addresses():
+        """A link to the first manager that answers, or None; ``_where`` says which
+        address was reached, or why none was."""
+        addresses = await self._manager_addresses()
+        if not addresses:
+            self._where = f"matching {self.opts.project!r} (none in the catalog)"
+        for host, port in addresses:
             try:
                 tls = {"ssl": self._tls_context(), "server_hostname": host} if self.opts.tls \
                     else {}
@@ -430,11 +459,14 @@ class Worker:
                 tls_failed = type(e).__module__ == "ssl"  # say why, it will not heal itself
                 (log.warning if tls_failed else log.info)(
                     "cannot connect to %s:%d: %s", host, port, e)
+                why = os.strerror(e.errno) if getattr(e, "errno", None) else str(e) or "timed out"
+                self._where = f"{host}:{port} ({why})"
                 continue
             sock = link.transport.get_extra_info("socket")
             if sock is not None:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             log.info("connected to %s:%d", host, port)
+            self._where = f"{host}:{port}"
             return link
         return None
 
