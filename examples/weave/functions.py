@@ -1,4 +1,4 @@
-# Every kind of function (spec §2.4), and Define/Export.
+# Every kind of function (docs/weaver.md, "Functions"), and Define/Export.
 year = ShellFunction('date -u +%Y > "$1"', cmd_format='{EXE} {OUT}')
 year(outputs='year.txt')                                   # four digits
 count = ShellFunction('n=0\nfor f in "$@"; do n=$((n + $(wc -l < "$f"))); done\necho "$n"',

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Write the fixtures of the Weaver examples, deterministically (spec weaver.md §5).
+"""Write the fixtures of the Weaver examples, deterministically (the same bytes on every run).
 
     python3 make_data.py [DIR] [--irises N] [--blue K]
 

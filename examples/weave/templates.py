@@ -1,4 +1,4 @@
-# Output name templates (spec §2.5).
+# Output name templates (docs/weaver.md, "Output names").
 src = Glob('data/text/t0[12].txt')
 cp = ParseFunction('cp {IN} {OUT}')
 copies = Map(cp, src, '{basename}.copy')     # t01.txt.copy t02.txt.copy

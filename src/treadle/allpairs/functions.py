@@ -70,7 +70,7 @@ def _from_object(obj: Callable, batched: bool, takes_bytes: bool, label: str,
 
 def resolve(function: object, extra_args: Sequence[str] = (), batched: bool = False,
             takes_bytes: bool = False, exec_each: bool = False) -> Resolved:
-    """Resolve F as spec §1.3 orders it: built-in, FILE:NAME, MODULE:NAME, executable.
+    """Resolve F, first match wins: built-in, FILE:NAME, MODULE:NAME, executable.
 
     ``exec_each`` (executables only) starts F afresh for every pair instead of
     running a ``#!/bin/sh`` F in a reused shell; results are the same either

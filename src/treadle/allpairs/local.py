@@ -1,4 +1,4 @@
-"""Local multicore mode (spec §2.6): k pool processes take whole blocks in band order,
+"""Local multicore mode (``-T local``): k pool processes take whole blocks in band order,
 each running the runner in-process on one core; executables are spawned directly."""
 
 from __future__ import annotations

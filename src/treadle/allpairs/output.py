@@ -1,4 +1,4 @@
-"""Assembling results (spec §1.4): block files to text triples in row-major order or a
+"""Assembling results (docs/allpairs.md, "Output formats"): block files to text triples in row-major order or a
 dense ``.npy`` matrix, written to ``<output>.tmp``, fsynced and renamed; block files to
 an in-memory table for runs without an output file; and ``--from TRIPLES``.
 

@@ -1,4 +1,4 @@
-"""Planning an All-Pairs run: sampling F, the cost model of spec §2.7, the block shape.
+"""Planning an All-Pairs run: sampling F, the cost model, the block shape.
 
 The model is a pure function so its test vectors can be checked exactly; the
 sampler times F on this host; ``make_plan`` combines them into a frozen ``Plan``
@@ -25,13 +25,13 @@ DISTRIBUTED_NOTE = (
     "recomputed with it and the worker's cores and published as the manager's "
     "workers_wanted")
 
-# Spec §2.7 defaults.
+# Defaults of the cost model (each has a CLI option).
 D_TASK_UNMEASURED = 0.1
 D_HOST = 10.0
 BANDWIDTH_MBPS = 1000.0
 MAX_WORKERS = 400
 LIMIT_START = 3600.0
-# Spec §2.2 stopping rules: (pairs, seconds).
+# When sampling stops: (pairs, seconds), whichever comes first.
 SAMPLE_EXEC = (16, 5.0)
 SAMPLE_IN_PROCESS = (1000, 0.5)
 
@@ -65,7 +65,7 @@ def t_dist(n: int, m: int, t: float, s: float, h: int, c: float, *, k: int = 1,
            d_task: float = D_TASK_UNMEASURED, d_host: float = D_HOST,
            bandwidth: float = BANDWIDTH_MBPS, transfer: str = "manager",
            symmetric: bool = False) -> float:
-    """T_dist(h, c) of spec §2.7, with J(c) = cells / c blocks."""
+    """T_dist(h, c): the modelled distributed time, with J(c) = cells / c blocks."""
     cells = cell_count(n, m, symmetric)
     work = cells * t
     jobs = cells / c
@@ -103,7 +103,7 @@ def optimise(n: int, m: int, t: float, s: float, *, k: int = 1, k_local: int = 1
 
 def block_target(mode: str, n: int, m: int, t: float, k: int, symmetric: bool,
                  d_task: float = D_TASK_UNMEASURED) -> float:
-    """T_blk of spec §2.3, in wall seconds on the cores that run one block."""
+    """T_blk: one block's time, in wall seconds on the cores that run it."""
     if mode == "wq":
         return max(60.0, 10 * d_task)
     total = cell_count(n, m, symmetric) * t
@@ -144,7 +144,7 @@ class WorkerReport:
 
 def side_cap(mean_bytes: float, capacity: float | None, concurrent: int) -> int | None:
     """Most items of one set per block so (x + y)·bytes stays in 50% of ``capacity``
-    shared by ``concurrent`` blocks (spec §2.3); None when nothing limits it."""
+    shared by ``concurrent`` blocks; None when nothing limits it."""
     if mean_bytes <= 0 or not capacity:
         return None
     return max(1, int(0.5 * capacity / max(1, concurrent) / (2 * mean_bytes)))
@@ -159,7 +159,7 @@ def local_ram() -> int | None:
 
 def side_caps(mode: str, takes_bytes: bool, mean_bytes: float, k_local: int,
               worker: WorkerReport | None, override: int | None) -> tuple[int | None, str]:
-    """The tightest cap on a block's side and what sets it (spec §2.3 Caps).
+    """The tightest cap on a block's side and what sets it.
 
     Memory counts for bytes-mode F only, on the machine that runs the block: this
     host's RAM over k_local blocks locally, a worker's RAM over its one block in wq
@@ -204,7 +204,7 @@ def sample_pairs(rng: random.Random, n: int, m: int, symmetric: bool,
 
 def sample(fn: Function, a: ItemSet, b: ItemSet, symmetric: bool,
            seed: int = 0) -> tuple[float, int]:
-    """Time F on this host; returns (t seconds per pair, pairs run). Spec §2.2.
+    """Time F on this host; returns (t seconds per pair, pairs run).
 
     Pairs come from a seeded shuffle of the whole matrix and run one after
     another; their results are discarded. A pair that fails is timed but not
@@ -319,7 +319,7 @@ def make_plan(fn: Function, a: ItemSet, b: ItemSet, *, symmetric: bool, mode: st
     """Sample (unless t is given), run the model, pick the mode and the block shape.
 
     ``first_worker(wait)`` is asked after sampling, so workers connect while F is
-    timed; its report gives k (spec §2.7) and the worker's caps. Without one, k is
+    timed; its report gives k (cores per worker) and the worker's caps. Without one, k is
     ``-c``, else this host's core count.
     """
     n, m = len(a), len(b)

@@ -1,4 +1,4 @@
-"""Progress of an All-Pairs or Wavefront run on stderr (spec §2.9, §3.2).
+"""Progress of an All-Pairs or Wavefront run on stderr.
 
 On a terminal it is a rich live line that redraws itself, so elapsed time and
 ETA keep moving while a minute-long block runs. Elsewhere a background thread
@@ -131,7 +131,7 @@ class Display:
 
 
 class Progress(Display):
-    """All-Pairs: blocks done/total, pairs/s, ETA and workers (spec §2.9)."""
+    """All-Pairs: blocks done/total, pairs/s, ETA and workers."""
 
     what = "allpairs"
 
@@ -173,7 +173,7 @@ class Progress(Display):
 
 
 class WaveProgress(Display):
-    """Wavefront: percent complete, elapsed time, running/ready counts and workers (§3.2)."""
+    """Wavefront: percent complete, elapsed time, running/ready counts and workers."""
 
     what = "wavefront"
 

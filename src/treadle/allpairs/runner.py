@@ -42,7 +42,7 @@ import weakref
 
 BITWISE = "BITWISE"
 
-# How much of a failing F's stderr is kept for the error message (spec §1.3).
+# How much of a failing F's stderr is kept for the error message (the last 2 KiB).
 STDERR_TAIL = 2048
 
 
@@ -82,7 +82,7 @@ def escape(text: str) -> str:
 
 
 def result_text(value) -> str:
-    """The text of a callable's return value (spec §1.4), not yet escaped."""
+    """The text of a callable's return value (docs/allpairs.md, "Output formats"), not yet escaped."""
     kind = type(value)
     if kind is int or kind is str:
         return str(value)
@@ -696,7 +696,7 @@ def _line_key(line):
 
 def wave_cell(fn: Function, x: int, y: int, left: str, bottom: str, diag: str,
               spawner: Spawner | None = None) -> str:
-    """One Wavefront cell R[x][y] from its neighbours' values (allpairs.md §3.1)."""
+    """One Wavefront cell R[x][y] from its neighbours' values (docs/allpairs.md, "Wavefront")."""
     if fn.kind == "exec":
         own = spawner is None
         spawner = spawner or Spawner()

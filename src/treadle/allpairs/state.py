@@ -1,4 +1,4 @@
-"""Crash resume at block granularity (spec §2.9): ``<output>.apstate/`` holds the plan,
+"""Crash resume at block granularity: ``<output>.apstate/`` holds the plan,
 one file per finished block and a journal of finished blocks with their checksums."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Distributed Wavefront (allpairs.md §3.2): b×b blocks of cells, one Work Queue task each.
+"""Distributed Wavefront: b×b blocks of cells, one Work Queue task each.
 
 Block (X, Y) is ready once blocks (X−1, Y), (X, Y−1) and (X−1, Y−1) are complete.
 Its only data input is a small buffer with the row below it and the column to

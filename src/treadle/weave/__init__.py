@@ -1,4 +1,4 @@
-"""Weaver: the Python workflow compiler (spec weaver.md).
+"""Weaver: the Python workflow compiler (see docs/weaver.md).
 
 ``from treadle.weave import *`` gives a plain Python program the names that
 ``treadle weave`` pre-loads into scripts.

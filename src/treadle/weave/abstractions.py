@@ -1,4 +1,4 @@
-"""Abstractions: patterns that generate many tasks (spec weaver.md §2.6).
+"""Abstractions: patterns that generate many tasks (docs/weaver.md, "Abstractions").
 
 Creating an abstraction registers it as a future of the current nest; it
 generates its tasks when the nest compiles, or earlier when something iterates
@@ -269,7 +269,7 @@ class Merge(Abstraction):
 
 
 class MapReduce(Abstraction):
-    """Map, partition, sort and reduce, then merge (spec §2.6, **change**: all three phases)."""
+    """Map, partition, sort and reduce, then merge (the original Weaver generated only the map phase)."""
 
     inline_group = False
     MAPPER_SIZE = 16

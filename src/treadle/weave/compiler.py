@@ -1,4 +1,4 @@
-"""Running a Weaver script and writing its sandbox (spec weaver.md §1.1, §1.2).
+"""Running a Weaver script and writing its sandbox (docs/weaver.md, "A first script").
 
 The script is compiled under its real file name so that tracebacks and
 ``inspect.getsource`` work; errors are reported at the script's line.

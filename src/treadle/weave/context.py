@@ -1,7 +1,7 @@
 """The compile context: the running script, its settings, and the four stacks.
 
 A Weaver script talks to "the current nest", "the current options" and so on
-(spec weaver.md §2.1). Those are the tops of module-level stacks kept here, so
+(docs/weaver.md, "Running from a plain Python program"). Those are the tops of module-level stacks kept here, so
 that every other module of the compiler reads them from one place.
 """
 
@@ -28,7 +28,7 @@ log = logging.getLogger("treadle.weave")
 
 @dataclass
 class Config:
-    """Compiler settings from the command line (spec §2.1); defaults are the CLI's."""
+    """Compiler settings from the ``treadle weave`` command line; defaults are the CLI's."""
 
     native: str | None = None  # --native: overrides every native= in the script
     strict: bool = False  # -W

@@ -4,7 +4,7 @@ A nest's DAG may hold a million rules, so rules are spooled to a temporary file
 as they are scheduled and only names (not rule objects) stay in memory. The
 header, which depends on every rule (exports, MAKEFLOW_OUTPUTS), is written
 when the DAG is finished; the finished file is renamed into place only when the
-whole compile succeeds (spec weaver.md §1.1 step 5).
+whole compile succeeds, so a failed compile leaves no new DAG behind.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Datasets: lazily generated, ordered lists of Files (spec weaver.md §2.3).
+"""Datasets: lazily generated, ordered lists of Files (docs/weaver.md, "Datasets").
 
 A dataset is generated at most once per compile, on first iteration, and its
 member list is written to a stash file (``cache_path``). ``ds.NAME`` is

@@ -1,6 +1,6 @@
-"""Writing tasks as Makeflow text or as a JSON workflow (spec weaver.md §2.9).
+"""Writing tasks as Makeflow text or as a JSON workflow.
 
-Escaping follows the Makeflow lexer (makeflow.md §1.3–1.5) so that the engine
+Escaping follows the Makeflow lexer (docs/makeflow.md) so that the engine
 hands the shell exactly the command the compiler formatted. Everything is
 escaped "outside quotes": a backslash before each character the lexer would
 otherwise interpret. Makeflow's own single quotes are never used, because

@@ -1,4 +1,4 @@
-"""Files: a path plus the nest it belongs to, with lazily stat'ed attributes (spec §2.2)."""
+"""Files: a path plus the nest it belongs to, with lazily stat'ed attributes (docs/weaver.md, "Files")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Cursor expressions: filters that run as bound SQL or as tests on Files (spec §2.3)."""
+"""Cursor expressions: filters that run as bound SQL or as tests on Files (docs/weaver.md, "Datasets")."""
 
 from __future__ import annotations
 

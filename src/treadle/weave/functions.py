@@ -1,4 +1,4 @@
-"""Functions: command templates bound to executables (spec weaver.md §2.4).
+"""Functions: command templates bound to executables (docs/weaver.md, "Functions").
 
 Calling a function schedules one task in the current nest and returns its output
 files. Executables found only in system directories are written by their bare
@@ -50,7 +50,11 @@ class Function:
             self._resolve(executable)
 
     def _resolve(self, executable: str | File) -> None:
-        """Find the executable (spec §2.4 lookup order) and decide how it is written."""
+        """Find the executable and decide how it is written.
+
+        Looked up as given, then in find_dirs, the script's directory, the
+        current directory and PATH (docs/weaver.md, "Functions").
+        """
         if isinstance(executable, File):
             self._ship(executable.abspath)
             return
@@ -282,7 +286,7 @@ class ShellFunction(ScriptFunction):
 
 
 class PythonFunction(ScriptFunction):
-    """A Python function made into a standalone Python 3 script (spec R4)."""
+    """A Python function made into a standalone Python 3 script (stdlib only, python3 >= 3.8)."""
 
     def __init__(self, function: Callable[..., Any], executable: str | None = None,
                  cmd_format: str | None = None, imports: list[str] | None = None,

@@ -1,4 +1,4 @@
-"""Nests: a directory, its DAG and its stash; ``Define`` and ``Export`` (spec §2.7)."""
+"""Nests: a directory, its DAG and its stash; ``Define`` and ``Export`` (docs/weaver.md, "Nests")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Options: resources and placement of tasks, on a stack (spec weaver.md §2.8)."""
+"""Options: resources and placement of tasks, on a stack (docs/weaver.md, "Options")."""
 
 from __future__ import annotations
 

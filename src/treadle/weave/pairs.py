@@ -1,4 +1,4 @@
-"""AllPairs and Wavefront: a native engine call when eligible, else expansion (spec §4)."""
+"""AllPairs and Wavefront: a native engine call when eligible, else expansion (docs/weaver.md, "AllPairs")."""
 
 from __future__ import annotations
 
@@ -100,7 +100,7 @@ class _Paired(Abstraction):
 
 
 class AllPairs(_Paired):
-    """Compare every item of A with every item of B (spec §2.6, §4)."""
+    """Compare every item of A with every item of B (docs/weaver.md, "AllPairs")."""
 
     DEFAULT_PORT = 9098
     native_kind = "allpairs"
@@ -210,7 +210,7 @@ class AllPairs(_Paired):
 
 
 class Wavefront(_Paired):
-    """R[x][y] = F(R[x-1][y], R[x][y-1], R[x-1][y-1]) over a grid (spec §2.6, allpairs.md §3)."""
+    """R[x][y] = F(R[x-1][y], R[x][y-1], R[x-1][y-1]) over a grid (docs/allpairs.md, "Wavefront")."""
 
     native_kind = "wavefront"
 

@@ -1,4 +1,4 @@
-"""Generating standalone Python 3 scripts from functions (spec weaver.md §2.4, R4).
+"""Generating standalone Python 3 scripts from functions (docs/weaver.md, "Functions").
 
 The generated file imports nothing from treadle and runs on any python3 ≥ 3.8, so a
 worker needs no installation. Abstractions with their own calling convention

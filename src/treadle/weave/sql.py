@@ -1,4 +1,4 @@
-"""SQL datasets through SQLAlchemy Core, SQLite included (spec weaver.md §2.3, R1, R2).
+"""SQL datasets through SQLAlchemy Core, SQLite included (docs/weaver.md, "SQL datasets").
 
 Filter values only ever travel as bound parameters. Table, field and ordering
 names are checked against the reflected table before any SQL is built, so no

@@ -1,4 +1,4 @@
-"""The stash: unique intermediate paths ``<dir>/_Stash/H/H/H/HHHHHHH`` (spec weaver.md §1).
+"""The stash: unique intermediate paths ``<dir>/_Stash/H/H/H/HHHHHHH``.
 
 The seven hex digits are a three-digit folder counter followed by a four-digit
 index inside the folder (0000–3FFF), so no leaf folder holds more than 16,384

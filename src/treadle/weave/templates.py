@@ -1,4 +1,4 @@
-"""Output name templates and command formatting (spec weaver.md §2.5)."""
+"""Output name templates and command formatting (docs/weaver.md, "Output names")."""
 
 from __future__ import annotations
 
