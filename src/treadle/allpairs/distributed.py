@@ -1,4 +1,4 @@
-"""Distributed mode (spec §2.5): one Work Queue task per block, through treadle.queue.
+"""Distributed mode: one Work Queue task per block, through treadle.queue.
 
 Every input of a block task is cached on the worker and named by content, so an
 item crosses the network at most once per worker: ``runner.py``, F (or its
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("treadle.allpairs")
 
 DEFAULT_PORT = 9123
-# Spec §4.2 A6: the first block is submitted at most 6 s after start, and sampling
+# Target: the first block is submitted at most 6 s after start, and sampling
 # takes up to 5 s. Planning waits for the first worker's report until this many
 # seconds after start, which leaves the rest for planning and the first submit.
 FIRST_WORKER_WAIT = 5.5
@@ -106,7 +106,7 @@ def first_worker(manager: Manager, until: float, wait: bool = True) -> WorkerRep
 
 def dispatch_cost(task: Task) -> float:
     """One task's round trip less the time its command ran: sending inputs, dispatch,
-    reporting and fetching the output. The median of these is d_task (spec §2.7)."""
+    reporting and fetching the output. The median of these is d_task of the cost model."""
     return max(0.0, task.time_finished - task.time_started - task.execute_usec / 1e6)
 
 

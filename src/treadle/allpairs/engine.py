@@ -133,7 +133,7 @@ def allpairs(set_a: object, set_b: object, function: object, *, output: str | os
              stats_file: str | None = None, plan_only: bool = False,
              from_triples: str | None = None, quiet: bool = False,
              host: str = "", plan_stream=None) -> AllPairsResult:
-    """Compute M[i][j] = F(A[i], B[j]) for every pair (spec §1.6).
+    """Compute M[i][j] = F(A[i], B[j]) for every pair (docs/allpairs.md, "From Python").
 
     ``exec_each`` starts an executable F afresh for every pair; by default a
     ``#!/bin/sh`` script F runs in a reused shell, in a subshell per pair.

@@ -1,4 +1,4 @@
-"""Wavefront (spec §3): R[x][y] = F(R[x-1][y], R[x][y-1], R[x-1][y-1]) over a grid.
+"""Wavefront: R[x][y] = F(R[x-1][y], R[x][y-1], R[x-1][y-1]) over a grid.
 
 A cell starts as soon as its three neighbours are known (no barrier between
 anti-diagonals); among ready cells the smallest x + y, then the smallest x, goes
