@@ -14,6 +14,11 @@ exist in the workflow's directory before submission; after a successful job
 the backend has placed ``Job.outputs`` there (a backend without a sandbox runs
 the command in that directory, so it has nothing to move). Checking that the
 outputs really exist is the engine's job, the same for every backend.
+
+A job's output never reaches the engine's own stdout or stderr: the backend
+writes the job's stdout and stderr to the files named by ``Job.stdout`` and
+``Job.stderr`` (capped as :mod:`treadle.backends.logs` says; a stream with no
+file is discarded), and ``JobResult`` names the files it wrote.
 """
 
 from __future__ import annotations
@@ -45,6 +50,8 @@ class Job:
     environment: Mapping[str, str] = field(default_factory=dict)
     category: str = "default"
     batch_options: str | None = None
+    stdout: str | None = None  # file for the job's stdout; None: discarded
+    stderr: str | None = None  # file for the job's stderr; None: discarded
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +63,11 @@ class JobResult:
     ``error`` is set when the backend could not run the job at all (an input
     it could not send, a submission refused); the engine treats that as a
     failed attempt.
+
+    ``stdout`` and ``stderr`` are the files that hold the job's streams, or
+    ``None`` where nothing was kept. They are the same file when the backend
+    can only keep the two together (Work Queue: protocol 9 sends one combined
+    output). A log the backend could not write (a full disk) sets ``error``.
     """
 
     job_id: int
@@ -64,6 +76,8 @@ class JobResult:
     error: str | None = None
     started: float = 0.0  # Unix time, seconds
     finished: float = 0.0
+    stdout: str | None = None
+    stderr: str | None = None
 
     @property
     def succeeded(self) -> bool:

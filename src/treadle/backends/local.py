@@ -21,11 +21,19 @@ Two promises the engine relies on:
   can observe. When the direct start fails for any reason (not found, not
   executable, a script without ``#!``), the command goes through the shell
   after all, so the user sees the shell's message and exit status.
+
+A job's stdout and stderr are the files ``Job.stdout`` and ``Job.stderr``
+(``/dev/null`` when not given), opened here and handed to the process as its
+fd 1 and 2: its output goes straight to disk, never through the engine nor to
+the engine's terminal. When the job ends, the files are capped
+(:mod:`treadle.backends.logs`); a log that cannot be kept (a full disk) fails
+the job with the reason.
 """
 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import os
 import select
 import signal
@@ -33,6 +41,7 @@ import time
 from collections.abc import Mapping
 
 from treadle.backends.base import Job, JobResult
+from treadle.backends.logs import cap_file
 from treadle.queue.spawn import RESET_SIGNALS, SHELL, Watchdog, direct_start, shell_report_argv
 
 CANCEL_GRACE = 0.4  # seconds between SIGTERM and SIGKILL when stopping jobs
@@ -52,6 +61,7 @@ class LocalBackend:
         self._by_fd: dict[int, int] = {}  # pidfd -> pid
         self._jobs: dict[int, tuple[int, float]] = {}  # pid -> (pidfd, start time)
         self._started_directly: set[int] = set()  # pids started without /bin/sh
+        self._logs: dict[int, tuple[str | None, str | None]] = {}  # pid -> (stdout, stderr) files
         self._cancelled: set[int] = set()
         self._ready: collections.deque[JobResult] = collections.deque()
         self._watchdog: Watchdog | None = None
@@ -59,8 +69,18 @@ class LocalBackend:
     # --- Backend protocol ----------------------------------------------------------------
 
     def submit(self, job: Job) -> int:
+        """Start the job with its log files as fd 1 and 2; ``OSError`` if they cannot be opened."""
         env = self._environment(job.environment)
-        pid = self._spawn(job.command, env)
+        out = _open_log(job.stdout)
+        try:
+            err = _open_log(job.stderr)
+            try:
+                pid = self._spawn(job.command, env, [(os.POSIX_SPAWN_DUP2, out, 1), (os.POSIX_SPAWN_DUP2, err, 2)])
+            finally:
+                os.close(err)
+        finally:
+            os.close(out)
+        self._logs[pid] = (job.stdout, job.stderr)
         if self._watchdog is None:
             self._watchdog = Watchdog()
         self._watchdog.add(pid)
@@ -129,17 +149,19 @@ class LocalBackend:
         self._env_cache[key] = (extra, env)  # keeps `extra` alive so its id stays unique
         return env
 
-    def _spawn(self, command: str, env: dict[str, str]) -> int:
+    def _spawn(self, command: str, env: dict[str, str], file_actions: list[tuple]) -> int:
         if self._direct:
             direct = direct_start(command, env.get("PATH"))
             if direct is not None:
                 try:
-                    pid = os.posix_spawn(direct[0], direct[1], env, setpgroup=0, setsigdef=RESET_SIGNALS)
+                    pid = os.posix_spawn(direct[0], direct[1], env, file_actions=file_actions, setpgroup=0,
+                                         setsigdef=RESET_SIGNALS)
                     self._started_directly.add(pid)
                     return pid
                 except OSError:
                     pass  # let the shell report it
-        return os.posix_spawn(SHELL, ["sh", "-c", command], env, setpgroup=0, setsigdef=RESET_SIGNALS)
+        return os.posix_spawn(SHELL, ["sh", "-c", command], env, file_actions=file_actions, setpgroup=0,
+                              setsigdef=RESET_SIGNALS)
 
     def _reap(self, fd: int) -> None:
         pid = self._by_fd.pop(fd, None)
@@ -153,26 +175,50 @@ class LocalBackend:
             self._watchdog.remove(pid)
         direct = pid in self._started_directly
         self._started_directly.discard(pid)
+        stdout, stderr = self._logs.pop(pid)
         if pid in self._cancelled:
             self._cancelled.discard(pid)
             return
         if direct and os.WIFSIGNALED(status):
-            status = _as_the_shell_reports(os.WTERMSIG(status))
+            status = _as_the_shell_reports(os.WTERMSIG(status), stderr)
         if os.WIFSIGNALED(status):
-            result = JobResult(pid, signal=os.WTERMSIG(status), started=started, finished=time.time())
+            result = JobResult(pid, signal=os.WTERMSIG(status), started=started, finished=time.time(),
+                               stdout=stdout, stderr=stderr)
         else:
-            result = JobResult(pid, exit_code=os.waitstatus_to_exitcode(status), started=started, finished=time.time())
+            result = JobResult(pid, exit_code=os.waitstatus_to_exitcode(status), started=started,
+                               finished=time.time(), stdout=stdout, stderr=stderr)
+        for path in (stdout, stderr):
+            if path is not None:
+                try:
+                    cap_file(path)
+                except OSError as e:
+                    result = dataclasses.replace(result, error=f"could not keep its log {path}: {e.strerror}")
         self._ready.append(result)
 
 
-def _as_the_shell_reports(sig: int) -> int:
+def _open_log(path: str | None) -> int:
+    """A descriptor for a job's stream: its log file, emptied, or ``/dev/null``."""
+    if path is None:
+        return os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+
+
+def _as_the_shell_reports(sig: int, stderr: str | None) -> int:
     """The wait status ``/bin/sh -c`` would have given for a program killed by ``sig``.
 
     Deaths the engine did not cause are rare, so the stand-in runs synchronously;
-    its message goes to the engine's stderr, where the job's own stderr goes.
+    its message goes to the end of the job's stderr log, as the shell's would have.
     """
     argv = shell_report_argv(sig)
-    _, status = os.waitpid(os.posix_spawn(argv[0], argv, os.environ), 0)
+    try:
+        err = os.open(stderr, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC) if stderr else _open_log(None)
+    except OSError:
+        err = _open_log(None)
+    try:
+        pid = os.posix_spawn(argv[0], argv, os.environ, file_actions=[(os.POSIX_SPAWN_DUP2, err, 2)])
+    finally:
+        os.close(err)
+    _, status = os.waitpid(pid, 0)
     return status
 
 

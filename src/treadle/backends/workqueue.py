@@ -9,14 +9,20 @@ the next rule reads, crosses the network once per worker.
 
 A lost worker is not a job failure: the manager sends the task elsewhere.
 A missing output is reported by the engine, which checks outputs itself.
+
+A task's output (stdout and stderr together: protocol 9 merges them on the
+worker) is written to the job's ``Job.stdout`` file, capped
+(:mod:`treadle.backends.logs`), and never to the engine's own output; the
+result names that one file as both ``stdout`` and ``stderr``. A log that cannot
+be written (a full disk) fails the job with the reason.
 """
 
 from __future__ import annotations
 
 import os
-import sys
 
 from treadle.backends.base import FileSpec, Job, JobResult
+from treadle.backends.logs import write_log
 from treadle.queue.manager import Manager
 from treadle.queue.task import Result, Task
 
@@ -59,6 +65,7 @@ class WorkQueueBackend:
         if fast_abort is not None:
             self.manager.fast_abort(fast_abort)
         self.port = self.manager.port
+        self._logs: dict[int, str | None] = {}  # task id -> the job's stdout file
 
     def submit(self, job: Job) -> int:
         """Queue the job as a task; returns the task id."""
@@ -84,16 +91,15 @@ class WorkQueueBackend:
                 task.add_input(local, f.task_name)
         for f in _travelling(job.outputs):
             task.add_output(os.path.join(self.workdir, f.dag_name), f.task_name, cache=True)
-        return self.manager.submit(task)
+        task_id = self.manager.submit(task)
+        self._logs[task_id] = job.stdout
+        return task_id
 
     def wait(self, timeout: float | None) -> JobResult | None:
-        """The next finished job; the task's stdout goes to our stdout, as makeflow does."""
+        """The next finished job; the task's output goes to the job's log file, never to our stdout."""
         task = self.manager.wait(timeout if timeout is not None else -1)
         if task is None:
             return None
-        if task.output:
-            sys.stdout.buffer.write(task.output)
-            sys.stdout.flush()
         error = None
         result = task.result
         if result not in (Result.SUCCESS, Result.OUTPUT_MISSING, Result.SIGNAL):
@@ -101,6 +107,13 @@ class WorkQueueBackend:
             error = f"work queue result {result.name if result is not None else 'UNKNOWN'}"
             if detail:
                 error += f": {detail}"
+        log = self._logs.pop(task.id, None)
+        if log is not None:
+            try:
+                write_log(os.path.join(self.workdir, log), task.output)
+            except OSError as e:
+                why = f"could not keep its output in {log}: {e.strerror}"
+                error = why if error is None else f"{error}; {why}"
         return JobResult(
             job_id=task.id,
             exit_code=task.exit_code,
@@ -108,10 +121,13 @@ class WorkQueueBackend:
             error=error,
             started=task.time_started,
             finished=task.time_finished,
+            stdout=log,
+            stderr=log,
         )
 
     def cancel(self, job_id: int) -> None:
         """Kill the task on its worker (or drop it from the queue); no result is reported."""
+        self._logs.pop(job_id, None)
         self.manager.cancel(job_id)
 
     def close(self) -> None:

@@ -83,6 +83,10 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("X", ("change-directory",), True, "change_directory", "change to DIR first"),
     Opt(None, ("send-environment",), False, "send_environment", "send the whole environment to remote jobs"),
     Opt(None, ("do-not-save-failed-output",), False, "no_save_failed", "do not keep makeflow.failed.ID/"),
+    Opt(None, ("keep-logs",), False, "keep_logs",
+        "keep successful rules' logs too: each attempt's stdout and stderr go to .LOG.logs/ID.ATTEMPT.out "
+        "and .err beside the log (LOG: its name less .makeflowlog; over wq both streams are in .out), "
+        "capped to the first and last 512 KiB; failed rules' logs are always kept"),
     Opt(None, ("wait-for-files-upto",), True, "wait_for_files", "wait up to N s for outputs to appear"),
     Opt("z", ("zero-length-error",), False, "zero_length_error", "an empty output counts as missing"),
     Opt(None, ("sandbox",), False, "sandbox", "run each local rule in a private directory"),
@@ -222,7 +226,7 @@ INT_DESTS = {
 }
 FLAG_DESTS = {
     "skip_file_check", "checksum_sources", "advertise", "log_verbose", "send_environment",
-    "zero_length_error", "sandbox",
+    "zero_length_error", "sandbox", "keep_logs",
 }
 
 

@@ -52,7 +52,7 @@ def clean(engine: Engine, history: History, mode: str, log_path: str, batch_log:
     engine.journal.flush()
     if mode != "all":
         return False
-    for name in (batch_log, log_path):
+    for name in (engine.logs_dir, batch_log, log_path):  # the rules' stdout/stderr logs go with the log
         engine.delete_file(name)
     return True
 

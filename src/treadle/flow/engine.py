@@ -32,6 +32,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from treadle.backends.base import Backend, FileSpec, Job, JobResult
+from treadle.backends.logs import LOG_CAP
 from treadle.flow import journal as jr
 from treadle.flow.journal import ABORTED, COMPLETE, FAILED, RUNNING, WAITING, Journal
 from treadle.flow.model import DEFAULT_FILE_SIZE_ESTIMATE, Resources, Rule, Workflow
@@ -50,6 +51,8 @@ class Failure:
     signal: int | None
     reason: str
     attempts: int
+    stdout: str | None = None  # the last attempt's log files (the same file over Work Queue)
+    stderr: str | None = None
 
 
 @dataclass(slots=True)
@@ -245,6 +248,8 @@ class Engine:
         self._fingerprinted: set[str] = set()
         self._env_cache: dict[int, tuple[Mapping[str, str], dict[str, str]]] = {}
         self._commands: dict[int, str] = {}
+        self.logs_dir = opts.resolved_logs_dir()
+        self._logs_dir_made = False
 
     # --- set-up --------------------------------------------------------------------------
 
@@ -402,8 +407,12 @@ class Engine:
         run = command
         if self.opts.sandbox and is_local and rule.workflow is None and backend.name == "local":
             run = sandboxed_command(command, rule.sources, self.graph.outputs[rid])
-        job = self._job(rule, run, full=not is_local or backend.name != "local")
+        logs = self._log_paths(rid) if self.touch_files else (None, None)
+        job = self._job(rule, run, full=not is_local or backend.name != "local", logs=logs)
         try:
+            if logs[0] is not None and not self._logs_dir_made:
+                os.makedirs(self.logs_dir, exist_ok=True)
+                self._logs_dir_made = True
             job_id = backend.submit(job)
         except OSError as e:
             self.out.say("submitted job -1")
@@ -479,6 +488,10 @@ class Engine:
                     finished.append(s)
         self._change(rid, COMPLETE, result.job_id)
         j.flush()
+        if not self.opts.keep_logs:
+            for log in (result.stdout, result.stderr):
+                if log is not None:
+                    _remove(log)
         pending = self._pending
         rules = self.rules
         for c in g.children[rid]:
@@ -495,7 +508,12 @@ class Engine:
             self.progress(self.counts)
 
     def _fail(self, rid: int, result: JobResult, reason: str) -> None:
-        """running -> failed, then back to waiting if a retry is due."""
+        """running -> failed, then back to waiting if a retry is due.
+
+        The attempt's stdout/stderr logs are always kept; a failed-output
+        directory that cannot be written (a full disk) adds its reason to the
+        rule's, and the run goes on.
+        """
         rule = self.rules[rid]
         self.out.warn(reason)
         failed_dir = f"makeflow.failed.{rid}"
@@ -509,7 +527,10 @@ class Engine:
         self.journal.flush()
         if self.touch_files:
             if self.opts.save_failed_output:
-                self._save_failed(rule, failed_dir, result)
+                trouble = self._save_failed(rule, failed_dir, result)
+                if trouble is not None:
+                    self.out.warn(trouble)
+                    reason = f"{reason}; {trouble}"
             else:
                 for name in self.graph.outputs[rid]:
                     _remove(name)
@@ -523,7 +544,9 @@ class Engine:
             self.journal.flush()
             self._push_ready(rule)
         else:
-            self.failures.append(Failure(rule, result.exit_code, result.signal, reason, attempts))
+            self.failures.append(
+                Failure(rule, result.exit_code, result.signal, reason, attempts, result.stdout, result.stderr)
+            )
         if self.progress is not None:
             self.progress(self.counts)
 
@@ -538,6 +561,16 @@ class Engine:
 
     def run(self) -> None:
         """Run until nothing runs and nothing can start, or until an abort signal."""
+        try:
+            self._loop()
+        finally:
+            if self._logs_dir_made:
+                try:
+                    os.rmdir(self.logs_dir)  # only when empty: every rule succeeded and kept no log
+                except OSError:
+                    pass
+
+    def _loop(self) -> None:
         opts_gc = self.gc_tick
         while True:
             if self._abort_requested:
@@ -680,10 +713,20 @@ class Engine:
             self._env_cache[id(src)] = (src, env)
         return env
 
-    def _job(self, rule: Rule, command: str, full: bool) -> Job:
+    def _log_paths(self, rid: int) -> tuple[str, str]:
+        """This attempt's stdout and stderr files: ``<logs dir>/<rule id>.<attempt>.out`` / ``.err``.
+
+        Attempts count from 1 within one run of the engine; a later run of the
+        same workflow reuses the names.
+        """
+        stem = os.path.join(self.logs_dir, f"{rid}.{self.attempts.get(rid, 0) + 1}")
+        return f"{stem}.out", f"{stem}.err"
+
+    def _job(self, rule: Rule, command: str, full: bool, logs: tuple[str | None, str | None]) -> Job:
         env = self.environment_of(rule)
+        stdout, stderr = logs
         if not full:
-            return Job(rule.id, command, environment=env)
+            return Job(rule.id, command, environment=env, stdout=stdout, stderr=stderr)
         return Job(
             rule.id,
             command,
@@ -693,6 +736,8 @@ class Engine:
             environment=env,
             category=rule.category,
             batch_options=rule.batch_options or self.opts.batch_options,
+            stdout=stdout,
+            stderr=stderr,
         )
 
     def _check_outputs(self, rid: int) -> list[int] | str:
@@ -724,34 +769,54 @@ class Engine:
             return f"{command} crashed with signal {result.signal} ({_signame(result.signal)})"
         return f"{command} failed with exit code {result.exit_code}"
 
-    def _save_failed(self, rule: Rule, failed_dir: str, result: JobResult) -> None:
-        outputs = []
+    def _save_failed(self, rule: Rule, failed_dir: str, result: JobResult) -> str | None:
+        """Move the rule's outputs into ``failed_dir`` with its logs and ``INFO.json``.
+
+        ``INFO.json`` names the attempt's log files (``stdout``, ``stderr``: the
+        same file over Work Queue, said by ``stderr_in_stdout``) and the copies
+        kept beside it (``INFO.stdout``, ``INFO.stderr``: hard links where the
+        filesystem allows), so the directory is complete on its own. Returns why
+        it could not be written (a full disk), or ``None``.
+        """
         try:
             os.mkdir(failed_dir)
         except OSError as e:
-            self.out.warn(f"could not create {failed_dir}: {e.strerror}")
-            return
-        for name in self.graph.outputs[rule.id]:
-            try:
-                size = os.lstat(name).st_size
-            except OSError:
-                continue
-            dest = os.path.join(failed_dir, name.lstrip("/"))
-            os.makedirs(os.path.dirname(dest) or ".", exist_ok=True)
-            try:
-                os.rename(name, dest)
-            except OSError:
-                shutil.move(name, dest)
-            outputs.append({"size": size, "dag_name": name})
-        info = {
-            "exit_code": result.exit_code if result.signal is None else -result.signal,
-            "command": self.command_of(rule),
-            "inputs": list(rule.sources),
-            "outputs": outputs,
-            "environment": self.environment_of(rule),
-        }
-        with open(os.path.join(failed_dir, "INFO.json"), "w", encoding="utf-8", errors="surrogateescape") as f:
-            json.dump(info, f, indent=2)
+            return f"could not create {failed_dir}: {e.strerror}"
+        info_path = os.path.join(failed_dir, "INFO.json")
+        try:
+            outputs = []
+            for name in self.graph.outputs[rule.id]:
+                try:
+                    size = os.lstat(name).st_size
+                except OSError:
+                    continue
+                dest = os.path.join(failed_dir, name.lstrip("/"))
+                os.makedirs(os.path.dirname(dest) or ".", exist_ok=True)
+                try:
+                    os.rename(name, dest)
+                except OSError:
+                    shutil.move(name, dest)
+                outputs.append({"size": size, "dag_name": name})
+            info = {
+                "exit_code": result.exit_code if result.signal is None else -result.signal,
+                "command": self.command_of(rule),
+                "inputs": list(rule.sources),
+                "outputs": outputs,
+                "environment": self.environment_of(rule),
+                "stdout": result.stdout,
+                "stderr": result.stderr,
+                "stderr_in_stdout": result.stderr is not None and result.stderr == result.stdout,
+                "log_cap_bytes": LOG_CAP,
+            }
+            for key, log in (("stdout", result.stdout), ("stderr", result.stderr)):
+                if log is not None and os.path.exists(log) and (key == "stdout" or log != result.stdout):
+                    info[f"{key}_copy"] = _link_or_copy(log, os.path.join(failed_dir, f"INFO.{key}"))
+            with open(info_path, "w", encoding="utf-8", errors="surrogateescape") as f:
+                json.dump(info, f, indent=2)
+        except OSError as e:
+            _remove(info_path)  # a half-written INFO.json is worse than none
+            return f"could not save the failed rule's files in {failed_dir}: {e.strerror}"
+        return None
 
     def _fingerprint(self, name: str) -> None:
         """Write the ``# SOURCE`` record of an original input (docs/makeflow.md, 'The log') the first time it is read."""
@@ -812,6 +877,15 @@ def _size(name: str) -> int:
         return os.stat(name).st_size
     except OSError:
         return 0
+
+
+def _link_or_copy(src: str, dest: str) -> str:
+    """``dest``, made a hard link to ``src`` (no space used), or a copy across filesystems."""
+    try:
+        os.link(src, dest)
+    except OSError:
+        shutil.copyfile(src, dest)
+    return dest
 
 
 def _remove(name: str) -> None:

@@ -62,6 +62,7 @@ class RunOptions:
     change_directory: str | None = None
     send_environment: bool = False
     save_failed_output: bool = True
+    keep_logs: bool = False  # keep successful rules' stdout/stderr logs too (failed ones are always kept)
     wait_for_files: int = 0
     zero_length_error: bool = False
     sandbox: bool = False
@@ -86,6 +87,17 @@ class RunOptions:
 
     def resolved_log_path(self) -> str:
         return self.log_path or f"{self.dagfile}.makeflowlog"
+
+    def resolved_logs_dir(self) -> str:
+        """Where rules' stdout and stderr files go: beside the log, ``wf.mf.makeflowlog`` -> ``.wf.mf.logs``.
+
+        Derived from the log, not the workflow file, so two nested runs of one
+        sub-workflow (each with its own ``-l``) never share a directory. Hidden,
+        like Snakemake's ``.snakemake/log``, so a rule that lists its directory
+        sees what it would see under the reference makeflow.
+        """
+        head, log = os.path.split(self.resolved_log_path())
+        return os.path.join(head, "." + log.removesuffix(".makeflowlog") + ".logs")
 
     def resolved_batch_log(self) -> str:
         if self.batch_log:

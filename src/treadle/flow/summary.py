@@ -10,8 +10,12 @@ from __future__ import annotations
 import os
 import time
 
-from treadle.flow.engine import Engine, _signame
+from treadle.flow.engine import Engine, Failure, _signame
 from treadle.flow.journal import ABORTED, COMPLETE, FAILED
+from treadle.flow.lexer import excerpt
+
+TAIL_LINES = 10  # lines of a failed rule's stderr in the failure report
+_TAIL_BYTES = 64 * 1024  # read from the end of a log for them: a huge log costs no more
 
 
 def _hms(seconds: float) -> str:
@@ -50,7 +54,12 @@ def write_summary(path: str, engine: Engine, status: str, started: float, comman
 
 
 def failure_report(engine: Engine) -> list[str]:
-    """Lines for stderr after ``workflow failed.``: each failed rule, and what did not run."""
+    """Lines for stderr after ``workflow failed.``: each failed rule, and what did not run.
+
+    Under each rule come the last lines of its last attempt's stderr and the
+    path of the whole log, as Snakemake and Nextflow show them: the reason a
+    rule failed is usually there.
+    """
     lines = []
     for f in engine.failures:
         if f.signal is not None:
@@ -61,6 +70,26 @@ def failure_report(engine: Engine) -> list[str]:
             how = f.reason
         tries = "attempt" if f.attempts == 1 else "attempts"
         lines.append(f"  {f.rule.where}: {engine.command_of(f.rule)}: {how} ({f.attempts} {tries})")
+        lines += _log_tail(f)
     if engine.not_run:
         lines.append(f"  {engine.not_run} rules not run because of the failures.")
     return lines
+
+
+def _log_tail(failure: Failure) -> list[str]:
+    """The failure report's lines for one rule's log: a heading with its path, then its last lines."""
+    path = failure.stderr
+    if path is None:
+        return []
+    what = "output (stdout and stderr together)" if path == failure.stdout else "stderr"
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            f.seek(max(0, size - _TAIL_BYTES))
+            data = f.read()
+    except OSError as e:
+        return [f"    {what}: {path} could not be read: {e.strerror}"]
+    tail = data.decode("utf-8", "replace").splitlines()[-TAIL_LINES:]
+    if not tail:
+        return [f"    {what}: empty ({path})"]
+    return [f"    last lines of {what} (all of it in {path}):", *(f"      {excerpt(line)}" for line in tail)]
