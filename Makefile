@@ -1,15 +1,17 @@
 # The two commands of the README: `make demo` and `make test`.
-# Both create .venv/ in the checkout and install treadle into it (editable).
+# Both create .venv/ in the checkout and install treadle into it (editable,
+# with every extra: the features, the test tools and the docs tools).
+# `make docs` builds the documentation site into site/ (warnings are errors).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test setup system-packages clean
+.PHONY: demo test docs setup system-packages clean
 
 $(BIN)/treadle: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[all,test,docs]'
 	touch $@
 
 setup: $(BIN)/treadle
@@ -25,9 +27,13 @@ system-packages:
 			--no-install-recommends coop-computing-tools openmpi-bin >/dev/null; \
 	fi
 
-test: setup system-packages
+# mkdocs-click imports the commands, so a broken CLI help fails the build too.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+test: setup system-packages docs
 	OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
 		$(BIN)/python -m pytest -q -p no:cacheprovider
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info
+	rm -rf $(VENV) site build src/*.egg-info

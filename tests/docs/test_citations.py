@@ -1,0 +1,69 @@
+"""Docstrings, comments and the README cite the docs/ pages, never a document users do not have.
+
+The design documents the code was first written against are not part of the
+repository; a reader who meets "spec §2.6" or "gotcha 15" has nowhere to look.
+So comments and string literals under src/, and the README, may not name them,
+and every ``*.md`` file they name must exist in the repository.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import tokenize
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# A section sign, a specs/ path, the word "spec" used as a citation, a numbered gotcha.
+CITATION = re.compile(r"§|\bspecs?/|(?<!\.)\b[Ss]pec(?:'s)?\b(?!\s*[=(\[.:])|\b[Gg]otchas?\s*\d+")
+MARKDOWN_FILE = re.compile(r"(?<![\w./-])(?P<path>[\w./-]+\.md)\b")
+
+
+def _prose(path: Path) -> list[tuple[int, str]]:
+    """(line, text) of every comment and string literal of a Python file."""
+    tokens = tokenize.generate_tokens(io.StringIO(path.read_text(encoding="utf-8")).readline)
+    return [(tok.start[0], tok.string) for tok in tokens
+            if tok.type in (tokenize.COMMENT, tokenize.STRING)]
+
+
+def _sources() -> list[tuple[str, int, str]]:
+    found = []
+    for path in sorted((ROOT / "src").rglob("*.py")):
+        rel = str(path.relative_to(ROOT))
+        found += [(rel, line, text) for line, text in _prose(path)]
+    for n, line in enumerate((ROOT / "README.md").read_text(encoding="utf-8").splitlines(), 1):
+        found.append(("README.md", n, line))
+    return found
+
+
+def citations(text: str) -> list[str]:
+    """What in ``text`` cites a document that is not in the repository."""
+    bad = [m.group(0) for m in CITATION.finditer(text)]
+    bad += [m.group("path") for m in MARKDOWN_FILE.finditer(text)
+            if not (ROOT / m.group("path")).is_file()]
+    return bad
+
+
+def test_no_citation_of_documents_outside_the_repository() -> None:
+    bad = [f"{file}:{line}: {', '.join(found)}" for file, line, text in _sources()
+           if (found := citations(text))]
+    assert not bad, "cite docs/PAGE.md (or state the fact) instead of:\n" + "\n".join(bad)
+
+
+@pytest.mark.parametrize("text", [
+    "the spec says so", "(spec §2.4)", "see specs/makeflow.md", "gotcha 15",
+    "spec weaver.md §2.3", "as the spec's list", "workqueue.md, section 3", "DESIGN.md",
+])
+def test_citations_are_found(text: str) -> None:
+    assert citations(text)
+
+
+@pytest.mark.parametrize("text", [
+    "see docs/makeflow.md, 'Variables'", "README.md", "spec = item.spec", "spec.kind",
+    "the specification of the task", "respect the order", "find_spec(name)", "expected SPEC FILE",
+])
+def test_ordinary_text_passes(text: str) -> None:
+    assert not citations(text)
