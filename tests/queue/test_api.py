@@ -17,7 +17,7 @@ manager = fx.manager
 
 
 def test_result_and_state_numbers_match_the_reference():
-    assert [int(r) for r in Result] == [0, 1, 2, 4, 8, 16, 24, 32, 40, 48, 56, 64, 72]
+    assert [int(r) for r in Result] == [0, 1, 2, 4, 8, 16, 24, 32, 40, 48, 56, 64, 72, 80]
     assert [s.name for s in TaskState] == [
         "UNKNOWN", "READY", "RUNNING", "WAITING_RETRIEVAL", "RETRIEVED", "DONE", "CANCELED"
     ]

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import io
 import itertools
 import json
 import logging
@@ -34,12 +35,12 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, BinaryIO
 
 from treadle.errors import UsageError
 from treadle.queue import protocol as wp
 from treadle.queue import resources as res
-from treadle.queue.cache import CacheItem, Namer
+from treadle.queue.cache import NAME_MAX, CacheItem, Namer
 from treadle.queue.scheduler import ReadyQueue, choose_worker
 from treadle.queue.task import (
     MAX_OUTPUT_BYTES,
@@ -49,6 +50,8 @@ from treadle.queue.task import (
     Task,
     TaskFile,
     TaskState,
+    check_no_nul,
+    check_sandbox_name,
 )
 
 log = logging.getLogger("treadle.queue.manager")
@@ -58,6 +61,13 @@ REJECT_LIMIT = 32  # ready tasks tried per dispatch pass when none fits: bounds 
 SMALL_FILE = 1 << 16
 REFERENCE_KILL_STALL = 3.5  # seconds a reference worker may spend in `kill` of a running task  # files below this are copied into the write batch instead of sendfile
 TICK = 0.5  # seconds between checks of keepalive, fast abort and time limits
+# Task output (stdout) buffered while it arrives, over all connections: each task keeps
+# up to MAX_OUTPUT_BYTES; two such outputs may arrive at once, and beyond
+# that a task's output is cut (STDOUT_MISSING) rather than the manager's memory grown.
+MAX_OUTPUT_IN_FLIGHT = 2 * MAX_OUTPUT_BYTES
+# Feature names kept for all connected workers together (each worker is also held to
+# protocol.MAX_FEATURES): a worker that would pass this is dropped.
+MAX_FEATURE_BYTES = 64 << 20
 CATALOG_INTERVAL = 60.0
 
 
@@ -134,7 +144,7 @@ MODES = ("FIXED", "MAX", "MIN_WASTE", "MAX_THROUGHPUT")
 class _Attempt:
     """What one dispatch of a task put on one worker."""
 
-    __slots__ = ("worker", "box", "uncached", "outputs", "gets_left", "got_result", "started")
+    __slots__ = ("worker", "box", "uncached", "outputs", "gets_left", "got_result", "started", "error")
 
     def __init__(self, worker: _Worker, box: dict[str, int]) -> None:
         self.worker = worker
@@ -144,6 +154,8 @@ class _Attempt:
         self.gets_left = 0
         self.got_result = False
         self.started = time.time()
+        # an output this manager could not write (disk full, permissions): fails the task
+        self.error: str | None = None
 
 
 class _Link:
@@ -344,20 +356,30 @@ class _Link:
 class _Get:
     """A pending ``get``: where its reply goes and what it found."""
 
-    __slots__ = ("name", "local", "done", "missing", "nbytes")
+    __slots__ = ("name", "local", "done", "missing", "nbytes", "error")
 
-    def __init__(self, name: str, local: str, done: Callable[[bool, int], None]) -> None:
+    def __init__(self, name: str, local: str, done: Callable[[_Get], None]) -> None:
         self.name = name
         self.local = local
         self.done = done
         self.missing = False
         self.nbytes = 0
+        self.error: str | None = None  # a local write failed: the reason, with the path
+
+
+class _Budget:
+    """Bytes the manager may still buffer for all connections together."""
+
+    __slots__ = ("left",)
+
+    def __init__(self, total: int) -> None:
+        self.left = total
 
 
 class _Worker:
     """The manager's view of one connected worker."""
 
-    def __init__(self, seq: int, link: _Link, addrport: str) -> None:
+    def __init__(self, seq: int, link: _Link, addrport: str, budget: _Budget) -> None:
         self.seq = seq
         self.link = link
         self.addrport = addrport
@@ -379,6 +401,8 @@ class _Worker:
         self.end_time = 0.0
         self.draining = False
         self.tasks: dict[int, Task] = {}
+        # ids of tasks killed while running: their result may still be on its way
+        self.killed: set[int] = set()
         self.cache: dict[str, tuple[str, int]] = {}  # content key -> (cache name, bytes)
         self.results_pending = False  # available_results seen, send_results not yet sent
         self.results_requested = False
@@ -395,8 +419,8 @@ class _Worker:
         self._payload_head: Any = None
         self._payload_size = 0
         self._truncated = False
+        self.budget = budget  # task output in flight, shared by every connection
         self.on_result: Callable[..., None] = lambda *a: None
-        self.on_update: Callable[..., None] = lambda *a: None
 
     # ------------------------------------------------ replies and their payloads
     def request_get(self, get: _Get) -> None:
@@ -410,7 +434,7 @@ class _Worker:
     def reply_end(self) -> None:
         head = self.replies.popleft()
         if isinstance(head, _Get):
-            head.done(head.missing, head.nbytes)
+            head.done(head)
         elif self.results_pending:
             self.results_pending = False
             self.request_results()
@@ -422,18 +446,21 @@ class _Worker:
         assert isinstance(get, _Get)  # the protocol checked that a get is pending
         return get, get.local + path[len(get.name):]
 
-    def begin_result(self, ev: wp.Result) -> None:
+    def begin_result(self, ev: wp.Result, keep: bool) -> None:
+        """A result's output follows: kept for a task running here, else dropped as it streams."""
         self._payload_kind, self._payload_head = "result", ev
-        self._payload, self._truncated = bytearray(), False
+        self._payload = io.BytesIO() if keep else None
+        self._truncated = False
 
-    def begin_update(self, ev: wp.Update) -> None:
-        self._payload_kind, self._payload_head = "update", ev
-        self._payload, self._truncated = bytearray(), False
+    def begin_update(self, sink: BinaryIO | None, att: _Attempt | None) -> None:
+        """New bytes of a watched output follow: written through ``sink`` (None: dropped)."""
+        self._payload_kind, self._payload_head, self._payload = "update", att, sink
 
     def begin_file(self, ev: wp.FileReply) -> None:
         get, local = self._local_for(ev.path)
         self._payload_kind, self._payload_head = "file", get
         self._payload_size = ev.size
+        self._payload = None
         try:
             parent = os.path.dirname(local)
             if parent:
@@ -444,9 +471,7 @@ class _Worker:
                 shutil.rmtree(local)
             self._payload = open(local, "wb")  # noqa: SIM115 - closed at EndOfData
         except OSError as e:
-            log.warning("cannot write output %s: %s", local, e.strerror)
-            get.missing = True
-            self._payload = None
+            get.error = _write_error(local, e)
 
     def get_dir(self, path: str) -> None:
         get, local = self._local_for(path)
@@ -455,41 +480,77 @@ class _Worker:
                 os.unlink(local)
             os.makedirs(local, exist_ok=True)
         except OSError as e:
-            log.warning("cannot create output directory %s: %s", local, e.strerror)
-            get.missing = True
+            get.error = _write_error(local, e)
 
     def get_missing(self, path: str) -> None:
         get, _ = self._local_for(path)
         get.missing = True
 
     def payload(self, data: bytes) -> None:
-        kind = self._payload_kind
-        if kind == "file":
-            if self._payload is not None:
-                self._payload.write(data)
-        elif len(self._payload) + len(data) <= MAX_OUTPUT_BYTES:
-            self._payload += data
-        else:
-            self._payload += data[: max(0, MAX_OUTPUT_BYTES - len(self._payload))]
-            self._truncated = True
+        sink = self._payload
+        if sink is None:
+            return  # dropped as it streams: output for no task of ours is never held
+        if self._payload_kind == "result":
+            room = min(len(data), MAX_OUTPUT_BYTES - sink.tell(), self.budget.left)
+            if room < len(data):
+                self._truncated = True
+                data = data[: max(0, room)]
+            sink.write(data)
+            self.budget.left -= len(data)
+            return
+        try:
+            sink.write(data)
+        except OSError as e:
+            self._write_failed(e)
+
+    def _write_failed(self, e: OSError) -> None:
+        """A local write failed (a full disk...): the task fails, not the worker.
+
+        The rest of the payload is read and dropped, so the stream stays in step; a
+        half-written file of a get reply is removed, as the reference does.
+        """
+        sink, self._payload = self._payload, None
+        try:
+            sink.close()
+        except OSError:
+            pass
+        if self._payload_kind == "file":
+            try:
+                os.unlink(sink.name)
+            except OSError:
+                pass
+        if self._payload_head is not None:
+            self._payload_head.error = _write_error(sink.name, e)
 
     def payload_end(self) -> None:
-        kind, head, data = self._payload_kind, self._payload_head, self._payload
+        kind, head, sink = self._payload_kind, self._payload_head, self._payload
+        if kind == "result":
+            self._payload_kind, self._payload_head, self._payload = "", None, None
+            if sink is not None:
+                output = sink.getvalue()  # BytesIO hands over its buffer: no second copy
+                self.budget.left += len(output)
+                self.on_result(self, head.status, head.exit_code, output, self._truncated, head.usec, head.task_id)
+            return
+        if sink is not None:
+            try:
+                sink.close()  # a full disk may show only here, when the last bytes are flushed
+            except OSError as e:
+                self._write_failed(e)
         self._payload_kind, self._payload_head, self._payload = "", None, None
         if kind == "file":
-            if data is not None:
-                data.close()
             head.nbytes += self._payload_size
-        elif kind == "result":
-            self.on_result(self, head.status, head.exit_code, bytes(data), self._truncated, head.usec, head.task_id)
-        elif kind == "update":
-            self.on_update(self, head.task_id, head.path, head.offset, bytes(data))
 
-    def closing_get_file(self) -> None:
-        """Close a half-received output file when the connection ends."""
-        if self._payload_kind == "file" and self._payload is not None:
-            self._payload.close()
-        self._payload_kind, self._payload = "", None
+    def closing(self) -> None:
+        """Release what a half-received payload holds when the connection ends."""
+        sink = self._payload
+        if self._payload_kind == "result" and sink is not None:
+            self.budget.left += sink.tell()
+        elif sink is not None:
+            try:
+                sink.close()
+            except OSError:
+                pass  # the task goes back to the queue with its worker anyway
+        self._payload_kind, self._payload_head, self._payload = "", None, None
 
     @property
     def ready(self) -> bool:
@@ -500,6 +561,14 @@ class _Worker:
         return self.inuse["cores"] < self.total["cores"] or self.inuse["gpus"] < self.total["gpus"] or (
             self.total["cores"] == 0 and self.total["gpus"] == 0
         )
+
+
+def _write_error(path: str, e: OSError) -> str:
+    """The reason a task fails when its output cannot be written here; logged once."""
+    where = f" ({e.filename})" if e.filename and e.filename != path else ""
+    reason = f"cannot write output {path}: {e.strerror or e}{where}"
+    log.warning("%s", reason)
+    return reason
 
 
 def _read_password(password: bytes | str | None, password_file: str | None) -> bytes | None:
@@ -575,6 +644,8 @@ class Manager:
         self._flush_kick = False
         self._dirty: list[_Link] = []
         self._waiting_sum = {r: 0 for r in res.NAMES}
+        self._output_budget = _Budget(MAX_OUTPUT_IN_FLIGHT)
+        self._feature_bytes = 0  # of every connected worker's features
         self._counts = collections.Counter()
         self._bytes_sent = 0
         self._bytes_received = 0
@@ -699,6 +770,7 @@ class Manager:
         task.result = None
         task.exit_code = None
         task.signal = None
+        task.reason = ""
         for f in task.inputs:
             self._namer.prehash(f)
         with self._lock:
@@ -727,9 +799,16 @@ class Manager:
             if f.kind in (FileKind.FILE, FileKind.PIECE, FileKind.DIR) and f.local is not None:
                 if not os.path.exists(f.local):
                     log.debug("task input %s does not exist yet; checked again at dispatch", f.local)
-        for name in task.env:
-            if not name or "=" in name or "\n" in name:
-                raise UsageError(f"bad environment variable name {name!r}")
+        check_no_nul("command", task.command)
+        check_no_nul("category", task.category)
+        for name, value in task.env.items():
+            if not name or "=" in name or "\n" in name or "\0" in name:
+                raise UsageError(f"bad environment variable name {wp.quoted(name)}")
+            if value is not None:
+                check_no_nul(f"environment variable {name}", value)
+        for f in (*task.inputs, *task.outputs):
+            check_sandbox_name(f.remote)
+        _check_wire_limits(task)
 
     def wait(self, timeout: float | None = None) -> Task | None:
         """The next finished task, or None after ``timeout`` seconds (None or -1: forever)."""
@@ -1075,6 +1154,16 @@ class Manager:
             task._attempt = None
             self._enqueue(task)
             return False
+        except wp.LocalProtocolError as e:
+            # submit() refuses what cannot be encoded; should one slip through (a file
+            # in an input directory, say), the task fails rather than staying RUNNING with
+            # nothing sent, and the worker goes, as its stream may stop mid-message
+            log.error("task %d cannot be sent to a worker: %s", task.id, e)
+            worker.link.abort()
+            task._attempt = None  # type: ignore[attr-defined]
+            task.reason = f"cannot be sent to a worker: {e}"
+            self._finish(task, Result.UNKNOWN, None)
+            return False
         return True
 
     def _dispatch(self, task: Task, w: _Worker, box: dict[str, int], items: list[CacheItem]) -> None:
@@ -1109,27 +1198,7 @@ class Manager:
             oname = self._namer.output_name(spec)
             att.outputs.append((spec, oname))
             outputs.append(wp.TaskFile(oname, spec.remote, spec.flags()))
-        env = dict(task.env)
-        if box["cores"] > 0:
-            env.setdefault("CORES", str(box["cores"]))
-            env.setdefault("OMP_NUM_THREADS", str(box["cores"]))
-        wall = max(1, int(task.running_time_max + 0.999999)) if task.running_time_max else None
-        link.send(
-            wp.Task(
-                task_id=task.id,
-                command=task.command,
-                category=task.category,
-                cores=box["cores"],
-                gpus=box["gpus"],
-                memory=box["memory"],
-                disk=box["disk"],
-                end_time=int(task.end_time) if task.end_time else None,
-                wall_time=wall,
-                env=tuple(k if v is None else f"{k}={v}" for k, v in env.items()),
-                inputs=tuple(inputs),
-                outputs=tuple(outputs),
-            )
-        )
+        link.send(_wire_task(task, task.id, box, inputs, outputs))
         task.bytes_sent += link.bytes_queued - sent_before
         res.add(w.inuse, box)
         w.tasks[task.id] = task
@@ -1195,6 +1264,7 @@ class Manager:
         the stall is over.
         """
         self._kill_and_unlink(w, tid, names)
+        w.killed.add(tid)
         if not w.treadle:
             w.link._flush()  # now, before anything else is queued this turn
             w.link.hold(REFERENCE_KILL_STALL)
@@ -1256,19 +1326,21 @@ class Manager:
             self._retrieved(w, task)
         self._kick_schedule()
 
-    def _make_get_done(self, w: _Worker, task: Task, spec: TaskFile, oname: str) -> Callable[[bool, int], None]:
-        def done(missing: bool, nbytes: int) -> None:
-            task.bytes_received += nbytes
+    def _make_get_done(self, w: _Worker, task: Task, spec: TaskFile, oname: str) -> Callable[[_Get], None]:
+        def done(get: _Get) -> None:
+            task.bytes_received += get.nbytes
             att = task._attempt  # type: ignore[attr-defined]
             if att is None:
                 return
-            if missing:
+            if get.error is not None:
+                att.error = att.error or get.error
+            elif get.missing:
                 if task.result is None or task.result < Result.OUTPUT_MISSING:
                     task.result = Result.OUTPUT_MISSING
             elif spec.cache and spec.local:
                 key = self._namer.content_key_of_local(spec.local)
                 if key is not None:
-                    w.cache[key] = (oname, nbytes)
+                    w.cache[key] = (oname, get.nbytes)
             att.gets_left -= 1
             if att.gets_left == 0:
                 self._retrieved(w, task)
@@ -1278,6 +1350,9 @@ class Manager:
     def _retrieved(self, w: _Worker, task: Task) -> None:
         w.tasks.pop(task.id, None)
         w.tasks_complete += 1
+        error = task._attempt.error  # type: ignore[attr-defined]
+        if error is not None:
+            task.result, task.reason = Result.OUTPUT_TRANSFER_ERROR, error
         task._attempt = None  # type: ignore[attr-defined]
         self._finish(task, task.result if task.result is not None else Result.UNKNOWN, task.exit_code, keep=True)
 
@@ -1338,10 +1413,9 @@ class Manager:
         if greeting is None:
             await link.close(flush=True)
             return
-        w = _Worker(next(self._worker_seq), link, addrport)
+        w = _Worker(next(self._worker_seq), link, addrport, self._output_budget)
         w.hostname, w.os, w.arch, w.version = greeting.hostname, greeting.os, greeting.arch, greeting.version
         w.on_result = self._on_result
-        w.on_update = self._on_update
         self._workers[w.seq] = w
         self._counts["workers_joined"] += 1
         self._log_txn(f"WORKER {w.worker_id or w.addrport} {w.addrport} CONNECTION")
@@ -1357,7 +1431,7 @@ class Manager:
             log.info("worker %s disconnected: %s", w.addrport, e)
             reason = link.close_reason or "lost"
         finally:
-            w.closing_get_file()
+            w.closing()
             self._remove_worker(w, reason)
             await link.close()
 
@@ -1425,7 +1499,7 @@ class Manager:
                 w.results_requested = True
                 w.request_results()
         elif t is wp.Result:
-            w.begin_result(ev)  # type: ignore[arg-type]
+            w.begin_result(ev, self._output_wanted(w, ev.task_id, "result"))  # type: ignore[arg-type, attr-defined]
         elif t is wp.FileReply:
             w.begin_file(ev)  # type: ignore[arg-type]
         elif t is wp.DirReply:
@@ -1447,9 +1521,9 @@ class Manager:
             w.seen_tag = True
             self._kick_schedule()
         elif t is wp.Feature:
-            w.features.add(ev.name)  # type: ignore[attr-defined]
+            self._add_feature(w, ev.name)  # type: ignore[attr-defined]
         elif t is wp.Update:
-            w.begin_update(ev)  # type: ignore[arg-type]
+            self._begin_update(w, ev)  # type: ignore[arg-type]
         elif t in (wp.Alive, wp.ThirdPutComplete, wp.NameQuery):
             if t is wp.NameQuery:
                 w.link.send(wp.ProjectName(self.name or ""))
@@ -1461,7 +1535,7 @@ class Manager:
             try:
                 w.end_time = float(value)
             except ValueError:
-                raise wp.ProtocolError(f"bad worker-end-time {value!r}") from None
+                raise wp.ProtocolError(f"bad worker-end-time {wp.quoted(value)}") from None
             w.seen_end_time = True
             self._kick_schedule()
         elif key == "worker-id":
@@ -1475,21 +1549,61 @@ class Manager:
             w.draining = True
             w.link.close_reason = key
 
-    def _on_update(self, w: _Worker, tid: int, remote: str, offset: int, data: bytes) -> None:
+    def _output_wanted(self, w: _Worker, tid: int, what: str) -> bool:
+        """Whether the payload of a result or update for ``tid`` is for a task running on ``w``.
+
+        A task killed there may still report (its payload is then dropped as it
+        streams); an id this worker was never given is a lie, and the worker is
+        dropped before any of its payload is read.
+        """
         task = w.tasks.get(tid)
-        if task is None:
+        if task is not None:
+            att = task._attempt  # type: ignore[attr-defined]
+            return att is not None and att.worker is w and not att.got_result
+        if tid in w.killed:
+            if what == "result":
+                w.killed.discard(tid)  # nothing more comes after a result
+            return False
+        raise wp.ProtocolError(f"{what} for task {tid}, which this worker was not given")
+
+    def _begin_update(self, w: _Worker, ev: wp.Update) -> None:
+        """New bytes of a watched output go straight to its local file at their offset."""
+        task = w.tasks.get(ev.task_id) if self._output_wanted(w, ev.task_id, "update") else None
+        spec = None
+        if task is not None:
+            spec = next((s for s in task.outputs if s.remote == ev.path and s.watch and s.local), None)
+        if spec is None:
+            w.begin_update(None, None)
             return
-        for spec in task.outputs:
-            if spec.remote == remote and spec.watch and spec.local:
-                mode = "r+b" if os.path.exists(spec.local) else "wb"
-                with open(spec.local, mode) as f:
-                    f.seek(offset)
-                    f.write(data)
+        att = task._attempt  # type: ignore[union-attr]
+        assert spec.local is not None
+        sink = None
+        try:
+            sink = open(spec.local, "r+b" if os.path.exists(spec.local) else "wb")  # noqa: SIM115 - closed at EndOfData
+            sink.seek(ev.offset)
+        except OSError as e:
+            if sink is not None:
+                sink.close()
+            sink = None
+            att.error = _write_error(spec.local, e)
+        w.begin_update(sink, att)
+
+    def _add_feature(self, w: _Worker, name: str) -> None:
+        """Remember a feature the worker offers, within what one peer and all together may hold."""
+        if name in w.features:
+            return
+        if len(w.features) >= wp.MAX_FEATURES:
+            raise wp.ProtocolError(f"more than {wp.MAX_FEATURES} features")
+        if self._feature_bytes + len(name) > MAX_FEATURE_BYTES:
+            raise wp.ProtocolError(f"the features of all workers would pass {MAX_FEATURE_BYTES} bytes")
+        w.features.add(name)
+        self._feature_bytes += len(name)
 
     def _remove_worker(self, w: _Worker, reason: str) -> None:
         """Every task of a lost worker goes back to the queue; its cache map is forgotten (a worker wipes its workspace on every disconnect)."""
         if self._workers.pop(w.seq, None) is None:
             return
+        self._feature_bytes -= sum(len(f) for f in w.features)
         self._counts["workers_removed"] += 1
         if reason == "lost" or reason == "protocol error" or reason == "keepalive":
             self._counts["workers_lost"] += 1
@@ -1942,6 +2056,58 @@ class Manager:
     def _log_txn(self, text: str) -> None:
         if self._txn is not None:
             self._txn.write(f"{int(time.time() * 1e6)} {os.getpid()} {text}\n")
+
+
+def _wire_task(
+    task: Task, tid: int, box: dict[str, int], inputs: list[wp.TaskFile | wp.EmptyDir], outputs: list[wp.TaskFile]
+) -> wp.Task:
+    """The protocol's description of one dispatch of ``task`` in ``box``."""
+    env = dict(task.env)
+    if box["cores"] > 0:
+        env.setdefault("CORES", str(box["cores"]))
+        env.setdefault("OMP_NUM_THREADS", str(box["cores"]))
+    wall = max(1, int(task.running_time_max + 0.999999)) if task.running_time_max else None
+    return wp.Task(
+        task_id=tid,
+        command=task.command,
+        category=task.category,
+        cores=box["cores"],
+        gpus=box["gpus"],
+        memory=box["memory"],
+        disk=box["disk"],
+        end_time=int(task.end_time) if task.end_time else None,
+        wall_time=wall,
+        env=tuple(k if v is None else f"{k}={v}" for k, v in env.items()),
+        inputs=tuple(inputs),
+        outputs=tuple(outputs),
+    )
+
+
+def _check_wire_limits(task: Task) -> None:
+    """Refuse at submit a task that no worker could receive, instead of one that never runs.
+
+    The task is encoded as dispatch will encode it, with cache names of the longest
+    length a name can have (a URL-encoded sandbox name can triple in length), so a
+    line, command, environment entry or URL over the receiver's limits is caught here.
+    """
+    name = "x" * NAME_MAX
+    probe = wp.ManagerConnection()
+    inputs: list[wp.TaskFile | wp.EmptyDir] = []
+    try:
+        for spec in task.inputs:
+            if spec.kind is FileKind.EMPTY_DIR:
+                inputs.append(wp.EmptyDir(spec.remote))
+                continue
+            if spec.kind is FileKind.URL:
+                probe.send(wp.Url(name, spec.source or "", 0o644, spec.flags()))
+            elif spec.kind is FileKind.COMMAND:
+                probe.send(wp.ThirdGet(1, name, spec.source or ""))
+            inputs.append(wp.TaskFile(name, spec.remote, spec.flags()))
+        outputs = [wp.TaskFile(name, spec.remote, spec.flags()) for spec in task.outputs]
+        box = {r: MAX_TASK_ID for r in res.NAMES}
+        probe.send(_wire_task(task, MAX_TASK_ID, box, inputs, outputs))
+    except wp.LocalProtocolError as e:
+        raise UsageError(f"task {wp.quoted(task.command, 80)} cannot be sent to a worker: {e}") from None
 
 
 def _first(workers: Iterable[_Worker], fits: Callable[[_Worker], bool]) -> _Worker | None:

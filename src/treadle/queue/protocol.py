@@ -134,6 +134,10 @@ MAX_HTTP_HEADERS = 100
 # A status client reads the manager's JSON to EOF: 64 MiB holds task_status for a few
 # hundred thousand tasks (about 300 bytes each).
 MAX_STATUS_REPLY = 64 << 20
+# A worker advertises the --feature flags its owner typed, once per connection, and the
+# manager keeps each distinct one while the worker stays: 256 is far beyond real use and
+# bounds what a peer can make the manager hold (at most 256 lines of MAX_LINE bytes).
+MAX_FEATURES = 256
 # Task ids are printed with %d by the reference: keep them below 2**31.
 MAX_TASK_ID = (1 << 31) - 1
 # Numbers on the wire are decimal; 20 digits hold any 64-bit value.
@@ -654,6 +658,19 @@ def parse_status_reply(body: bytes) -> list:
     return value
 
 
+# --- Quoting peer data in messages ---------------------------------------------------
+
+# An error message or log line quotes at most this much of what a peer sent: enough to
+# recognise the value, while a 10 MB hostile line still makes a one-line message.
+QUOTE_LIMIT = 200
+
+
+def quoted(value: str | bytes, limit: int = QUOTE_LIMIT) -> str:
+    """``repr`` of at most ``limit`` characters of ``value``, with ``...`` when cut."""
+    shown = repr(value[:limit])
+    return shown + "..." if len(value) > limit else shown
+
+
 # --- Field parsing --------------------------------------------------------------------
 
 _INT_RE = re.compile(rb"-?[0-9]{1,%d}\Z" % _MAX_DIGITS)
@@ -664,7 +681,7 @@ _OCT_RE = re.compile(rb"[0-7]{1,7}\Z")
 
 def _int(field: bytes, lo: int, hi: int, what: str) -> int:
     if not _INT_RE.match(field):
-        raise ProtocolError(f"bad {what} {field[:40]!r}")
+        raise ProtocolError(f"bad {what} {quoted(field)}")
     value = int(field)
     if not lo <= value <= hi:
         raise ProtocolError(f"{what} {value} out of range")
@@ -674,7 +691,7 @@ def _int(field: bytes, lo: int, hi: int, what: str) -> int:
 def _decimal_ceil(field: bytes, what: str) -> int:
     """A resource value: integer or decimal, rounded up."""
     if not _DEC_RE.match(field):
-        raise ProtocolError(f"bad {what} {field[:40]!r}")
+        raise ProtocolError(f"bad {what} {quoted(field)}")
     if b"." not in field:
         return int(field)
     whole, _, frac = field.partition(b".")
@@ -686,19 +703,19 @@ def _decimal_ceil(field: bytes, what: str) -> int:
 
 def _float(field: bytes, what: str) -> float:
     if not _FLOAT_RE.match(field):
-        raise ProtocolError(f"bad {what} {field[:40]!r}")
+        raise ProtocolError(f"bad {what} {quoted(field)}")
     try:
         value = float(field)
     except ValueError:
-        raise ProtocolError(f"bad {what} {field[:40]!r}") from None
+        raise ProtocolError(f"bad {what} {quoted(field)}") from None
     if not math.isfinite(value) or value < 0:
-        raise ProtocolError(f"{what} {field[:40]!r} out of range")
+        raise ProtocolError(f"{what} {quoted(field)} out of range")
     return value
 
 
 def _mode(field: bytes) -> int:
     if not _OCT_RE.match(field):
-        raise ProtocolError(f"bad file mode {field[:40]!r}")
+        raise ProtocolError(f"bad file mode {quoted(field)}")
     return int(field, 8) & 0o7777
 
 
@@ -709,7 +726,7 @@ def _size(field: bytes, what: str = "length") -> int:
 def _cache_name(field: bytes, encoded: bool = True) -> str:
     name = url_decode(field) if encoded else _to_str(field)
     if not is_component(name) or "\n" in name:  # a get reply sends the name raw
-        raise ProtocolError(f"bad cache name {name[:80]!r}")
+        raise ProtocolError(f"bad cache name {quoted(name)}")
     return name
 
 
@@ -734,14 +751,14 @@ def _split_last(rest: bytes, what: str) -> tuple[bytes, bytes]:
 def _token(value: str, what: str) -> str:
     """A raw field sent as is: it must not contain blanks or newlines."""
     if not value or any(c in value for c in " \t\n\r\x0b\x0c"):
-        raise LocalProtocolError(f"{what} {value!r} cannot be sent raw")
+        raise LocalProtocolError(f"{what} {quoted(value)} cannot be sent raw")
     return value
 
 
 def _rest(value: str, what: str) -> str:
     """A raw rest-of-line field: no newline."""
     if "\n" in value:
-        raise LocalProtocolError(f"{what} {value!r} contains a newline")
+        raise LocalProtocolError(f"{what} {quoted(value)} contains a newline")
     return value
 
 
@@ -754,13 +771,22 @@ def _num(value: float) -> str:
 def _line(text: str) -> bytes:
     data = _to_bytes(text) + b"\n"
     if len(data) > MAX_LINE + 1:
-        raise LocalProtocolError(f"line longer than {MAX_LINE} bytes: {text[:80]!r}...")
+        raise LocalProtocolError(f"line longer than {MAX_LINE} bytes: {quoted(text)}")
+    return data
+
+
+def _payload(value: str, limit: int, what: str) -> bytes:
+    """A small payload the receiver collects in memory: refuse one it would refuse."""
+    data = _to_bytes(value)
+    if len(data) > limit:
+        raise LocalProtocolError(f"{what} of {len(data)} bytes is longer than the {limit} "
+                                 f"a worker accepts")
     return data
 
 
 def _check_cache_name(name: str) -> None:
     if not is_component(name) or "\n" in name:
-        raise LocalProtocolError(f"cache name {name!r} is not one path component")
+        raise LocalProtocolError(f"cache name {quoted(name)} is not one path component")
 
 
 # --- The shared byte-stream machinery -------------------------------------------------
@@ -834,7 +860,7 @@ class _Connection:
                 raise LocalProtocolError(f"payload {self._out_left} bytes short")
             return b""
         if self._out_left:
-            raise LocalProtocolError(f"{self._out_left} payload bytes owed before {event!r}")
+            raise LocalProtocolError(f"{self._out_left} payload bytes owed before {type(event).__name__}")
         if isinstance(event, Auth):
             return _line(AUTH_LINE)
         if isinstance(event, Challenge):
@@ -1093,7 +1119,7 @@ class WorkerConnection(_Connection):
             return Tlq(_to_str(rest))
         if line == AUTH_LINE.encode():
             return self._begin_auth()
-        raise ProtocolError(f"unknown message {line[:80]!r}")
+        raise ProtocolError(f"unknown message {quoted(line)}")
 
     def _dir_line(self, word: bytes, rest: bytes) -> Event:
         if word == b"end" and not rest.strip():
@@ -1117,7 +1143,7 @@ class WorkerConnection(_Connection):
                 _size(size), MAX_SYMLINK_TARGET, lambda b: Symlink(link, b)
             )
             return None  # type: ignore[return-value]
-        raise ProtocolError(f"unexpected {word[:40]!r} inside a directory stream")
+        raise ProtocolError(f"unexpected {quoted(word)} inside a directory stream")
 
     def _task_line(self, line: bytes) -> Event | None:
         task = self._task
@@ -1171,7 +1197,7 @@ class WorkerConnection(_Connection):
             (name,) = _fields(rest, 1, "dir")
             task["inputs"].append(EmptyDir(_to_str(name)))
         else:
-            raise ProtocolError(f"unknown line {line[:80]!r} in a task description")
+            raise ProtocolError(f"unknown line {quoted(line)} in a task description")
         return None
 
     # sending (worker -> manager)
@@ -1220,7 +1246,7 @@ class WorkerConnection(_Connection):
             return b"name\n"
         if isinstance(event, StatusRequest):
             return status_request(event.kind)
-        raise LocalProtocolError(f"a worker does not send {event!r}")
+        raise LocalProtocolError(f"a worker does not send {type(event).__name__}")
 
 
 # --- The manager's end: parses worker messages, sends manager messages ----------------
@@ -1286,7 +1312,7 @@ class ManagerConnection(_Connection):
             self._phase = "worker"
             return Greeting(_to_str(parts[1]), _to_str(parts[2]), _to_str(parts[3]),
                             _to_str(parts[4]), protocol)
-        raise ProtocolError(f"unexpected {line[:80]!r} before the worker's greeting")
+        raise ProtocolError(f"unexpected {quoted(line)} before the worker's greeting")
 
     def _worker_line(self, line: bytes) -> Event | None:
         word, _, rest = line.partition(b" ")
@@ -1352,14 +1378,14 @@ class ManagerConnection(_Connection):
                 raise ProtocolError("thirdput-complete without thirdput")
             self._pending.popleft()
             return ThirdPutComplete(_int(ok, 0, 1, "thirdput status") == 1)
-        raise ProtocolError(f"unknown message {line[:80]!r}")
+        raise ProtocolError(f"unknown message {quoted(line)}")
 
     def _reply_path(self, raw: bytes, head: tuple[str, str]) -> str:
         if head[0] != "get":
             raise ProtocolError("file data without a pending get")
         path = _to_str(raw)
         if not _is_below(path, head[1]):
-            raise ProtocolError(f"reply path {path[:80]!r} is not below {head[1]!r}")
+            raise ProtocolError(f"reply path {quoted(path)} is not below {quoted(head[1])}")
         return path
 
     # sending (manager -> worker)
@@ -1404,7 +1430,7 @@ class ManagerConnection(_Connection):
             return b"exit\n"
         if isinstance(event, Url):
             _check_cache_name(event.name)
-            url = _to_bytes(event.url)
+            url = _payload(event.url, MAX_URL, "url")
             return _line(f"url {_token(event.name, 'url name')} {len(url)} {event.mode:o} "
                          f"{event.flags}") + url
         if isinstance(event, (ThirdGet, ThirdPut)):
@@ -1430,17 +1456,17 @@ class ManagerConnection(_Connection):
             head = ("HTTP/1.1 200 OK\nConnection: close\nAccess-Control-Allow-Origin: *\n"
                     "Content-type: {}\n\n".format(_rest(event.content_type, "content type")))
             return head.encode("latin-1") + event.body
-        raise LocalProtocolError(f"a manager does not send {event!r}")
+        raise LocalProtocolError(f"a manager does not send {type(event).__name__}")
 
     def _check_name(self, name: str) -> None:
         if not is_component(name) or "\n" in name:
             where = "inside a directory stream" if self._out_depth else "as a cache name"
-            raise LocalProtocolError(f"{name!r} is not one path component {where}")
+            raise LocalProtocolError(f"{quoted(name)} is not one path component {where}")
 
     def _send_task(self, task: Task) -> bytes:
         if self._out_depth:
             raise LocalProtocolError("task inside a directory stream")
-        cmd = _to_bytes(task.command)
+        cmd = _payload(task.command, MAX_COMMAND, "command")
         out = [_line(f"task {task.task_id}"), _line(f"cmd {len(cmd)}"), cmd,
                _line("category {}".format(_rest(task.category, "category")))]
         for name in ("cores", "gpus", "memory", "disk"):
@@ -1452,7 +1478,7 @@ class ManagerConnection(_Connection):
             if value is not None:
                 out.append(_line(f"{name} {_num(value)}"))
         for entry in task.env:
-            raw = _to_bytes(entry)
+            raw = _payload(entry, MAX_ENV_ENTRY, "environment entry")
             out += [_line(f"env {len(raw)}"), raw, b"\n"]
         for item in task.inputs:
             if isinstance(item, EmptyDir):
@@ -1462,7 +1488,11 @@ class ManagerConnection(_Connection):
         for item in task.outputs:
             out.append(self._task_file("outfile", item))
         out.append(b"end\n")
-        return b"".join(out)
+        data = b"".join(out)
+        if len(data) > MAX_TASK_BYTES:
+            raise LocalProtocolError(f"task description of {len(data)} bytes is larger than "
+                                     f"the {MAX_TASK_BYTES} a worker accepts")
+        return data
 
     @staticmethod
     def _task_file(word: str, item: TaskFile) -> bytes:

@@ -37,6 +37,7 @@ class Result(enum.IntEnum):
     TASK_MAX_RUN_TIME = 56
     DISK_ALLOC_FULL = 64
     RMONITOR_ERROR = 72
+    OUTPUT_TRANSFER_ERROR = 80  # the manager could not write an output (full disk, permissions)
 
 
 class TaskState(enum.IntEnum):
@@ -119,7 +120,16 @@ def check_sandbox_name(name: str) -> str:
         raise UsageError(f"sandbox name {name!r} contains '..'; it must stay inside the sandbox")
     if "\0" in name or "\n" in name:
         raise UsageError(f"sandbox name {name!r} contains a NUL or newline")
+    if all(p in ("", ".") for p in parts):
+        raise UsageError(f"sandbox name {name!r} is the sandbox itself; name a file inside it")
     return name
+
+
+def check_no_nul(what: str, value: str) -> str:
+    """Refuse a NUL byte: no command, path or environment string can carry one to exec."""
+    if "\0" in value:
+        raise UsageError(f"{what} {value[:200]!r} contains a NUL byte")
+    return value
 
 
 def reference_safe(name: str) -> bool:
@@ -154,7 +164,7 @@ class Task:
         "max_retries", "running_time_max", "running_time_min", "end_time", "features", "inputs",
         "outputs", "id", "state", "result", "exit_code", "signal", "output", "host", "hostname",
         "attempts", "time_submitted", "time_started", "time_finished", "execute_usec", "bytes_sent",
-        "bytes_received", "resources_allocated", "avoid_workers", "_attempt", "_grown", "__weakref__",
+        "bytes_received", "resources_allocated", "avoid_workers", "reason", "_attempt", "_grown", "__weakref__",
     )  # a queue may hold a million tasks
 
     def __init__(
@@ -177,7 +187,7 @@ class Task:
     ) -> None:
         if not isinstance(command, str):
             raise UsageError("a task's command must be a string")
-        self.command = command
+        self.command = check_no_nul("command", command)
         self.tag = tag
         self.category = category or "default"
         self.priority = priority
@@ -210,6 +220,9 @@ class Task:
         self.bytes_sent = 0
         self.bytes_received = 0
         self.resources_allocated: dict[str, int] = {}
+        # Why the queue, not the command, failed the task (e.g. an output it could not
+        # write), in words for the user; empty when the task ran and came back normally.
+        self.reason = ""
         # Workers (host:port, as in ``host``) this task should not go to while another
         # worker is connected: a caller retrying a failure elsewhere adds the one it failed on.
         self.avoid_workers: set[str] = set()
@@ -223,14 +236,16 @@ class Task:
     def add_input(self, local: str, remote: str | None = None, *, cache: bool = True) -> Task:
         """Send the local file (or directory) ``local`` as ``remote`` in the sandbox."""
         remote = check_sandbox_name(remote if remote is not None else os.path.basename(local))
+        local = check_no_nul("input path", os.fspath(local))
         kind = FileKind.DIR if os.path.isdir(local) else FileKind.FILE
-        self.inputs.append(TaskFile(kind, remote, local=os.fspath(local), cache=cache))
+        self.inputs.append(TaskFile(kind, remote, local=local, cache=cache))
         return self
 
     def add_input_dir(self, local: str, remote: str | None = None, *, cache: bool = True) -> Task:
         """Send the local directory tree ``local`` (subdirectories and symlinks kept)."""
         remote = check_sandbox_name(remote if remote is not None else os.path.basename(local.rstrip("/")))
-        self.inputs.append(TaskFile(FileKind.DIR, remote, local=os.fspath(local), cache=cache))
+        local = check_no_nul("input directory", os.fspath(local))
+        self.inputs.append(TaskFile(FileKind.DIR, remote, local=local, cache=cache))
         return self
 
     def add_empty_dir(self, remote: str) -> Task:
@@ -249,6 +264,7 @@ class Task:
         """Send bytes ``start``..``end`` (inclusive) of ``local`` as ``remote``."""
         if start < 0 or end < start:
             raise UsageError(f"bad piece {start}..{end} of {local}")
+        check_no_nul("input path", local)
         self.inputs.append(
             TaskFile(FileKind.PIECE, check_sandbox_name(remote), local=local, start=start, end=end, cache=cache)
         )
@@ -256,11 +272,13 @@ class Task:
 
     def add_input_command(self, remote: str, command: str, *, cache: bool = False) -> Task:
         """Have the worker make ``remote`` by running ``command`` (``%%`` = the destination)."""
+        check_no_nul("input command", command)
         self.inputs.append(TaskFile(FileKind.COMMAND, check_sandbox_name(remote), source=command, cache=cache))
         return self
 
     def add_input_url(self, url: str, remote: str, *, cache: bool = True) -> Task:
         """Have the worker fetch ``url`` as ``remote``."""
+        check_no_nul("input URL", url)
         self.inputs.append(TaskFile(FileKind.URL, check_sandbox_name(remote), source=url, cache=cache))
         return self
 
@@ -278,8 +296,9 @@ class Task:
         if when not in ("always", "success", "failure"):
             raise UsageError(f"when= must be always, success or failure (got {when!r})")
         remote = check_sandbox_name(remote if remote is not None else os.path.basename(local))
+        local = check_no_nul("output path", os.fspath(local))
         self.outputs.append(
-            TaskFile(FileKind.FILE, remote, local=os.fspath(local), cache=cache, when=when, watch=watch)
+            TaskFile(FileKind.FILE, remote, local=local, cache=cache, when=when, watch=watch)
         )
         return self
 
