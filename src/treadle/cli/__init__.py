@@ -58,7 +58,12 @@ def _available(module: str) -> bool:
     return importlib.util.find_spec(f"treadle.cli.{module}") is not None
 
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+# Inherited by every subcommand's context: one help style, -h everywhere, and help text
+# that wraps at the terminal's width (COLUMNS), up to a width still easy to read.
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 120}
+
+
+@click.group(cls=LazyGroup, context_settings=CONTEXT_SETTINGS)
 @click.version_option(__version__, "--version", prog_name="treadle")
 def cli() -> None:
     """treadle: run workloads of many ordinary command-line tasks.
@@ -71,8 +76,19 @@ def cli() -> None:
     """
 
 
+def _one_line(e: click.UsageError) -> str:
+    """A bad command line as one line naming the command, with where to read more.
+
+    click's own form is four lines (usage, hint, blank, error) and exit status 2; every
+    subcommand here answers a user mistake the same way instead: one line, status 1.
+    """
+    path = e.ctx.command_path if e.ctx is not None else "treadle"
+    message = " ".join(e.format_message().split())
+    return f"{path}: {message} (see '{path} --help')"
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: user mistakes become one line on stderr and a non-zero exit."""
+    """Console entry point: user mistakes become one line on stderr and exit status 1."""
     try:
         cli.main(args=argv, prog_name="treadle", standalone_mode=False)
     except click.exceptions.Abort:
@@ -80,9 +96,15 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
+    except click.exceptions.NoArgsIsHelpError as e:
+        e.show()  # `treadle` alone: the help is the answer
+        sys.exit(1)
+    except click.UsageError as e:
+        click.echo(_one_line(e), err=True)
+        sys.exit(1)
     except click.ClickException as e:
         e.show()
-        sys.exit(1 if e.exit_code == 2 else e.exit_code)
+        sys.exit(e.exit_code)
     except ParseError as e:
         click.echo(str(e), err=True)
         sys.exit(e.exit_status)

@@ -7,27 +7,28 @@ import threading
 
 import click
 
+from treadle.cli.ranges import AMOUNT, SECONDS
 from treadle.errors import UsageError
 
 
 @click.command()
-@click.option("-T", "--batch-type", default="local", show_default=True,
+@click.option("-T", "--batch-type", default="local", show_default=True, metavar="TYPE",
               help="where workers run (local; slurm and condor come later)")
-@click.option("-w", "--min-workers", type=click.IntRange(0), help="workers kept at least [0]")
-@click.option("-W", "--max-workers", type=click.IntRange(0), help="workers at most [10]")
+@click.option("-w", "--min-workers", type=AMOUNT, metavar="N", help="workers kept at least [0]")
+@click.option("-W", "--max-workers", type=AMOUNT, metavar="N", help="workers at most [10]")
 @click.option("-P", "--password", "password_file", type=click.Path(exists=True, dir_okay=False),
-              help="password file of the manager (given to the workers too)")
-@click.option("--cores", type=click.IntRange(0), help="cores per worker")
-@click.option("--memory", type=click.IntRange(0), help="memory per worker (MB)")
-@click.option("--disk", type=click.IntRange(0), help="disk per worker (MB)")
-@click.option("--gpus", type=click.IntRange(0), help="GPUs per worker")
-@click.option("-t", "--timeout", "worker_timeout", type=click.FloatRange(0),
+              metavar="FILE", help="password file of the manager (given to the workers too)")
+@click.option("--cores", type=AMOUNT, metavar="N", help="cores per worker")
+@click.option("--memory", type=AMOUNT, metavar="MB", help="memory per worker (MB)")
+@click.option("--disk", type=AMOUNT, metavar="MB", help="disk per worker (MB)")
+@click.option("--gpus", type=AMOUNT, metavar="N", help="GPUs per worker")
+@click.option("-t", "--timeout", "worker_timeout", type=SECONDS, metavar="S",
               help="workers leave after this many idle seconds [60]")
-@click.option("-s", "--scratch-dir", "workdir", type=click.Path(file_okay=False),
+@click.option("-s", "--scratch-dir", "workdir", type=click.Path(file_okay=False), metavar="DIR",
               help="parent directory of the workers' workspaces")
-@click.option("--tls-ca", type=click.Path(exists=True, dir_okay=False),
+@click.option("--tls-ca", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
               help="the manager uses TLS: trust certificates signed by this CA file")
-@click.option("--interval", type=click.FloatRange(0.05),
+@click.option("--interval", type=click.FloatRange(0.05, SECONDS.max), metavar="S",
               help="seconds between two looks at the manager [5]")
 @click.option("-d", "--debug", "debug_flags", multiple=True, metavar="FLAG",
               help="debug output (as the reference's -d all)")

@@ -7,12 +7,13 @@ import os
 
 import click
 
+from treadle.cli.ranges import MANAGER_PORT
 from treadle.errors import UsageError
 
 
 @click.command(name="status")
 @click.argument("host", required=False)
-@click.argument("port", required=False, type=int)
+@click.argument("port", required=False, type=MANAGER_PORT)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 @click.option("-C", "--catalog", metavar="HOST:PORT", help="List the managers a catalog server knows.")
 @click.option("-P", "--password", "password_file", metavar="FILE", help="Password file of the manager.")
@@ -30,7 +31,10 @@ def command(host: str | None, port: int | None, as_json: bool, catalog: str | No
     if host is not None and port is None:
         if ":" in host:
             host, _, p = host.rpartition(":")
-            port = _port(p)
+            try:
+                port = MANAGER_PORT.convert(p, None, None)
+            except click.BadParameter as e:
+                raise click.BadParameter(e.message, param_hint="'PORT'") from None
         else:
             raise UsageError("give both HOST and PORT (or HOST:PORT)")
     if host is None:
@@ -61,10 +65,3 @@ def command(host: str | None, port: int | None, as_json: bool, catalog: str | No
         click.echo(json.dumps(snap, indent=2, sort_keys=True))
     else:
         click.echo(status.render(snap, host, port))
-
-
-def _port(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise UsageError(f"bad port {text!r}") from None

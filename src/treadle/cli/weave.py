@@ -9,6 +9,7 @@ import traceback
 import click
 
 from treadle import __version__
+from treadle.cli.ranges import COUNT
 from treadle.errors import TreadleError
 
 DEBUG_NAMES = ("abstraction", "data", "dataset", "engine", "function", "nest", "options",
@@ -49,7 +50,7 @@ def _setup_logging(log_file: str | None, debug: tuple[str, ...]) -> set[str]:
               help='Extra arguments for `treadle run`, e.g. "-T wq -p 9123".')
 @click.option("-w", "--wrapper", metavar="CMD", help="A prefix for the engine command.")
 @click.option("-a", "--nest-abstractions", is_flag=True, help="One sub-DAG per abstraction.")
-@click.option("-t", "--inline", type=click.IntRange(min=1), default=1, metavar="N",
+@click.option("-t", "--inline", type=COUNT, default=1, metavar="N",
               help="Default group size: N tasks per inline sub-DAG (1 = off).")
 @click.option("-b", "--options", "b_options", multiple=True, metavar="K=V,...",
               help="Script-level options cpu/cores/memory/disk/batch/local/collect; they win.")

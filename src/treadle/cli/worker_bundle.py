@@ -9,7 +9,7 @@ from treadle.errors import UsageError
 
 @click.command()
 @click.option("-o", "--output", default="treadle-worker.pyz", show_default=True,
-              type=click.Path(dir_okay=False), help="where to write the zipapp")
+              type=click.Path(dir_okay=False), metavar="FILE", help="where to write the zipapp")
 def command(output: str) -> None:
     """Write the worker as one zipapp that runs on any python3 >= 3.8.
 
