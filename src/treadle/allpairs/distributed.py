@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import statistics
+import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -77,14 +78,22 @@ def _extra_remote(path: str) -> str:
 
 
 def open_manager(port: int | None, random_port_file: str | None, project: str | None,
-                 host: str = "") -> Manager:
-    """The run's Work Queue manager, listening at once so workers connect during sampling."""
+                 host: str = "", *, password_file: str | None = None,
+                 announce: str | None = None) -> Manager:
+    """The run's Work Queue manager, listening at once so workers connect during sampling.
+
+    ``announce`` names the command in the line that says which port workers must
+    use (the only way to learn a port picked with ``-p 0``); None keeps quiet.
+    """
     from treadle.queue import Manager
 
     if port is None:
         port = 0 if random_port_file else DEFAULT_PORT
-    manager = Manager(port, name=project, host=host, port_file=random_port_file)
+    manager = Manager(port, name=project, host=host, password_file=password_file,
+                      port_file=random_port_file)
     log.debug("manager listening on port %s", manager.port)
+    if announce is not None:
+        print(f"{announce}: {manager.listening}", file=sys.stderr, flush=True)
     return manager
 
 

@@ -127,6 +127,7 @@ def allpairs(set_a: object, set_b: object, function: object, *, output: str | os
              block: int | tuple[int, int] | None = None, block_items: int | None = None,
              comparison_time: float | None = None, port: int | None = None,
              random_port_file: str | None = None, project: str | None = None, priority: int = 0,
+             password_file: str | None = None,
              max_workers: int | None = None, dispatch_time: float | None = None,
              bandwidth: float | None = None, transfer: str = "manager", retries: int = 3,
              resume: bool = True, restart: bool = False, keep_state: bool = False,
@@ -137,6 +138,8 @@ def allpairs(set_a: object, set_b: object, function: object, *, output: str | os
 
     ``exec_each`` starts an executable F afresh for every pair; by default a
     ``#!/bin/sh`` script F runs in a reused shell, in a subshell per pair.
+    In wq mode the manager listens on ``host`` (every interface when empty) and,
+    with ``password_file``, takes only workers that know the password.
     """
     started = time.perf_counter()
     if mode not in MODES:
@@ -182,9 +185,12 @@ def allpairs(set_a: object, set_b: object, function: object, *, output: str | os
     plan = state.load(fp, restart) if keep and not plan_only else None
     resumed = plan is not None
     manager = None
+    start_manager = functools.partial(open_manager, port, random_port_file, project, host,
+                                      password_file=password_file,
+                                      announce=None if quiet else "allpairs")
     if plan is None:
         if not plan_only and (mode == "wq" or mode == "auto" and workers_possible):
-            manager = open_manager(port, random_port_file, project, host)
+            manager = start_manager()
         try:
             plan = make_plan(fn, a, b, symmetric=symmetric, mode=mode,
                              workers_possible=workers_possible, cores=cores,
@@ -224,7 +230,7 @@ def allpairs(set_a: object, set_b: object, function: object, *, output: str | os
     run_stats: dict = {}
     try:
         if plan.mode == "wq" and todo:  # a resumed run with nothing left needs no port
-            manager = manager or open_manager(port, random_port_file, project, host)
+            manager = manager or start_manager()
             run_stats = run_distributed(
                 manager, resolved, a, b, plan, state, todo, symmetric=symmetric,
                 priority=priority, extra_files=extra_files, retries=retries, progress=progress)

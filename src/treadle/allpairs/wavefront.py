@@ -9,6 +9,7 @@ only what is missing; the sorted output replaces it at the end.
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import heapq
 import json
 import math
@@ -246,8 +247,9 @@ def wavefront(function: object, boundary: str | os.PathLike | dict, xsize: int, 
               output: str | os.PathLike, mode: str = "auto", block: int | None = None,
               cores: int | None = None, extra_args: str | Sequence[str] = (),
               port: int | None = None, random_port_file: str | None = None,
-              project: str | None = None, priority: int = 0, comparison_time: float | None = None,
-              bitmap: str | None = None, restart: bool = False, stats_file: str | None = None,
+              project: str | None = None, priority: int = 0, password_file: str | None = None,
+              comparison_time: float | None = None, bitmap: str | None = None,
+              restart: bool = False, stats_file: str | None = None,
               plan_only: bool = False, max_workers: int = 400, retries: int = 3,
               host: str = "", quiet: bool = False, exec_each: bool = False,
               plan_stream=None) -> dict:
@@ -255,6 +257,8 @@ def wavefront(function: object, boundary: str | os.PathLike | dict, xsize: int, 
 
     ``exec_each`` starts an executable F afresh for every cell; by default a
     ``#!/bin/sh`` script F runs in a reused shell, in a subshell per cell.
+    In wq mode the manager listens on ``host`` (every interface when empty) and,
+    with ``password_file``, takes only workers that know the password.
     """
     started = time.perf_counter()
     if xsize < 1 or ysize < 1:
@@ -279,8 +283,11 @@ def wavefront(function: object, boundary: str | os.PathLike | dict, xsize: int, 
     k_local = cores or os.cpu_count() or 1
     workers_possible = port is not None or bool(project) or random_port_file is not None
     manager = None
+    start_manager = functools.partial(open_manager, port, random_port_file, project, host,
+                                      password_file=password_file,
+                                      announce=None if quiet else "wavefront")
     if not plan_only and (mode == "wq" or mode == "auto" and workers_possible):
-        manager = open_manager(port, random_port_file, project, host)  # workers join while F is timed
+        manager = start_manager()  # workers join while F is timed
     journal = open(partial, "a", encoding="utf-8")
     sampled = 0
     try:
@@ -295,7 +302,7 @@ def wavefront(function: object, boundary: str | os.PathLike | dict, xsize: int, 
         if plan.mode == "wq":
             from treadle.allpairs.wavefront_wq import run_blocks
 
-            manager = manager or open_manager(port, random_port_file, project, host)
+            manager = manager or start_manager()
             calls = run_blocks(manager, resolved, known, xsize, ysize, plan, journal,
                                priority=priority, retries=retries, quiet=quiet, bitmap=bitmap)
         else:

@@ -28,7 +28,8 @@ from treadle.queue.task import Result, Task
 
 
 class WorkQueueBackend:
-    """The ``wq`` backend: a treadle Work Queue manager listening on ``port``."""
+    """The ``wq`` backend: a treadle Work Queue manager listening on ``port`` (of
+    ``host`` only, when given)."""
 
     name = "wq"
     sandboxed = True
@@ -38,6 +39,7 @@ class WorkQueueBackend:
         *,
         workdir: str,
         port: int = 9123,
+        host: str = "",
         name: str | None = None,
         password_file: str | None = None,
         port_file: str | None = None,
@@ -52,6 +54,7 @@ class WorkQueueBackend:
         self.send_environment = send_environment
         self.manager = Manager(
             port,
+            host=host,
             name=name,
             password_file=password_file,
             catalog=catalog,

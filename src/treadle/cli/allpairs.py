@@ -28,11 +28,22 @@ from treadle.errors import UsageError
               help="Local processes, or cores per worker in the model. Default: all.")
 @click.option("-b", "--block-size", type=click.IntRange(min=1), metavar="N",
               help="Most items of one set in memory at once per block.")
-@click.option("-p", "--port", type=click.IntRange(0, 65535), help="Manager port (wq mode).")
+@click.option("-p", "--port", type=click.IntRange(0, 65535),
+              help="Manager port (wq mode; 0 picks a free one, printed at start). The "
+                   "manager listens on every interface, since workers are usually "
+                   "remote, unless --bind.")
+@click.option("--bind", metavar="ADDRESS", default="",
+              help="Listen for workers on this local address only (e.g. 127.0.0.1).")
 @click.option("-Z", "--random-port", "port_file", metavar="FILE",
               help="Pick a free manager port and write it to FILE.")
 @click.option("-N", "--project-name", "project", metavar="NAME", help="Advertise to the catalog.")
-@click.option("-P", "--priority", type=int, default=0, help="Task priority.")
+@click.option("--password", "password_file", metavar="FILE",
+              type=click.Path(exists=True, dir_okay=False),
+              help="Take only workers that know the password in FILE "
+                   "(start them with -P FILE).")
+@click.option("-P", "--priority", type=int, default=0,
+              help="Task priority. -P means priority here, as in the reference "
+                   "allpairs_master; the password is --password.")
 @click.option("--symmetric", is_flag=True, help="Declare F(a,b) = F(b,a); A and B must be one list.")
 @click.option("--half", is_flag=True, help="With --symmetric, print only the lines with i <= j.")
 @click.option("--stats", "stats_file", metavar="FILE", help="Write a JSON summary.")
@@ -61,7 +72,8 @@ from treadle.errors import UsageError
 @click.option("--from", "from_triples", metavar="TRIPLES",
               help="Assemble -o from a triples table without running F.")
 def command(set_a, set_b, function, output, extra_args, input_files, estimated_time, width,
-            height, cores, block_size, port, port_file, project, priority, symmetric, half,
+            height, cores, block_size, port, bind, port_file, project, password_file, priority,
+            symmetric, half,
             stats_file, debug_file, debug_flags, mode, batched, exec_each, plan_only, restart,
             keep_state,
             retries, max_workers, dispatch_time, bandwidth, transfer, from_triples):
@@ -77,6 +89,7 @@ def command(set_a, set_b, function, output, extra_args, input_files, estimated_t
       treadle allpairs set.list set.list ./compare -o matrix.txt
       treadle allpairs set.list set.list BITWISE -o m.npy --symmetric
       treadle allpairs a.list b.list cmp.py:score -T wq -p 9123
+      treadle allpairs a.list b.list ./cmp -T wq -p 0 --password pw.txt
     """
     from treadle.allpairs.engine import allpairs
 
@@ -93,7 +106,8 @@ def command(set_a, set_b, function, output, extra_args, input_files, estimated_t
         extra_files=input_files, symmetric=symmetric, half=half, batched=batched,
         exec_each=exec_each, mode=mode,
         cores=cores, block=block, block_items=block_size, comparison_time=estimated_time,
-        port=port, random_port_file=port_file, project=project, priority=priority,
+        port=port, host=bind, random_port_file=port_file, project=project, priority=priority,
+        password_file=password_file,
         max_workers=max_workers, dispatch_time=dispatch_time, bandwidth=bandwidth,
         transfer=transfer, retries=retries, restart=restart, keep_state=keep_state,
         stats_file=stats_file, plan_only=plan_only, from_triples=from_triples,

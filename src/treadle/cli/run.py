@@ -66,7 +66,8 @@ OPTIONS: tuple[Opt, ...] = (
     Opt(None, ("skip-file-check",), False, "skip_file_check", "do not check files at start-up"),
     Opt(None, ("checksum-sources",), False, "checksum_sources", "also hash original inputs to detect changes"),
     Opt("N", ("project-name",), True, "project_name", "Work Queue project name (turns on the catalog)"),
-    Opt("p", ("port",), True, "port", "Work Queue port (default 9123)"),
+    Opt("p", ("port",), True, "port", "Work Queue port (default 9123; 0 picks a free one, printed at start)"),
+    Opt(None, ("bind",), True, "bind", "listen for workers on this address only (default: every interface)"),
     Opt("Z", ("port-file",), True, "port_file", "write the Work Queue port to FILE"),
     Opt("C", ("catalog-server",), True, "catalog", "catalog server HOST:PORT"),
     Opt(None, ("password",), True, "password_file", "Work Queue password file"),
@@ -322,6 +323,9 @@ def usage() -> str:
         "",
         "Examples:",
         "  treadle run -j 4 wf.mf            run on this machine, 4 jobs at a time",
+        "  treadle run -T wq -p 0 wf.mf      run on Work Queue workers; prints the port picked.",
+        "                                    The manager listens on every interface (workers",
+        "                                    are remote) unless --bind ADDRESS",
         "  treadle run --dry-run wf.mf       write what would run to wf.mf.sh",
         "  treadle run -c wf.mf              delete everything the workflow made",
         "",
@@ -534,6 +538,8 @@ def _run(opts, engine, out, started, batch_log, remote_cls, cores, memory, disk,
     engine.capacity = LocalCapacity(max_local, cores, memory, disk)
     engine.prepare()
     out.say("starting workflow....")
+    if opts.batch_type == "wq":
+        out.say(f"{engine.remote.manager.listening}.")
     out.flush()
     progress = None
     if opts.progress and not os.environ.get("TREADLE_NESTED"):
@@ -588,6 +594,7 @@ def _make_remote(cls, opts: RunOptions, batch_log: str):
         return cls(
             workdir=os.getcwd(),
             port=opts.port,
+            host=opts.bind,
             name=opts.project_name,
             password_file=opts.password_file,
             port_file=opts.port_file,

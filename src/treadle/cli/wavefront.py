@@ -17,10 +17,22 @@ import click
               help="Fixed arguments put before x y LEFT BOTTOM DIAG.")
 @click.option("-T", "--mode", type=click.Choice(["auto", "local", "wq"]), default="auto")
 @click.option("-c", "--cores", type=click.IntRange(min=1), help="Local processes. Default: all.")
-@click.option("-p", "--port", type=click.IntRange(0, 65535), help="Manager port (wq mode).")
-@click.option("-Z", "--random-port", "port_file", metavar="FILE")
-@click.option("-N", "--project-name", "project", metavar="NAME")
-@click.option("-P", "--priority", type=int, default=0)
+@click.option("-p", "--port", type=click.IntRange(0, 65535),
+              help="Manager port (wq mode; 0 picks a free one, printed at start). The "
+                   "manager listens on every interface, since workers are usually "
+                   "remote, unless --bind.")
+@click.option("--bind", metavar="ADDRESS", default="",
+              help="Listen for workers on this local address only (e.g. 127.0.0.1).")
+@click.option("-Z", "--random-port", "port_file", metavar="FILE",
+              help="Pick a free manager port and write it to FILE.")
+@click.option("-N", "--project-name", "project", metavar="NAME", help="Advertise to the catalog.")
+@click.option("--password", "password_file", metavar="FILE",
+              type=click.Path(exists=True, dir_okay=False),
+              help="Take only workers that know the password in FILE "
+                   "(start them with -P FILE).")
+@click.option("-P", "--priority", type=int, default=0,
+              help="Task priority. -P means priority here, as in the reference "
+                   "wavefront_master; the password is --password.")
 @click.option("-t", "--estimated-time", type=float, metavar="S",
               help="Seconds per cell; skips sampling.")
 @click.option("--block", type=click.IntRange(min=1), metavar="B", help="Block side (wq mode).")
@@ -35,9 +47,9 @@ import click
                    "exit status, output, cd, variables and traps behave as with a "
                    "fresh start, but $$ is the same for every cell and death by "
                    "signal N reads as exit status 128+N.")
-def command(function, xsize, ysize, boundary, output, extra_args, mode, cores, port, port_file,
-            project, priority, estimated_time, block, bitmap, restart, stats_file, plan_only,
-            exec_each):
+def command(function, xsize, ysize, boundary, output, extra_args, mode, cores, port, bind,
+            port_file, project, password_file, priority, estimated_time, block, bitmap, restart,
+            stats_file, plan_only, exec_each):
     """Compute R[x][y] = F(R[x-1][y], R[x][y-1], R[x-1][y-1]) for 1 <= x <= XSIZE,
     1 <= y <= YSIZE, from BOUNDARY lines 'x y value', into OUTPUT.
 
@@ -48,11 +60,13 @@ def command(function, xsize, ysize, boundary, output, extra_args, mode, cores, p
     \b
     Example:
       treadle wavefront ./step 100 100 edge.txt result.txt -c 8
+      treadle wavefront ./step 100 100 edge.txt result.txt -T wq -p 0 --password pw.txt
     """
     from treadle.allpairs.wavefront import wavefront
 
     wavefront(function, boundary, xsize, ysize, output=output, mode=mode, block=block,
-              cores=cores, extra_args=extra_args, port=port, random_port_file=port_file,
-              project=project, priority=priority, comparison_time=estimated_time, bitmap=bitmap,
+              cores=cores, extra_args=extra_args, port=port, host=bind, random_port_file=port_file,
+              project=project, priority=priority, password_file=password_file,
+              comparison_time=estimated_time, bitmap=bitmap,
               restart=restart, stats_file=stats_file, plan_only=plan_only, exec_each=exec_each,
               plan_stream=sys.stderr)

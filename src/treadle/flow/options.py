@@ -46,6 +46,7 @@ class RunOptions:
     checksum_sources: bool = False
     project_name: str | None = None
     port: int = DEFAULT_WQ_PORT
+    bind: str = ""  # the wq manager's listening address; "" is every interface
     port_file: str | None = None
     catalog: str | None = None
     password_file: str | None = None
