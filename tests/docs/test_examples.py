@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
@@ -157,3 +159,22 @@ def test_sh_blocks_see_the_venv_first() -> None:
     found = subprocess.run(["bash", "-c", "command -v python"], env=_environment(),
                            capture_output=True, text=True, check=True).stdout.strip()
     assert Path(found).parent == Path(sys.executable).parent
+
+
+_LINE = st.text(st.characters(blacklist_categories=("Cs", "Cc")), max_size=20).filter(
+    lambda s: "`" not in s and "~~~" not in s)
+
+
+@given(st.lists(st.tuples(st.sampled_from(["python", "sh", "text", "file"]),
+                          st.lists(_LINE, max_size=4),
+                          st.sampled_from(["", "    "])), max_size=5))
+def test_parse_blocks_round_trip(specs: list[tuple[str, list[str], str]]) -> None:
+    """Blocks written out as Markdown (indented or not, with prose between) parse back as written."""
+    text, expected = [], []
+    for n, (kind, body, indent) in enumerate(specs):
+        info = f'make title="f{n}.mf"' if kind == "file" else kind
+        text += ["Some prose.", "", f"{indent}```{info}", *(indent + line for line in body),
+                 f"{indent}```", ""]
+        expected.append((kind, "\n".join(body) + "\n", f"f{n}.mf" if kind == "file" else None))
+    got = parse_blocks("\n".join(text), "page.md")
+    assert [(b.kind, b.body, b.title) for b in got] == expected
