@@ -1962,6 +1962,9 @@ class Manager:
         out = []
         now = time.time()
         ready = [w for w in self._workers.values() if w.ready]
+        all_treadle = all(w.treadle for w in ready)
+        # tasks alike get one answer: a status query must not stall a queue of 10^5 tasks
+        verdicts: dict[tuple[Any, ...], str | None] = {}
         for t in self._tasks.values():
             att = getattr(t, "_attempt", None)
             d: dict[str, Any] = {
@@ -1977,9 +1980,13 @@ class Manager:
             for r in res.NAMES:
                 v = getattr(t, r)
                 d[r] = -1 if v is None else v
-            why = self._never_fits(t, ready) if att is None and t.state is TaskState.READY else None
-            if why:
-                d["never_fits"] = why
+            if att is None and t.state is TaskState.READY:
+                key = (t.category, getattr(t, "_grown", False), *t.declared.values(),
+                       tuple(t.features), all_treadle or t.reference_safe)
+                if key not in verdicts:
+                    verdicts[key] = self._never_fits(t, ready)
+                if verdicts[key]:
+                    d["never_fits"] = verdicts[key]
             if att is not None:
                 d.update(
                     {
