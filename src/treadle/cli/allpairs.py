@@ -7,6 +7,7 @@ import sys
 import click
 
 from treadle.cli import debuglog
+from treadle.cli.ranges import COUNT, PORT, PRIORITY, RATE, SECONDS
 from treadle.errors import UsageError
 
 
@@ -20,15 +21,15 @@ from treadle.errors import UsageError
               help="Fixed arguments put before each pair (split like a shell would).")
 @click.option("-f", "--input-file", "input_files", multiple=True, metavar="FILE",
               help="An extra file F needs (repeatable).")
-@click.option("-t", "--estimated-time", type=float, metavar="S",
+@click.option("-t", "--estimated-time", type=SECONDS, metavar="S",
               help="Seconds per comparison; skips sampling.")
-@click.option("-x", "--width", type=click.IntRange(min=1), help="Block rows (items of A).")
-@click.option("-y", "--height", type=click.IntRange(min=1), help="Block columns (items of B).")
-@click.option("-c", "--cores", type=click.IntRange(min=1),
+@click.option("-x", "--width", type=COUNT, metavar="N", help="Block rows (items of A).")
+@click.option("-y", "--height", type=COUNT, metavar="N", help="Block columns (items of B).")
+@click.option("-c", "--cores", type=COUNT, metavar="N",
               help="Local processes, or cores per worker in the model. Default: all.")
-@click.option("-b", "--block-size", type=click.IntRange(min=1), metavar="N",
+@click.option("-b", "--block-size", type=COUNT, metavar="N",
               help="Most items of one set in memory at once per block.")
-@click.option("-p", "--port", type=click.IntRange(0, 65535),
+@click.option("-p", "--port", type=PORT, metavar="PORT",
               help="Manager port (wq mode; 0 picks a free one, printed at start). The "
                    "manager listens on every interface, since workers are usually "
                    "remote, unless --bind.")
@@ -41,7 +42,7 @@ from treadle.errors import UsageError
               type=click.Path(exists=True, dir_okay=False),
               help="Take only workers that know the password in FILE "
                    "(start them with -P FILE).")
-@click.option("-P", "--priority", type=int, default=0,
+@click.option("-P", "--priority", type=PRIORITY, default=0, metavar="N",
               help="Task priority. -P means priority here, as in the reference "
                    "allpairs_master; the password is --password.")
 @click.option("--symmetric", is_flag=True, help="Declare F(a,b) = F(b,a); A and B must be one list.")
@@ -62,11 +63,11 @@ from treadle.errors import UsageError
               help="Print the sample, the model's numbers and the plan, then exit.")
 @click.option("--restart", is_flag=True, help="Discard saved state.")
 @click.option("--keep-state", is_flag=True, help="Keep the state directory after success.")
-@click.option("-r", "--retries", type=click.IntRange(min=1), default=3,
+@click.option("-r", "--retries", type=COUNT, default=3, metavar="N",
               help="Attempts per block before the run fails.")
-@click.option("--max-workers", type=click.IntRange(min=1), help="h_max of the cost model.")
-@click.option("--dispatch-time", type=float, metavar="S", help="d_host of the cost model.")
-@click.option("--bandwidth", type=float, metavar="MBPS", help="b of the cost model.")
+@click.option("--max-workers", type=COUNT, metavar="N", help="h_max of the cost model.")
+@click.option("--dispatch-time", type=SECONDS, metavar="S", help="d_host of the cost model.")
+@click.option("--bandwidth", type=RATE, metavar="MBPS", help="b of the cost model.")
 @click.option("--transfer", type=click.Choice(["manager", "tree"]), default="manager",
               help="How items reach workers, for the cost model.")
 @click.option("--from", "from_triples", metavar="TRIPLES",

@@ -6,18 +6,21 @@ import sys
 
 import click
 
+from treadle.cli.ranges import COUNT, PORT, PRIORITY, SECONDS
+
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("function", metavar="FUNCTION")
-@click.argument("xsize", type=click.IntRange(min=1))
-@click.argument("ysize", type=click.IntRange(min=1))
+@click.argument("xsize", type=COUNT)
+@click.argument("ysize", type=COUNT)
 @click.argument("boundary", metavar="BOUNDARY")
 @click.argument("output", metavar="OUTPUT")
 @click.option("-e", "--extra-args", default="", metavar="ARGS",
               help="Fixed arguments put before x y LEFT BOTTOM DIAG.")
-@click.option("-T", "--mode", type=click.Choice(["auto", "local", "wq"]), default="auto")
-@click.option("-c", "--cores", type=click.IntRange(min=1), help="Local processes. Default: all.")
-@click.option("-p", "--port", type=click.IntRange(0, 65535),
+@click.option("-T", "--mode", type=click.Choice(["auto", "local", "wq"]), default="auto",
+              help="Where cells run: decided by the cost model, here, or on Work Queue workers.")
+@click.option("-c", "--cores", type=COUNT, metavar="N", help="Local processes. Default: all.")
+@click.option("-p", "--port", type=PORT, metavar="PORT",
               help="Manager port (wq mode; 0 picks a free one, printed at start). The "
                    "manager listens on every interface, since workers are usually "
                    "remote, unless --bind.")
@@ -30,12 +33,12 @@ import click
               type=click.Path(exists=True, dir_okay=False),
               help="Take only workers that know the password in FILE "
                    "(start them with -P FILE).")
-@click.option("-P", "--priority", type=int, default=0,
+@click.option("-P", "--priority", type=PRIORITY, default=0, metavar="N",
               help="Task priority. -P means priority here, as in the reference "
                    "wavefront_master; the password is --password.")
-@click.option("-t", "--estimated-time", type=float, metavar="S",
+@click.option("-t", "--estimated-time", type=SECONDS, metavar="S",
               help="Seconds per cell; skips sampling.")
-@click.option("--block", type=click.IntRange(min=1), metavar="B", help="Block side (wq mode).")
+@click.option("--block", type=COUNT, metavar="B", help="Block side (wq mode).")
 @click.option("--bitmap", metavar="FILE", help="Write a BMP of the grid's state every 5 s.")
 @click.option("--restart", is_flag=True, help="Ignore OUTPUT.partial and start over.")
 @click.option("--stats", "stats_file", metavar="FILE", help="Write a JSON summary.")
