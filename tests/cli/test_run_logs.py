@@ -217,6 +217,27 @@ def test_a_full_disk_fails_the_rule_with_the_reason(tmp_path, small_disk):
     assert "No space left on device" in (tmp_path / "journal" / ".wf.logs" / "0.1.err").read_text()
 
 
+def test_a_log_that_fills_the_disk_stops_the_run_and_the_next_run_resumes(tmp_path, small_disk):
+    """The journal itself cannot be written: one clear line, and nothing done is lost or redone."""
+    wd = small_disk(tmp_path / "disk")
+    (wd / "wf.mf").write_text("".join(f"x{i}:\n\ttouch x{i}\n" for i in range(100)))
+    _fill(wd)
+    filler = wd / "filler"
+    os.truncate(filler, filler.stat().st_size - 8192)  # room for a few dozen rules' records
+    r = treadle_run("-j", "1", "wf.mf", cwd=wd)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines()[-1] == (
+        "treadle: could not write to log file wf.mf.makeflowlog: No space left on device"
+    )
+    first = r.stdout.count("submitting job:")
+    assert 0 < first < 100
+    filler.unlink()
+    r = treadle_run("-j", "1", "wf.mf", cwd=wd)
+    assert r.returncode == 0, r.stderr
+    assert all((wd / f"x{i}").exists() for i in range(100))
+    assert r.stdout.count("submitting job:") <= 100 - first + 1  # at most the rule cut off is run again
+
+
 @pytest.mark.slow
 def test_over_work_queue_a_log_that_cannot_be_written_fails_the_rule(tmp_path, small_disk):
     _fill(small_disk(tmp_path / "wf" / LOGS))

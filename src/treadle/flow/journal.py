@@ -107,7 +107,7 @@ class Journal:
     def open(self) -> None:
         """Open (creating) the log and take the lock; a second engine is refused [F-r]."""
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as e:
             raise WorkflowError(f"could not open log file {self.path}: {e.strerror}") from None
         try:
@@ -119,13 +119,10 @@ class Journal:
                 "wait for it to finish or use another log (-l)"
             ) from None
         self._fd = fd
-        size = os.fstat(fd).st_size
-        if size:
-            # A machine crash may have cut the last line; start ours on a fresh one.
-            with open(self.path, "rb") as f:
-                f.seek(size - 1)
-                if f.read(1) != b"\n":
-                    os.write(fd, b"\n")
+        try:
+            _drop_cut_record(fd)
+        except OSError as e:
+            raise WorkflowError(f"could not read log file {self.path}: {e.strerror}") from None
         self._last_sync = time.monotonic()
 
     @property
@@ -168,24 +165,53 @@ class Journal:
         self.flush(sync=True)
 
     def flush(self, sync: bool = False) -> None:
-        """Hand the collected records to the kernel in one write; fsync when due."""
-        if self._buf and self._fd >= 0:
-            data = "".join(self._buf).encode("utf-8", "surrogateescape")
-            self._buf.clear()
-            while data:
-                n = os.write(self._fd, data)
-                data = data[n:]
-        else:
-            self._buf.clear()
-        if self._fd >= 0 and (sync or time.monotonic() - self._last_sync > FSYNC_INTERVAL):
-            os.fsync(self._fd)
-            self._last_sync = time.monotonic()
+        """Hand the collected records to the kernel in one write; fsync when due.
+
+        A log that cannot be written (a full disk) stops the run with a
+        ``WorkflowError``: nothing may happen that the log does not say. A
+        record cut in the middle is harmless; the next run starts on a fresh line.
+        """
+        try:
+            if self._buf and self._fd >= 0:
+                data = "".join(self._buf).encode("utf-8", "surrogateescape")
+                self._buf.clear()
+                while data:
+                    n = os.write(self._fd, data)
+                    data = data[n:]
+            else:
+                self._buf.clear()
+            if self._fd >= 0 and (sync or time.monotonic() - self._last_sync > FSYNC_INTERVAL):
+                os.fsync(self._fd)
+                self._last_sync = time.monotonic()
+        except OSError as e:
+            raise WorkflowError(f"could not write to log file {self.path}: {e.strerror}") from None
 
     def close(self) -> None:
         if self._fd >= 0:
             self.flush(sync=True)
             os.close(self._fd)
             self._fd = -1
+
+
+def _drop_cut_record(fd: int) -> None:
+    """Remove a record cut off at the end of the log (a crash or a full disk in the middle of a write).
+
+    The cut record never took effect (recovery ignores it), and removing it
+    keeps the log a sequence of whole lines, so the records this run appends
+    after it read as they should.
+    """
+    size = os.fstat(fd).st_size
+    end = size
+    while end > 0:
+        start = max(0, end - 65536)
+        chunk = os.pread(fd, end - start, start)
+        nl = chunk.rfind(b"\n")
+        if nl >= 0:
+            end = start + nl + 1
+            break
+        end = start
+    if end < size:
+        os.ftruncate(fd, end)
 
 
 class NullJournal(Journal):
