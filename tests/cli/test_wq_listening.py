@@ -126,6 +126,6 @@ def test_abstraction_prints_its_port_and_takes_only_workers_with_the_password(
 def test_abstraction_help_documents_password_and_priority(name: str) -> None:
     out = subprocess.run([*TREADLE, name, "--help"], capture_output=True, text=True, timeout=60)
     text = " ".join(out.stdout.split())
-    assert "--password FILE" in text and "-P, --priority INTEGER" in text
+    assert "--password FILE" in text and "-P, --priority" in text
     assert "-P means priority here" in text and "listens on every interface" in text
     assert "--bind ADDRESS" in text
