@@ -206,9 +206,12 @@ def test_a_full_disk_fails_the_rule_with_the_reason(tmp_path, small_disk):
     (tmp_path / "journal").mkdir()
     log = tmp_path / "journal" / "wf.makeflowlog"  # the journal and the rules' logs live elsewhere
     (wd / "wf.mf").write_text("big.txt:\n\thead -c 1000000 /dev/zero > big.txt; exit 1\n")
-    r = treadle_run("-l", str(log), "wf.mf", cwd=wd)
+    r = treadle_run("-l", str(log), "-f", "summary.txt", "wf.mf", cwd=wd)
     assert r.returncode == 1
     assert "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines()[-1] == (
+        "treadle: could not write the summary file summary.txt: No space left on device"
+    )
     assert "could not save the failed rule's files in makeflow.failed.0: No space left on device" in r.stderr
     assert "workflow failed." in r.stderr
     assert not (wd / "makeflow.failed.0" / "INFO.json").exists()

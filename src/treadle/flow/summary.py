@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import time
 
+from treadle.errors import WorkflowError
 from treadle.flow.engine import Engine, Failure, _signame
 from treadle.flow.journal import ABORTED, COMPLETE, FAILED
 from treadle.flow.lexer import excerpt
@@ -24,7 +25,10 @@ def _hms(seconds: float) -> str:
 
 
 def write_summary(path: str, engine: Engine, status: str, started: float, command_line: tuple[str, ...]) -> None:
-    """The ``-f`` file. ``status`` is ``completed``, ``failed`` or ``aborted``."""
+    """The ``-f`` file. ``status`` is ``completed``, ``failed`` or ``aborted``.
+
+    A file that cannot be written (a full disk) is a ``WorkflowError``: one line, exit status 1.
+    """
     n = len(engine.rules)
     counts = engine.counts
     lines = [
@@ -49,8 +53,11 @@ def write_summary(path: str, engine: Engine, status: str, started: float, comman
         except OSError:
             continue
         lines.append(f"\t{name}\t{size}")
-    with open(path, "w", encoding="utf-8", errors="surrogateescape") as f:
-        f.write("\n".join(lines) + "\n")
+    try:
+        with open(path, "w", encoding="utf-8", errors="surrogateescape") as f:
+            f.write("\n".join(lines) + "\n")
+    except OSError as e:
+        raise WorkflowError(f"could not write the summary file {path}: {e.strerror}") from None
 
 
 def failure_report(engine: Engine) -> list[str]:
