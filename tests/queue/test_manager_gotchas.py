@@ -226,7 +226,7 @@ def test_gotcha_17_password_step_is_asynchronous(tmp_path):
     with Manager(0, host="127.0.0.1", password=b"pw\n") as m:
         stalled = socket.create_connection(("127.0.0.1", m.port))  # says nothing at all
         fw = FakeWorker(m.port)
-        hs = wp.PasswordHandshake(b"pw\n")
+        hs = wp.PasswordHandshake(b"pw\n", wp.WORKER)
         fw.send(b"".join(fw.conn.send(e) for e in hs.start()))
         while hs.succeeded is None:
             ev = fw.next_event(5)

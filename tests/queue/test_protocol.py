@@ -235,7 +235,7 @@ def test_password_handshake_matches_spec_digest() -> None:
     (b"pw\n", b"pw\n", True), (b"pw\n", b"other\n", False), (b"pw", b"pw\n", False)])
 def test_password_step_both_sides(worker_pw: bytes, manager_pw: bytes, ok: bool) -> None:
     m, w = ManagerConnection(), WorkerConnection()
-    hm, hw = PasswordHandshake(manager_pw), PasswordHandshake(worker_pw)
+    hm, hw = PasswordHandshake(manager_pw, p.MANAGER), PasswordHandshake(worker_pw, p.WORKER)
     to_w = b"".join(m.send(e) for e in hm.start())
     to_m = b"".join(w.send(e) for e in hw.start())
     for _ in range(4):

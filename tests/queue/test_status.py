@@ -95,4 +95,4 @@ def test_treadle_status_with_password(tmp_path):
         assert without.returncode == 1 and "Traceback" not in without.stderr
         (tmp_path / "bad").write_text("wrong\n")
         bad = subprocess.run([*cmd, "-P", str(tmp_path / "bad")], capture_output=True, text=True, timeout=30)
-        assert bad.returncode == 1 and "refused the password" in bad.stderr
+        assert bad.returncode == 1 and "password authentication" in bad.stderr

@@ -345,7 +345,7 @@ def test_password_mismatch_fails_on_both_sides(manager: ScriptedManager, start_w
     proc = start_worker("--single-shot", "-t", "30", "-P", str(tmp_path / "pw"), "-s",
                         str(tmp_path), "127.0.0.1", str(manager.port))
     manager.accept()
-    hs = p.PasswordHandshake(b"manager-secret\n")
+    hs = p.PasswordHandshake(b"manager-secret\n", p.MANAGER)
     manager.send(*hs.start())
     while hs.succeeded is None:
         ev = manager.next()

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from treadle.queue import protocol as wp
 from treadle.queue.providers.base import JobState, Provider
+from treadle.queue.status import authenticate
 
 log = logging.getLogger("treadle.factory")
 
@@ -70,7 +71,7 @@ def query_status(host: str, port: int, password: bytes | None = None,
             sock = ssl.create_default_context(cafile=tls_ca).wrap_socket(
                 plain, server_hostname=host)
         if password is not None:
-            _authenticate(sock, password)
+            authenticate(sock, password)
         sock.sendall(wp.status_request(kind))
         chunks, size = [], 0
         while True:
@@ -87,22 +88,6 @@ def query_status(host: str, port: int, password: bytes | None = None,
             if size > wp.MAX_STATUS_REPLY:
                 raise wp.ProtocolError("status reply too large")
     return wp.parse_status_reply(b"".join(chunks))
-
-
-def _authenticate(sock: socket.socket, password: bytes) -> None:
-    conn = wp.WorkerConnection()  # the status client speaks the password step like a worker
-    hs = wp.PasswordHandshake(password)
-    sock.sendall(b"".join(conn.send(e) for e in hs.start()))
-    while hs.succeeded is None:
-        event = conn.next_event()
-        if event is wp.NEED_DATA:
-            conn.receive_data(sock.recv(4096))
-            continue
-        if isinstance(event, wp.ConnectionClosed):
-            raise wp.ProtocolError("the manager closed the connection during the password step")
-        sock.sendall(b"".join(conn.send(e) for e in hs.receive(event)))
-    if not hs.succeeded:
-        raise wp.ProtocolError("the manager refused the password")
 
 
 class Factory:

@@ -1438,13 +1438,13 @@ class Manager:
     async def _handshake(self, link: _Link, addrport: str) -> wp.Greeting | None:
         """Password step, project-name queries and status requests, up to a worker's greeting."""
         if self._password is not None:
-            hs = wp.PasswordHandshake(self._password)
+            hs = wp.PasswordHandshake(self._password, wp.MANAGER)
             link.send(*hs.start())
             while hs.succeeded is None:
                 ev = await link.next_event()
                 link.send(*hs.receive(ev))
             if not hs.succeeded:
-                log.warning("%s failed the password step; dropped", addrport)
+                log.warning("%s failed the password step: %s; dropped", addrport, hs.failure)
                 return None
         while True:
             ev = await link.next_event()

@@ -85,7 +85,8 @@ What the state machines check
   ones (``is_safe_relative_path``) with result INPUT_MISSING, as section 2.2 asks.
 
 Other helpers: ``url_encode``/``url_decode`` (section 3.2), ``new_challenge``,
-``challenge_response`` and ``PasswordHandshake`` (section 3.3), ``status_request`` and
+``challenge_response``, ``manager_response`` and ``PasswordHandshake`` (section 3.3;
+``MANAGER``/``WORKER`` are its roles), ``status_request`` and
 ``parse_status_reply`` (section 3.11), ``is_component``, ``is_safe_relative_path``.
 Names are ``str``; bytes that are not UTF-8 travel as surrogate escapes
 (``os.fsdecode`` style), so any byte string survives a round trip.
@@ -586,11 +587,37 @@ def _is_below(path: str, top: str) -> bool:
 
 
 # --- Password step (section 3.3) ------------------------------------------------------
+#
+# Protocol 9's password step proves to each side that the other holds the password,
+# without sending it: each side sends a random challenge and answers the peer's one with
+# hex(sha1(PASSWORD + b" " + CHALLENGE)). The reference answers the peer's challenge as
+# soon as it reads it, before the peer has proved anything, and that makes it an oracle:
+# whoever hands it a challenge gets the answer. A peer without the password can then
+# hand a side its own challenge back ("reflection"), on the same connection or on a
+# second one, and relay the answer. treadle therefore never gives the reference-form
+# answer before the peer's answer checked out. The reference answers without waiting,
+# so waiting for it never deadlocks; two treadle peers would each wait for the other,
+# so a treadle worker (or status client) marks its challenge, and a treadle manager that
+# sees the mark answers first, in a form bound to the manager's role that no side
+# accepts from a worker. What remains open (a relay between two honest peers, reference
+# peers as oracles) is for TLS to close: docs/security-password.md.
 
 _CHALLENGE_ALPHABET = string.ascii_letters + string.digits
+CHALLENGE_LENGTH = 63
+# The reference's challenges are 63 lowercase letters, and it takes any line without
+# blanks as the peer's challenge (within 1024 bytes), so this prefix means "a treadle
+# worker, which waits for the manager's proof first" to a treadle manager and nothing
+# to a reference one. Neither a reference challenge nor a treadle one before the mark
+# existed (letters and digits) can begin with it: the '-' never occurs in them.
+TREADLE_MARK = "TREADLE1-"
+MANAGER = "manager"
+WORKER = "worker"
+# The label that binds a treadle manager's early answer to its role: a worker never
+# answers in this form, so an answer obtained from a manager cannot pass as a worker's.
+_MANAGER_LABEL = b"treadle manager answer "
 
 
-def new_challenge(length: int = 63) -> str:
+def new_challenge(length: int = CHALLENGE_LENGTH) -> str:
     """A random printable challenge without blanks (the reference uses 63 characters)."""
     return "".join(secrets.choice(_CHALLENGE_ALPHABET) for _ in range(length))
 
@@ -600,19 +627,43 @@ def challenge_response(password: bytes, challenge: str) -> str:
     return hashlib.sha1(password + b" " + _to_bytes(challenge)).hexdigest()
 
 
-class PasswordHandshake:
-    """The symmetric password step as a small pure state machine, for either side.
+def manager_response(password: bytes, challenge: str) -> str:
+    """A treadle manager's answer to a marked challenge: HMAC-SHA1 keyed by the password
+    over a manager-only label and the challenge (40 hex digits, like the reference form)."""
+    return hmac.new(password, _MANAGER_LABEL + _to_bytes(challenge), hashlib.sha1).hexdigest()
 
+
+class PasswordHandshake:
+    """The password step (section 3.3) as a small pure state machine, for one role.
+
+    ``role`` is ``MANAGER`` for a manager and ``WORKER`` for a worker or a status client.
     ``start()`` gives the events to send at once; feed every received auth event to
-    ``receive()``, send what it returns, and read ``succeeded`` once it is not None.
+    ``receive()``, send what it returns, and read ``succeeded`` once it is not None
+    (``failure`` then says why, for the log). The wire is that of protocol 9; only the
+    moment each side reveals its answer differs from the reference (see above):
+
+    * Neither role sends ``challenge_response`` for the peer's challenge before the
+      peer's answer to its own challenge verified; then it sends it with ``ok``.
+    * A worker's challenge carries ``TREADLE_MARK``. A manager answers a marked
+      challenge at once with ``manager_response``; a worker accepts either that or the
+      reference form from a manager, and a manager accepts only the reference form.
+    * A peer challenge equal to our own is refused (reflection on one connection).
     """
 
-    def __init__(self, password: bytes, challenge: str | None = None) -> None:
+    def __init__(self, password: bytes, role: str, challenge: str | None = None) -> None:
+        if role not in (MANAGER, WORKER):
+            raise LocalProtocolError(f"unknown password step role {role!r}")
         self._password = password
-        self._challenge = challenge if challenge is not None else new_challenge()
+        self._role = role
+        if challenge is None:
+            mark = TREADLE_MARK if role == WORKER else ""
+            challenge = mark + new_challenge(CHALLENGE_LENGTH - len(mark))
+        self._challenge = challenge
+        self._peer_challenge: str | None = None
+        self._answered = False  # whether our answer to the peer's challenge went out
         self._step = 0
-        self._own_ok: bool | None = None
         self.succeeded: bool | None = None
+        self.failure: str | None = None
 
     def start(self) -> list[Event]:
         return [Auth(), Challenge(self._challenge)]
@@ -620,18 +671,50 @@ class PasswordHandshake:
     def receive(self, event: Event) -> list[Event]:
         """Consume one received event of the password step; return events to send."""
         expected = (Auth, Challenge, ChallengeResponse, AuthVerdict)
-        if self._step >= len(expected) or not isinstance(event, expected[self._step]):
-            self.succeeded = False
+        if self.succeeded is not None:
             return []
+        if self._step >= len(expected) or not isinstance(event, expected[self._step]):
+            return self._fail(f"unexpected {type(event).__name__} in the password step")
         self._step += 1
         if isinstance(event, Challenge):
-            return [ChallengeResponse(challenge_response(self._password, event.token))]
+            return self._on_challenge(event.token)
         if isinstance(event, ChallengeResponse):
-            want = challenge_response(self._password, self._challenge)
-            self._own_ok = hmac.compare_digest(want, event.digest)
-            return [AuthVerdict(self._own_ok)]
+            return self._on_response(event.digest)
         if isinstance(event, AuthVerdict):
-            self.succeeded = bool(self._own_ok) and event.ok
+            self.succeeded = event.ok
+            if not event.ok:
+                self.failure = "the peer refused our answer (a different password?)"
+        return []
+
+    def _on_challenge(self, token: str) -> list[Event]:
+        if hmac.compare_digest(_to_bytes(token), _to_bytes(self._challenge)):
+            return self._fail("the peer sent our own challenge back (a reflection attempt)")
+        self._peer_challenge = token
+        if self._role == MANAGER and token.startswith(TREADLE_MARK):
+            self._answered = True
+            return [ChallengeResponse(manager_response(self._password, token))]
+        return []
+
+    def _on_response(self, digest: str) -> list[Event]:
+        accepted = [challenge_response(self._password, self._challenge)]
+        if self._role == WORKER:
+            accepted.append(manager_response(self._password, self._challenge))
+        # every candidate is compared, so the time taken says nothing about which matched
+        ok = [hmac.compare_digest(want.encode(), _to_bytes(digest)) for want in accepted]
+        if not any(ok):
+            self._fail("the peer's answer is wrong (a different password?)")
+            return [AuthVerdict(False)]
+        out: list[Event] = []
+        if not self._answered:
+            assert self._peer_challenge is not None
+            self._answered = True
+            out.append(ChallengeResponse(challenge_response(self._password, self._peer_challenge)))
+        out.append(AuthVerdict(True))
+        return out
+
+    def _fail(self, why: str) -> list[Event]:
+        self.succeeded = False
+        self.failure = why
         return []
 
 

@@ -29,7 +29,7 @@ def query(
     try:
         with socket.create_connection((host, port), timeout=timeout) as s:
             if password is not None:
-                _authenticate(s, password, f"{host}:{port}")
+                authenticate(s, password)
             s.sendall(wp.status_request(kind))
             chunks = []
             while True:
@@ -37,6 +37,8 @@ def query(
                 if not data:
                     break
                 chunks.append(data)
+    except wp.ProtocolError as e:
+        raise TreadleError(f"password authentication with the manager at {host}:{port} failed: {e}") from None
     except OSError as e:
         raise TreadleError(f"cannot query the manager at {host}:{port}: {e.strerror or e}") from None
     body = b"".join(chunks)
@@ -48,24 +50,26 @@ def query(
         raise TreadleError(f"the manager at {host}:{port} sent a bad status reply: {e}") from None
 
 
-def _authenticate(sock: socket.socket, password: bytes, where: str) -> None:
-    """The password step of §3.3, on the client's side."""
-    conn = wp.WorkerConnection()
-    hs = wp.PasswordHandshake(password)
+def authenticate(sock: socket.socket, password: bytes) -> None:
+    """The password step of a connection's set-up on a status client's blocking socket (plain or TLS).
+
+    The client takes the worker's role: it answers only after the manager proved the
+    password, so a fake manager cannot use it as an oracle. Raises ``wp.ProtocolError``
+    when the manager refuses, misbehaves or closes; socket errors propagate.
+    """
+    conn = wp.WorkerConnection()  # the manager's lines parse as they do for a worker
+    hs = wp.PasswordHandshake(password, wp.WORKER)
     sock.sendall(b"".join(conn.send(e) for e in hs.start()))
-    try:
-        while hs.succeeded is None:
-            ev = conn.next_event()
-            if ev is wp.NEED_DATA:
-                conn.receive_data(sock.recv(4096))
-            elif isinstance(ev, wp.ConnectionClosed):
-                break
-            else:
-                sock.sendall(b"".join(conn.send(e) for e in hs.receive(ev)))
-    except wp.ProtocolError:
-        pass
+    while hs.succeeded is None:
+        ev = conn.next_event()
+        if ev is wp.NEED_DATA:
+            conn.receive_data(sock.recv(4096))
+        elif isinstance(ev, wp.ConnectionClosed):
+            raise wp.ProtocolError("the manager closed the connection during the password step")
+        else:
+            sock.sendall(b"".join(conn.send(e) for e in hs.receive(ev)))
     if not hs.succeeded:
-        raise TreadleError(f"the manager at {where} refused the password")
+        raise wp.ProtocolError(hs.failure or "the password step failed")
 
 
 def query_catalog(catalog: str, timeout: float = TIMEOUT) -> list[dict[str, Any]]:

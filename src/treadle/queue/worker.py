@@ -944,22 +944,33 @@ class _Session:
             self.conn.receive_data(data)
 
     async def _authenticate(self, password: bytes) -> None:
-        hs = p.PasswordHandshake(password)
+        """The password step in the worker's role: our answer leaves only after the
+        manager proved the password, so a fake manager cannot reflect it (issue 9)."""
+        hs = p.PasswordHandshake(password, p.WORKER)
         try:
             await self._send(*hs.start())
             while hs.succeeded is None:
-                for event in await self._read_events():
-                    if isinstance(event, p.ConnectionClosed):
-                        raise ConnectionResetError("closed")
-                    await self._send(*hs.receive(event))
-                    if hs.succeeded is not None:
-                        break
-        except (ConnectionError, OSError, asyncio.TimeoutError):  # noqa: UP041 - 3.8
+                # one event at a time: what follows the step in the same read stays queued
+                event = self.conn.next_event()
+                if event is p.NEED_DATA:
+                    self.conn.receive_data(await asyncio.wait_for(self.link.read(), 30))
+                    continue
+                if isinstance(event, p.ConnectionClosed):
+                    raise ConnectionResetError("closed")
+                await self._send(*hs.receive(event))
+        except asyncio.TimeoutError:  # noqa: UP041 - 3.8
+            # a manager that never proves the password (we answer only after it did)
+            log.warning("the manager did not complete the password step in time")
+            raise _Stop("password") from None
+        except (ConnectionError, OSError):
             log.warning("the manager closed the connection during the password step "
                         "(wrong password, or a manager without one?)")
             raise _Stop("password") from None
+        except p.ProtocolError as e:
+            log.warning("the manager broke the password step: %s", e)
+            raise _Stop("password") from None
         if not hs.succeeded:
-            log.warning("password authentication with the manager failed")
+            log.warning("password authentication with the manager failed: %s", hs.failure)
             raise _Stop("password")
 
     async def _check_project(self) -> None:
