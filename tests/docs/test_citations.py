@@ -20,6 +20,9 @@ ROOT = Path(__file__).resolve().parents[2]
 # A section sign, a specs/ path, the word "spec" used as a citation, a numbered gotcha.
 CITATION = re.compile(r"§|\bspecs?/|(?<!\.)\b[Ss]pec(?:'s)?\b(?!\s*[=(\[.:])|\b[Gg]otchas?\s*\d+")
 MARKDOWN_FILE = re.compile(r"(?<![\w./-])(?P<path>[\w./-]+\.md)\b")
+# "docs/makeflow.md, 'Variables'": a page and one of its section headings.
+SECTION = re.compile(r"""(?P<page>docs/[\w./-]+\.md),\s+(?P<q>['"])(?P<title>[^'"]+)(?P=q)""")
+HEADING = re.compile(r"^#{1,6}\s+(?P<title>.+?)\s*#*\s*$", re.MULTILINE)
 
 
 def _prose(path: Path) -> list[tuple[int, str]]:
@@ -44,7 +47,17 @@ def citations(text: str) -> list[str]:
     bad = [m.group(0) for m in CITATION.finditer(text)]
     bad += [m.group("path") for m in MARKDOWN_FILE.finditer(text)
             if not (ROOT / m.group("path")).is_file()]
+    bad += [f"{m.group('page')}, {m.group('title')!r} (no such heading)"
+            for m in SECTION.finditer(text)
+            if (ROOT / m.group("page")).is_file()
+            and m.group("title") not in _headings(ROOT / m.group("page"))]
     return bad
+
+
+def _headings(page: Path) -> set[str]:
+    """The section titles of a docs page, without Markdown code marks."""
+    return {m.group("title").replace("`", "")
+            for m in HEADING.finditer(page.read_text(encoding="utf-8"))}
 
 
 def test_no_citation_of_documents_outside_the_repository() -> None:
@@ -56,6 +69,7 @@ def test_no_citation_of_documents_outside_the_repository() -> None:
 @pytest.mark.parametrize("text", [
     "the spec says so", "(spec §2.4)", "see specs/makeflow.md", "gotcha 15",
     "spec weaver.md §2.3", "as the spec's list", "workqueue.md, section 3", "DESIGN.md",
+    "see docs/makeflow.md, 'No such section'",
 ])
 def test_citations_are_found(text: str) -> None:
     assert citations(text)
