@@ -131,3 +131,16 @@ def test_a_huge_line_gives_bounded_stderr_from_analyze(tmp_path):
     result = _analyze(wf)
     assert result.returncode != 0 and b"Traceback" not in result.stderr
     assert len(result.stderr) < BOUND
+
+
+@pytest.mark.parametrize("text, command", [
+    ("out: " + "n" * BIG + "\n\ttouch out\n", "run"),  # an input that does not exist
+    ("a: " + "b" * BIG + "\n\ttouch a\n" + "b" * BIG + ": a\n\ttouch b\n", "analyze"),  # a dependency cycle
+])
+def test_a_huge_file_name_gives_bounded_output(tmp_path, text, command):
+    wf = tmp_path / "wf.mf"
+    wf.write_text(text)
+    result = _run(wf) if command == "run" else _analyze(wf)
+    assert result.returncode != 0 and b"Traceback" not in result.stderr
+    assert len(result.stdout) + len(result.stderr) < 2000
+    assert b"more characters" in result.stdout + result.stderr

@@ -9,6 +9,7 @@ that point at a rule of the file.
 from __future__ import annotations
 
 from treadle.errors import ParseError
+from treadle.flow.lexer import excerpt
 from treadle.flow.model import Workflow
 
 
@@ -82,13 +83,13 @@ def _cycle_error(wf: Workflow, chain: list[int], files: list[str]) -> ParseError
     rules = wf.rules
     m = len(chain)
     first = rules[chain[0]]
-    parts = [files[0]]
+    parts = [excerpt(files[0])]
     # flow order: files[0] -> chain[0] -> files[m-1] -> chain[m-1] -> ... -> chain[1] -> files[0]
     order = [0] + list(range(m - 1, 0, -1))
     for idx in order:
         rule = rules[chain[idx]]
         parts.append(f"(rule at line {rule.line})")
-        parts.append(files[idx - 1] if idx > 0 else files[m - 1])
+        parts.append(excerpt(files[idx - 1] if idx > 0 else files[m - 1]))
     return ParseError(
         "dependency cycle: " + " -> ".join(parts), first.file or wf.path, first.line, first.column
     )

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from treadle.flow import journal as jr
 from treadle.flow.engine import Engine, fingerprint
 from treadle.flow.journal import COMPLETE, RUNNING, WAITING
+from treadle.flow.lexer import excerpt
 
 
 @dataclass(slots=True)
@@ -114,7 +115,7 @@ def scan_files(engine: Engine, history: History, *, missing_input_is_error: bool
             os.stat(name)
         except OSError:
             if missing_input_is_error:
-                out.say(f"error: {name} does not exist, and is not created by any rule.")
+                out.say(f"error: {excerpt(name)} does not exist, and is not created by any rule.")
                 errors += 1
             continue
         old = history.sources.get(name)
@@ -124,7 +125,7 @@ def scan_files(engine: Engine, history: History, *, missing_input_is_error: bool
         if now is None or now[0] != old[0] or now[1] != old[1] or (old[2] is not None and now[2] != old[2]):
             consumers = [c for c in g.consumers.get(name, ()) if engine.state[c] != WAITING]
             if consumers:
-                out.say(f"{name} has changed since the last run; the rules that use it will run again.")
+                out.say(f"{excerpt(name)} has changed since the last run; the rules that use it will run again.")
             for c in consumers:
                 engine.reset(c)
     fstates = history.file_states
@@ -137,13 +138,13 @@ def scan_files(engine: Engine, history: History, *, missing_input_is_error: bool
             try:
                 st = os.stat(name)
             except OSError:
-                out.say(f"warning: {name} was previously created by makeflow, but someone else deleted it!")
+                out.say(f"warning: {excerpt(name)} was previously created by makeflow, but someone else deleted it!")
                 warnings += 1
                 engine.reset(rid)
                 break
             logged = history.created.get(name)
             if logged is not None and not os.path.isdir(name) and int(st.st_mtime) > logged:
-                out.say(f"warning: {name} was previously created by makeflow, but someone else modified it!")
+                out.say(f"warning: {excerpt(name)} was previously created by makeflow, but someone else modified it!")
                 warnings += 1
                 for c in g.consumers.get(name, ()):
                     engine.reset(c)
