@@ -159,7 +159,7 @@ def test_over_work_queue_a_failed_rules_output_is_kept_in_one_file(tmp_path):
     info = json.loads((wd / "makeflow.failed.1" / "INFO.json").read_text())
     assert info["stdout"] == info["stderr"] == f"{LOGS}/1.1.out" and info["stderr_in_stdout"] is True
     assert (wd / "makeflow.failed.1" / "INFO.stdout").read_text() == combined
-    assert f"    last lines of output (stdout and stderr together) (all of it in {LOGS}/1.1.out):" in r.stderr
+    assert f"    last lines of stdout and stderr together (all of it in {LOGS}/1.1.out):" in r.stderr
     assert "      W_ERR" in r.stderr.splitlines()
 
 

@@ -88,7 +88,7 @@ def _log_tail(failure: Failure) -> list[str]:
     path = failure.stderr
     if path is None:
         return []
-    what = "output (stdout and stderr together)" if path == failure.stdout else "stderr"
+    what = "stdout and stderr together" if path == failure.stdout else "stderr"
     try:
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
