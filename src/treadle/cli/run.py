@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import click
 
 from treadle import __version__
+from treadle.backends.logs import LOG_CAP
 from treadle.errors import TreadleError, UsageError
 from treadle.flow.options import (
     CLEAN_MODES,
@@ -87,7 +88,7 @@ OPTIONS: tuple[Opt, ...] = (
     Opt(None, ("keep-logs",), False, "keep_logs",
         "keep successful rules' logs too: each attempt's stdout and stderr go to .LOG.logs/ID.ATTEMPT.out "
         "and .err beside the log (LOG: its name less .makeflowlog; over wq both streams are in .out), "
-        "capped to the first and last 512 KiB; failed rules' logs are always kept"),
+        f"capped to the first and last {LOG_CAP // 2048} KiB; failed rules' logs are always kept"),
     Opt(None, ("wait-for-files-upto",), True, "wait_for_files", "wait up to N s for outputs to appear"),
     Opt("z", ("zero-length-error",), False, "zero_length_error", "an empty output counts as missing"),
     Opt(None, ("sandbox",), False, "sandbox", "run each local rule in a private directory"),
