@@ -222,7 +222,7 @@ def test_a_task_whose_encoded_name_passes_the_line_limit_is_refused_at_submit(mg
     fw.send(greeting())
     bad = Task("cat in")
     bad.add_input_buffer(b"data", " " * 1500)
-    with pytest.raises(UsageError, match="line longer than 4096"):
+    with pytest.raises(UsageError, match="is 4500 bytes URL-encoded, too long for one protocol line"):
         mgr.submit(bad)
     mgr.submit(Task("true"))  # a task beside it runs
     assert _serve_one(mgr, fw).result is Result.SUCCESS

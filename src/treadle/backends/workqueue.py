@@ -106,7 +106,7 @@ class WorkQueueBackend:
         error = None
         result = task.result
         if result not in (Result.SUCCESS, Result.OUTPUT_MISSING, Result.SIGNAL):
-            detail = task.output.decode(errors="replace").strip() if result is Result.INPUT_MISSING else ""
+            detail = task.reason or (task.output.decode(errors="replace").strip() if result is Result.INPUT_MISSING else "")
             error = f"work queue result {result.name if result is not None else 'UNKNOWN'}"
             if detail:
                 error += f": {detail}"

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 
 from treadle.backends.base import Backend, FileSpec, Job, JobResult
 from treadle.backends.logs import LOG_CAP
+from treadle.errors import TreadleError
 from treadle.flow import journal as jr
 from treadle.flow.journal import ABORTED, COMPLETE, FAILED, RUNNING, WAITING, Journal
 from treadle.flow.model import DEFAULT_FILE_SIZE_ESTIMATE, Resources, Rule, Workflow
@@ -414,10 +415,11 @@ class Engine:
                 os.makedirs(self.logs_dir, exist_ok=True)
                 self._logs_dir_made = True
             job_id = backend.submit(job)
-        except OSError as e:
+        except (OSError, TreadleError) as e:  # TreadleError: a job the backend refuses (a path too long for wq)
+            why = e.strerror if isinstance(e, OSError) else str(e)
             self.out.say("submitted job -1")
             self._change(rid, RUNNING, -1)
-            self._fail(rid, JobResult(-1, error=f"could not start job: {e.strerror}"), f"{command} could not be started: {e.strerror}")
+            self._fail(rid, JobResult(-1, error=f"could not start job: {why}"), f"{command} could not be started: {why}")
             return
         self.out.say(f"submitted job {job_id}")
         if self.out.debug_stream is not None:

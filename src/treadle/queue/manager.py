@@ -2114,7 +2114,15 @@ def _check_wire_limits(task: Task) -> None:
         box = {r: MAX_TASK_ID for r in res.NAMES}
         probe.send(_wire_task(task, MAX_TASK_ID, box, inputs, outputs))
     except wp.LocalProtocolError as e:
-        raise UsageError(f"task {wp.quoted(task.command, 80)} cannot be sent to a worker: {e}") from None
+        why = str(e)
+        for spec in (*task.inputs, *task.outputs):
+            try:
+                probe.send(wp.Task(0, "", outputs=(wp.TaskFile(name, spec.remote, spec.flags()),)))
+            except wp.LocalProtocolError:
+                size = len(wp.url_encode(spec.remote))
+                why = f"the file name {wp.quoted(spec.remote, 60)} is {size} bytes URL-encoded, too long for one protocol line ({wp.MAX_LINE} bytes)"
+                break
+        raise UsageError(f"task {wp.quoted(task.command, 80)} cannot be sent to a worker: {why}") from None
 
 
 def _first(workers: Iterable[_Worker], fits: Callable[[_Worker], bool]) -> _Worker | None:
