@@ -1,10 +1,12 @@
-"""The size cap on a job's log (issue 11, item 1): the two ends are kept and the cut is said."""
+"""A job's log (issue 11, item 1): the size cap keeps the two ends and says what it cut."""
 
 from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from treadle.backends.base import Job
+from treadle.backends.local import LocalBackend
 from treadle.backends.logs import LOG_CAP, cap_file, capped, write_log
 
 HALF = LOG_CAP // 2
@@ -34,3 +36,14 @@ def test_a_log_keeps_both_ends_and_says_what_was_cut(tmp_path_factory, size, fil
     kept = path.read_bytes()
     assert kept.startswith(b"START") and kept.endswith(b"END")
     assert len(kept) <= LOG_CAP + 200
+
+
+def test_a_local_job_that_removes_its_own_log_still_succeeds(tmp_path):
+    b = LocalBackend()
+    try:
+        err = tmp_path / "job.err"
+        b.submit(Job(0, f"echo gone >&2; rm {err}", stderr=str(err)))
+        result = b.wait(10.0)
+    finally:
+        b.close()
+    assert result is not None and result.succeeded and result.stderr == str(err)

@@ -49,9 +49,16 @@ def write_log(path: str, data: bytes) -> None:
 def cap_file(path: str) -> None:
     """Apply the cap to a log a job wrote itself, in place (never needs more disk than it frees).
 
-    Raises ``OSError`` for the backend to report as the job's error.
+    A log the job removed itself is left alone; other errors raise ``OSError``
+    for the backend to report as the job's error.
     """
-    with open(path, "r+b") as f:
+    try:
+        if os.stat(path).st_size <= LOG_CAP:
+            return  # the common case costs one stat
+        f = open(path, "r+b")  # noqa: SIM115
+    except FileNotFoundError:
+        return
+    with f:
         size = os.fstat(f.fileno()).st_size
         if size <= LOG_CAP:
             return
