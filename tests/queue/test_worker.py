@@ -399,7 +399,7 @@ def test_watched_output_streams_while_the_task_runs(connected) -> None:
     ([], "give the manager as HOST PORT"),
     (["127.0.0.1:notaport"], "bad manager address"),
     (["-P", "/nonexistent/pw", "127.0.0.1", "9123"], "cannot read password file"),
-    (["--cores", "-2", "127.0.0.1", "9123"], "must not be negative"),
+    (["--cores", "-2", "127.0.0.1", "9123"], "--cores: -2 is not in the range"),
     (["-M", "proj", "127.0.0.1", "9123"], "not both"),
 ])
 def test_user_mistakes_are_one_line_errors(args: list, message: str) -> None:

@@ -113,6 +113,26 @@ class _Parser(argparse.ArgumentParser):
         raise WorkerUsageError(message)
 
 
+class _Bounded:
+    """An argparse type for a number in [low, high], so a negative or absurd value is
+    refused while parsing, in one line (``treadle`` uses click's ranges; the worker
+    travels without click). ``low`` and ``high`` stay readable for the CLI's tests."""
+
+    def __init__(self, kind: type, low: float, high: float) -> None:
+        self.kind, self.low, self.high = kind, low, high
+        self.__name__ = kind.__name__  # argparse names the type in "invalid int value"
+
+    def __call__(self, text: str) -> float:
+        value = self.kind(text)  # ValueError: argparse says "invalid int value: 'x'"
+        if not self.low <= value <= self.high:
+            raise argparse.ArgumentTypeError(f"{text} is not in the range {self.low} to {self.high}")
+        return value
+
+
+_SECONDS = _Bounded(float, 0, 10**9)  # a billion seconds is thirty years
+_AMOUNT = _Bounded(int, 0, 10**9)  # cores, MB, GPUs
+
+
 def build_parser(prog: str = "treadle worker") -> argparse.ArgumentParser:
     """The worker's options, with the reference worker's letters (``treadle worker --help``)."""
     ap = _Parser(
@@ -121,36 +141,40 @@ def build_parser(prog: str = "treadle worker") -> argparse.ArgumentParser:
         epilog="example: %(prog)s --cores 2 -t 300 127.0.0.1 9123",
     )
     ap.add_argument("address", nargs="*", help="HOST PORT, HOST:PORT or 'h1:p1;h2:p2'")
-    ap.add_argument("-M", "--manager-name", dest="project", help="find the manager whose "
+    ap.add_argument("-M", "--manager-name", dest="project", metavar="PROJECT", help="find the manager whose "
                     "project matches this regex through the catalog")
-    ap.add_argument("-C", "--catalog", help="catalog server HOST:PORT")
+    ap.add_argument("-C", "--catalog", metavar="HOST:PORT", help="catalog server HOST:PORT")
     ap.add_argument("-P", "--password", metavar="FILE", help="password file")
-    ap.add_argument("-t", "--timeout", type=float, metavar="S",
+    ap.add_argument("-t", "--timeout", type=_SECONDS, metavar="S",
                     help="idle and connect timeout (default 900)")
-    ap.add_argument("--idle-timeout", type=float, metavar="S")
-    ap.add_argument("--connect-timeout", type=float, metavar="S")
+    ap.add_argument("--idle-timeout", type=_SECONDS, metavar="S",
+                    help="leave after this long without a task (default: -t)")
+    ap.add_argument("--connect-timeout", type=_SECONDS, metavar="S",
+                    help="give up after this long without reaching a manager (default: -t)")
     ap.add_argument("--single-shot", action="store_true", help="exit after one connection")
     for name in RESOURCE_NAMES:
-        ap.add_argument(f"--{name}", type=int, metavar="N",
+        ap.add_argument(f"--{name}", type=_AMOUNT, metavar="N",
                         help=f"{name} to offer (also ${name.upper()})")
-    ap.add_argument("--wall-time", type=float, metavar="S", help="worker lifetime")
-    ap.add_argument("--feature", action="append", default=[], help="a feature tasks can require")
+    ap.add_argument("--wall-time", type=_SECONDS, metavar="S", help="worker lifetime")
+    ap.add_argument("--feature", action="append", default=[], metavar="NAME", help="a feature tasks can require")
     ap.add_argument("-s", "--workdir", metavar="DIR", help="parent of the workspace")
-    ap.add_argument("--disable-symlinks", action="store_true")
+    ap.add_argument("--disable-symlinks", action="store_true",
+                    help="never symlink an input into a sandbox: hard-link it, or copy it where that fails")
     ap.add_argument("--tls", action="store_true",
                     help="connect with TLS (treadle managers only), checking the manager's "
                          "certificate against the system's CAs")
     ap.add_argument("--tls-ca", metavar="FILE",
                     help="with TLS, trust the manager certificates this CA file signed")
-    ap.add_argument("-i", "--min-backoff", type=float, metavar="S",
+    ap.add_argument("-i", "--min-backoff", type=_SECONDS, metavar="S",
                     help="first wait before reconnecting (default 1)")
-    ap.add_argument("-b", "--max-backoff", type=float, metavar="S",
+    ap.add_argument("-b", "--max-backoff", type=_SECONDS, metavar="S",
                     help="longest wait between reconnection attempts (default 60)")
     ap.add_argument("--parent-death", action="store_true", help="exit when the parent exits")
-    ap.add_argument("-A", "--arch", help="architecture reported to the manager")
-    ap.add_argument("-O", "--os", dest="os_name", help="operating system reported")
-    ap.add_argument("-d", "--debug", action="append", default=[], metavar="FLAG")
-    ap.add_argument("-o", "--debug-file", metavar="FILE")
+    ap.add_argument("-A", "--arch", metavar="ARCH", help="architecture reported to the manager")
+    ap.add_argument("-O", "--os", dest="os_name", metavar="OS", help="operating system reported")
+    ap.add_argument("-d", "--debug", action="append", default=[], metavar="FLAG",
+                    help="debug output (any flag, e.g. all, turns it on)")
+    ap.add_argument("-o", "--debug-file", metavar="FILE", help="write debug output to FILE")
     ap.add_argument("-v", "--version", action="version",
                     version=f"treadle worker {treadle_version()} (protocol 9)")
     return ap
