@@ -45,6 +45,14 @@ def _serve_one(m: Manager, fw: FakeWorker, output: bytes = b"fine") -> Task:
     return done
 
 
+def _send_until_dropped(fw: FakeWorker, data: bytes) -> None:
+    """Send ``data``; the manager may drop the peer before it has all been written."""
+    try:
+        fw.send(data)
+    except OSError:
+        pass
+
+
 def _honest_worker_served(m: Manager) -> None:
     good = FakeWorker(m.port)
     good.send(greeting())
@@ -58,11 +66,7 @@ def test_a_feature_flood_drops_the_peer_and_keeps_no_more_than_the_limit(mgr):
     """300k distinct `feature` lines took the engine from 28 MB to 640 MB."""
     fw = FakeWorker(mgr.port)
     fw.send(greeting())
-    flood = b"".join(b"feature f%06d\n" % i for i in range(300_000))
-    try:
-        fw.send(flood)
-    except OSError:
-        pass  # dropped while we were still writing: what we want
+    _send_until_dropped(fw, b"".join(b"feature f%06d\n" % i for i in range(300_000)))
     assert fw.wait_closed(10)
     fw.close()
     wait_for(lambda: mgr.stats.workers_connected == 0, 10, "the flooding worker dropped")
@@ -97,7 +101,7 @@ def test_a_result_for_a_task_never_given_drops_the_peer_before_its_payload(mgr):
     fw = FakeWorker(mgr.port)
     fw.send(greeting() + b"available_results\n")
     fw.expect(wp.SendResults)
-    fw.send(b"result 0 0 800000000 100 4242\n" + b"x" * (1 << 20))
+    _send_until_dropped(fw, b"result 0 0 800000000 100 4242\n" + b"x" * (1 << 20))
     assert fw.wait_closed(10)
     fw.close()
     assert mgr._output_budget.left == mq.MAX_OUTPUT_IN_FLIGHT
@@ -327,10 +331,7 @@ def test_the_manager_stays_up_while_a_peer_is_flooding(mgr):
     """Many floods at once, then an honest worker: the manager answers throughout."""
     def flood() -> None:
         fw = FakeWorker(mgr.port)
-        try:
-            fw.send(greeting() + b"".join(b"feature g%d\n" % i for i in range(5000)))
-        except OSError:
-            pass
+        _send_until_dropped(fw, greeting() + b"".join(b"feature g%d\n" % i for i in range(5000)))
         fw.wait_closed(10)
         fw.close()
 

@@ -227,3 +227,34 @@ def test_url_encoding_roundtrips_and_output_is_safe(name: str) -> None:
     encoded = p.url_encode(name)
     assert p.url_decode(encoded) == name
     assert all(0x21 <= ord(c) <= 0x7A for c in encoded)
+
+
+# Sizes around each limit: a name whose URL-encoding crosses MAX_LINE, a command,
+# env entry or URL just under or over what the receiver collects in memory.
+def around(limit: int):
+    return st.integers(limit - 64, limit + 64)
+
+
+tight_task = st.builds(
+    p.Task,
+    task_id=task_ids,
+    command=around(p.MAX_COMMAND).map(lambda n: "c" * n),
+    env=st.lists(around(p.MAX_ENV_ENTRY).map(lambda n: "E=" + "v" * n), max_size=2).map(tuple),
+    inputs=st.lists(st.builds(p.TaskFile, st.just("x" * 200),
+                              st.integers(1300, 1400).map(lambda n: "~" * n), st.integers(0, 127)),
+                    max_size=2).map(tuple),
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(tight_task, st.builds(p.Url, raw_component, around(p.MAX_URL).map(lambda n: "u" * n))))
+def test_what_the_sender_accepts_the_receiver_accepts(event) -> None:
+    """The sending side refuses exactly what the receiving side would: a task that encodes
+    always parses back, so the manager can refuse at submit what a worker would drop."""
+    try:
+        data = ManagerConnection().send(event)
+    except p.LocalProtocolError:
+        return
+    w = WorkerConnection()
+    w.receive_data(data)
+    assert list(w.events()) == [event]
