@@ -29,9 +29,11 @@ import select
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -94,6 +96,7 @@ class WorkerOptions:
     features: tuple = ()
     workdir: str | None = None
     disable_symlinks: bool = False
+    disable_third_party: bool = False  # refuse thirdget, thirdput and non-HTTP url inputs
     tls: bool = False  # TLS to a treadle manager (the reference speaks plain TCP only)
     tls_ca: str | None = None  # trust certificates signed by this CA file
     min_backoff: float = 1.0
@@ -160,6 +163,9 @@ def build_parser(prog: str = "treadle worker") -> argparse.ArgumentParser:
     ap.add_argument("-s", "--workdir", metavar="DIR", help="parent of the workspace")
     ap.add_argument("--disable-symlinks", action="store_true",
                     help="never symlink an input into a sandbox: hard-link it, or copy it where that fails")
+    ap.add_argument("--disable-third-party", action="store_true",
+                    help="refuse thirdget, thirdput and file:// (any non-HTTP) url inputs, "
+                         "with which a manager reads or writes files outside the workspace")
     ap.add_argument("--tls", action="store_true",
                     help="connect with TLS (treadle managers only), checking the manager's "
                          "certificate against the system's CAs")
@@ -233,6 +239,7 @@ def parse_options(argv: list, prog: str = "treadle worker") -> WorkerOptions:
     opts.features = tuple(ns.feature)
     opts.workdir = ns.workdir
     opts.disable_symlinks = ns.disable_symlinks
+    opts.disable_third_party = ns.disable_third_party
     opts.tls = ns.tls or ns.tls_ca is not None
     if ns.tls_ca is not None and not os.path.isfile(ns.tls_ca):
         raise WorkerUsageError(f"CA file {ns.tls_ca} does not exist")
@@ -337,6 +344,7 @@ class _Running:
     timers: list = field(default_factory=list)
     watched: dict = field(default_factory=dict)  # WATCH outputs: sandbox name -> bytes sent
     box: str = ""
+    reported: bool = False  # its result is with the others to send
 
 
 @dataclass
@@ -362,12 +370,15 @@ class Worker:
         self._home = -1  # our own working directory, to come back to after a spawn
         self._wake: asyncio.Event | None = None  # set by signals and the lifetime watch
         self._trash = 0
+        self._watchdog: spawn.Watchdog | None = None  # kills our tasks if we die
         self._where = ""  # the manager last reached, or why none was (see _connect)
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         _use_pidfd_child_watcher(loop)
         self._wake = asyncio.Event()
+        for stale in sb.remove_stale_workspaces(os.path.dirname(self.ws.root)):
+            log.info("removed %s, left by a worker that died", stale)
         try:
             self.ws.create()
         except OSError as e:
@@ -398,6 +409,8 @@ class Worker:
                 loop.remove_signal_handler(sig)
             os.close(self._home)
             self.ws.destroy()
+            if self._watchdog is not None:
+                self._watchdog.close()
 
     async def _connect_loop(self) -> int:
         """Connect, serve, reconnect; the exit status once there is nothing left to do.
@@ -551,6 +564,17 @@ class Worker:
             yield
         finally:
             os.fchdir(self._home)
+
+    def guard(self, pgid: int) -> None:
+        """Have process group ``pgid`` killed if this worker dies, even of SIGKILL."""
+        if self._watchdog is None:
+            self._watchdog = spawn.Watchdog()
+        self._watchdog.add(pgid)
+
+    def unguard(self, pgid: int) -> None:
+        """Process group ``pgid`` is over: the watchdog forgets it."""
+        if self._watchdog is not None:
+            self._watchdog.remove(pgid)
 
     def trash(self, path: str) -> None:
         """Delete a path without stalling: small ones now, big trees in a thread."""
@@ -1222,6 +1246,44 @@ class _Session:
                    for i in task.inputs)
 
     async def _run(self, run: _Running) -> None:
+        """Run a task to its end, which is always a result and its resources freed.
+
+        Whatever goes wrong on the worker's side fails this task, not the worker: a
+        task left without a result would keep its cores allocated for ever, and its
+        manager waiting.
+        """
+        try:
+            await self._run_task(run)
+        except Exception as e:  # noqa: BLE001 - anything here is this task's failure
+            log.warning("task %d: failed on the worker: %r", run.task.task_id, e)
+            self._kill_group(run)
+            self.w.unguard(run.pid)
+            if not run.reported:
+                self._fail(run, f"worker: cannot run the task: {e}")
+
+    def _fail(self, run: _Running, message: str) -> None:
+        """End a task that could not run: INPUT_MISSING, with ``message`` as its output."""
+        self._release(run)
+        if run.cancelled:
+            self._discard(run.task.task_id)
+            return
+        out_path = self.ws.stdout_path(run.task.task_id)
+        try:
+            fd = sb.fresh_file(out_path, 0o644)
+        except OSError:
+            pass
+        else:
+            try:
+                os.write(fd, f"{message}\n".encode("utf-8", "replace"))
+            finally:
+                os.close(fd)
+        self._report(run, _Finished(run.task.task_id, INPUT_MISSING, 1, 0, out_path))
+
+    def _report(self, run: _Running, done: _Finished) -> None:
+        run.reported = True
+        self._finish(done)
+
+    async def _run_task(self, run: _Running) -> None:
         task = run.task
         loop = asyncio.get_running_loop()
         out_path = self.ws.stdout_path(task.task_id)
@@ -1234,48 +1296,42 @@ class _Session:
             run.watched = {o.sandbox_name: 0 for o in task.outputs if o.flags & WATCH}
         except (sb.SandboxError, OSError) as e:
             log.warning("task %d: sandbox set-up failed: %s", task.task_id, e)
-            self._release(run)
-            if run.cancelled:
-                self._discard(task.task_id)
-                return
-            with open(out_path, "wb") as f:
-                f.write(f"worker: {e}\n".encode())
-            self._finish(_Finished(task.task_id, INPUT_MISSING, 1, 0, out_path))
+            self._fail(run, f"worker: {e}")
             return
+        # Kept open until the task is over: the shell's report of a signal death is
+        # appended through it, whatever the task did to the file's name meanwhile.
+        out = self.ws.open_stdout(task.task_id)
         try:
-            out = self.ws.open_stdout(task.task_id)
-        except OSError as e:
-            log.warning("task %d: cannot create %s: %s", task.task_id, out_path, e)
-            out = -1
-        env = self._environment(run, tmpdir)
-        direct = False
-        if out >= 0:
+            env = self._environment(run, tmpdir)
             try:
                 run.pid, direct = self._start(task.command, box, env, out)
-            except OSError as e:
-                os.write(out, f"worker: cannot start /bin/sh: {e}\n".encode())
-            finally:
-                os.close(out)
-        if not run.pid:
-            self._release(run)
-            self._finish(_Finished(task.task_id, INPUT_MISSING, 1, 0, out_path))
-            return
-        if run.cancelled:  # killed while starting
-            self._kill_group(run)
-        if task.wall_time:
-            run.timers.append(loop.call_later(task.wall_time, self._limit, run, TASK_MAX_RUN_TIME))
-        if task.end_time:
-            run.timers.append(loop.call_later(max(0.0, task.end_time - time.time()),
-                                              self._limit, run, TASK_TIMEOUT))
-        # Not urgent: a short task's end usually carries it along (one segment, and one
-        # wake-up of the manager, instead of two).
-        self._post(p.Info("tasks_running", str(self._n_running())), delay=START_NOTICE_DELAY)
-        rc = await _exited(run.pid)
-        if rc < 0 and direct and run.limit is None and not run.cancelled and self.reason is None:
-            rc = await self._as_the_shell_reports(run, -rc, box, env, out_path)
+            except (OSError, ValueError) as e:  # ValueError: a NUL byte in the command
+                os.write(out, f"worker: cannot start the task: {e}\n".encode())
+                self._release(run)
+                self._report(run, _Finished(task.task_id, INPUT_MISSING, 1, 0, out_path))
+                return
+            self.w.guard(run.pid)
+            if run.cancelled:  # killed while starting
+                self._kill_group(run)
+            if task.wall_time:
+                run.timers.append(loop.call_later(task.wall_time, self._limit, run,
+                                                  TASK_MAX_RUN_TIME))
+            if task.end_time:
+                run.timers.append(loop.call_later(max(0.0, task.end_time - time.time()),
+                                                  self._limit, run, TASK_TIMEOUT))
+            # Not urgent: a short task's end usually carries it along (one segment, and one
+            # wake-up of the manager, instead of two).
+            self._post(p.Info("tasks_running", str(self._n_running())), delay=START_NOTICE_DELAY)
+            rc = await _exited(run.pid)
+            if rc < 0 and direct and run.limit is None and not run.cancelled and \
+                    self.reason is None:
+                rc = await self._as_the_shell_reports(run, -rc, box, env, out)
+        finally:
+            os.close(out)
         for timer in run.timers:
             timer.cancel()
         self._kill_group(run)  # background children of a finished task go too
+        self.w.unguard(run.pid)
         usec = int((time.monotonic() - run.started) * 1e6)
         self._release(run)
         if run.cancelled:
@@ -1293,7 +1349,7 @@ class _Session:
             except OSError as e:
                 log.warning("task %d: cannot keep output %s: %s", task.task_id,
                             item.sandbox_name, e)
-        self._finish(_Finished(task.task_id, status, code, usec, out_path))
+        self._report(run, _Finished(task.task_id, status, code, usec, out_path))
 
     def _start(self, command: str, box: str, env: dict, out: int) -> tuple:
         """Start a task in ``box`` as the leader of a new session (so of a new process
@@ -1318,7 +1374,7 @@ class _Session:
                                   setsigdef=spawn.RESET_SIGNALS), False
 
     async def _as_the_shell_reports(self, run: _Running, sig: int, box: str, env: dict,
-                                    out_path: str) -> int:
+                                    out: int) -> int:
         """The return code ``/bin/sh -c`` gives for a program that died of signal ``sig``.
 
         A shell that runs the program as its child outlives it and reports the death
@@ -1326,11 +1382,14 @@ class _Session:
         status 128+N; bash execs the program and dies with it). So the shell is
         asked: it runs a stand-in that dies of the same signal, and its report is
         appended to the task's output. Only deaths nobody at the worker caused get
-        here, which are rare; limits and kills are reported as before.
+        here, which are rare; limits and kills are reported as before. The report
+        goes through ``out``, the worker's own descriptor of the task's output: the
+        file's name may lead elsewhere by now.
         """
         self._kill_group(run)  # the program's background children, as after any task
+        self.w.unguard(run.pid)
         stand_in = spawn.shell_report_argv(sig)
-        out = os.open(out_path, os.O_WRONLY | os.O_APPEND)
+        os.lseek(out, 0, os.SEEK_END)
         try:
             with self.w.inside(box):
                 run.pid = os.posix_spawn(
@@ -1340,8 +1399,7 @@ class _Session:
             log.warning("task %d: cannot ask the shell about signal %d: %s", run.task.task_id,
                         sig, e)
             return -sig
-        finally:
-            os.close(out)
+        self.w.guard(run.pid)
         return await _exited(run.pid)
 
     def _n_running(self) -> int:
@@ -1437,16 +1495,18 @@ class _Session:
             for run in list(self.running.values()):
                 await self._send_updates(run)
             for done in batch:
-                size = 0
-                if done.status != FORSAKEN and done.stdout:
-                    try:
-                        size = os.path.getsize(done.stdout)
-                    except OSError:
-                        size = 0
-                self.link.write(self.conn.send(
-                    p.Result(done.status, done.exit_code, size, done.usec, done.task_id)))
-                if size:
-                    await self._stream_file(done.stdout, size)
+                fd, size = -1, 0
+                if done.status != FORSAKEN and done.stdout:  # never through a planted symlink
+                    fd, size = sb.open_regular(self.ws.root, os.path.basename(done.stdout),
+                                               follow=False)
+                try:
+                    self.link.write(self.conn.send(
+                        p.Result(done.status, done.exit_code, size, done.usec, done.task_id)))
+                    if size:
+                        await self._stream_file(fd, size)
+                finally:
+                    if fd >= 0:
+                        os.close(fd)
                 self.link.write(self.conn.send(
                     p.Info("tasks_running", str(self._n_running()))))
             self.link.write(self.conn.send(p.End()))
@@ -1455,16 +1515,19 @@ class _Session:
     async def _send_updates(self, run: _Running) -> None:
         """`update` blocks for the new bytes of a running task's WATCH outputs (3.7)."""
         for name, offset in run.watched.items():
-            path = os.path.join(run.box, name)
-            try:
-                size = os.path.getsize(path)
-            except OSError:
+            if " " in name or "\n" in name:
                 continue
-            if size > offset and " " not in name and "\n" not in name:
-                self.link.write(self.conn.send(
-                    p.Update(run.task.task_id, name, offset, size - offset)))
-                await self._stream_file(path, size - offset, offset)
-                run.watched[name] = size
+            fd, size = sb.open_regular(run.box, name)
+            if fd < 0:
+                continue
+            try:
+                if size > offset:
+                    self.link.write(self.conn.send(
+                        p.Update(run.task.task_id, name, offset, size - offset)))
+                    await self._stream_file(fd, size - offset, offset)
+                    run.watched[name] = size
+            finally:
+                os.close(fd)
 
     async def _watch_outputs(self) -> None:
         """Ask for `send_results` when a WATCH output of a running task grows."""
@@ -1472,19 +1535,20 @@ class _Session:
             await asyncio.sleep(WATCH_INTERVAL)
             for run in list(self.running.values()):
                 for name, offset in run.watched.items():
-                    try:
-                        grown = os.path.getsize(os.path.join(run.box, name)) > offset
-                    except OSError:
-                        grown = False
-                    if grown and not self.announced:
+                    fd, size = sb.open_regular(run.box, name)
+                    if fd >= 0:
+                        os.close(fd)
+                    if size > offset and not self.announced:
                         self._watch_grew = True
                         self._announce()
 
-    async def _stream_file(self, path: str, size: int, offset: int = 0) -> None:
-        """Send exactly ``size`` bytes of ``path`` (zero-padded if it shrank meanwhile)."""
+    async def _stream_file(self, fd: int, size: int, offset: int = 0) -> None:
+        """Send exactly ``size`` bytes of open file ``fd`` from ``offset`` (zero-padded if
+        it shrank meanwhile). Callers open files with ``sb.open_beneath``, never by a
+        plain path, which a task could have turned into a symlink to elsewhere."""
         sent = 0
         try:
-            with open(path, "rb") as f:
+            with os.fdopen(fd, "rb", closefd=False) as f:
                 await self.link.drain()
                 loop = asyncio.get_running_loop()
                 try:
@@ -1501,7 +1565,7 @@ class _Session:
         except OSError as e:
             if isinstance(e, ConnectionError):
                 raise
-            log.warning("cannot read %s: %s", path, e)
+            log.warning("cannot read a file to send: %s", e)
         while sent < size:  # keep the framing: the header promised ``size`` bytes
             pad = min(READ_SIZE, size - sent)
             self.link.write(bytes(pad))
@@ -1510,46 +1574,65 @@ class _Session:
         self.conn.payload_streamed(size)
 
     async def _send_get(self, name: str) -> None:
+        self.ws.cache_path(name)  # a name that is no cache entry's is a protocol error
         async with self.lock:
-            await self._send_tree(self.ws.cache_path(name), name, set())
+            await self._send_tree(name, name, set())
             self.link.write(self.conn.send(p.End()))
             await self.link.drain()
 
-    async def _send_tree(self, path: str, wire: str, ancestors: set) -> None:
-        """A get reply item: symlinks are followed, a dangling one is `missing`."""
+    async def _send_tree(self, rel: str, wire: str, ancestors: set) -> None:
+        """A get reply item for ``rel`` in the cache: symlinks are followed while they
+        stay in the cache; a dangling one is `missing`, and so is one leading outside
+        (EXDEV), since an output can be a symlink its task planted."""
         try:
-            st = os.stat(path)
+            fd = sb.open_beneath(self.ws.cache, rel)
         except OSError as e:
             self.link.write(self.conn.send(p.Missing(wire, e.errno or 2)))
             return
-        if os.path.isdir(path):
-            key = (st.st_dev, st.st_ino)
-            if key in ancestors:
-                self.link.write(self.conn.send(p.Missing(wire, 40)))  # ELOOP
-                return
-            self.link.write(self.conn.send(p.DirReply(wire)))
-            try:
-                entries = os.listdir(path)
-            except OSError:
-                entries = []
-            for entry in entries:
-                if "\n" in entry:
-                    log.warning("skipping output entry with a newline in its name: %r", entry)
-                    continue
-                await self._send_tree(os.path.join(path, entry), f"{wire}/{entry}",
-                                      ancestors | {key})
-            await self.link.drain()
-        elif os.path.isfile(path):
-            self.link.write(self.conn.send(p.FileReply(wire, st.st_size)))
-            if st.st_size:
-                await self._stream_file(path, st.st_size)
-        else:
-            self.link.write(self.conn.send(p.Missing(wire, 22)))  # EINVAL: not a file
+        try:
+            st = os.fstat(fd)
+            if stat.S_ISDIR(st.st_mode):
+                key = (st.st_dev, st.st_ino)
+                if key in ancestors:
+                    self.link.write(self.conn.send(p.Missing(wire, 40)))  # ELOOP
+                    return
+                self.link.write(self.conn.send(p.DirReply(wire)))
+                try:
+                    entries = os.listdir(fd)
+                except OSError:
+                    entries = []
+                for entry in entries:
+                    if "\n" in entry:
+                        log.warning("skipping output entry with a newline in its name: %r", entry)
+                        continue
+                    await self._send_tree(f"{rel}/{entry}", f"{wire}/{entry}", ancestors | {key})
+                await self.link.drain()
+            elif stat.S_ISREG(st.st_mode):
+                self.link.write(self.conn.send(p.FileReply(wire, st.st_size)))
+                if st.st_size:
+                    await self._stream_file(fd, st.st_size)
+            else:
+                self.link.write(self.conn.send(p.Missing(wire, 22)))  # EINVAL: not a file
+        finally:
+            os.close(fd)
 
     # -- other inputs ------------------------------------------------------------------
 
+    def _refused(self, what: str) -> bool:
+        """Whether --disable-third-party refuses ``what`` (said in the log if so).
+
+        Refused inputs never reach the cache, so the task that needs them fails
+        with INPUT_MISSING; a refused thirdput replies failure.
+        """
+        if self.w.opts.disable_third_party:
+            log.warning("refused (--disable-third-party): %s", what)
+        return self.w.opts.disable_third_party
+
     async def _fetch_url(self, ev: p.Url) -> None:
         path = self.ws.cache_path(ev.name)
+        if urllib.parse.urlsplit(ev.url).scheme.lower() not in ("http", "https") and \
+                self._refused(f"url {ev.url}"):
+            return
 
         def fetch() -> None:
             with urllib.request.urlopen(ev.url, timeout=3600) as r:
@@ -1567,12 +1650,16 @@ class _Session:
         path = self.ws.cache_path(ev.name)
         try:
             sb.remove(path)
+            if self._refused(f"thirdget {ev.mode} {ev.path}"):
+                return
             if ev.mode == 1:
                 proc = await asyncio.create_subprocess_exec(
                     "/bin/sh", "-c", ev.path.replace("%%", path), cwd=self.ws.root,
                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                     start_new_session=True)
+                self.w.guard(proc.pid)
                 await proc.wait()
+                self.w.unguard(proc.pid)
             elif ev.mode == 2:
                 await asyncio.get_running_loop().run_in_executor(
                     None, _copy_any, os.path.abspath(ev.path), path)
@@ -1583,13 +1670,18 @@ class _Session:
 
     async def _third_put(self, ev: p.ThirdPut) -> bool:
         path = self.ws.cache_path(ev.name)
+        if self._refused(f"thirdput {ev.mode} {ev.path}"):
+            return False
         try:
             if ev.mode == 1:
                 with open(path, "rb") as f:
                     proc = await asyncio.create_subprocess_exec(
                         "/bin/sh", "-c", ev.path, cwd=self.ws.root, stdin=f,
                         stdout=subprocess.DEVNULL, start_new_session=True)
-                return await proc.wait() == 0
+                self.w.guard(proc.pid)
+                ok = await proc.wait() == 0
+                self.w.unguard(proc.pid)
+                return ok
             await asyncio.get_running_loop().run_in_executor(None, _copy_any, path, os.path.abspath(ev.path))
             return True
         except OSError as e:

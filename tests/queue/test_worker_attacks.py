@@ -1,0 +1,199 @@
+"""Attacks on a real ``treadle worker`` (issue 9, defects 5, 6, 7 and 9).
+
+A scripted manager (tests/queue/test_worker.py) sends exactly the lines of each
+attack; where the issue says an honest manager can do it, the real Manager's
+public API does. Each test asserts what the user sees: the file outside the
+workspace unchanged, not created, not read; the task failed with a result; the
+worker still serving with all its cores.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+from pathlib import Path
+
+import pytest
+from tests.queue._manager_fixtures import wait_for
+from tests.queue.test_worker import ScriptedManager, alive, put
+
+from treadle.queue import protocol as p
+
+INPUT_MISSING = 1
+
+
+@pytest.fixture
+def manager():
+    m = ScriptedManager()
+    yield m
+    m.close()
+
+
+@pytest.fixture
+def outside(tmp_path: Path) -> Path:
+    """A directory outside every workspace, holding ``victim`` and ``secret``."""
+    d = tmp_path / "outside"
+    d.mkdir()
+    (d / "victim").write_text("keep me\n")
+    (d / "secret").write_text("not for the manager\n")
+    return d
+
+
+def connect(manager: ScriptedManager, start_worker, ws: Path, *options: str):
+    """A 2-core worker on workspace parent ``ws``, connected, its greeting consumed."""
+    ws.mkdir(exist_ok=True)
+    proc = start_worker("--single-shot", "-t", "60", "--cores", "2", "--memory", "1000",
+                        "--disk", "1000", *options, "-s", str(ws), "127.0.0.1",
+                        str(manager.port))
+    manager.accept()
+    manager.greeting()
+    return proc
+
+
+@pytest.fixture
+def connected(manager: ScriptedManager, start_worker, tmp_path: Path) -> ScriptedManager:
+    connect(manager, start_worker, tmp_path / "ws")
+    return manager
+
+
+def test_a_nul_byte_fails_the_task_and_its_cores_come_back(connected: ScriptedManager) -> None:
+    """Defect 5: the task's coroutine raised, never reported, and kept its cores."""
+    m = connected
+    m.send(p.Task(1, "echo a\0b", cores=2))
+    res, out = m.results()[1]
+    assert res.status == INPUT_MISSING and b"null" in out
+    m.send(p.Task(2, "true", cores=1, env=("X=a\0b",)))
+    assert m.results()[2][0].status == INPUT_MISSING
+    m.send(p.Task(3, "echo all-cores", cores=2))  # needs both cores: none was lost
+    res, out = m.results()[3]
+    assert (res.status, out) == (0, b"all-cores\n")
+
+
+def test_a_stdout_hard_linked_outside_is_not_reused(connected: ScriptedManager,
+                                                    outside: Path) -> None:
+    """Defect 6a: a kept stdout file replaced by a hard link to an outside file."""
+    m = connected
+    m.send(p.Task(1, f"ln -f {outside}/victim ../t.1.stdout", cores=1))
+    assert m.results()[1][0].status == 0
+    m.send(p.Kill(1))  # the stdout file is kept for the next task
+    m.send(p.Task(2, "echo overwritten", cores=1))
+    assert m.results()[2][1] == b"overwritten\n"
+    assert (outside / "victim").read_text() == "keep me\n"
+
+
+def test_a_nested_input_below_an_absolute_symlink_creates_nothing_outside(
+        start_worker, tmp_path: Path, outside: Path) -> None:
+    """Defect 6b, through the public API of an honest manager: a directory input
+    holding an absolute symlink, and an input nested below it."""
+    from tests.queue._manager_fixtures import wait_workers
+
+    from treadle.queue import Manager, Result, Task
+
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "link").symlink_to(outside)
+    (tmp_path / "in.txt").write_text("in\n")
+    with Manager(0, host="127.0.0.1") as m:
+        ws = tmp_path / "ws"
+        ws.mkdir()
+        start_worker("--single-shot", "-t", "30", "--cores", "1", "-s", str(ws), "127.0.0.1",
+                     str(m.port))
+        wait_workers(m, 1)
+        t = Task("true", cores=1)
+        t.add_input_dir(str(tree), "d")
+        t.add_input(str(tmp_path / "in.txt"), "d/link/sub/deeper/in.txt")
+        m.submit(t)
+        done = m.wait(30)
+    assert done is not None and done.result is Result.INPUT_MISSING
+    assert sorted(x.name for x in outside.iterdir()) == ["secret", "victim"]
+
+
+def test_get_of_an_output_symlinked_outside_is_missing(connected: ScriptedManager,
+                                                       outside: Path) -> None:
+    """Defect 6c: `get` followed a planted symlink and streamed the outside file."""
+    m = connected
+    m.send(p.Task(1, f"ln -s {outside}/secret out.txt; mkdir od; ln -s {outside} od/all; "
+                     "echo fine > od/ok", cores=1,
+                  outputs=(p.TaskFile("file-1-out", "out.txt", 0),
+                           p.TaskFile("dir-1-od", "od", 0))))
+    assert m.results()[1][0].status == 0
+    assert m.get("file-1-out") == [p.Missing("file-1-out", errno.EXDEV), p.End()]
+    od = m.get("dir-1-od")
+    assert p.FileReply("dir-1-od/ok", 5) in od and p.Missing("dir-1-od/all", errno.EXDEV) in od
+    assert not any(isinstance(e, p.Data) and b"not for the manager" in e.data for e in od)
+
+
+def test_a_stdout_replaced_by_a_symlink_is_not_read(connected: ScriptedManager,
+                                                    outside: Path) -> None:
+    """Defect 6c: the worker read the task's stdout through a planted symlink."""
+    m = connected
+    m.send(p.Task(1, f"echo mine; rm ../t.1.stdout; ln -s {outside}/secret ../t.1.stdout",
+                  cores=1))
+    res, out = m.results()[1]
+    assert res.status == 0 and b"not for the manager" not in out
+
+
+def test_a_signal_death_report_is_not_appended_outside(connected: ScriptedManager,
+                                                       outside: Path) -> None:
+    """Defect 6c: the shell's report of a signal death was appended through a symlink
+    the task had put in place of its stdout (O_APPEND without O_NOFOLLOW)."""
+    m = connected
+    script = (f"#!/bin/sh\nrm ../t.1.stdout\nln -s {outside}/victim ../t.1.stdout\n"
+              "kill -SEGV $$\n").encode()
+    put(m, "file-0-evil", script, 0o755)
+    m.send(p.Task(1, "./evil", cores=1, inputs=(p.TaskFile("file-0-evil", "evil", 0),)))
+    res, _ = m.results()[1]
+    assert (res.status, res.exit_code) == (0, 128 + signal.SIGSEGV)  # as /bin/sh -c reports it
+    assert (outside / "victim").read_text() == "keep me\n"
+
+
+def _pids_written(path: Path, n: int) -> list:
+    wait_for(lambda: path.exists() and len(path.read_text().split()) >= n, what=str(path))
+    return [int(x) for x in path.read_text().split()]
+
+
+def test_sigkill_of_the_worker_kills_its_tasks_and_the_next_worker_cleans_up(
+        manager: ScriptedManager, start_worker, tmp_path: Path) -> None:
+    """Defect 7: tasks outlived a SIGKILLed worker, and so did its workspace."""
+    ws = tmp_path / "ws"
+    proc = connect(manager, start_worker, ws)
+    pids = tmp_path / "pids"
+    manager.send(p.Task(1, f"sleep 300 & echo $! >> {pids}; sleep 300", cores=1),
+                 p.Task(2, f"echo $$ >> {pids}; exec sleep 300", cores=1))
+    tasks = _pids_written(pids, 2)
+    (stale,) = ws.glob("worker-*")
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    wait_for(lambda: not any(alive(pid) for pid in tasks), timeout=10, what="tasks to die")
+    assert stale.exists()  # nobody removed it: the worker had no chance
+    manager.sock.close()
+    connect(manager, start_worker, ws)
+    wait_for(lambda: not stale.exists(), timeout=10, what="the stale workspace to go")
+    assert len(list(ws.glob("worker-*"))) == 1
+
+
+def test_disable_third_party_refuses_what_reaches_outside(
+        manager: ScriptedManager, start_worker, tmp_path: Path, outside: Path) -> None:
+    """Defect 9: with --disable-third-party, thirdget, thirdput and file:// URLs fail
+    the task (or the thirdput) and touch nothing outside."""
+    m = manager
+    connect(m, start_worker, tmp_path / "ws", "--disable-third-party")
+    put(m, "file-0-data", b"from the manager\n")
+    m.send(p.ThirdGet(2, "copy-1-secret", str(outside / "secret")),
+           p.ThirdGet(1, "cmd-1-made", f"touch {outside}/made; cp {outside}/secret %%"),
+           p.ThirdGet(3, "link-1-secret", str(outside / "secret")),
+           p.Url("url-1-secret", f"file://{outside}/secret"))
+    for task_id, name in enumerate(("copy-1-secret", "cmd-1-made", "link-1-secret",
+                                    "url-1-secret"), start=1):
+        m.send(p.Task(task_id, "cat in", cores=1, inputs=(p.TaskFile(name, "in", 1),)))
+    results: dict = {}
+    while len(results) < 4:
+        results.update(m.results())
+    for res, out in results.values():
+        assert res.status == INPUT_MISSING and b"not for the manager" not in out
+    for mode in (1, 2):
+        m.send(p.ThirdPut(mode, "file-0-data", f"cat > {outside}/exported" if mode == 1
+                          else str(outside / "exported")))
+        assert not m.until(lambda e: isinstance(e, p.ThirdPutComplete))[-1].ok
+    assert sorted(x.name for x in outside.iterdir()) == ["secret", "victim"]
