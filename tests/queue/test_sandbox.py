@@ -129,6 +129,21 @@ def test_a_kept_stdout_file_is_reused_only_while_it_is_the_workers_own(place, pl
     assert not ws.recycle_stdout(ws.stdout_path(2))  # two names: not kept
 
 
+def test_remove_if_small_deletes_links_not_what_they_point_to(place) -> None:
+    ws, box, outside = place
+    (box / "sub").mkdir()
+    (box / "sub" / "out").symlink_to(outside)
+    (box / "sub" / "victim").symlink_to(outside / "victim")
+    assert sb.remove_if_small(str(box))
+    assert not box.exists()
+    assert sorted(x.name for x in outside.iterdir()) == ["victim"]
+    big = Path(ws.sandbox_path(2))
+    (big / "d").mkdir(parents=True)
+    for i in range(20):
+        (big / "d" / str(i)).write_text("x")
+    assert not sb.remove_if_small(str(big)) and len(list((big / "d").iterdir())) == 20
+
+
 def test_a_stale_workspace_is_removed_and_a_live_one_kept(tmp_path: Path) -> None:
     """Defect 7: a worker killed with SIGKILL leaves its workspace behind."""
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],

@@ -180,7 +180,9 @@ def remove_if_small(path: str, budget: int = 16) -> bool:
     """Delete ``path`` if it is missing, a file, or a tree of at most ``budget`` entries.
 
     Returns False (and leaves the path alone) for bigger trees, which the caller
-    deletes in a thread; most task sandboxes hold a handful of entries.
+    deletes in a thread; most task sandboxes hold a handful of entries. The tree
+    is walked through directory descriptors: a running task can swap a directory
+    in it for a symlink meanwhile, which must not make us delete elsewhere.
     """
     try:
         st = os.lstat(path)
@@ -189,24 +191,32 @@ def remove_if_small(path: str, budget: int = 16) -> bool:
     if not stat.S_ISDIR(st.st_mode):
         os.unlink(path)
         return True
-    entries: list = []
-    stack = [path]
-    while stack:
-        top = stack.pop()
-        with os.scandir(top) as it:
-            for entry in it:
-                entries.append(entry)
-                if len(entries) > budget:
-                    return False
-                if entry.is_dir(follow_symlinks=False):
-                    stack.append(entry.path)
-    for entry in reversed(entries):  # children before their directories
-        if entry.is_dir(follow_symlinks=False):
-            os.rmdir(entry.path)
-        else:
-            os.unlink(entry.path)
-    os.rmdir(path)
+    parent, name = os.path.split(path)
+    dir_fd = os.open(parent, _DIR_FLAGS & ~os.O_NOFOLLOW)
+    try:
+        if _tree_size(dir_fd, name, budget) > budget:
+            return False
+        _remove_at(dir_fd, name)
+    finally:
+        os.close(dir_fd)
     return True
+
+
+def _tree_size(dir_fd: int, name: str, budget: int) -> int:
+    """How many entries directory ``name`` of ``dir_fd`` holds, counted to just past ``budget``."""
+    fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+    count = 0
+    try:
+        with os.scandir(fd) as it:
+            for entry in it:
+                count += 1
+                if entry.is_dir(follow_symlinks=False):
+                    count += _tree_size(fd, entry.name, budget - count)
+                if count > budget:
+                    break
+    finally:
+        os.close(fd)
+    return count
 
 
 MAX_SPARES = 64  # emptied sandboxes kept for reuse; more than any worker runs at once
