@@ -1099,10 +1099,10 @@ class _Session:
                     self._put_fd = None
                     sb.remove(self._put_path)
         elif isinstance(ev, p.EndOfData):
-            if self._put_fd is not None:
+            if self._put_fd is not None:  # by descriptor: the name may be a symlink by now
+                os.fchmod(self._put_fd, self._put_mode | 0o600)
                 os.close(self._put_fd)
                 self._put_fd = None
-                os.chmod(self._put_path, self._put_mode | 0o600)
         elif isinstance(ev, p.Put):
             self._open_put(ev)
         elif isinstance(ev, p.Task):
