@@ -13,6 +13,9 @@ with the same observable results).
 What treadle's worker does better than the reference (section 2.4): time limits
 are timers (not loop wake-ups), a kill takes the task's whole process group, a
 kill never stalls the worker, and sandbox names that leave the sandbox are refused.
+No file operation made for a task follows a symlink out of the workspace
+(``sandbox.resolve_beneath``), and a task's processes die with the worker, even
+when it is killed with SIGKILL (``spawn.Watchdog``).
 """
 
 from __future__ import annotations
@@ -1256,8 +1259,9 @@ class _Session:
             await self._run_task(run)
         except Exception as e:  # noqa: BLE001 - anything here is this task's failure
             log.warning("task %d: failed on the worker: %r", run.task.task_id, e)
-            self._kill_group(run)
-            self.w.unguard(run.pid)
+            if run.pid:
+                self._kill_group(run)
+                self.w.unguard(run.pid)
             if not run.reported:
                 self._fail(run, f"worker: cannot run the task: {e}")
 
