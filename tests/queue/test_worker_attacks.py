@@ -10,11 +10,16 @@ worker still serving with all its cores.
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 from tests.queue._manager_fixtures import wait_for
 from tests.queue.test_worker import ScriptedManager, alive, put
 
@@ -197,3 +202,70 @@ def test_disable_third_party_refuses_what_reaches_outside(
                           else str(outside / "exported")))
         assert not m.until(lambda e: isinstance(e, p.ThirdPutComplete))[-1].ok
     assert sorted(x.name for x in outside.iterdir()) == ["secret", "victim"]
+
+
+# --- fuzz: random plants in inputs and outputs against one live worker ------------------
+
+NAMES = st.lists(st.sampled_from(["l", "a", "victim"]), min_size=1, max_size=3).map("/".join)
+TARGETS = st.sampled_from(["OUTSIDE", "OUTSIDE/victim", "..", "../..", "../../..", ".", "a",
+                           "/", "l", "WS"])
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    """One worker for every fuzz example, and the outside directory it must not touch."""
+    top = tmp_path_factory.mktemp("fuzz")
+    outside = top / "outside"
+    outside.mkdir()
+    (outside / "victim").write_text("keep me\n")
+    (top / "ws").mkdir()
+    m = ScriptedManager()
+    proc = subprocess.Popen([sys.executable, "-m", "treadle", "worker", "--single-shot", "-t",
+                             "120", "--cores", "1", "-s", str(top / "ws"), "127.0.0.1",
+                             str(m.port)], start_new_session=True, stderr=subprocess.DEVNULL)
+    m.accept()
+    m.greeting()
+    yield m, outside, top / "ws", itertools.count(1)
+    proc.kill()
+    proc.wait(timeout=10)
+    m.close()
+
+
+@settings(max_examples=25, deadline=None)
+@given(links=st.lists(st.tuples(st.sampled_from(["l", "a", "victim"]), TARGETS), max_size=3),
+       inputs=st.lists(NAMES, max_size=3),
+       plants=st.lists(st.tuples(st.sampled_from(["l", "a", "victim"]), TARGETS), max_size=3),
+       outputs=st.lists(NAMES, min_size=1, max_size=3))
+@example(links=[("l", "OUTSIDE")], inputs=["l/a/x"], plants=[], outputs=["out"])  # 6b
+@example(links=[], inputs=[], plants=[("l", "OUTSIDE/victim")], outputs=["l"])  # 6c
+@example(links=[], inputs=[], plants=[("l", "OUTSIDE")], outputs=["l/victim", "l"])
+def test_fuzz_planted_symlinks_reach_nothing_outside(live, links: list, inputs: list,
+                                                      plants: list, outputs: list) -> None:
+    """A directory input with random symlinks, inputs nested in it, a task planting
+    random symlinks among its outputs: the task ends with a result, nothing outside
+    changes, and no outside byte comes back."""
+    m, outside, ws, ids = live
+    (root,) = ws.glob("worker-*")
+
+    def target(t: str) -> bytes:
+        return t.replace("OUTSIDE", str(outside)).replace("WS", str(root)).encode() + b"\0"
+
+    task_id = next(ids)
+    m.send(p.Dir(f"dir-{task_id}-d"), *[p.Symlink(n, target(t)) for n, t in dict(links).items()],
+           p.End())
+    put(m, f"file-{task_id}-x", b"input\n")
+    # the task plants only in its own top directory: its program must not write outside itself
+    command = "; ".join(f"ln -sfn {target(t)[:-1].decode()} {n}" for n, t in plants) or "true"
+    m.send(p.Task(task_id, command, cores=1,
+                  inputs=(p.TaskFile(f"dir-{task_id}-d", "d", 0),)
+                  + tuple(p.TaskFile(f"file-{task_id}-x", f"d/{n}", 0) for n in inputs),
+                  outputs=tuple(p.TaskFile(f"file-{task_id}-o{i}", n, 0)
+                                for i, n in enumerate(outputs))))
+    res, _ = m.results()[task_id]
+    assert res.status in (0, INPUT_MISSING)
+    for i in range(len(outputs)):
+        for ev in m.get(f"file-{task_id}-o{i}"):
+            assert not (isinstance(ev, p.Data) and b"keep me" in ev.data)
+    m.send(p.Kill(task_id))
+    assert sorted(x.name for x in outside.iterdir()) == ["victim"]
+    assert (outside / "victim").read_text() == "keep me\n"
