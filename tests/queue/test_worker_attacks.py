@@ -153,6 +153,25 @@ def test_a_signal_death_report_is_not_appended_outside(connected: ScriptedManage
     assert (outside / "victim").read_text() == "keep me\n"
 
 
+def test_a_directory_being_received_cannot_be_redirected_outside(
+        connected: ScriptedManager, tmp_path: Path, outside: Path) -> None:
+    """Defect 6: the items of a `dir` stream were created by path, so a directory
+    of it swapped for a symlink meanwhile (what a running task can do: the cache is
+    in the workspace) sent them outside. The test plays that task."""
+    m = connected
+    m.send(p.Dir("dir-0-tree"), p.Dir("sub"))
+    (root,) = (tmp_path / "ws").glob("worker-*")
+    sub = root / "cache" / "dir-0-tree" / "sub"
+    wait_for(sub.is_dir, what="the directory being received")
+    sub.rename(root / "moved")
+    sub.symlink_to(outside)
+    m.send(p.Put("planted", 3, 0o644), p.Data(b"bad"), p.Symlink("link", b"/etc/hostname\0"),
+           p.End(), p.End(), p.Check())
+    m.until(lambda e: isinstance(e, p.Alive))
+    assert sorted(x.name for x in outside.iterdir()) == ["secret", "victim"]
+    assert (root / "moved" / "planted").read_bytes() == b"bad"  # where it was meant to go
+
+
 def _pids_written(path: Path, n: int) -> list:
     wait_for(lambda: path.exists() and len(path.read_text().split()) >= n, what=str(path))
     return [int(x) for x in path.read_text().split()]

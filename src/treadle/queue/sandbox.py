@@ -131,9 +131,9 @@ def open_regular(root: str, rel: str, follow: bool = True) -> tuple:
     return -1, 0
 
 
-def _remove_at(dir_fd: int, name: str) -> None:
-    """Delete entry ``name`` of directory ``dir_fd``, a whole tree for a directory,
-    never following a symlink; a missing entry is fine."""
+def remove_at(dir_fd: int | None, name: str) -> None:
+    """Delete entry ``name`` of directory ``dir_fd`` (path ``name`` if None), a whole
+    tree for a directory, never following a symlink; a missing entry is fine."""
     try:
         st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
     except FileNotFoundError:
@@ -144,7 +144,7 @@ def _remove_at(dir_fd: int, name: str) -> None:
     fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
     try:
         for entry in os.listdir(fd):
-            _remove_at(fd, entry)
+            remove_at(fd, entry)
     finally:
         os.close(fd)
     os.rmdir(name, dir_fd=dir_fd)
@@ -196,7 +196,7 @@ def remove_if_small(path: str, budget: int = 16) -> bool:
     try:
         if _tree_size(dir_fd, name, budget) > budget:
             return False
-        _remove_at(dir_fd, name)
+        remove_at(dir_fd, name)
     finally:
         os.close(dir_fd)
     return True
@@ -428,16 +428,20 @@ def _owner_and_mode(path: str) -> tuple:
     return st.st_mode, st.st_uid, st.st_gid
 
 
-def fresh_file(path: str, mode: int) -> int:
-    """Open ``path`` for writing as a new regular file (replacing whatever was there)."""
-    remove(path)
-    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode | 0o600)
+def fresh_file(path: str, mode: int, dir_fd: int | None = None) -> int:
+    """Open ``path`` (relative to ``dir_fd`` if given) for writing as a new regular
+    file, replacing whatever was there."""
+    remove_at(dir_fd, path)
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode | 0o600,
+                   dir_fd=dir_fd)
 
 
-def fresh_dir(path: str) -> None:
-    """Create ``path`` as a new, empty directory (replacing whatever was there)."""
-    remove(path)
-    os.mkdir(path, 0o755)
+def fresh_dir(path: str, dir_fd: int | None = None) -> int:
+    """Create ``path`` (relative to ``dir_fd`` if given) as a new, empty directory,
+    replacing whatever was there; a descriptor of it, to work in it by."""
+    remove_at(dir_fd, path)
+    os.mkdir(path, 0o755, dir_fd=dir_fd)
+    return os.open(path, _DIR_FLAGS, dir_fd=dir_fd)
 
 
 def _sandbox_place(sandbox: str, name: str, follow_last: bool) -> tuple:
@@ -503,7 +507,7 @@ def link_input(ws: Workspace, sandbox: str, cache_name: str, name: str,
         raise SandboxError(f"input {cache_name} is not in the cache")
     dir_fd, last = _sandbox_place(sandbox, name, follow_last=False)
     try:
-        _remove_at(dir_fd, last)
+        remove_at(dir_fd, last)
         link_tree(source, last, allow_symlinks, dir_fd)
     except OSError as e:
         raise SandboxError(f"cannot link {cache_name} as {name}: {e}") from None

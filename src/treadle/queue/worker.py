@@ -867,9 +867,9 @@ class _Session:
         self.last_task_id = 0
         self.last_busy = time.monotonic()
         self.reason: str | None = None
-        self._dirs: list = []  # directories of the dir stream being received
+        self._dirs: list = []  # descriptors of the dir stream's directories (-1: failed)
         self._put_fd: int | None = None
-        self._put_path = ""
+        self._put_at: tuple = (None, "")  # (dir_fd, name) of the file being received
         self._put_mode = 0
         self._children: set = set()
         # the worker's environment minus DISPLAY, read once: os.environ decodes on each read
@@ -943,10 +943,7 @@ class _Session:
                                              self._put_fd, left)
             self.conn.payload_received(left)
             if not got:
-                log.warning("cannot write %s", self._put_path)
-                os.close(self._put_fd)
-                self._put_fd = None
-                sb.remove(self._put_path)
+                self._drop_put("write error")
             await self._handle_all()
         finally:
             if not self.link.transport.is_closing():
@@ -976,6 +973,10 @@ class _Session:
         if self._put_fd is not None:
             os.close(self._put_fd)
             self._put_fd = None
+        for fd in self._dirs:
+            if fd >= 0:
+                os.close(fd)
+        self._dirs.clear()
         try:
             self.link.close()
         except OSError:
@@ -1097,10 +1098,7 @@ class _Session:
                     while view:
                         view = view[os.write(self._put_fd, view):]
                 except OSError as e:
-                    log.warning("cannot write %s: %s", self._put_path, e)
-                    os.close(self._put_fd)
-                    self._put_fd = None
-                    sb.remove(self._put_path)
+                    self._drop_put(str(e))
         elif isinstance(ev, p.EndOfData):
             if self._put_fd is not None:  # by descriptor: the name may be a symlink by now
                 os.fchmod(self._put_fd, self._put_mode | 0o600)
@@ -1121,7 +1119,9 @@ class _Session:
         elif isinstance(ev, p.Dir):
             self._open_dir(ev.name)
         elif isinstance(ev, p.End):
-            self._dirs.pop()
+            fd = self._dirs.pop()
+            if fd >= 0:
+                os.close(fd)
         elif isinstance(ev, p.Symlink):
             self._symlink(ev)
         elif isinstance(ev, p.Check):
@@ -1142,35 +1142,47 @@ class _Session:
             raise _Stop("password")
         # InvalidateFile (foreman only) and Tlq are ignored, as the reference worker ignores them.
 
-    def _target(self, name: str) -> str:
+    def _target(self, name: str) -> tuple:
+        """``(dir_fd, name)`` of a received item: in the directory being received, by
+        its descriptor (a task that swaps a path for a symlink meanwhile cannot send
+        it elsewhere), or else in the cache (``dir_fd`` None)."""
         if self._dirs:
-            return os.path.join(self._dirs[-1], name)
-        return self.ws.cache_path(name)
+            return self._dirs[-1], name
+        return None, self.ws.cache_path(name)
 
     def _open_put(self, ev: p.Put) -> None:
-        path = self._target(ev.name)
-        self._put_path, self._put_mode = path, ev.mode
+        self._put_at, self._put_mode = self._target(ev.name), ev.mode
         try:
-            self._put_fd = sb.fresh_file(path, ev.mode)
+            self._put_fd = sb.fresh_file(self._put_at[1], ev.mode, self._put_at[0])
         except OSError as e:
-            log.warning("cannot create %s: %s", path, e)
+            log.warning("cannot create %s: %s", ev.name, e)
             self._put_fd = None
 
+    def _drop_put(self, why: str) -> None:
+        """Give up the file being received (its bytes are still read, to keep the framing)."""
+        log.warning("cannot write %s: %s", self._put_at[1], why)
+        if self._put_fd is not None:
+            os.close(self._put_fd)
+            self._put_fd = None
+        with contextlib.suppress(OSError):
+            sb.remove_at(*self._put_at)
+
     def _open_dir(self, name: str) -> None:
-        path = self._target(name)
+        dir_fd, target = self._target(name)
         try:
-            sb.fresh_dir(path)
+            fd = sb.fresh_dir(target, dir_fd)
         except OSError as e:
-            log.warning("cannot create directory %s: %s", path, e)
-        self._dirs.append(path)
+            log.warning("cannot create directory %s: %s", name, e)
+            fd = -1
+        self._dirs.append(fd)
 
     def _symlink(self, ev: p.Symlink) -> None:
-        path = self._target(ev.name)
+        dir_fd, target = self._target(ev.name)
         try:
-            sb.remove(path)
-            os.symlink(os.fsdecode(ev.target_path), path)
+            sb.remove_at(dir_fd, target)
+            os.symlink(os.fsdecode(ev.target_path), target, dir_fd=dir_fd)
         except (OSError, ValueError) as e:
-            log.warning("cannot create symlink %s: %s", path, e)
+            log.warning("cannot create symlink %s: %s", ev.name, e)
 
     # -- tasks -------------------------------------------------------------------------
 
