@@ -87,6 +87,17 @@ def test_resolve_beneath_refuses_every_way_out(tmp_path: Path, target: str) -> N
     assert info.value.errno == errno.EXDEV
 
 
+def test_a_sandbox_swapped_for_a_symlink_is_not_worked_in(place) -> None:
+    ws, box, outside = place
+    box.rmdir()
+    box.symlink_to(outside)
+    with pytest.raises(sb.SandboxError):
+        sb.link_input(ws, str(box), "file-0-x", "planted", True)
+    sb.collect_output(ws, str(box), "victim", "file-1-victim")
+    assert sorted(x.name for x in outside.iterdir()) == ["victim"]
+    assert not os.path.lexists(ws.cache_path("file-1-victim"))
+
+
 def test_resolve_beneath_stops_at_a_symlink_loop(tmp_path: Path) -> None:
     (tmp_path / "a").symlink_to("b")
     (tmp_path / "b").symlink_to("a")

@@ -62,7 +62,8 @@ def resolve_beneath(root: str, rel: str, make_dirs: bool = False,
     closes ``dir_fd``.
     """
     roots = {os.path.abspath(root), os.path.realpath(root)}
-    stack = [os.open(root, _DIR_FLAGS & ~os.O_NOFOLLOW)]  # the directories walked into
+    # ``root`` itself must not be a symlink either: a task could swap a sandbox for one
+    stack = [os.open(root, _DIR_FLAGS)]  # the directories walked into
     todo = _components(rel)[::-1]
     links = 0
     try:
