@@ -74,6 +74,15 @@ def test_a_feature_flood_drops_the_peer_and_keeps_no_more_than_the_limit(mgr):
     _honest_worker_served(mgr)
 
 
+def test_name_queries_without_reading_the_replies_drop_the_peer(mgr):
+    """A peer that asks the project name again and again, and never reads, piled up replies."""
+    fw = FakeWorker(mgr.port)
+    _send_until_dropped(fw, b"name\n" * 100_000)
+    assert fw.wait_closed(10)
+    fw.close()
+    _honest_worker_served(mgr)
+
+
 def test_features_are_kept_per_worker_and_released_with_it(mgr):
     fw = FakeWorker(mgr.port)
     fw.send(greeting() + b"feature gpu\nfeature gpu\nfeature big%20mem\n")

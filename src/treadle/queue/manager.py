@@ -58,8 +58,8 @@ log = logging.getLogger("treadle.queue.manager")
 
 DEFAULT_PORT = 9123
 REJECT_LIMIT = 32  # ready tasks tried per dispatch pass when none fits: bounds the cost per event
-SMALL_FILE = 1 << 16
-REFERENCE_KILL_STALL = 3.5  # seconds a reference worker may spend in `kill` of a running task  # files below this are copied into the write batch instead of sendfile
+SMALL_FILE = 1 << 16  # files below this are copied into the write batch instead of sendfile
+REFERENCE_KILL_STALL = 3.5  # seconds a reference worker may spend in `kill` of a running task
 TICK = 0.5  # seconds between checks of keepalive, fast abort and time limits
 # Task output (stdout) buffered while it arrives, over all connections: each task keeps
 # up to MAX_OUTPUT_BYTES; two such outputs may arrive at once, and beyond
@@ -69,6 +69,8 @@ MAX_OUTPUT_IN_FLIGHT = 2 * MAX_OUTPUT_BYTES
 # protocol.MAX_FEATURES): a worker that would pass this is dropped.
 MAX_FEATURE_BYTES = 64 << 20
 CATALOG_INTERVAL = 60.0
+# `name` queries answered before a greeting: a worker asks once, a catalog probe a few times
+_MAX_NAME_QUERIES = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -1446,6 +1448,7 @@ class Manager:
             if not hs.succeeded:
                 log.warning("%s failed the password step: %s; dropped", addrport, hs.failure)
                 return None
+        queries = 0
         while True:
             ev = await link.next_event()
             if isinstance(ev, wp.Greeting):
@@ -1455,6 +1458,11 @@ class Manager:
                     return None
                 return ev
             if isinstance(ev, wp.NameQuery):
+                queries += 1
+                if queries > _MAX_NAME_QUERIES:
+                    # a peer that asks again and again without reading would pile up replies
+                    log.warning("%s asked the project name %d times; dropped", addrport, queries)
+                    return None
                 link.send(wp.ProjectName(self.name or ""))
             elif isinstance(ev, wp.StatusRequest):
                 link.send(wp.StatusReply(self._status_json(ev.kind)))
