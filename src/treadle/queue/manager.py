@@ -44,7 +44,6 @@ from treadle.queue.cache import NAME_MAX, CacheItem, Namer
 from treadle.queue.scheduler import ReadyQueue, choose_worker
 from treadle.queue.task import (
     MAX_OUTPUT_BYTES,
-    MAX_TASK_ID,
     FileKind,
     Result,
     Task,
@@ -763,7 +762,7 @@ class Manager:
         """Queue ``task``; returns its id (ids start at 1)."""
         self._check_submit(task)
         tid = next(self._ids)
-        if tid > MAX_TASK_ID:
+        if tid > wp.MAX_TASK_ID:
             raise UsageError("more than 2**31-1 tasks submitted to one manager")
         task.id = tid
         task.state = TaskState.READY
@@ -2119,8 +2118,8 @@ def _check_wire_limits(task: Task) -> None:
                 probe.send(wp.ThirdGet(1, name, spec.source or ""))
             inputs.append(wp.TaskFile(name, spec.remote, spec.flags()))
         outputs = [wp.TaskFile(name, spec.remote, spec.flags()) for spec in task.outputs]
-        box = {r: MAX_TASK_ID for r in res.NAMES}
-        probe.send(_wire_task(task, MAX_TASK_ID, box, inputs, outputs))
+        box = {r: wp.MAX_TASK_ID for r in res.NAMES}
+        probe.send(_wire_task(task, wp.MAX_TASK_ID, box, inputs, outputs))
     except wp.LocalProtocolError as e:
         why = str(e)
         for spec in (*task.inputs, *task.outputs):

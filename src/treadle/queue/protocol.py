@@ -94,6 +94,7 @@ Names are ``str``; bytes that are not UTF-8 travel as surrogate escapes
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import hmac
 import json
@@ -146,6 +147,41 @@ _MAX_DIGITS = 20
 
 STATUS_KINDS = ("queue_status", "worker_status", "task_status", "wable_status", "resources_status")
 AUTH_LINE = "auth password sha1"
+
+
+class ResultCode(enum.IntEnum):
+    """The STATUS of a `result` line: how a task ended for the queue (a non-zero exit is still SUCCESS).
+
+    ``treadle.queue.Result`` is this class; the values are the reference's, so logs compare.
+    """
+
+    SUCCESS = 0
+    INPUT_MISSING = 1
+    OUTPUT_MISSING = 2
+    STDOUT_MISSING = 4
+    SIGNAL = 8
+    RESOURCE_EXHAUSTION = 16
+    TASK_TIMEOUT = 24
+    UNKNOWN = 32
+    FORSAKEN = 40
+    MAX_RETRIES = 48
+    TASK_MAX_RUN_TIME = 56
+    DISK_ALLOC_FULL = 64
+    RMONITOR_ERROR = 72
+    OUTPUT_TRANSFER_ERROR = 80  # the manager could not write an output (full disk, permissions)
+
+
+class FileFlag(enum.IntFlag):
+    """The FLAGS field of `infile`/`outfile` lines (``treadle.queue.FileFlag``)."""
+
+    NOCACHE = 0
+    CACHE = 1
+    SYMLINK = 2
+    PREEXIST = 4
+    THIRDGET = 8
+    WATCH = 16  # stream this output while the task runs
+    FAILURE_ONLY = 32
+    SUCCESS_ONLY = 64
 
 
 class ProtocolError(Exception):

@@ -16,28 +16,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from treadle.errors import UsageError
+from treadle.queue.protocol import FileFlag, ResultCode
 
-MAX_TASK_ID = 2**31 - 1  # the reference prints ids with %d
+# the wire's numbers under the names users import (treadle.queue.Result, FileFlag)
+Result = ResultCode
 MAX_OUTPUT_BYTES = 1 << 30  # stdout kept per task; the rest is dropped (STDOUT_MISSING)
-
-
-class Result(enum.IntEnum):
-    """How a task ended, from the queue's point of view (a non-zero exit is still SUCCESS)."""
-
-    SUCCESS = 0
-    INPUT_MISSING = 1
-    OUTPUT_MISSING = 2
-    STDOUT_MISSING = 4
-    SIGNAL = 8
-    RESOURCE_EXHAUSTION = 16
-    TASK_TIMEOUT = 24
-    UNKNOWN = 32
-    FORSAKEN = 40
-    MAX_RETRIES = 48
-    TASK_MAX_RUN_TIME = 56
-    DISK_ALLOC_FULL = 64
-    RMONITOR_ERROR = 72
-    OUTPUT_TRANSFER_ERROR = 80  # the manager could not write an output (full disk, permissions)
 
 
 class TaskState(enum.IntEnum):
@@ -50,19 +33,6 @@ class TaskState(enum.IntEnum):
     RETRIEVED = 4
     DONE = 5
     CANCELED = 6
-
-
-class FileFlag(enum.IntFlag):
-    """File flags as they travel in ``infile``/``outfile`` lines."""
-
-    NOCACHE = 0
-    CACHE = 1
-    SYMLINK = 2
-    PREEXIST = 4
-    THIRDGET = 8
-    WATCH = 16
-    FAILURE_ONLY = 32
-    SUCCESS_ONLY = 64
 
 
 class FileKind(enum.Enum):
