@@ -78,7 +78,7 @@ def expanded_vs_native(work: Path, program: str, n: int, k: int) -> dict:
 
 
 def main() -> int:
-    from treadle.allpairs.wavefront import sweep_time
+    from treadle.allpairs.wavefront_model import sweep_time
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", type=int, default=30)

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from treadle.allpairs.wavefront import distributed_time, read_boundary, sweep_time, wavefront
+from treadle.allpairs.wavefront import read_boundary, wavefront
+from treadle.allpairs.wavefront_model import distributed_time, sweep_time
 from treadle.errors import AllPairsError
 
 from .conftest import TREADLE, make_script

@@ -12,16 +12,14 @@ import concurrent.futures
 import functools
 import heapq
 import json
-import math
 import multiprocessing
 import os
 import shlex
-import struct
 import sys
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,88 +27,17 @@ from treadle.allpairs.distributed import FIRST_WORKER_WAIT, first_worker, open_m
 from treadle.allpairs.functions import resolve
 from treadle.allpairs.progress import WaveProgress
 from treadle.allpairs.runner import Function, PairFailure, Spawner, wave_cell
+from treadle.allpairs.wavefront_bitmap import BITMAP_INTERVAL, write_bitmap
+from treadle.allpairs.wavefront_model import WavePlan, choose
+from treadle.allpairs.wavefront_wq import run_blocks
 from treadle.errors import AllPairsError
 
 if TYPE_CHECKING:
     from treadle.queue import Manager
 
-D_TASK = 0.1
-D_HOST = 10.0
 SAMPLE_CELLS = 4
 SAMPLE_SECONDS = 5.0
-BITMAP_INTERVAL = 5.0
 FSYNC_INTERVAL = 1.0
-
-
-def sweep_time(x: int, y: int, p: int, t: float) -> float:
-    """M(X, Y, p, t): anti-diagonal k holds L_k cells and p processors need ⌈L_k/p⌉ rounds."""
-    if x <= 0 or y <= 0:
-        return 0.0
-    rounds = 0
-    for k in range(1, x + y):
-        rounds += math.ceil(min(k, x, y, x + y - k) / p)
-    return t * rounds
-
-
-def distributed_time(x: int, y: int, b: int, h: int, k: int, t: float,
-                     d_task: float = D_TASK, d_host: float = D_HOST) -> float:
-    """D(b): b×b blocks, each swept on one worker's k cores, over h workers."""
-    return sweep_time(math.ceil(x / b), math.ceil(y / b), h,
-                      sweep_time(b, b, k, t) + d_task) + d_host * h
-
-
-@dataclass(frozen=True)
-class WavePlan:
-    """The decision printed by ``--plan``: t, the local time, the best block and mode."""
-
-    t: float
-    sampled: int
-    mode: str
-    block: int
-    workers: int
-    t_local: float
-    t_dist: float
-    k: int
-    k_local: int
-    h_max: int = 400
-    k_source: str = "-c"  # or the first worker's report, or this host's cores
-
-    def describe(self, xsize: int, ysize: int) -> str:
-        how = f"sampled {self.sampled} cells" if self.sampled else "given by -t"
-        return "\n".join([
-            f"grid: {xsize} x {ysize} cells",
-            f"t = {self.t:.6g} s per cell ({how})",
-            f"M(local, k={self.k_local}) = {self.t_local:.6g} s; best D(b) = {self.t_dist:.6g} s "
-            f"at b = {self.block}, h = {self.workers} (k = {self.k}, {self.k_source}; "
-            f"d_task = {D_TASK:g} s until measured)",
-            f"mode: {self.mode}",
-        ])
-
-
-def best_workers(xsize: int, ysize: int, b: int, k: int, t: float, h_max: int,
-                 d_task: float = D_TASK) -> tuple[float, int]:
-    """(D(b), h) at the h ≤ h_max that minimises D(b)."""
-    return min((distributed_time(xsize, ysize, b, h, k, t, d_task), h)
-               for h in range(1, max(1, h_max) + 1))
-
-
-def choose(xsize: int, ysize: int, t: float, *, k: int, k_local: int, h_max: int,
-           workers_possible: bool, mode: str, block: int | None,
-           k_source: str = "-c") -> WavePlan:
-    """Try b = 1, 2, … while D(b) falls (b ≤ min(X, Y)/4); compare with the local sweep."""
-    t_local = sweep_time(xsize, ysize, k_local, t)
-    best = (math.inf, 1, 1)
-    sizes = [block] if block else range(1, max(1, min(xsize, ysize) // 4) + 1)
-    for b in sizes:
-        cost, h = best_workers(xsize, ysize, b, k, t, h_max)
-        if cost < best[0]:
-            best = (cost, b, h)
-        elif not block:
-            break
-    if mode == "auto":
-        mode = "wq" if workers_possible and best[0] < t_local else "local"
-    return WavePlan(t=t, sampled=0, mode=mode, block=best[1], workers=best[2], t_local=t_local,
-                    t_dist=best[0], k=k, k_local=k_local, h_max=h_max, k_source=k_source)
 
 
 def read_boundary(boundary: str | os.PathLike | dict, xsize: int, ysize: int) -> dict:
@@ -194,34 +121,6 @@ def _pool_cell(x: int, y: int, left: str, bottom: str, diag: str) -> str:
     return compute_cell(_FN, x, y, left, bottom, diag)
 
 
-COLOURS = {"complete": (60, 170, 60), "running": (230, 200, 40), "ready": (60, 110, 220),
-           "waiting": (200, 200, 200)}
-
-
-def write_bitmap(path: str, xsize: int, ysize: int, known: dict, running: set,
-                 ready: set) -> None:
-    """A 24-bit BMP, one pixel per cell, x to the right and y upwards."""
-    width, height = xsize + 1, ysize + 1
-    pad = (4 - width * 3 % 4) % 4
-    rows = []
-    for y in range(height):
-        row = bytearray()
-        for x in range(width):
-            cell = (x, y)
-            state = ("complete" if cell in known else "running" if cell in running
-                     else "ready" if cell in ready else "waiting")
-            r, g, b = COLOURS[state]
-            row += bytes((b, g, r))
-        rows.append(bytes(row) + b"\0" * pad)
-    pixels = b"".join(rows)
-    header = struct.pack("<2sIHHI", b"BM", 54 + len(pixels), 0, 0, 54)
-    info = struct.pack("<IiiHHIIiiII", 40, width, height, 1, 24, 0, len(pixels), 2835, 2835, 0, 0)
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(header + info + pixels)
-    os.replace(tmp, path)
-
-
 def _load_partial(path: Path, xsize: int, ysize: int) -> dict:
     values: dict[tuple[int, int], str] = {}
     if not path.exists():
@@ -300,8 +199,6 @@ def wavefront(function: object, boundary: str | os.PathLike | dict, xsize: int, 
             print(plan.describe(xsize, ysize), file=plan_stream or sys.stdout)
             return {"plan": asdict(plan)}
         if plan.mode == "wq":
-            from treadle.allpairs.wavefront_wq import run_blocks
-
             manager = manager or start_manager()
             calls = run_blocks(manager, resolved, known, xsize, ysize, plan, journal,
                                priority=priority, retries=retries, quiet=quiet, bitmap=bitmap)

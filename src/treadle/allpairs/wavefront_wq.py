@@ -20,12 +20,12 @@ from treadle.allpairs import runner as runner_module
 from treadle.allpairs.distributed import WORKER_PYTHON, _function_spec, _report, dispatch_cost
 from treadle.allpairs.functions import Resolved
 from treadle.allpairs.progress import WaveProgress
-from treadle.allpairs.wavefront import BITMAP_INTERVAL, WavePlan, best_workers, write_bitmap
+from treadle.allpairs.wavefront_bitmap import BITMAP_INTERVAL, write_bitmap
+from treadle.allpairs.wavefront_model import WavePlan, best_workers
 from treadle.errors import AllPairsError
 
 if TYPE_CHECKING:
     from treadle.queue import Manager
-
 
 
 def _span(index: int, b: int, size: int) -> tuple[int, int]:
