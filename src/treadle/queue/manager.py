@@ -41,6 +41,7 @@ from treadle.errors import UsageError
 from treadle.queue import protocol as wp
 from treadle.queue import resources as res
 from treadle.queue.cache import NAME_MAX, CacheItem, Namer
+from treadle.queue.link import Link
 from treadle.queue.scheduler import ReadyQueue, choose_worker
 from treadle.queue.task import (
     MAX_OUTPUT_BYTES,
@@ -57,7 +58,6 @@ log = logging.getLogger("treadle.queue.manager")
 
 DEFAULT_PORT = 9123
 REJECT_LIMIT = 32  # ready tasks tried per dispatch pass when none fits: bounds the cost per event
-SMALL_FILE = 1 << 16  # files below this are copied into the write batch instead of sendfile
 REFERENCE_KILL_STALL = 3.5  # seconds a reference worker may spend in `kill` of a running task
 TICK = 0.5  # seconds between checks of keepalive, fast abort and time limits
 # Task output (stdout) buffered while it arrives, over all connections: each task keeps
@@ -159,201 +159,6 @@ class _Attempt:
         self.error: str | None = None
 
 
-class _Link:
-    """One TCP connection: the protocol state machine plus batched, ordered writes.
-
-    Everything sent in one turn of the event loop goes out in one ``write``;
-    file payloads above ``SMALL_FILE`` go by ``sendfile`` in their place in
-    the stream. Payload bytes are accounted to the protocol when queued, so
-    later events may be queued behind them at once.
-    """
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, loop: asyncio.AbstractEventLoop) -> None:
-        self.conn = wp.ManagerConnection()
-        self.reader = reader
-        self.writer = writer
-        self.loop = loop
-        self._out: collections.deque[bytes | tuple[str, int, int]] = collections.deque()
-        self._scheduled = False
-        self._busy = False
-        self._closed = False
-        self.bytes_sent = 0  # handed to the kernel
-        self.bytes_queued = 0  # handed to this link (a task's share is known at once)
-        self.close_reason: str | None = None
-        self.on_sent: Callable[[int], None] | None = None
-        self.on_dirty: Callable[[_Link], None] = lambda link: loop.call_soon(link._flush)
-        self.on_hold_end: Callable[[], None] = lambda: None
-        self.hold_until = 0.0
-        self._hold_gen = 0
-
-    # ---------------------------------------------------------------- sending
-    def send(self, *events: wp.Event) -> None:
-        """Queue the bytes of ``events`` (nothing once the connection is dropped)."""
-        if self._closed:
-            return
-        for ev in events:
-            self._queue(self.conn.send(ev))
-
-    def send_payload(self, data: bytes) -> None:
-        if not self._closed:
-            self._queue(self.conn.send(wp.Data(data)))
-
-    def send_file(self, path: str, offset: int, count: int) -> None:
-        """Queue ``count`` bytes of ``path`` from ``offset`` as the payload just announced."""
-        if self._closed:
-            return
-        self.conn.payload_streamed(count)
-        if count == 0:
-            return
-        if count < SMALL_FILE:
-            with open(path, "rb") as f:
-                f.seek(offset)
-                data = f.read(count)
-            if len(data) != count:
-                raise OSError(5, f"{path} changed while being sent", path)
-            self._queue(data)
-        else:
-            self.bytes_queued += count
-            self._out.append((path, offset, count))
-            self._kick()
-
-    def _queue(self, data: bytes) -> None:
-        if data:
-            self.bytes_queued += len(data)
-            self._out.append(data)
-            self._kick()
-
-    def _kick(self) -> None:
-        if not self._scheduled and not self._busy and not self._closed:
-            self._scheduled = True
-            self.on_dirty(self)
-
-    def hold(self, seconds: float) -> None:
-        """Send nothing more for ``seconds`` (see ``Manager._kill_running``)."""
-        self.hold_until = time.monotonic() + seconds
-        self._hold_gen += 1
-        self.loop.call_later(seconds, self._release_hold, self._hold_gen)
-
-    def _release_hold(self, gen: int) -> None:
-        if gen != self._hold_gen:
-            return  # a later hold is in force; its own timer ends it
-        self.hold_until = 0.0
-        if self._scheduled:
-            self._flush()
-        self.on_hold_end()
-
-    def _flush(self) -> None:
-        if not self._scheduled:
-            return
-        if self.hold_until:
-            return  # the hold's timer flushes
-        self._scheduled = False
-        if self._closed:
-            self._out.clear()
-            return
-        batch: list[bytes] = []
-        out = self._out
-        while out and isinstance(out[0], bytes):
-            batch.append(out.popleft())  # type: ignore[arg-type]
-        if batch:
-            data = b"".join(batch)
-            self.writer.write(data)
-            self._count(len(data))
-        if out:
-            self._busy = True
-            self.loop.create_task(self._send_files())
-
-    async def _send_files(self) -> None:
-        try:
-            while self._out and not isinstance(self._out[0], bytes) and not self._closed:
-                path, offset, count = self._out.popleft()  # type: ignore[misc]
-                await self.writer.drain()
-                with open(path, "rb") as f:
-                    sent = await self.loop.sendfile(self.writer.transport, f, offset, count)
-                if sent != count:
-                    raise OSError(5, f"{path} changed while being sent", path)
-                self._count(count)
-        except (OSError, ConnectionError) as e:
-            log.info("sending a file failed: %s", e)
-            self.abort()
-        finally:
-            self._busy = False
-        self._kick()
-
-    def _count(self, n: int) -> None:
-        self.bytes_sent += n
-        if self.on_sent is not None:
-            self.on_sent(n)
-
-    async def drained(self) -> None:
-        """Wait until everything queued has been handed to the kernel."""
-        while (self._out or self._busy or self._scheduled) and not self._closed:
-            if self.hold_until:
-                await asyncio.sleep(max(0.0, self.hold_until - time.monotonic()))
-                self.hold_until = 0.0
-                self._hold_gen += 1
-            if self._scheduled:
-                self._flush()
-            await asyncio.sleep(0.001 if self._busy else 0)
-        if not self._closed:
-            await self.writer.drain()
-
-    # -------------------------------------------------------------- receiving
-    async def next_event(self) -> wp.Event:
-        """The next event, reading as needed (ConnectionClosed at EOF)."""
-        while True:
-            ev = self.conn.next_event()
-            if ev is not wp.NEED_DATA:
-                return ev  # type: ignore[return-value]
-            data = await self.reader.read(1 << 18)
-            self.conn.receive_data(data)
-
-    async def serve(self, handle: Callable[[wp.Event], None], on_bytes: Callable[[int], None]) -> None:
-        """Feed every event to ``handle`` until the peer closes (ProtocolError propagates)."""
-        conn = self.conn
-        sock = self.writer.get_extra_info("socket")
-        quickack = getattr(socket, "TCP_QUICKACK", None) if sock is not None else None
-        while True:
-            for ev in conn.events():
-                if isinstance(ev, wp.ConnectionClosed):
-                    return
-                handle(ev)
-            data = await self.reader.read(1 << 18)
-            if quickack is not None:
-                # Acknowledge at once: a peer that writes a reply in pieces without
-                # TCP_NODELAY (the reference worker) otherwise waits for our delayed ACK.
-                try:
-                    sock.setsockopt(socket.IPPROTO_TCP, quickack, 1)
-                except OSError:
-                    quickack = None
-            on_bytes(len(data))
-            conn.receive_data(data)
-            if self._closed:
-                return
-
-    # ---------------------------------------------------------------- closing
-    def abort(self) -> None:
-        """Drop the connection now (the serve loop then ends)."""
-        if not self._closed:
-            self._closed = True
-            self._out.clear()
-            self.writer.transport.abort()
-
-    async def close(self, flush: bool = False) -> None:
-        if flush and not self._closed:
-            try:
-                await asyncio.wait_for(self.drained(), 5)
-            except (TimeoutError, OSError, ConnectionError):
-                pass
-        self._closed = True
-        self._out.clear()
-        try:
-            self.writer.close()
-            await asyncio.wait_for(self.writer.wait_closed(), 2)
-        except (TimeoutError, OSError, ConnectionError):
-            pass
-
-
 class _Get:
     """A pending ``get``: where its reply goes and what it found."""
 
@@ -380,7 +185,7 @@ class _Budget:
 class _Worker:
     """The manager's view of one connected worker."""
 
-    def __init__(self, seq: int, link: _Link, addrport: str, budget: _Budget) -> None:
+    def __init__(self, seq: int, link: Link, addrport: str, budget: _Budget) -> None:
         self.seq = seq
         self.link = link
         self.addrport = addrport
@@ -643,7 +448,7 @@ class Manager:
         self._fast_abort_default: float | None = None
         self._schedule_kick = False
         self._flush_kick = False
-        self._dirty: list[_Link] = []
+        self._dirty: list[Link] = []
         self._waiting_sum = {r: 0 for r in res.NAMES}
         self._output_budget = _Budget(MAX_OUTPUT_IN_FLIGHT)
         self._feature_bytes = 0  # of every connected worker's features
@@ -1044,7 +849,7 @@ class Manager:
             self._schedule_kick = True
             self._kick_flush()
 
-    def _link_dirty(self, link: _Link) -> None:
+    def _link_dirty(self, link: Link) -> None:
         self._dirty.append(link)
         self._kick_flush()
 
@@ -1236,7 +1041,7 @@ class Manager:
         elif spec.kind is FileKind.URL:
             link.send(wp.Url(item.name, spec.source or "", 0o644, spec.flags()))
 
-    def _send_tree(self, link: _Link, path: str) -> None:
+    def _send_tree(self, link: Link, path: str) -> None:
         """A directory's entries, one component per name; symlinks kept, targets NUL-ended (the reference worker does not end them itself)."""
         with os.scandir(path) as it:
             entries = list(it)
@@ -1403,7 +1208,7 @@ class Manager:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:
                 pass
-        link = _Link(reader, writer, self._loop)
+        link = Link(reader, writer, self._loop)
         link.on_dirty = self._link_dirty
         link.on_hold_end = self._kick_schedule
         try:
@@ -1436,7 +1241,7 @@ class Manager:
             self._remove_worker(w, reason)
             await link.close()
 
-    async def _handshake(self, link: _Link, addrport: str) -> wp.Greeting | None:
+    async def _handshake(self, link: Link, addrport: str) -> wp.Greeting | None:
         """Password step, project-name queries and status requests, up to a worker's greeting."""
         if self._password is not None:
             hs = wp.PasswordHandshake(self._password, wp.MANAGER)
