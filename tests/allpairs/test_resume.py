@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from tests._wait import processes_in, wait_for
 
 from treadle.allpairs import allpairs
 from treadle.errors import AllPairsError
@@ -36,7 +37,7 @@ def test_kill_9_and_resume(tmp_path):
         time.sleep(0.02)
     os.killpg(engine.pid, signal.SIGKILL)
     engine.wait()
-    time.sleep(0.2)
+    wait_for(lambda: not processes_in(Path.cwd()), 10, "the killed run's processes to end")
     done = journal_lines(journal)
     assert 0 < done < 16, "the run was not killed in the middle"
     assert not Path("m.txt").exists()

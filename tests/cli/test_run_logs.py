@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.queue._manager_fixtures import wait_for
+from tests._wait import wait_for
 
 from treadle.backends.logs import LOG_CAP
 

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from tests._wait import processes_in, wait_for
 
 N_RULES = 500
 SEED = 20261124
@@ -75,7 +76,8 @@ def test_sigkill_then_restart(tmp_path, uninterrupted, seed):
         time.sleep(rng.uniform(0.3, 1.2))
         p.send_signal(signal.SIGKILL)
         p.wait()
-        time.sleep(0.3)  # the watchdog stops the jobs of the dead engine
+        # the watchdog stops the jobs of the dead engine, then ends itself
+        wait_for(lambda: not processes_in(tmp_path), 10, "the dead engine's jobs to end")
         done = completed_in_log(tmp_path)
         counts = runs(tmp_path)
         assert all(counts.get(i, 0) >= 1 for i in done)

@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from tests._wait import wait_for
 
 from treadle.queue import Manager, Task
 
@@ -79,16 +80,6 @@ def workers(tmp_path) -> Iterator[Workers]:  # noqa: ANN001
         yield w
     finally:
         w.stop()
-
-
-def wait_for(predicate, timeout: float = 20.0, what: str = "condition") -> None:  # noqa: ANN001
-    """Poll ``predicate`` until true; fail the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def wait_workers(m: Manager, n: int, timeout: float = 20.0) -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from tests._wait import wait_for
 from tests.queue import _manager_fixtures as fx
 from tests.queue._fake_worker import FakeWorker, greeting
-from tests.queue._manager_fixtures import wait_for
 
 from treadle.errors import UsageError
 from treadle.queue import Manager, Result, Task, TaskState

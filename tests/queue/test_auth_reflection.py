@@ -21,8 +21,9 @@ import time
 from pathlib import Path
 
 import pytest
+from tests._wait import wait_for
 from tests.queue._fake_worker import FakeWorker, greeting
-from tests.queue._manager_fixtures import drain, wait_for
+from tests.queue._manager_fixtures import drain
 
 from treadle.errors import TreadleError
 from treadle.queue import Manager, Task

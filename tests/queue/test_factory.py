@@ -7,10 +7,12 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
+from tests._wait import alive, wait_for
 
 from treadle.queue.factory import Factory, FactoryConfig, query_status
 from treadle.queue.protocol import ProtocolError
@@ -37,23 +39,6 @@ def started_pids(out: str) -> list[int]:
             if line.startswith("factory: started worker")]
 
 
-def gone(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True
-
-
-def wait_until(cond, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.1)
-    return cond()
-
-
 def test_local_provider_follows_the_interface(tmp_path: Path, free_port: int) -> None:
     provider = get_provider("local")
     assert isinstance(provider, Provider) and isinstance(provider, LocalProvider)
@@ -61,7 +46,7 @@ def test_local_provider_follows_the_interface(tmp_path: Path, free_port: int) ->
                            str(free_port)])
     assert provider.status([job]) == {job: JobState.RUNNING}
     provider.cancel([job])
-    assert wait_until(lambda: provider.status([job])[job] is JobState.DONE, 15)
+    wait_for(lambda: provider.status([job])[job] is JobState.DONE, 15, "the cancelled job to end")
     assert provider.status(["no-such-job"]) == {"no-such-job": JobState.DONE}
 
 
@@ -84,14 +69,29 @@ def test_factory_follows_the_workers_the_manager_wants(tmp_path: Path) -> None:
         assert "workers_wanted" not in query_status("127.0.0.1", m.port)[0]
         m.workers_wanted = 3  # no task queued: only the published wish asks for workers
         assert query_status("127.0.0.1", m.port)[0]["workers_wanted"] == 3
-        factory = start_factory(tmp_path, m.port, "--max-workers", "5", "-t", "30")
+        config = FactoryConfig("127.0.0.1", m.port, max_workers=5, worker_timeout=30,
+                               workdir=str(tmp_path), interval=0.1)
+        rounds = []  # one entry per status the factory got: each is one round of it
+
+        def counted() -> dict:
+            status = factory._query()
+            rounds.append(status)
+            return status
+
+        factory = Factory(config, get_provider("local"), status=counted)
+        stop = threading.Event()
+        runner = threading.Thread(target=factory.run, args=(stop,))
+        runner.start()
         try:
-            assert wait_until(lambda: m.stats.workers_connected == 3, 30)
-            time.sleep(1)  # a few more rounds of the factory: still three
+            wait_for(lambda: m.stats.workers_connected == 3, 30, "three workers")
+            seen = len(rounds)
+            # three more rounds of the factory with three workers connected: still three
+            wait_for(lambda: len(rounds) >= seen + 3, 30, "three more rounds of the factory")
             assert m.stats.workers_connected == 3
+            assert factory.started == 3
         finally:
-            out = stop_factory(factory)
-    assert len(started_pids(out)) == 3, out
+            stop.set()
+            runner.join(30)
 
 
 @pytest.mark.reference
@@ -107,7 +107,7 @@ def test_factory_serves_makeflow_up_to_max_workers(tmp_path: Path, start_makeflo
         out = stop_factory(factory)
     pids = started_pids(out)
     assert len(pids) == 3, out  # six waiting tasks, at most three workers
-    assert wait_until(lambda: all(gone(pid) for pid in pids), 20)
+    wait_for(lambda: not any(alive(pid) for pid in pids), 20, "the factory's workers to end")
 
 
 def test_factory_workers_leave_when_idle_under_treadle_manager(tmp_path: Path) -> None:
@@ -129,12 +129,12 @@ def test_factory_workers_leave_when_idle_under_treadle_manager(tmp_path: Path) -
             status = query_status("127.0.0.1", m.port)[0]
             assert status["tasks_waiting"] == 0
             # the manager stays up; the idle workers leave and are not replaced
-            assert wait_until(lambda: m.stats.workers_connected == 0, 20)
+            wait_for(lambda: m.stats.workers_connected == 0, 20, "the idle workers to leave")
         finally:
             out = stop_factory(factory)
     pids = started_pids(out)
     assert 1 <= len(pids) <= 2, out
-    assert all(gone(pid) for pid in pids)
+    assert not any(alive(pid) for pid in pids)
     assert not any(os.path.basename(p).startswith("worker-") for p in os.listdir(tmp_path))
 
 

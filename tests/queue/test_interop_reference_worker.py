@@ -7,8 +7,9 @@ import signal
 import time
 
 import pytest
+from tests._wait import wait_for
 from tests.queue import _manager_fixtures as fx
-from tests.queue._manager_fixtures import drain, wait_for, wait_workers
+from tests.queue._manager_fixtures import drain, wait_workers
 
 from treadle.queue import Manager, Result, Task, TaskState
 
@@ -208,14 +209,19 @@ def test_release_on_close_and_exit_on_shutdown(workers):
     p3.wait(15)
 
 
-def test_password_accepted_and_wrong_password_refused(workers, tmp_path):
+def test_password_accepted_and_wrong_password_refused(workers, tmp_path, caplog):
     pw = tmp_path / "pw.txt"
     pw.write_text("secret\n")
     bad = tmp_path / "bad.txt"
     bad.write_text("other\n")
     with Manager(0, host="127.0.0.1", password_file=str(pw)) as m:
         wrong = workers.start(m.port, "-P", str(bad), "-i", "1")
-        time.sleep(3)  # it tries, is refused, and retries: never joins
+
+        def refusals() -> int:
+            return sum("failed the password step" in r.getMessage() for r in caplog.records)
+
+        # it tries, is refused, and retries: the manager refused it twice, and it never joined
+        wait_for(lambda: refusals() >= 2, 30, "two refused password steps")
         assert m.stats.workers_joined == 0
         wrong.kill()
         workers.start(m.port, "-P", str(pw))
@@ -229,7 +235,11 @@ def test_forsaken_task_goes_elsewhere(manager, workers):
     workers.start(manager.port, cores=1)
     wait_workers(manager, 1)
     manager.submit(Task("echo big", cores=2))
-    time.sleep(1)
+    manager.submit(Task("echo small", cores=1))
+    # the small task done on the one-core worker: the manager has scheduled since the big
+    # one arrived, and kept the big one waiting
+    small = manager.wait(30)
+    assert small is not None and small.output == b"small\n"
     assert manager.stats.tasks_waiting == 1
     workers.start(manager.port, cores=2)
     (done,) = drain(manager).values()

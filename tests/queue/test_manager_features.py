@@ -11,9 +11,9 @@ import time
 import urllib.request
 
 import pytest
+from tests._wait import wait_for
 from tests.queue import _manager_fixtures as fx
 from tests.queue._fake_worker import FakeWorker, greeting
-from tests.queue._manager_fixtures import wait_for
 
 from treadle.queue import Manager, Result, Task, TaskState
 from treadle.queue import protocol as wp
@@ -51,6 +51,14 @@ def test_tls_between_treadle_peers(tmp_path, tls_server):
         assert plain.wait_closed(10)
 
 
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=5):
+            return True
+    except OSError:
+        return False
+
+
 @pytest.mark.reference
 def test_catalog_only_when_named(tmp_path):
     with socket.socket() as s:
@@ -61,8 +69,8 @@ def test_catalog_only_when_named(tmp_path):
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path,
     )
     try:
-        time.sleep(0.5)
         catalog = f"127.0.0.1:{port}"
+        wait_for(lambda: _answers(f"http://{catalog}/query.json"), 15, "the catalog server")
         with Manager(0, host="127.0.0.1", catalog=catalog) as unnamed, Manager(
             0, host="127.0.0.1", name="treadle-test-proj", catalog=catalog
         ) as named:

@@ -8,9 +8,10 @@ import socket
 import time
 
 import pytest
+from tests._wait import wait_for
 from tests.queue import _manager_fixtures as fx
 from tests.queue._fake_worker import FakeWorker, greeting
-from tests.queue._manager_fixtures import drain, wait_for, wait_workers
+from tests.queue._manager_fixtures import drain, wait_workers
 
 from treadle.errors import UsageError
 from treadle.queue import Manager, Result, Task

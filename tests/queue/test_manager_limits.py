@@ -13,8 +13,8 @@ import threading
 from pathlib import Path
 
 import pytest
+from tests._wait import wait_for
 from tests.queue._fake_worker import FakeWorker, greeting
-from tests.queue._manager_fixtures import wait_for
 
 from treadle.errors import UsageError
 from treadle.queue import Manager, Result, Task

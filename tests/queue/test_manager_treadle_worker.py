@@ -9,8 +9,9 @@ import sys
 import time
 
 import pytest
+from tests._wait import wait_for
 from tests.queue import _manager_fixtures as fx
-from tests.queue._manager_fixtures import drain, wait_for, wait_workers
+from tests.queue._manager_fixtures import drain, wait_workers
 
 from treadle.queue import Manager, Result, Task, TaskState
 

@@ -9,9 +9,9 @@ import sys
 import urllib.request
 
 import pytest
+from tests._wait import wait_for
 from tests.queue import _manager_fixtures as fx
 from tests.queue._fake_worker import FakeWorker, greeting
-from tests.queue._manager_fixtures import wait_for
 
 from treadle.queue import Task
 from treadle.queue import protocol as wp

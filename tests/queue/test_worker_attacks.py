@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
-from tests.queue._manager_fixtures import wait_for
+from tests._wait import wait_for
 from tests.queue.test_worker import ScriptedManager, alive, put
 
 from treadle.queue import protocol as p

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from tests._lines import Lines
-from tests.queue._manager_fixtures import wait_for
+from tests._wait import wait_for
 
 from treadle.queue import Manager, Task
 
