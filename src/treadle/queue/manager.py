@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import io
 import itertools
 import json
 import logging
@@ -35,7 +34,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, BinaryIO
+from typing import Any
 
 from treadle.errors import UsageError
 from treadle.queue import protocol as wp
@@ -53,6 +52,7 @@ from treadle.queue.task import (
     check_no_nul,
     check_sandbox_name,
 )
+from treadle.queue.worker_view import Budget, Get, WorkerView, write_error
 
 log = logging.getLogger("treadle.queue.manager")
 
@@ -147,7 +147,7 @@ class _Attempt:
 
     __slots__ = ("worker", "box", "uncached", "outputs", "gets_left", "got_result", "started", "error")
 
-    def __init__(self, worker: _Worker, box: dict[str, int]) -> None:
+    def __init__(self, worker: WorkerView, box: dict[str, int]) -> None:
         self.worker = worker
         self.box = box
         self.uncached: list[str] = []  # cache names to unlink when the task is done
@@ -157,224 +157,6 @@ class _Attempt:
         self.started = time.time()
         # an output this manager could not write (disk full, permissions): fails the task
         self.error: str | None = None
-
-
-class _Get:
-    """A pending ``get``: where its reply goes and what it found."""
-
-    __slots__ = ("name", "local", "done", "missing", "nbytes", "error")
-
-    def __init__(self, name: str, local: str, done: Callable[[_Get], None]) -> None:
-        self.name = name
-        self.local = local
-        self.done = done
-        self.missing = False
-        self.nbytes = 0
-        self.error: str | None = None  # a local write failed: the reason, with the path
-
-
-class _Budget:
-    """Bytes the manager may still buffer for all connections together."""
-
-    __slots__ = ("left",)
-
-    def __init__(self, total: int) -> None:
-        self.left = total
-
-
-class _Worker:
-    """The manager's view of one connected worker."""
-
-    def __init__(self, seq: int, link: Link, addrport: str, budget: _Budget) -> None:
-        self.seq = seq
-        self.link = link
-        self.addrport = addrport
-        self.host = addrport.rsplit(":", 1)[0]
-        self.hostname = "unknown"
-        self.os = "unknown"
-        self.arch = "unknown"
-        self.version = "unknown"
-        self.worker_id = ""
-        self.treadle = False
-        self.features: set[str] = set()
-        self.total: dict[str, int] = {r: 0 for r in res.NAMES}
-        self.largest: dict[str, int] = {r: 0 for r in res.NAMES}
-        self.smallest: dict[str, int] = {r: 0 for r in res.NAMES}
-        self.slots = 0  # the `workers` resource
-        self.inuse: dict[str, int] = {r: 0 for r in res.NAMES}
-        self.seen_tag = False
-        self.seen_end_time = False
-        self.end_time = 0.0
-        self.draining = False
-        self.tasks: dict[int, Task] = {}
-        # ids of tasks killed while running: their result may still be on its way
-        self.killed: set[int] = set()
-        self.cache: dict[str, tuple[str, int]] = {}  # content key -> (cache name, bytes)
-        self.results_pending = False  # available_results seen, send_results not yet sent
-        self.results_requested = False
-        self.last_recv = time.monotonic()
-        self.check_sent = 0.0
-        self.recv_since_check = True
-        self.joined = time.time()
-        self.tasks_complete = 0
-        self.bytes_sent = 0
-        self.bytes_received = 0
-        self.replies: collections.deque[_Get | str] = collections.deque()  # mirrors the protocol's pending replies
-        self._payload: Any = None  # what the Data events after a header go to
-        self._payload_kind = ""
-        self._payload_head: Any = None
-        self._payload_size = 0
-        self._truncated = False
-        self.budget = budget  # task output in flight, shared by every connection
-        self.on_result: Callable[..., None] = lambda *a: None
-
-    # ------------------------------------------------ replies and their payloads
-    def request_get(self, get: _Get) -> None:
-        self.replies.append(get)
-        self.link.send(wp.Get(get.name, 1))
-
-    def request_results(self) -> None:
-        self.replies.append("results")
-        self.link.send(wp.SendResults(-1))
-
-    def reply_end(self) -> None:
-        head = self.replies.popleft()
-        if isinstance(head, _Get):
-            head.done(head)
-        elif self.results_pending:
-            self.results_pending = False
-            self.request_results()
-        else:
-            self.results_requested = False
-
-    def _local_for(self, path: str) -> tuple[_Get, str]:
-        get = self.replies[0]
-        assert isinstance(get, _Get)  # the protocol checked that a get is pending
-        return get, get.local + path[len(get.name):]
-
-    def begin_result(self, ev: wp.Result, keep: bool) -> None:
-        """A result's output follows: kept for a task running here, else dropped as it streams."""
-        self._payload_kind, self._payload_head = "result", ev
-        self._payload = io.BytesIO() if keep else None
-        self._truncated = False
-
-    def begin_update(self, sink: BinaryIO | None, att: _Attempt | None) -> None:
-        """New bytes of a watched output follow: written through ``sink`` (None: dropped)."""
-        self._payload_kind, self._payload_head, self._payload = "update", att, sink
-
-    def begin_file(self, ev: wp.FileReply) -> None:
-        get, local = self._local_for(ev.path)
-        self._payload_kind, self._payload_head = "file", get
-        self._payload_size = ev.size
-        self._payload = None
-        try:
-            parent = os.path.dirname(local)
-            if parent:
-                os.makedirs(parent, exist_ok=True)
-            if os.path.isdir(local) and not os.path.islink(local):
-                import shutil
-
-                shutil.rmtree(local)
-            self._payload = open(local, "wb")  # noqa: SIM115 - closed at EndOfData
-        except OSError as e:
-            get.error = _write_error(local, e)
-
-    def get_dir(self, path: str) -> None:
-        get, local = self._local_for(path)
-        try:
-            if os.path.lexists(local) and not os.path.isdir(local):
-                os.unlink(local)
-            os.makedirs(local, exist_ok=True)
-        except OSError as e:
-            get.error = _write_error(local, e)
-
-    def get_missing(self, path: str) -> None:
-        get, _ = self._local_for(path)
-        get.missing = True
-
-    def payload(self, data: bytes) -> None:
-        sink = self._payload
-        if sink is None:
-            return  # dropped as it streams: output for no task of ours is never held
-        if self._payload_kind == "result":
-            room = min(len(data), MAX_OUTPUT_BYTES - sink.tell(), self.budget.left)
-            if room < len(data):
-                self._truncated = True
-                data = data[: max(0, room)]
-            sink.write(data)
-            self.budget.left -= len(data)
-            return
-        try:
-            sink.write(data)
-        except OSError as e:
-            self._write_failed(e)
-
-    def _write_failed(self, e: OSError) -> None:
-        """A local write failed (a full disk...): the task fails, not the worker.
-
-        The rest of the payload is read and dropped, so the stream stays in step; a
-        half-written file of a get reply is removed, as the reference does.
-        """
-        sink, self._payload = self._payload, None
-        try:
-            sink.close()
-        except OSError:
-            pass
-        if self._payload_kind == "file":
-            try:
-                os.unlink(sink.name)
-            except OSError:
-                pass
-        if self._payload_head is not None:
-            self._payload_head.error = _write_error(sink.name, e)
-
-    def payload_end(self) -> None:
-        kind, head, sink = self._payload_kind, self._payload_head, self._payload
-        if kind == "result":
-            self._payload_kind, self._payload_head, self._payload = "", None, None
-            if sink is not None:
-                output = sink.getvalue()  # BytesIO hands over its buffer: no second copy
-                self.budget.left += len(output)
-                self.on_result(self, head.status, head.exit_code, output, self._truncated, head.usec, head.task_id)
-            return
-        if sink is not None:
-            try:
-                sink.close()  # a full disk may show only here, when the last bytes are flushed
-            except OSError as e:
-                self._write_failed(e)
-        self._payload_kind, self._payload_head, self._payload = "", None, None
-        if kind == "file":
-            head.nbytes += self._payload_size
-
-    def closing(self) -> None:
-        """Release what a half-received payload holds when the connection ends."""
-        sink = self._payload
-        if self._payload_kind == "result" and sink is not None:
-            self.budget.left += sink.tell()
-        elif sink is not None:
-            try:
-                sink.close()
-            except OSError:
-                pass  # the task goes back to the queue with its worker anyway
-        self._payload_kind, self._payload_head, self._payload = "", None, None
-
-    @property
-    def ready(self) -> bool:
-        """As the reference manager does: no task before `resource tag` and `info worker-end-time`."""
-        return self.seen_tag and self.seen_end_time
-
-    def has_room(self) -> bool:
-        return self.inuse["cores"] < self.total["cores"] or self.inuse["gpus"] < self.total["gpus"] or (
-            self.total["cores"] == 0 and self.total["gpus"] == 0
-        )
-
-
-def _write_error(path: str, e: OSError) -> str:
-    """The reason a task fails when its output cannot be written here; logged once."""
-    where = f" ({e.filename})" if e.filename and e.filename != path else ""
-    reason = f"cannot write output {path}: {e.strerror or e}{where}"
-    log.warning("%s", reason)
-    return reason
 
 
 def _read_password(password: bytes | str | None, password_file: str | None) -> bytes | None:
@@ -441,7 +223,7 @@ class Manager:
         self._tasks: dict[int, Task] = {}
         self._orders: dict[int, int] = {}  # task id -> place in the ready heap
         self._ready: ReadyQueue[Task] = ReadyQueue(lifo=lifo)
-        self._workers: dict[int, _Worker] = {}
+        self._workers: dict[int, WorkerView] = {}
         self._worker_seq = itertools.count(1)
         self._categories: dict[str, CategoryConfig] = {}
         self._blocked: dict[str, float | None] = {}
@@ -450,7 +232,7 @@ class Manager:
         self._flush_kick = False
         self._dirty: list[Link] = []
         self._waiting_sum = {r: 0 for r in res.NAMES}
-        self._output_budget = _Budget(MAX_OUTPUT_IN_FLIGHT)
+        self._output_budget = Budget(MAX_OUTPUT_IN_FLIGHT)
         self._feature_bytes = 0  # of every connected worker's features
         self._counts = collections.Counter()
         self._bytes_sent = 0
@@ -909,7 +691,7 @@ class Manager:
             declared = {r: (v if v is not None else fill.get(r)) for r, v in declared.items()}
         return declared, cat.min or None
 
-    def _place(self, task: Task, workers: list[_Worker]) -> bool | None:
+    def _place(self, task: Task, workers: list[WorkerView]) -> bool | None:
         """Send ``task`` to the best fitting worker: True if sent, None if none fits, False if it ended."""
         declared, minimum = self._effective_request(task)
         now = time.time()
@@ -926,7 +708,7 @@ class Manager:
         if avoid and all(x.addrport in avoid for x in self._workers.values() if x.ready):
             avoid = set()  # nowhere else to go: a worker it failed on beats none
 
-        def fits(w: _Worker) -> bool:
+        def fits(w: WorkerView) -> bool:
             if w.link._closed or w.addrport in avoid:
                 return False
             if task.features and not set(task.features) <= w.features:
@@ -941,7 +723,7 @@ class Manager:
             boxes[w.seq] = b
             return True
 
-        def cached(w: _Worker) -> int:
+        def cached(w: WorkerView) -> int:
             return sum(i.size for i in items if i.key is not None and i.key in w.cache)
 
         worker = choose_worker(workers, fits, cached) if items else _first(workers, fits)
@@ -972,7 +754,7 @@ class Manager:
             return False
         return True
 
-    def _dispatch(self, task: Task, w: _Worker, box: dict[str, int], items: list[CacheItem]) -> None:
+    def _dispatch(self, task: Task, w: WorkerView, box: dict[str, int], items: list[CacheItem]) -> None:
         att = _Attempt(w, box)
         task._attempt = att  # type: ignore[attr-defined]
         task.attempts += 1
@@ -1015,7 +797,7 @@ class Manager:
         if self._txn is not None:
             self._log_txn(f"TASK {task.id} RUNNING {w.addrport} {json.dumps(box)}")
 
-    def _send_item(self, w: _Worker, item: CacheItem) -> None:
+    def _send_item(self, w: WorkerView, item: CacheItem) -> None:
         """Put one input in the worker's cache, before the task that needs it (a reference worker drops the connection otherwise)."""
         spec = item.spec
         link = w.link
@@ -1057,10 +839,10 @@ class Manager:
                 link.send(wp.Put(e.name, st.st_size, st.st_mode & 0o777))
                 link.send_file(e.path, 0, st.st_size)
 
-    def _kill_and_unlink(self, w: _Worker, tid: int, names: Iterable[str]) -> None:
+    def _kill_and_unlink(self, w: WorkerView, tid: int, names: Iterable[str]) -> None:
         w.link.send(wp.Kill(tid), *(wp.Unlink(n) for n in names))
 
-    def _kill_running(self, w: _Worker, tid: int, names: Iterable[str]) -> None:
+    def _kill_running(self, w: WorkerView, tid: int, names: Iterable[str]) -> None:
         """Kill a task that is still running.
 
         The reference worker stalls up to 3 s on such a ``kill``
@@ -1076,7 +858,7 @@ class Manager:
             w.link.hold(REFERENCE_KILL_STALL)
 
     # ================================================================ results
-    def _on_result(self, w: _Worker, status: int, exit_code: int, output: bytes, truncated: bool, usec: int, tid: int) -> None:
+    def _on_result(self, w: WorkerView, status: int, exit_code: int, output: bytes, truncated: bool, usec: int, tid: int) -> None:
         task = w.tasks.get(tid)
         att = getattr(task, "_attempt", None) if task is not None else None
         if task is None or att is None or att.worker is not w or att.got_result:
@@ -1126,14 +908,14 @@ class Manager:
             if spec.when == "success" and not ok or spec.when == "failure" and ok:
                 continue
             att.gets_left += 1
-            w.request_get(_Get(oname, spec.local or spec.remote, self._make_get_done(w, task, spec, oname)))
+            w.request_get(Get(oname, spec.local or spec.remote, self._make_get_done(w, task, spec, oname)))
         self._kill_and_unlink(w, tid, list(att.uncached) + [o for s, o in att.outputs if not s.cache])
         if att.gets_left == 0:
             self._retrieved(w, task)
         self._kick_schedule()
 
-    def _make_get_done(self, w: _Worker, task: Task, spec: TaskFile, oname: str) -> Callable[[_Get], None]:
-        def done(get: _Get) -> None:
+    def _make_get_done(self, w: WorkerView, task: Task, spec: TaskFile, oname: str) -> Callable[[Get], None]:
+        def done(get: Get) -> None:
             task.bytes_received += get.nbytes
             att = task._attempt  # type: ignore[attr-defined]
             if att is None:
@@ -1153,7 +935,7 @@ class Manager:
 
         return done
 
-    def _retrieved(self, w: _Worker, task: Task) -> None:
+    def _retrieved(self, w: WorkerView, task: Task) -> None:
         w.tasks.pop(task.id, None)
         w.tasks_complete += 1
         error = task._attempt.error  # type: ignore[attr-defined]
@@ -1219,7 +1001,7 @@ class Manager:
         if greeting is None:
             await link.close(flush=True)
             return
-        w = _Worker(next(self._worker_seq), link, addrport, self._output_budget)
+        w = WorkerView(next(self._worker_seq), link, addrport, self._output_budget)
         w.hostname, w.os, w.arch, w.version = greeting.hostname, greeting.os, greeting.arch, greeting.version
         w.on_result = self._on_result
         self._workers[w.seq] = w
@@ -1281,14 +1063,14 @@ class Manager:
                 log.warning("%s sent %r before its greeting; dropped", addrport, ev)
                 return None
 
-    def _sent_counter(self, w: _Worker) -> Callable[[int], None]:
+    def _sent_counter(self, w: WorkerView) -> Callable[[int], None]:
         def count(n: int) -> None:
             w.bytes_sent += n
             self._bytes_sent += n
 
         return count
 
-    def _received_counter(self, w: _Worker) -> Callable[[int], None]:
+    def _received_counter(self, w: WorkerView) -> Callable[[int], None]:
         def count(n: int) -> None:
             w.bytes_received += n
             self._bytes_received += n
@@ -1297,7 +1079,7 @@ class Manager:
 
         return count
 
-    def _on_event(self, w: _Worker, ev: wp.Event) -> None:
+    def _on_event(self, w: WorkerView, ev: wp.Event) -> None:
         """One event from a worker; async lines may come anywhere, also between the items of a reply."""
         t = type(ev)
         if t is wp.Data:
@@ -1342,7 +1124,7 @@ class Manager:
         else:
             raise wp.ProtocolError(f"unexpected {t.__name__} from a worker")
 
-    def _on_info(self, w: _Worker, key: str, value: str) -> None:
+    def _on_info(self, w: WorkerView, key: str, value: str) -> None:
         if key == "worker-end-time":
             try:
                 w.end_time = float(value)
@@ -1361,7 +1143,7 @@ class Manager:
             w.draining = True
             w.link.close_reason = key
 
-    def _output_wanted(self, w: _Worker, tid: int, what: str) -> bool:
+    def _output_wanted(self, w: WorkerView, tid: int, what: str) -> bool:
         """Whether the payload of a result or update for ``tid`` is for a task running on ``w``.
 
         A task killed there may still report (its payload is then dropped as it
@@ -1378,7 +1160,7 @@ class Manager:
             return False
         raise wp.ProtocolError(f"{what} for task {tid}, which this worker was not given")
 
-    def _begin_update(self, w: _Worker, ev: wp.Update) -> None:
+    def _begin_update(self, w: WorkerView, ev: wp.Update) -> None:
         """New bytes of a watched output go straight to its local file at their offset."""
         task = w.tasks.get(ev.task_id) if self._output_wanted(w, ev.task_id, "update") else None
         spec = None
@@ -1397,10 +1179,10 @@ class Manager:
             if sink is not None:
                 sink.close()
             sink = None
-            att.error = _write_error(spec.local, e)
+            att.error = write_error(spec.local, e)
         w.begin_update(sink, att)
 
-    def _add_feature(self, w: _Worker, name: str) -> None:
+    def _add_feature(self, w: WorkerView, name: str) -> None:
         """Remember a feature the worker offers, within what one peer and all together may hold."""
         if name in w.features:
             return
@@ -1411,7 +1193,7 @@ class Manager:
         w.features.add(name)
         self._feature_bytes += len(name)
 
-    def _remove_worker(self, w: _Worker, reason: str) -> None:
+    def _remove_worker(self, w: WorkerView, reason: str) -> None:
         """Every task of a lost worker goes back to the queue; its cache map is forgotten (a worker wipes its workspace on every disconnect)."""
         if self._workers.pop(w.seq, None) is None:
             return
@@ -1567,7 +1349,7 @@ class Manager:
         task._attempt = None  # type: ignore[attr-defined]
         self._kick_schedule()
 
-    def _fast_abort_check(self, w: _Worker, wall: float) -> None:
+    def _fast_abort_check(self, w: WorkerView, wall: float) -> None:
         for task in list(w.tasks.values()):
             att = task._attempt  # type: ignore[attr-defined]
             if att.got_result:
@@ -1812,7 +1594,7 @@ class Manager:
             out.append(d)
         return out
 
-    def _never_fits(self, task: Task, workers: list[_Worker]) -> str | None:
+    def _never_fits(self, task: Task, workers: list[WorkerView]) -> str | None:
         """Why none of ``workers`` can ever run ``task``, or None if one can (or none is
         connected: a bigger worker may yet come). A waiting task that asks more than any
         worker has waits silently forever otherwise; ``treadle status`` shows this."""
@@ -1937,7 +1719,7 @@ def _check_wire_limits(task: Task) -> None:
         raise UsageError(f"task {wp.quoted(task.command, 80)} cannot be sent to a worker: {why}") from None
 
 
-def _first(workers: Iterable[_Worker], fits: Callable[[_Worker], bool]) -> _Worker | None:
+def _first(workers: Iterable[WorkerView], fits: Callable[[WorkerView], bool]) -> WorkerView | None:
     for w in workers:
         if fits(w):
             return w

@@ -1,0 +1,247 @@
+"""The manager's view of one connected worker: what it offers, what runs there, and the replies it owes.
+
+A worker's replies come back in the order they were asked (``replies`` mirrors the
+protocol's queue of pending replies); their payloads are written here as they
+stream: a get reply to its local file, a result's output to memory within a budget
+shared by every connection, a watched output at its offset.
+"""
+
+from __future__ import annotations
+
+import collections
+import io
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable
+from typing import Any, BinaryIO, Protocol
+
+from treadle.queue import protocol as wp
+from treadle.queue import resources as res
+from treadle.queue.link import Link
+from treadle.queue.task import MAX_OUTPUT_BYTES, Task
+
+log = logging.getLogger("treadle.queue.manager")
+
+
+class _Failable(Protocol):
+    """What a payload's write failure is reported to (a get, or a task's attempt)."""
+
+    error: str | None
+
+
+class Get:
+    """A pending ``get``: where its reply goes and what it found."""
+
+    __slots__ = ("name", "local", "done", "missing", "nbytes", "error")
+
+    def __init__(self, name: str, local: str, done: Callable[[Get], None]) -> None:
+        self.name = name
+        self.local = local
+        self.done = done
+        self.missing = False
+        self.nbytes = 0
+        self.error: str | None = None  # a local write failed: the reason, with the path
+
+
+class Budget:
+    """Bytes the manager may still buffer for all connections together."""
+
+    __slots__ = ("left",)
+
+    def __init__(self, total: int) -> None:
+        self.left = total
+
+
+class WorkerView:
+    """The manager's view of one connected worker."""
+
+    def __init__(self, seq: int, link: Link, addrport: str, budget: Budget) -> None:
+        self.seq = seq
+        self.link = link
+        self.addrport = addrport
+        self.host = addrport.rsplit(":", 1)[0]
+        self.hostname = "unknown"
+        self.os = "unknown"
+        self.arch = "unknown"
+        self.version = "unknown"
+        self.worker_id = ""
+        self.treadle = False
+        self.features: set[str] = set()
+        self.total: dict[str, int] = {r: 0 for r in res.NAMES}
+        self.largest: dict[str, int] = {r: 0 for r in res.NAMES}
+        self.smallest: dict[str, int] = {r: 0 for r in res.NAMES}
+        self.slots = 0  # the `workers` resource
+        self.inuse: dict[str, int] = {r: 0 for r in res.NAMES}
+        self.seen_tag = False
+        self.seen_end_time = False
+        self.end_time = 0.0
+        self.draining = False
+        self.tasks: dict[int, Task] = {}
+        # ids of tasks killed while running: their result may still be on its way
+        self.killed: set[int] = set()
+        self.cache: dict[str, tuple[str, int]] = {}  # content key -> (cache name, bytes)
+        self.results_pending = False  # available_results seen, send_results not yet sent
+        self.results_requested = False
+        self.last_recv = time.monotonic()
+        self.check_sent = 0.0
+        self.recv_since_check = True
+        self.joined = time.time()
+        self.tasks_complete = 0
+        self.bytes_sent = 0
+        self.bytes_received = 0
+        self.replies: collections.deque[Get | str] = collections.deque()  # mirrors the protocol's pending replies
+        self._payload: Any = None  # what the Data events after a header go to
+        self._payload_kind = ""
+        self._payload_head: Any = None
+        self._payload_size = 0
+        self._truncated = False
+        self.budget = budget  # task output in flight, shared by every connection
+        self.on_result: Callable[..., None] = lambda *a: None
+
+    # ------------------------------------------------ replies and their payloads
+    def request_get(self, get: Get) -> None:
+        self.replies.append(get)
+        self.link.send(wp.Get(get.name, 1))
+
+    def request_results(self) -> None:
+        self.replies.append("results")
+        self.link.send(wp.SendResults(-1))
+
+    def reply_end(self) -> None:
+        head = self.replies.popleft()
+        if isinstance(head, Get):
+            head.done(head)
+        elif self.results_pending:
+            self.results_pending = False
+            self.request_results()
+        else:
+            self.results_requested = False
+
+    def _local_for(self, path: str) -> tuple[Get, str]:
+        get = self.replies[0]
+        assert isinstance(get, Get)  # the protocol checked that a get is pending
+        return get, get.local + path[len(get.name):]
+
+    def begin_result(self, ev: wp.Result, keep: bool) -> None:
+        """A result's output follows: kept for a task running here, else dropped as it streams."""
+        self._payload_kind, self._payload_head = "result", ev
+        self._payload = io.BytesIO() if keep else None
+        self._truncated = False
+
+    def begin_update(self, sink: BinaryIO | None, att: _Failable | None) -> None:
+        """New bytes of a watched output follow: written through ``sink`` (None: dropped)."""
+        self._payload_kind, self._payload_head, self._payload = "update", att, sink
+
+    def begin_file(self, ev: wp.FileReply) -> None:
+        get, local = self._local_for(ev.path)
+        self._payload_kind, self._payload_head = "file", get
+        self._payload_size = ev.size
+        self._payload = None
+        try:
+            parent = os.path.dirname(local)
+            if parent:
+                os.makedirs(parent, exist_ok=True)
+            if os.path.isdir(local) and not os.path.islink(local):
+                shutil.rmtree(local)
+            self._payload = open(local, "wb")  # noqa: SIM115 - closed at EndOfData
+        except OSError as e:
+            get.error = write_error(local, e)
+
+    def get_dir(self, path: str) -> None:
+        get, local = self._local_for(path)
+        try:
+            if os.path.lexists(local) and not os.path.isdir(local):
+                os.unlink(local)
+            os.makedirs(local, exist_ok=True)
+        except OSError as e:
+            get.error = write_error(local, e)
+
+    def get_missing(self, path: str) -> None:
+        get, _ = self._local_for(path)
+        get.missing = True
+
+    def payload(self, data: bytes) -> None:
+        sink = self._payload
+        if sink is None:
+            return  # dropped as it streams: output for no task of ours is never held
+        if self._payload_kind == "result":
+            room = min(len(data), MAX_OUTPUT_BYTES - sink.tell(), self.budget.left)
+            if room < len(data):
+                self._truncated = True
+                data = data[: max(0, room)]
+            sink.write(data)
+            self.budget.left -= len(data)
+            return
+        try:
+            sink.write(data)
+        except OSError as e:
+            self._write_failed(e)
+
+    def _write_failed(self, e: OSError) -> None:
+        """A local write failed (a full disk...): the task fails, not the worker.
+
+        The rest of the payload is read and dropped, so the stream stays in step; a
+        half-written file of a get reply is removed, as the reference does.
+        """
+        sink, self._payload = self._payload, None
+        try:
+            sink.close()
+        except OSError:
+            pass
+        if self._payload_kind == "file":
+            try:
+                os.unlink(sink.name)
+            except OSError:
+                pass
+        if self._payload_head is not None:
+            self._payload_head.error = write_error(sink.name, e)
+
+    def payload_end(self) -> None:
+        kind, head, sink = self._payload_kind, self._payload_head, self._payload
+        if kind == "result":
+            self._payload_kind, self._payload_head, self._payload = "", None, None
+            if sink is not None:
+                output = sink.getvalue()  # BytesIO hands over its buffer: no second copy
+                self.budget.left += len(output)
+                self.on_result(self, head.status, head.exit_code, output, self._truncated, head.usec, head.task_id)
+            return
+        if sink is not None:
+            try:
+                sink.close()  # a full disk may show only here, when the last bytes are flushed
+            except OSError as e:
+                self._write_failed(e)
+        self._payload_kind, self._payload_head, self._payload = "", None, None
+        if kind == "file":
+            head.nbytes += self._payload_size
+
+    def closing(self) -> None:
+        """Release what a half-received payload holds when the connection ends."""
+        sink = self._payload
+        if self._payload_kind == "result" and sink is not None:
+            self.budget.left += sink.tell()
+        elif sink is not None:
+            try:
+                sink.close()
+            except OSError:
+                pass  # the task goes back to the queue with its worker anyway
+        self._payload_kind, self._payload_head, self._payload = "", None, None
+
+    @property
+    def ready(self) -> bool:
+        """As the reference manager does: no task before `resource tag` and `info worker-end-time`."""
+        return self.seen_tag and self.seen_end_time
+
+    def has_room(self) -> bool:
+        return self.inuse["cores"] < self.total["cores"] or self.inuse["gpus"] < self.total["gpus"] or (
+            self.total["cores"] == 0 and self.total["gpus"] == 0
+        )
+
+
+def write_error(path: str, e: OSError) -> str:
+    """The reason a task fails when its output cannot be written here; logged once."""
+    where = f" ({e.filename})" if e.filename and e.filename != path else ""
+    reason = f"cannot write output {path}: {e.strerror or e}{where}"
+    log.warning("%s", reason)
+    return reason
