@@ -21,13 +21,11 @@ when it is killed with SIGKILL (``spawn.Watchdog``).
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
 import os
 import platform
 import secrets
-import select
 import shutil
 import signal
 import socket
@@ -43,6 +41,7 @@ from dataclasses import dataclass, field
 from . import protocol as p
 from . import sandbox as sb
 from . import spawn
+from .worker_link import READ_SIZE, Dialer, Link, recv_to_file
 from .worker_options import (
     RESOURCE_NAMES,
     WorkerOptions,
@@ -71,7 +70,6 @@ FORSAKEN = int(p.ResultCode.FORSAKEN)
 TASK_MAX_RUN_TIME = int(p.ResultCode.TASK_MAX_RUN_TIME)
 WATCH = int(p.FileFlag.WATCH)  # stream this output while the task runs
 
-READ_SIZE = 1 << 20  # flow-control unit of the socket reader
 BULK_MIN = 4 << 20  # a put with more than this still to come is read in a thread
 WATCH_INTERVAL = 0.5  # seconds between two looks at WATCH outputs of running tasks
 USAGE_INTERVAL = 1.0  # seconds between two checks of disk and memory use (running tasks only)
@@ -192,12 +190,11 @@ class Worker:
         self._wake: asyncio.Event | None = None  # set by signals and the lifetime watch
         self._trash = 0
         self._watchdog: spawn.Watchdog | None = None  # kills our tasks if we die
-        self._where = ""  # the manager last reached, or why none was (see _connect)
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         _use_pidfd_child_watcher(loop)
-        self._wake = asyncio.Event()
+        wake = self._wake = asyncio.Event()
         for stale in sb.remove_stale_workspaces(os.path.dirname(self.ws.root)):
             log.info("removed %s, left by a worker that died", stale)
         try:
@@ -222,7 +219,8 @@ class Worker:
             loop.add_signal_handler(sig, self._on_signal, sig)
         watchers = [asyncio.ensure_future(self._watch_lifetime())]
         try:
-            return await self._connect_loop()
+            return await Dialer(self.opts, wake).keep_serving(
+                self._serve, lambda: self._stopping)
         finally:
             for w in watchers:
                 w.cancel()
@@ -233,116 +231,16 @@ class Worker:
             if self._watchdog is not None:
                 self._watchdog.close()
 
-    async def _connect_loop(self) -> int:
-        """Connect, serve, reconnect; the exit status once there is nothing left to do.
-
-        An unreachable manager is reported once per outage, not once per attempt:
-        a worker started before its manager (or outliving it) would otherwise fill
-        its batch job's log. A worker that served a manager which then went away
-        for good exits 0, as the reference worker does: the manager finished.
-        """
-        backoff = self.opts.min_backoff
-        give_up = time.monotonic() + self.opts.connect_timeout
-        served = False
-        told = False  # the user knows that no manager answers
-        while True:
-            if self._stopping:
-                return 0 if self._stopping == "wall_time" else 1
-            link = await self._connect()
-            if link is None:
-                if not told:
-                    print(f"worker: cannot reach manager {self._where}; retrying for up to "
-                          f"{self.opts.connect_timeout:g} s", file=sys.stderr, flush=True)
-                    told = True
-                if time.monotonic() >= give_up:
-                    if served:
-                        log.warning("the manager went away (none answered for %gs); exiting",
-                                    self.opts.connect_timeout)
-                        return 0
-                    log.warning("no manager reached within %gs; exiting",
-                                self.opts.connect_timeout)
-                    return 1
-                log.info("retrying in %gs", backoff)
-                await self._pause(backoff)
-                backoff = min(backoff * 2, self.opts.max_backoff)
-                continue
-            if told:
-                print(f"worker: connected to manager {self._where}", file=sys.stderr, flush=True)
-                told = False
-            served = True
-            began = time.monotonic()
-            session = _Session(self, link)
-            self._session = session
-            try:
-                reason = await session.serve()
-            finally:
-                self._session = None
-                await session.shutdown()
-                self.ws.wipe()
-            log.info("disconnected: %s", reason)
-            if reason in ("exit", "idle", "wall_time", "parent"):
-                return 0
-            if reason in ("vacate", "password", "exhausted"):
-                return 1
-            if self.opts.single_shot:
-                return 0
-            # a manager that drops us at once must not be hammered: back off unless the
-            # connection lasted a while
-            backoff = self.opts.min_backoff if time.monotonic() - began > 30 else \
-                min(backoff * 2, self.opts.max_backoff)
-            await self._pause(backoff)
-            give_up = time.monotonic() + self.opts.connect_timeout
-
-    async def _pause(self, seconds: float) -> None:
-        """Sleep, but wake at once for a signal or the end of the wall time."""
-        assert self._wake is not None
+    async def _serve(self, link: Link) -> str:
+        """Serve one connection; why it ended. The workspace is wiped after it."""
+        session = _Session(self, link)
+        self._session = session
         try:
-            await asyncio.wait_for(self._wake.wait(), seconds)
-        except asyncio.TimeoutError:  # noqa: UP041 - not the builtin before 3.11
-            pass
-
-    async def _connect(self):
-        """A link to the first manager that answers, or None; ``_where`` says which
-        address was reached, or why none was."""
-        addresses = await self._manager_addresses()
-        if not addresses:
-            self._where = f"matching {self.opts.project!r} (none in the catalog)"
-        for host, port in addresses:
-            try:
-                tls = {"ssl": self._tls_context(), "server_hostname": host} if self.opts.tls \
-                    else {}
-                _, link = await asyncio.wait_for(
-                    asyncio.get_running_loop().create_connection(_Link, host, port, **tls), 10)
-            except (asyncio.TimeoutError, OSError) as e:  # noqa: UP041 - 3.8 has its own
-                tls_failed = type(e).__module__ == "ssl"  # say why, it will not heal itself
-                (log.warning if tls_failed else log.info)(
-                    "cannot connect to %s:%d: %s", host, port, e)
-                why = os.strerror(e.errno) if getattr(e, "errno", None) else str(e) or "timed out"
-                self._where = f"{host}:{port} ({why})"
-                continue
-            sock = link.transport.get_extra_info("socket")
-            if sock is not None:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            log.info("connected to %s:%d", host, port)
-            self._where = f"{host}:{port}"
-            return link
-        return None
-
-    def _tls_context(self):
-        import ssl  # only TLS users pay for importing it
-
-        return ssl.create_default_context(cafile=self.opts.tls_ca)
-
-    async def _manager_addresses(self) -> list:
-        if not self.opts.project:
-            return self.opts.managers
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(None, find_managers, self.opts.catalog,
-                                              self.opts.project)
-        except OSError as e:
-            log.info("catalog query failed: %s", e)
-            return []
+            return await session.serve()
+        finally:
+            self._session = None
+            await session.shutdown()
+            self.ws.wipe()
 
     def _on_signal(self, sig: int) -> None:
         self._stopping = "vacate"
@@ -412,35 +310,6 @@ class Worker:
             sb.remove(path)
             return
         asyncio.get_running_loop().run_in_executor(None, sb.remove, spare)
-
-
-def _recv_to_file(sock_fd: int, fd: int, size: int) -> bool:
-    """Copy exactly ``size`` bytes from a non-blocking socket to ``fd`` (runs in a thread).
-
-    Returns False if writing failed (the bytes are still consumed, to keep the
-    framing); raises ConnectionError if the peer closes or stalls for an hour.
-    """
-    buf = bytearray(min(size, READ_SIZE))
-    view = memoryview(buf)
-    ok = True
-    while size:
-        try:
-            n = os.readv(sock_fd, [view[: min(size, len(buf))]])
-        except (BlockingIOError, InterruptedError):
-            if not select.select([sock_fd], [], [], 3600)[0]:
-                raise ConnectionResetError("manager stalled during a transfer") from None
-            continue
-        if n == 0:
-            raise ConnectionResetError("manager closed the connection during a transfer")
-        size -= n
-        if ok:
-            try:
-                part = view[:n]
-                while part:
-                    part = part[os.write(fd, part):]
-            except OSError:
-                ok = False
-    return ok
 
 
 def _task_stdio(out: int) -> list:
@@ -520,156 +389,10 @@ def memory_mb(groups: list) -> int:
     return total // (1 << 20)
 
 
-def find_managers(catalog: str | None, project: str) -> list:
-    """Managers whose project matches ``project`` in a catalog's JSON listing."""
-    import json
-    import re
-
-    host = catalog or os.environ.get("CATALOG_HOST")
-    if not host:
-        raise OSError("-M needs a catalog: give -C HOST:PORT or set CATALOG_HOST")
-    if ":" not in host:
-        host += ":9097"
-    with urllib.request.urlopen(f"http://{host}/query.json", timeout=10) as r:
-        records = json.loads(r.read(p.MAX_STATUS_REPLY).decode("utf-8", "replace"))
-    pattern = re.compile(project)
-    out = []
-    for rec in records if isinstance(records, list) else []:
-        if not isinstance(rec, dict) or rec.get("type") not in ("wq_master", "wq_manager"):
-            continue
-        if not pattern.fullmatch(str(rec.get("project", ""))):
-            continue
-        try:
-            port = int(rec["port"])
-        except (KeyError, ValueError, TypeError):
-            continue
-        for addr in [rec.get("address")] + [i.get("host") for i in rec.get(
-                "network_interfaces", []) if isinstance(i, dict)] + [rec.get("name")]:
-            if addr:
-                out.append((str(addr), port))
-    return out
-
-
-class _Link(asyncio.Protocol):
-    """The socket as chunks of bytes, without StreamReader's extra buffer copy.
-
-    Bulk payloads pass from the transport to the protocol module and on to
-    ``os.write`` as the very bytes objects the socket returned.
-    """
-
-    HIGH_WATER = 4 * READ_SIZE  # stop reading from the socket above this much unread
-
-    def __init__(self) -> None:
-        self.transport: asyncio.Transport = None  # type: ignore[assignment]
-        self._chunks: collections.deque = collections.deque()
-        self._unread = 0
-        self._eof = False
-        self._reading_paused = False
-        self._readable: asyncio.Future | None = None
-        self._writable: asyncio.Future | None = None
-        self._out: list = []
-        self._flush_due = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        self._chunks.append(data)
-        self._unread += len(data)
-        if self._unread > self.HIGH_WATER and not self._reading_paused:
-            self._reading_paused = True
-            self.transport.pause_reading()
-        self._wake_reader()
-
-    def eof_received(self) -> bool:
-        self._eof = True
-        self._wake_reader()
-        return False
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._eof = True
-        self._wake_reader()
-        if self._writable is not None and not self._writable.done():
-            self._writable.set_result(None)
-
-    def pause_writing(self) -> None:
-        if self._writable is None or self._writable.done():
-            self._writable = asyncio.get_running_loop().create_future()
-
-    def resume_writing(self) -> None:
-        if self._writable is not None and not self._writable.done():
-            self._writable.set_result(None)
-
-    def _wake_reader(self) -> None:
-        if self._readable is not None and not self._readable.done():
-            self._readable.set_result(None)
-
-    def take_all(self) -> list:
-        """Every chunk received and not read yet."""
-        chunks = list(self._chunks)
-        self._chunks.clear()
-        self._unread = 0
-        return chunks
-
-    async def read(self) -> bytes:
-        """The next chunk received, or b"" at end of file."""
-        while not self._chunks:
-            if self._eof:
-                return b""
-            self._readable = asyncio.get_running_loop().create_future()
-            await self._readable
-        data = self._chunks.popleft()
-        self._unread -= len(data)
-        if self._reading_paused and self._unread <= self.HIGH_WATER // 2:
-            self._reading_paused = False
-            self.transport.resume_reading()
-        return data
-
-    def write(self, data: bytes) -> None:
-        """Queue bytes; ``drain`` (or ``close``) sends them, several lines per syscall."""
-        if self.transport.is_closing():
-            raise ConnectionResetError("connection closed")
-        self._out.append(data)
-
-    def flush(self) -> None:
-        self._flush_due = False
-        if self._out and not self.transport.is_closing():
-            self.transport.write(b"".join(self._out))
-        self._out.clear()
-
-    def flush_soon(self, delay: float = 0.0) -> None:
-        """Send the queued bytes once this turn of the event loop is over (or after
-        ``delay`` seconds, unless something sends them earlier).
-
-        Lines written in one turn (several tasks starting or ending at once) then
-        leave in one segment instead of one system call each.
-        """
-        if delay:
-            asyncio.get_running_loop().call_later(delay, self._flush_if_due)
-        elif not self._flush_due:
-            self._flush_due = True
-            asyncio.get_running_loop().call_soon(self.flush)
-
-    def _flush_if_due(self) -> None:
-        if self._out and not self._flush_due:
-            self.flush()
-
-    async def drain(self) -> None:
-        self.flush()
-        if self.transport.is_closing():
-            raise ConnectionResetError("connection closed")
-        if self._writable is not None and not self._writable.done():
-            await self._writable
-
-    def close(self) -> None:
-        self.flush()
-        self.transport.close()
-
-
 class _Session:
     """One connection to a manager: its protocol state, tasks and watchdogs."""
 
-    def __init__(self, worker: Worker, link: _Link) -> None:
+    def __init__(self, worker: Worker, link: Link) -> None:
         self.w = worker
         self.ws = worker.ws
         self.link = link
@@ -757,7 +480,7 @@ class _Session:
                 return
             sock = self.link.transport.get_extra_info("socket")
             loop = asyncio.get_running_loop()
-            got = await loop.run_in_executor(None, _recv_to_file, sock.fileno(),
+            got = await loop.run_in_executor(None, recv_to_file, sock.fileno(),
                                              self._put_fd, left)
             self.conn.payload_received(left)
             if not got:
