@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import threading
+from typing import Any
 
 import click
 
@@ -55,7 +56,7 @@ def command(batch_type: str, min_workers: int | None, max_workers: int | None,
         ((host, port),) = parse_address(list(address))
     except (WorkerUsageError, ValueError) as e:
         raise UsageError(f"factory: {e or 'give one manager as HOST PORT'}") from None
-    given = {"min_workers": min_workers, "max_workers": max_workers,
+    given: dict[str, Any] = {"min_workers": min_workers, "max_workers": max_workers,
              "worker_timeout": worker_timeout, "interval": interval}
     config = FactoryConfig(host=host, port=port, password_file=password_file, cores=cores,
                            memory=memory, disk=disk, gpus=gpus, workdir=workdir, tls_ca=tls_ca,

@@ -32,7 +32,7 @@ def command(host: str | None, port: int | None, as_json: bool, catalog: str | No
         if ":" in host:
             host, _, p = host.rpartition(":")
             try:
-                port = MANAGER_PORT.convert(p, None, None)
+                port = MANAGER_PORT(p)
             except click.BadParameter as e:
                 raise click.BadParameter(e.message, param_hint="'PORT'") from None
         else:

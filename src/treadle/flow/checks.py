@@ -29,7 +29,7 @@ def find_cycle(wf: Workflow) -> ParseError | None:
     deps: list[list[tuple[str, int]] | None] = [None] * len(rules)
     any_edge = False
     for i, r in enumerate(rules):
-        edges = None
+        edges: list[tuple[str, int]] | None = None
         for s in r.sources:
             p = producer.get(s)
             if p is not None:

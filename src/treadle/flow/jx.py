@@ -20,7 +20,7 @@ import os
 import re
 from collections.abc import Callable
 
-from treadle.flow.lexer import excerpt
+from treadle.flow.lexer import excerpt, match_run
 
 MAX_RANGE = 10_000_000  # elements; a typo like range(1e12) must fail, not fill the memory
 MAX_PARSE_DEPTH = 400  # grammar levels on the parser's stack (about 55 nested brackets)
@@ -132,7 +132,7 @@ def _read_string(text: str, pos: int, line: int, col: int) -> tuple[str, int]:
     n = len(text)
     column_base = col - (pos - 1)  # a string stays on one line: column = offset + column_base
     while True:
-        m = _STRING_BODY.match(text, pos)
+        m = match_run(_STRING_BODY, text, pos)
         out.append(m.group())
         pos = m.end()
         if pos >= n:
@@ -164,6 +164,8 @@ class Node:
     """An expression; ``ev(ctx)`` gives its value."""
 
     __slots__ = ("line", "col")
+    line: int
+    col: int
 
     def fail(self, message: str) -> JXError:
         return JXError(message, self.line, self.col)

@@ -39,6 +39,13 @@ _DQ_RUN = re.compile(r'[^"\\$]*')
 _BLANKS = re.compile(r"[ \t]*")
 
 
+def match_run(pattern: re.Pattern[str], text: str, pos: int) -> re.Match[str]:
+    """The run of ``pattern`` at ``pos``: a pattern ending in ``*`` always matches (maybe empty)."""
+    m = pattern.match(text, pos)
+    assert m is not None, pattern.pattern
+    return m
+
+
 def excerpt(text: str) -> str:
     """``text`` as an error message may quote it: at most ``MAX_QUOTE`` characters, saying what was cut.
 
@@ -129,7 +136,7 @@ class Lexer:
 
     # ------------------------------------------------------------ small pieces
     def skip_blanks(self) -> int:
-        m = _BLANKS.match(self.text, self.pos)
+        m = match_run(_BLANKS, self.text, self.pos)
         n = m.end() - self.pos
         self.pos = m.end()
         return n
@@ -144,7 +151,7 @@ class Lexer:
 
     def syntax_name(self) -> str:
         """A variable or keyword name; empty is an error."""
-        m = _SYNTAX_RUN.match(self.text, self.pos)
+        m = match_run(_SYNTAX_RUN, self.text, self.pos)
         if m.end() == self.pos:
             raise self.error("Expecting a keyword or a variable name.")
         self.pos = m.end()
@@ -225,7 +232,7 @@ class Lexer:
                     raise self.error("Value is too long.", at)
                 out.append(v)
             else:
-                m = _DQ_RUN.match(text, self.pos)
+                m = match_run(_DQ_RUN, text, self.pos)
                 out.append(m.group())
                 self.pos = m.end()
         if keep_quotes:
@@ -285,7 +292,7 @@ class Lexer:
                 else:
                     raise self.error("Expecting a filename.")
             else:
-                m = _NAME_RUN.match(text, self.pos)
+                m = match_run(_NAME_RUN, text, self.pos)
                 if m.end() == self.pos:  # the 0x1A byte
                     raise self.error("Expecting a filename.")
                 out.append(m.group())
@@ -335,7 +342,7 @@ class Lexer:
         n = len(text)
         parts = []
         while self.pos < n:
-            m = _COMMAND_RUN.match(text, self.pos)
+            m = match_run(_COMMAND_RUN, text, self.pos)
             if m.end() > self.pos:
                 parts.append(m.group())
                 self.pos = m.end()
@@ -392,7 +399,7 @@ class Lexer:
                 self.skip_blanks()
                 piece = text[start : self.pos]
             else:
-                m = _VALUE_RUN.match(text, self.pos)
+                m = match_run(_VALUE_RUN, text, self.pos)
                 piece = m.group()
                 self.pos = m.end()
             size += len(piece)

@@ -565,6 +565,7 @@ class MakeParser:
 
     def _finish_rule(self, command: str, local: bool, workflow: str | None = None) -> None:
         p = self.pending
+        assert p is not None, "a rule's command line follows its dependency line"
         self.pending = None
         rid = len(self.wf.rules)
         locs = p.locals
@@ -642,8 +643,8 @@ class MakeParser:
                         declared[field] = parse_metric(env)
             wf.category(cat).resources = Resources(**declared)
         for name, attr in (("MAKEFLOW_INPUTS", "inputs"), ("MAKEFLOW_OUTPUTS", "outputs")):
-            var = default.get(name)
-            value = var.values[-1] if var is not None else self.environ.get(name)
+            entry = default.get(name)
+            value = entry.values[-1] if entry is not None else self.environ.get(name)
             if value is not None:
                 setattr(wf, attr, tuple(split_names(value)))
         self._environments()
@@ -913,6 +914,7 @@ class _JXBuilder:
                     raise self.error(f"rule {rid}: args must be an object", spec)
                 args_path = f"{workflow}.{rid}.args"
                 self.args_files.append((args_path, args, spec))
+        assert command is not None  # exactly one of command and workflow, checked above
         local = spec.get("local_job", False)
         if not isinstance(local, bool):
             raise self.error(f"rule {rid}: local_job must be true or false", spec)

@@ -84,6 +84,10 @@ def _when(flags: int | None) -> str:
     return "always"
 
 
+# Where the manager's Task keeps its output bytes (a slot), under the text property below.
+_OUTPUT_SLOT: Any = _Task.__dict__["output"]
+
+
 class Task(_Task):
     """``work_queue.Task``: a treadle Task with the reference's ``specify_*`` methods."""
 
@@ -203,18 +207,18 @@ class Task(_Task):
             raise UsageError("URL outputs are not supported")
         self.add_input_url(url, remote_name, cache=_cache(flags, cache))
 
-    @property  # type: ignore[override]
+    @property  # type: ignore[override]  # text here, where the manager's Task holds bytes
     def output(self) -> str:
         """The task's standard output as text, as the reference binding's SWIG layer decodes it.
 
         The manager stores bytes; undecodable bytes survive as surrogate escapes, so
         ``t.output.encode("utf-8", "surrogateescape")`` gives them back exactly.
         """
-        return _Task.output.__get__(self).decode("utf-8", "surrogateescape")  # type: ignore[attr-defined]
+        return _OUTPUT_SLOT.__get__(self).decode("utf-8", "surrogateescape")
 
     @output.setter
     def output(self, data: bytes) -> None:
-        _Task.output.__set__(self, data)  # type: ignore[attr-defined]
+        _OUTPUT_SLOT.__set__(self, data)
 
     @property
     def std_output(self) -> str:

@@ -68,7 +68,7 @@ def fits(
 ) -> bool:
     """Whether ``request`` fits next to ``inuse`` (cores, memory, gpus may be overcommitted; disk never)."""
     for r in NAMES:
-        limit = total.get(r, 0)
+        limit: float = total.get(r, 0)
         if r != "disk":
             limit = limit * overcommit
         if inuse.get(r, 0) + request.get(r, 0) > limit:

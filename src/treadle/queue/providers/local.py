@@ -20,17 +20,17 @@ class LocalProvider:
         self._procs: dict[str, subprocess.Popen] = {}
 
     def submit(self, worker_args: Sequence[str]) -> str:
-        stderr = subprocess.DEVNULL
+        log = None
         if self._log_dir:
-            stderr = open(os.path.join(self._log_dir, f"worker-{len(self._procs)}.log"), "ab")
+            log = open(os.path.join(self._log_dir, f"worker-{len(self._procs)}.log"), "ab")
         try:
             proc = subprocess.Popen(
                 [self._python, "-m", "treadle", "worker", *worker_args],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
-                start_new_session=True)
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL if log is None else log, start_new_session=True)
         finally:
-            if stderr is not subprocess.DEVNULL:
-                stderr.close()
+            if log is not None:
+                log.close()
         job = str(proc.pid)
         self._procs[job] = proc
         return job
