@@ -13,10 +13,11 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
+from treadle.errors import WeaverError
 from treadle.weave import context
-from treadle.weave.context import error, user_site
 from treadle.weave.dagwriter import Grouper
 from treadle.weave.datasets import Dataset
+from treadle.weave.diagnostics import error, user_site
 from treadle.weave.files import File, MakeFile, file_list, flatten
 from treadle.weave.functions import Function, ParseFunction, ScriptFunction, output_path
 from treadle.weave.generated import MAPPER_MAIN, PARTITIONER, REDUCER_MAIN
@@ -88,7 +89,7 @@ class Abstraction(Dataset):
             outputs = [f.abspath for f in self._generate()]
             self.sink.close()
             self._outputs = outputs
-        except context.WeaverError as e:
+        except WeaverError as e:
             if getattr(e, "site", None) is None:
                 e.site = self.site  # type: ignore[attr-defined]
             raise

@@ -75,7 +75,7 @@ def compile_script(path: str, arguments: list[str], output: str | None, config: 
     context.reset()
     script = Script(path, arguments, sandbox, options, config)
     script.display = path
-    context.SCRIPTS.append(script)
+    context.push_script(script)
     root = Nest(sandbox, _root=True)
     script.root = root
     context.NESTS.append(root)

@@ -14,14 +14,12 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from treadle.errors import WeaverError
+from treadle.weave import diagnostics
 
 if TYPE_CHECKING:
     from treadle.weave.abstractions import Abstraction
     from treadle.weave.nest import Nest
     from treadle.weave.options import Options
-
-_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 log = logging.getLogger("treadle.weave")
 
@@ -75,6 +73,11 @@ class Script:
         self.writers: list[Any] = []  # every DagWriter, so a failed compile can clean up
 
     @property
+    def strict(self) -> bool:
+        """``-W``: warnings about this script are errors (what ``diagnostics.warn`` asks)."""
+        return self.config.strict
+
+    @property
     def directory(self) -> str:
         """The script's own directory (searched for executables and embedded databases)."""
         return os.path.dirname(self.path)
@@ -106,6 +109,13 @@ def reset() -> None:
     NESTS.clear()
     ABSTRACTIONS.clear()
     OPTIONS.clear()
+    diagnostics.attach(None)
+
+
+def push_script(script: Script) -> None:
+    """Make ``script`` the one being compiled, and the one diagnostics speak about."""
+    SCRIPTS.append(script)
+    diagnostics.attach(script)
 
 
 def CurrentScript() -> Script:  # noqa: N802 - the Weaver API's name
@@ -114,7 +124,7 @@ def CurrentScript() -> Script:  # noqa: N802 - the Weaver API's name
         from treadle.weave.nest import Nest
 
         script = Script()
-        SCRIPTS.append(script)
+        push_script(script)
         script.root = Nest(script.output_directory, _root=True)
         NESTS.append(script.root)
     return SCRIPTS[-1]
@@ -150,37 +160,3 @@ def CurrentOptions() -> Options:  # noqa: N802
     if script.options is not None:
         merged = merged.merged(script.options)
     return merged
-
-
-def user_site() -> str:
-    """``script.py:LINE`` of the innermost frame outside treadle (the user's call site)."""
-    frame = sys._getframe(1)
-    while frame is not None:
-        name = frame.f_code.co_filename
-        if not name.startswith(_PACKAGE_DIR) and not name.startswith("<"):
-            return f"{_display(name)}:{frame.f_lineno}"
-        frame = frame.f_back
-    return _display(CurrentScript().path) if SCRIPTS else "<weave>"
-
-
-def _display(filename: str) -> str:
-    if SCRIPTS and filename == SCRIPTS[-1].path:
-        return SCRIPTS[-1].display
-    return filename
-
-
-def warn(message: str, site: str | None = None) -> None:
-    """A warning about the user's script; an error under ``-W``."""
-    where = site or user_site()
-    if SCRIPTS and SCRIPTS[-1].config.strict:
-        err = WeaverError(f"{message} (a warning, made an error by -W)")
-        err.site = where  # type: ignore[attr-defined]
-        raise err
-    logging.getLogger("treadle.weave.user").warning("%s: warning: %s", where, message)
-
-
-def error(message: str, site: str | None = None) -> WeaverError:
-    """A ``WeaverError`` that remembers where in the script it belongs (``None``: find out)."""
-    err = WeaverError(message)
-    err.site = site  # type: ignore[attr-defined]
-    return err

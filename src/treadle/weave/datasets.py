@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from treadle.weave import context
-from treadle.weave.context import error, user_site, warn
+from treadle.weave.diagnostics import error, user_site, warn
 from treadle.weave.files import File
 from treadle.weave.filters import Cursor, Field, Filter, _check
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 
-from treadle.weave.context import error
+from treadle.weave.diagnostics import error
 from treadle.weave.task import Task
 
 SPECIAL_VARIABLES = frozenset(

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from treadle.weave import context
-from treadle.weave.context import error
+from treadle.weave.diagnostics import error
 
 if TYPE_CHECKING:
     from treadle.weave.nest import Nest

@@ -7,6 +7,8 @@ import operator
 from collections.abc import Callable
 from typing import Any
 
+from treadle.weave.diagnostics import error
+
 _HINT = "combine filters with And(...), Or(...) and Not(...), not with and/or/not or a < b < c"
 
 
@@ -146,8 +148,6 @@ class Not(Filter):
 
 def _check(f: Any) -> None:
     if not isinstance(f, Filter):
-        from treadle.weave.context import error
-
         raise error(f"expected a filter such as ds.c.size > 10, got {f!r}")
 
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from treadle.weave import context
-from treadle.weave.context import error, user_site
+from treadle.weave.diagnostics import error, user_site
 from treadle.weave.files import File, MakeFile, file_list, flatten
 from treadle.weave.pyfunc import python_function_script
 from treadle.weave.task import Task

@@ -8,7 +8,7 @@ import re
 from typing import Any
 
 from treadle.weave import context
-from treadle.weave.context import error
+from treadle.weave.diagnostics import error
 
 _UNITS = {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}
 _SIZE = re.compile(r"\s*(\d+(?:\.\d*)?)\s*(?:([KMGT])B?)?\s*", re.IGNORECASE)

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from treadle.weave.abstractions import Abstraction, Merge
-from treadle.weave.context import error
+from treadle.weave.diagnostics import error
 from treadle.weave.files import File, file_list
 from treadle.weave.functions import Function, ParseFunction, PythonFunction, output_path
 from treadle.weave.generated import BITWISE, CELL_MAIN, WAVEFRONT_ASSEMBLER

@@ -15,7 +15,7 @@ import types
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from treadle.weave.context import error, warn
+from treadle.weave.diagnostics import error, warn
 
 ALWAYS_IMPORTED = ("os", "sys")
 

@@ -14,8 +14,8 @@ from typing import Any
 
 from treadle.errors import require_extra
 from treadle.weave import context
-from treadle.weave.context import error
 from treadle.weave.datasets import Dataset, Query
+from treadle.weave.diagnostics import error
 from treadle.weave.files import File
 
 log = logging.getLogger("treadle.weave.data")

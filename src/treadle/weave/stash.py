@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from treadle.weave.context import error
+from treadle.weave.diagnostics import error
 
 PER_FOLDER = 16384
 FOLDERS = 16**3

@@ -8,7 +8,7 @@ import shlex
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from treadle.weave.context import error
+from treadle.weave.diagnostics import error
 
 _PLAIN = re.compile(r"[\w@%+=:,./-]+\Z")
 
