@@ -8,7 +8,6 @@ from treadle.weave.abstractions import Abstraction, Iterate, Map, MapReduce, Mer
 from treadle.weave.context import (
     CurrentAbstraction,
     CurrentNest,
-    CurrentOptions,
     CurrentScript,
     Script,
 )
@@ -25,7 +24,7 @@ from treadle.weave.functions import (
     SimpleFunction,
 )
 from treadle.weave.nest import Define, Export, Nest
-from treadle.weave.options import Options
+from treadle.weave.options import CurrentOptions, Options
 from treadle.weave.pairs import AllPairs, Wavefront
 from treadle.weave.sql import MySQLDataset, SQLDataSet, SQLDataset
 

@@ -21,7 +21,7 @@ from treadle.weave.diagnostics import error, user_site
 from treadle.weave.files import File, MakeFile, file_list, flatten
 from treadle.weave.functions import Function, ParseFunction, ScriptFunction, output_path
 from treadle.weave.generated import MAPPER_MAIN, PARTITIONER, REDUCER_MAIN
-from treadle.weave.options import Options
+from treadle.weave.options import CurrentOptions, Options
 from treadle.weave.pyfunc import script_source
 from treadle.weave.task import Task
 from treadle.weave.templates import format_output, is_template, join_words, quote
@@ -55,7 +55,7 @@ class Abstraction(Dataset):
         self.local = local
         self.environment = {str(k): str(v) for k, v in (environment or {}).items()}
         self.options = Options(local=local or None, collect=collect or None)
-        self.task_options = context.CurrentOptions()
+        self.task_options = CurrentOptions()
         self.sink: Any = None
         self.fixed_parts: dict[int, Any] = {}
         self.mode = "expanded"

@@ -147,16 +147,3 @@ def CurrentNest() -> Nest:  # noqa: N802
 def CurrentAbstraction() -> Abstraction | None:  # noqa: N802
     """The abstraction generating tasks right now, if any."""
     return ABSTRACTIONS[-1] if ABSTRACTIONS else None
-
-
-def CurrentOptions() -> Options:  # noqa: N802
-    """The innermost Options block merged with the script's -b options (which win)."""
-    from treadle.weave.options import Options
-
-    merged = Options()
-    for block in OPTIONS:
-        merged = merged.merged(block)
-    script = CurrentScript()
-    if script.options is not None:
-        merged = merged.merged(script.options)
-    return merged

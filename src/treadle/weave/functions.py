@@ -18,6 +18,7 @@ from typing import Any
 from treadle.weave import context
 from treadle.weave.diagnostics import error, user_site
 from treadle.weave.files import File, MakeFile, file_list, flatten
+from treadle.weave.options import CurrentOptions
 from treadle.weave.pyfunc import python_function_script
 from treadle.weave.task import Task
 from treadle.weave.templates import format_command, format_output, is_template, join_words, quote
@@ -153,7 +154,7 @@ class Function:
                collect: bool | None) -> tuple[dict[str, str], bool, bool, list[str], str, Any]:
         """What every task of this function (in this abstraction) shares."""
         script = context.CurrentScript()
-        options = abstraction.task_options if abstraction is not None else context.CurrentOptions()
+        options = abstraction.task_options if abstraction is not None else CurrentOptions()
         forced = script.options
         env = dict(self.environment)
         env.update({str(k): str(v) for k, v in options.environment.items()})

@@ -94,6 +94,17 @@ class Options:
     __str__ = __repr__
 
 
+def CurrentOptions() -> Options:  # noqa: N802 - the Weaver API's name
+    """The innermost Options block merged with the script's -b options (which win)."""
+    merged = Options()
+    for block in context.OPTIONS:
+        merged = merged.merged(block)
+    script = context.CurrentScript()
+    if script.options is not None:
+        merged = merged.merged(script.options)
+    return merged
+
+
 def parse_b_options(values: list[str]) -> Options:
     """``-b cpu=2,memory=1G`` (repeatable): a comma starts a new pair only before ``key=``."""
     keys = ("cpu", "cores", "memory", "disk", "batch", "local", "collect")
