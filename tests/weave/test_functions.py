@@ -20,7 +20,7 @@ from treadle.weave.functions import (
     ShellFunction,
     SimpleFunction,
 )
-from treadle.weave.nest import Nest
+from treadle.weave.nest import Nest, open_script
 from treadle.weave.templates import format_output, quote
 
 
@@ -31,12 +31,8 @@ def nest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Nest:
     (tmp_path / "scripts").mkdir()
     script = Script(str(tmp_path / "scripts" / "s.py"), [], str(tmp_path / "s.weave"),
                     config=Config())
-    context.SCRIPTS.append(script)
     (tmp_path / "s.weave").mkdir()
-    root = Nest(str(tmp_path / "s.weave"), _root=True)
-    script.root = root
-    context.NESTS.append(root)
-    yield root
+    yield open_script(script)
     context.reset()
 
 

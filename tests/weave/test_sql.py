@@ -14,7 +14,7 @@ from treadle.weave import context
 from treadle.weave.context import Config, Script
 from treadle.weave.datasets import Query
 from treadle.weave.filters import And, Not, Or
-from treadle.weave.nest import Nest
+from treadle.weave.nest import CurrentScript, open_script
 from treadle.weave.sql import SQLDataSet, SQLDataset
 
 INJECTIONS = ["O'Brien", "x' OR '1'='1", "'; DROP TABLE people; --", "a\"b", "%", "_",
@@ -35,10 +35,8 @@ def db(tmp_path: Path):
     con.close()
     context.reset()
     script = Script(str(tmp_path / "s.py"), [], str(tmp_path / "s.weave"), config=Config())
-    context.SCRIPTS.append(script)
     (tmp_path / "s.weave").mkdir()
-    script.root = Nest(str(tmp_path / "s.weave"), _root=True)
-    context.NESTS.append(script.root)
+    open_script(script)
     yield path
     for engine in script.sql_engines.values():
         engine.dispose()
@@ -118,7 +116,7 @@ def test_boolean_use_of_filters_is_a_type_error(db: Path) -> None:
 def test_host_resolution(db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     url = f"sqlite:///{db}"
     assert next(iter(SQLDataset(url, None, "people"))).id == 1
-    context.CurrentScript().config.db_aliases["bio"] = url
+    CurrentScript().config.db_aliases["bio"] = url
     assert next(iter(SQLDataset("bio", None, "people"))).id == 1
     monkeypatch.setenv("TREADLE_DB_OTHER", url)
     assert next(iter(SQLDataset("other", None, "people"))).id == 1

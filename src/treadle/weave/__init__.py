@@ -5,14 +5,8 @@
 """
 
 from treadle.weave.abstractions import Abstraction, Iterate, Map, MapReduce, Merge
-from treadle.weave.context import (
-    CurrentAbstraction,
-    CurrentNest,
-    CurrentScript,
-    Script,
-)
+from treadle.weave.context import CurrentAbstraction, Script
 from treadle.weave.datasets import Dataset, FileList, Glob, Query
-from treadle.weave.files import File, MakeFile
 from treadle.weave.filters import And, Not, Or
 from treadle.weave.functions import (
     Function,
@@ -23,7 +17,7 @@ from treadle.weave.functions import (
     ShellFunction,
     SimpleFunction,
 )
-from treadle.weave.nest import Define, Export, Nest
+from treadle.weave.nest import CurrentNest, CurrentScript, Define, Export, File, MakeFile, Nest
 from treadle.weave.options import CurrentOptions, Options
 from treadle.weave.pairs import AllPairs, Wavefront
 from treadle.weave.sql import MySQLDataset, SQLDataSet, SQLDataset

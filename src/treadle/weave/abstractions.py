@@ -18,9 +18,15 @@ from treadle.weave import context
 from treadle.weave.dagwriter import Grouper
 from treadle.weave.datasets import Dataset
 from treadle.weave.diagnostics import error, user_site
-from treadle.weave.files import File, MakeFile, file_list, flatten
-from treadle.weave.functions import Function, ParseFunction, ScriptFunction, output_path
+from treadle.weave.functions import (
+    Function,
+    ParseFunction,
+    PythonFunction,
+    ScriptFunction,
+    output_path,
+)
 from treadle.weave.generated import MAPPER_MAIN, PARTITIONER, REDUCER_MAIN
+from treadle.weave.nest import CurrentScript, File, MakeFile, file_list, flatten
 from treadle.weave.options import CurrentOptions, Options
 from treadle.weave.pyfunc import script_source
 from treadle.weave.task import Task
@@ -39,7 +45,7 @@ class Abstraction(Dataset):
                  collect: bool = False, local: bool = False,
                  environment: dict[str, Any] | None = None, _register: bool = True):
         super().__init__()
-        script = context.CurrentScript()
+        script = CurrentScript()
         self.script = script
         self.id = script.next_id(type(self).__name__)
         self.site = user_site()
@@ -292,8 +298,6 @@ class MapReduce(Abstraction):
 
     def _wrapped(self, f: Any, main: str) -> Function:
         """A callable (or PythonFunction) as a script with MapReduce's calling convention."""
-        from treadle.weave.functions import PythonFunction
-
         if isinstance(f, PythonFunction):
             head, _ = script_source(f.function, f.imports, f.helpers)
             name = f.function.__name__

@@ -18,10 +18,11 @@ import traceback
 from dataclasses import dataclass
 
 from treadle import __version__
+from treadle import weave as api
 from treadle.errors import WeaverError
 from treadle.weave import context
 from treadle.weave.context import Config, Script
-from treadle.weave.nest import Nest, abort, commit, engine_command, engine_environment
+from treadle.weave.nest import abort, commit, engine_command, engine_environment, open_script
 from treadle.weave.options import Options
 
 log = logging.getLogger("treadle.weave.script")
@@ -75,15 +76,10 @@ def compile_script(path: str, arguments: list[str], output: str | None, config: 
     context.reset()
     script = Script(path, arguments, sandbox, options, config)
     script.display = path
-    context.push_script(script)
-    root = Nest(sandbox, _root=True)
-    script.root = root
-    context.NESTS.append(root)
+    root = open_script(script)
     namespace: dict[str, object] = {"__name__": "__main__", "__file__": script.path,
                                     "__builtins__": builtins}
     if builtins_on:
-        import treadle.weave as api
-
         namespace.update({name: getattr(api, name) for name in api.__all__})
     with open(path, encoding="utf-8") as f:
         source = f.read()

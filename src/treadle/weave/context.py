@@ -118,32 +118,6 @@ def push_script(script: Script) -> None:
     diagnostics.attach(script)
 
 
-def CurrentScript() -> Script:  # noqa: N802 - the Weaver API's name
-    """The script being compiled; plain programs get a default one on first use."""
-    if not SCRIPTS:
-        from treadle.weave.nest import Nest
-
-        script = Script()
-        push_script(script)
-        script.root = Nest(script.output_directory, _root=True)
-        NESTS.append(script.root)
-    return SCRIPTS[-1]
-
-
-def start_dir() -> str:
-    """The directory the current compile started in (relative paths are taken from it)."""
-    script = CurrentScript()
-    if script.cwd is None:
-        script.cwd = os.getcwd()
-    return script.cwd
-
-
-def CurrentNest() -> Nest:  # noqa: N802
-    """The nest that new tasks, files and abstractions belong to."""
-    CurrentScript()
-    return NESTS[-1]
-
-
 def CurrentAbstraction() -> Abstraction | None:  # noqa: N802
     """The abstraction generating tasks right now, if any."""
     return ABSTRACTIONS[-1] if ABSTRACTIONS else None

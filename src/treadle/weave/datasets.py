@@ -14,10 +14,9 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-from treadle.weave import context
 from treadle.weave.diagnostics import error, user_site, warn
-from treadle.weave.files import File
 from treadle.weave.filters import Cursor, Field, Filter, _check
+from treadle.weave.nest import CurrentNest, File
 
 log = logging.getLogger("treadle.weave.dataset")
 
@@ -26,7 +25,7 @@ class Dataset:
     """The base class: iterable, with a field cursor ``c``, a ``nest`` and a ``cache_path``."""
 
     def __init__(self) -> None:
-        self._nest = context.CurrentNest()
+        self._nest = CurrentNest()
         self._members: list[File] | None = None
         self._cache_path: str | None = None
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from treadle.weave import context
 from treadle.weave.diagnostics import error, user_site
-from treadle.weave.files import File, MakeFile, file_list, flatten
+from treadle.weave.nest import CurrentNest, CurrentScript, File, MakeFile, file_list, flatten
 from treadle.weave.options import CurrentOptions
 from treadle.weave.pyfunc import python_function_script
 from treadle.weave.task import Task
@@ -63,7 +63,7 @@ class Function:
         if os.sep in name and os.path.exists(name):
             self._ship(os.path.abspath(name))
             return
-        script = context.CurrentScript()
+        script = CurrentScript()
         for d in self.find_dirs + [script.directory, os.getcwd()]:
             candidate = os.path.join(d, name)
             if os.path.isfile(candidate):
@@ -114,7 +114,7 @@ class Function:
     def __call__(self, inputs: Any = None, outputs: Any = None, arguments: Any = None,
                  includes: Any = None, local: bool = False,
                  environment: dict[str, Any] | None = None, collect: bool = False) -> list[File]:
-        nest = context.CurrentNest()
+        nest = CurrentNest()
         site = user_site()
         ins = file_list(inputs)
         if outputs is None:
@@ -145,7 +145,7 @@ class Function:
                     category=category, cores=options.cpu, memory=options.memory_mb,
                     disk=options.disk_mb, batch=options.batch, local=is_local, environment=env,
                     collect=tuple(f.dag for f in ins) if is_collect else ())
-        context.CurrentNest().schedule(task, site)
+        CurrentNest().schedule(task, site)
         if abstraction is not None:
             abstraction.tasks += 1
         return outs
@@ -153,7 +153,7 @@ class Function:
     def _fixed(self, abstraction: Any, local: bool | None, environment: dict[str, Any] | None,
                collect: bool | None) -> tuple[dict[str, str], bool, bool, list[str], str, Any]:
         """What every task of this function (in this abstraction) shares."""
-        script = context.CurrentScript()
+        script = CurrentScript()
         options = abstraction.task_options if abstraction is not None else CurrentOptions()
         forced = script.options
         env = dict(self.environment)
@@ -260,7 +260,7 @@ class ScriptFunction(Function):
 
     def __init__(self, source: str, executable: str | None = None,
                  cmd_format: str | None = None, environment: dict[str, Any] | None = None):
-        path = executable or context.CurrentNest().stash.next()
+        path = executable or CurrentNest().stash.next()
         path = os.path.abspath(path)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "w", encoding="utf-8") as f:
@@ -296,7 +296,7 @@ class PythonFunction(ScriptFunction):
         self.imports = imports
         self.helpers = helpers
         source = python_function_script(function, imports, helpers)
-        path = executable or context.CurrentNest().stash.next(".py")
+        path = executable or CurrentNest().stash.next(".py")
         super().__init__(source, path, cmd_format, environment)
 
     @property

@@ -1,4 +1,10 @@
-"""Nests: a directory, its DAG and its stash; ``Define`` and ``Export`` (docs/weaver.md, "Nests")."""
+"""Nests and their files; ``Define`` and ``Export`` (docs/weaver.md, "Nests" and "Files").
+
+A nest is a directory, its DAG and its stash; a File is a path plus the nest it
+belongs to, whose DAG names it. The two are defined together because each needs
+the other: a File takes the current nest (the script's root nest, made here on
+first use), and a nest waits for the Files of its ``barrier=``.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,8 @@ import shlex
 import shutil
 import subprocess
 import sys
+import weakref
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from treadle.weave import context
@@ -21,14 +29,43 @@ log = logging.getLogger("treadle.weave.nest")
 engine_log = logging.getLogger("treadle.weave.engine")
 
 
+def open_script(script: context.Script) -> Nest:
+    """Start compiling ``script``: it becomes the current script, with its root nest current."""
+    context.push_script(script)
+    script.root = Nest(script.output_directory, _root=True)
+    context.NESTS.append(script.root)
+    return script.root
+
+
+def CurrentScript() -> context.Script:  # noqa: N802 - the Weaver API's name
+    """The script being compiled; plain programs get a default one, and its root nest, on first use."""
+    if not context.SCRIPTS:
+        open_script(context.Script())
+    return context.SCRIPTS[-1]
+
+
+def start_dir() -> str:
+    """The directory the current compile started in (relative paths are taken from it)."""
+    script = CurrentScript()
+    if script.cwd is None:
+        script.cwd = os.getcwd()
+    return script.cwd
+
+
+def CurrentNest() -> Nest:  # noqa: N802
+    """The nest that new tasks, files and abstractions belong to."""
+    CurrentScript()
+    return context.NESTS[-1]
+
+
 class Nest:
     """A workspace whose tasks form one DAG; a child appears in its parent as one rule."""
 
     def __init__(self, work_dir: str | None = None, dag_path: str | None = None,
                  stash: str | None = None, barrier: Any = None, wrapper: str | None = None,
                  track_imports: bool = True, track_exports: bool = True, _root: bool = False):
-        self.script = context.CurrentScript() if not _root else context.SCRIPTS[-1]
-        self.parent: Nest | None = None if _root else context.CurrentNest()
+        self.script = CurrentScript() if not _root else context.SCRIPTS[-1]
+        self.parent: Nest | None = None if _root else CurrentNest()
         self.root: Nest = self if self.parent is None else self.parent.root
         self.wrapper = wrapper
         self.track_imports = track_imports
@@ -183,8 +220,6 @@ class Nest:
             commit(self.script)
 
     def _schedule_child(self, child: Nest) -> None:
-        from treadle.weave.files import file_list
-
         inputs, outputs = child.writer.boundary()
         barrier = [f.dag for f in file_list(child.barrier, self)]
         if not child.track_imports:
@@ -272,7 +307,7 @@ def engine_environment() -> dict[str, str]:
 
 def Define(key: str, value: Any, export: bool = False) -> None:  # noqa: N802
     """Set a Makeflow variable at the top of the current nest's DAG."""
-    nest = context.CurrentNest()
+    nest = CurrentNest()
     nest.variables[check_variable(key)] = str(value)
     if export:
         nest.exports[key] = str(value)
@@ -280,6 +315,120 @@ def Define(key: str, value: Any, export: bool = False) -> None:  # noqa: N802
 
 def Export(names: str | list[str]) -> None:  # noqa: N802
     """Make names job environment variables; a name without a value comes from the engine."""
-    nest = context.CurrentNest()
+    nest = CurrentNest()
     for name in [names] if isinstance(names, str) else list(names):
         nest.exports.setdefault(check_variable(name), nest.variables.get(name))
+
+
+# --- files ----------------------------------------------------------------------------
+_STAT_FIELDS = {"size": "st_size", "mtime": "st_mtime", "atime": "st_atime", "uid": "st_uid",
+                "gid": "st_gid"}
+
+
+def absolute(path: str) -> str:
+    """``os.path.abspath`` without a ``getcwd`` call per file (compiles make millions).
+
+    Relative paths are taken relative to the directory the compile started in.
+    """
+    if path[0] != "/":
+        path = start_dir() + "/" + path
+    if "/." in path or "//" in path or path.endswith("/"):
+        path = os.path.normpath(path)
+    return path
+
+
+class File:
+    """A file that may or may not exist yet. ``str(f)`` is its name in the DAG."""
+
+    __slots__ = ("path", "abspath", "nest", "dag", "row", "_stat", "__weakref__")
+
+    def __init__(self, path: str | os.PathLike[str], nest: Nest | None = None,
+                 row: Mapping[str, Any] | None = None):
+        path = os.fspath(path)
+        if not path:
+            raise error("a file needs a non-empty path")
+        self.path = path
+        self.nest = nest if nest is not None else CurrentNest()
+        self.abspath = absolute(path)
+        self.dag = self.nest.dag_name(path, self.abspath)
+        self.row = row
+        self._stat: os.stat_result | None = None
+
+    @property
+    def name(self) -> str:
+        return os.path.basename(self.abspath)
+
+    def __getattr__(self, attr: str) -> Any:
+        if attr in _STAT_FIELDS:
+            if self._stat is None:
+                try:
+                    self._stat = os.stat(self.abspath)
+                except OSError as e:
+                    raise error(f"cannot read {attr} of {self.path}: it does not exist "
+                                f"(yet?): {e.strerror}") from None
+            return getattr(self._stat, _STAT_FIELDS[attr])
+        row = object.__getattribute__(self, "row")
+        if row is not None and attr in row:
+            return row[attr]
+        raise AttributeError(f"File {self.path!r} has no attribute {attr!r}")
+
+    def __str__(self) -> str:
+        return self.dag
+
+    def __repr__(self) -> str:
+        return f"File({self.path!r})"
+
+    def __fspath__(self) -> str:
+        return self.abspath
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, File) and self.abspath == other.abspath
+
+    def __lt__(self, other: File) -> bool:
+        return self.abspath < other.abspath
+
+    def __hash__(self) -> int:
+        return hash(self.abspath)
+
+
+_CACHE: weakref.WeakValueDictionary[tuple[str, int], File] = weakref.WeakValueDictionary()
+
+
+def MakeFile(obj: File | str | os.PathLike[str], nest: Nest | None = None) -> File:  # noqa: N802
+    """An existing File unchanged, else the one cached File per (path, nest)."""
+    if isinstance(obj, File):
+        return obj
+    nest = nest if nest is not None else CurrentNest()
+    key = (os.fspath(obj), id(nest))
+    f = _CACHE.get(key)
+    if f is None:
+        f = _CACHE[key] = File(obj, nest)
+    return f
+
+
+def flatten(obj: Any, nest: Nest | None = None) -> Iterator[File]:
+    """Every File in None / a path / a File / a dataset / nested lists of these, in order.
+
+    A dataset is an iterable of Files like any list; its members skip the recursion,
+    since a dataset may hold millions.
+    """
+    if obj is None:
+        return
+    if isinstance(obj, File):
+        yield obj
+    elif isinstance(obj, str | os.PathLike):
+        yield MakeFile(obj, nest)
+    elif isinstance(obj, Iterable) and not isinstance(obj, bytes | Mapping):
+        for item in obj:
+            if isinstance(item, File):
+                yield item
+            else:
+                yield from flatten(item, nest)
+    else:
+        raise error(f"expected files (a path, a File, a dataset or a list of them), "
+                    f"got {type(obj).__name__} {obj!r}")
+
+
+def file_list(obj: Any, nest: Nest | None = None) -> list[File]:
+    """``flatten`` as a list."""
+    return list(flatten(obj, nest))

@@ -9,6 +9,7 @@ from typing import Any
 
 from treadle.weave import context
 from treadle.weave.diagnostics import error
+from treadle.weave.nest import CurrentScript
 
 _UNITS = {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}
 _SIZE = re.compile(r"\s*(\d+(?:\.\d*)?)\s*(?:([KMGT])B?)?\s*", re.IGNORECASE)
@@ -73,7 +74,7 @@ class Options:
         return out
 
     def __enter__(self) -> Options:
-        context.CurrentScript()
+        CurrentScript()
         context.OPTIONS.append(self)
         logging.getLogger("treadle.weave.options").debug("enter %s", self)
         return self
@@ -99,7 +100,7 @@ def CurrentOptions() -> Options:  # noqa: N802 - the Weaver API's name
     merged = Options()
     for block in context.OPTIONS:
         merged = merged.merged(block)
-    script = context.CurrentScript()
+    script = CurrentScript()
     if script.options is not None:
         merged = merged.merged(script.options)
     return merged

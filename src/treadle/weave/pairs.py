@@ -9,9 +9,9 @@ from typing import Any
 
 from treadle.weave.abstractions import Abstraction, Merge
 from treadle.weave.diagnostics import error
-from treadle.weave.files import File, file_list
 from treadle.weave.functions import Function, ParseFunction, PythonFunction, output_path
 from treadle.weave.generated import BITWISE, CELL_MAIN, WAVEFRONT_ASSEMBLER
+from treadle.weave.nest import File, file_list
 from treadle.weave.pyfunc import script_source
 from treadle.weave.templates import format_output, is_template, join_words, quote
 

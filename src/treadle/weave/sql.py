@@ -13,10 +13,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from treadle.errors import require_extra
-from treadle.weave import context
 from treadle.weave.datasets import Dataset, Query
 from treadle.weave.diagnostics import error
-from treadle.weave.files import File
+from treadle.weave.nest import CurrentScript, File
 
 log = logging.getLogger("treadle.weave.data")
 
@@ -26,7 +25,7 @@ SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 
 def resolve_database(host: str | None, name: str | None) -> tuple[str, str | None]:
     """(SQLAlchemy URL, directory for relative paths or None) for a host/alias/file/name."""
-    script = context.CurrentScript()
+    script = CurrentScript()
     if host and "://" in host:
         from sqlalchemy.engine import make_url
 
@@ -101,7 +100,7 @@ class SQLDataset(Dataset):
             from sqlalchemy import MetaData, Table, create_engine
             from sqlalchemy.exc import NoSuchTableError, SQLAlchemyError
 
-            script = context.CurrentScript()
+            script = CurrentScript()
             engine = script.sql_engines.get(self._url)
             try:
                 if engine is None:
