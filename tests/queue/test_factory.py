@@ -134,7 +134,7 @@ def test_factory_workers_leave_when_idle_under_treadle_manager(tmp_path: Path) -
             out = stop_factory(factory)
     pids = started_pids(out)
     assert 1 <= len(pids) <= 2, out
-    assert not any(alive(pid) for pid in pids)
+    wait_for(lambda: not any(alive(pid) for pid in pids), 20, "the idle workers to exit")
     assert not any(os.path.basename(p).startswith("worker-") for p in os.listdir(tmp_path))
 
 

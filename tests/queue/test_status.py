@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
 import sys
+import threading
 import urllib.request
 
 import pytest
@@ -96,3 +98,53 @@ def test_treadle_status_with_password(tmp_path):
         (tmp_path / "bad").write_text("wrong\n")
         bad = subprocess.run([*cmd, "-P", str(tmp_path / "bad")], capture_output=True, text=True, timeout=30)
         assert bad.returncode == 1 and "password authentication" in bad.stderr
+
+
+def test_treadle_status_with_a_tls_manager(tls_server):
+    """`treadle status` and the factory share one client: both reach a manager that speaks TLS."""
+    from treadle.queue import Manager, factory, status
+
+    server, cert = tls_server
+    with Manager(0, host="127.0.0.1", ssl=server) as m:
+        m.submit(Task("true"))
+        cmd = [sys.executable, "-m", "treadle", "status", "127.0.0.1", str(m.port), "--json"]
+        plain = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+        assert plain.returncode == 1 and "Traceback" not in plain.stderr
+        ok = subprocess.run([*cmd, "--tls-ca", str(cert)], capture_output=True, text=True, timeout=30)
+        assert ok.returncode == 0, ok.stderr
+        assert json.loads(ok.stdout)["queue"]["tasks_waiting"] == 1
+    assert factory.query_status is status.query_status  # the factory asks through the same client
+
+
+def test_a_status_reply_that_never_ends_is_refused():
+    """A peer that answers a status question with an endless stream cannot fill our memory:
+    both the person's client and the factory's stop after MAX_STATUS_REPLY bytes."""
+    from treadle.errors import TreadleError
+    from treadle.queue.status import query, query_status
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    def flood() -> None:
+        chunk = b"[" + b" " * ((1 << 20) - 1)
+        for _ in range(2):
+            conn, _ = listener.accept()
+            with conn:
+                conn.recv(4096)  # the question
+                total = 0
+                try:
+                    while total <= 4 * wp.MAX_STATUS_REPLY:
+                        conn.sendall(chunk)
+                        total += len(chunk)
+                except OSError:
+                    pass  # the client gave up: what this test wants; else it gets 4 caps of junk
+
+    server = threading.Thread(target=flood, daemon=True)
+    server.start()
+    try:
+        with pytest.raises(TreadleError, match="larger than"):
+            query("127.0.0.1", port)
+        with pytest.raises(wp.ProtocolError, match="larger than"):
+            query_status("127.0.0.1", port)
+        server.join(30)
+    finally:
+        listener.close()

@@ -17,13 +17,17 @@ from treadle.errors import UsageError
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 @click.option("-C", "--catalog", metavar="HOST:PORT", help="List the managers a catalog server knows.")
 @click.option("-P", "--password", "password_file", metavar="FILE", help="Password file of the manager.")
-def command(host: str | None, port: int | None, as_json: bool, catalog: str | None, password_file: str | None) -> None:
+@click.option("--tls-ca", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
+              help="the manager uses TLS: trust certificates signed by this CA file")
+def command(host: str | None, port: int | None, as_json: bool, catalog: str | None, password_file: str | None,
+            tls_ca: str | None) -> None:
     """Show the workers and tasks of the manager at HOST PORT.
 
     \b
     Examples:
       treadle status 127.0.0.1 9123
       treadle status 127.0.0.1 9123 --json
+      treadle status 127.0.0.1 9123 --tls-ca ca.pem   a manager that speaks TLS
       treadle status -C 127.0.0.1:9097      managers known to a local catalog
     """
     from treadle.queue import status
@@ -60,7 +64,7 @@ def command(host: str | None, port: int | None, as_json: bool, catalog: str | No
                 password = f.read()
         except OSError as e:
             raise UsageError(f"cannot read password file {password_file}: {e.strerror}") from None
-    snap = status.snapshot(host, port, password)
+    snap = status.snapshot(host, port, password, tls_ca)
     if as_json:
         click.echo(json.dumps(snap, indent=2, sort_keys=True))
     else:

@@ -1,8 +1,9 @@
 """The worker factory: keep as many workers as a manager's tasks need.
 
 Every ``interval`` seconds the factory asks the manager for its ``queue_status``
-(the status query, the one ``work_queue_status`` sends, so
-the reference manager and treadle's both answer it), sizes the pool and submits
+(the status query, the one ``work_queue_status`` sends, so the reference manager
+and treadle's both answer it; through ``treadle.queue.status``, the client that
+``treadle status`` uses too), sizes the pool and submits
 workers through a ``Provider``. Workers leave by themselves when idle for their
 ``--idle-timeout``, which is how the pool shrinks without killing a busy worker;
 the factory cancels jobs only above ``max_workers`` and when it stops.
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import math
-import socket
 import sys
 import threading
 from collections.abc import Callable
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from treadle.queue import protocol as wp
 from treadle.queue.providers.base import JobState, Provider
-from treadle.queue.status import authenticate
+from treadle.queue.status import query_status
 
 log = logging.getLogger("treadle.factory")
 
@@ -57,37 +57,6 @@ class FactoryConfig:
         if self.tls_ca:
             args += ["--tls-ca", self.tls_ca]
         return args + list(self.extra_args) + [self.host, str(self.port)]
-
-
-def query_status(host: str, port: int, password: bytes | None = None,
-                 kind: str = "queue_status", timeout: float = 10.0,
-                 tls_ca: str | None = None) -> list:
-    """Ask a manager one status question (after the password step if it has one)."""
-    with socket.create_connection((host, port), timeout=timeout) as plain:
-        sock = plain
-        if tls_ca:
-            import ssl
-
-            sock = ssl.create_default_context(cafile=tls_ca).wrap_socket(
-                plain, server_hostname=host)
-        if password is not None:
-            authenticate(sock, password)
-        sock.sendall(wp.status_request(kind))
-        chunks, size = [], 0
-        while True:
-            try:
-                data = sock.recv(1 << 16)
-            except OSError as e:  # a TLS peer may close without close_notify
-                if type(e).__module__ != "ssl" or not chunks:
-                    raise
-                break
-            if not data:
-                break
-            chunks.append(data)
-            size += len(data)
-            if size > wp.MAX_STATUS_REPLY:
-                raise wp.ProtocolError("status reply too large")
-    return wp.parse_status_reply(b"".join(chunks))
 
 
 class Factory:

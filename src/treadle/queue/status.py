@@ -2,16 +2,21 @@
 
 A status client opens a connection to the manager's port, sends one line
 (``queue_status``, ``worker_status``, ``task_status``, ...) and reads a JSON
-array until the manager closes. This works against treadle's
-manager and the reference's alike. A manager with a password answers only
-after the password step: the reference ``work_queue_status``
-cannot take it, ``treadle status --password FILE`` does.
+array until the manager closes. This works against treadle's manager and the
+reference's alike. A manager with a password answers only after the password
+step: the reference ``work_queue_status`` cannot take it, ``treadle status
+--password FILE`` does.
+
+One client serves ``treadle status`` (``query``: every failure one error for a
+person) and the worker factory (``query_status``: socket and protocol errors for a
+program): TLS, the password step and the reply's size cap apply to both.
 """
 
 from __future__ import annotations
 
 import json
 import socket
+import ssl
 import urllib.request
 from collections.abc import Sequence
 from typing import Any
@@ -22,32 +27,64 @@ from treadle.queue import protocol as wp
 TIMEOUT = 10.0
 
 
-def query(
-    host: str, port: int, kind: str = "queue_status", timeout: float = TIMEOUT, password: bytes | None = None
-) -> list[dict[str, Any]]:
-    """One status request; raises TreadleError if the manager cannot be reached or answers nonsense."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout) as s:
-            if password is not None:
-                authenticate(s, password)
-            s.sendall(wp.status_request(kind))
-            chunks = []
-            while True:
-                data = s.recv(1 << 16)
-                if not data:
-                    break
-                chunks.append(data)
-    except wp.ProtocolError as e:
-        raise TreadleError(f"password authentication with the manager at {host}:{port} failed: {e}") from None
-    except OSError as e:
-        raise TreadleError(f"cannot query the manager at {host}:{port}: {e.strerror or e}") from None
-    body = b"".join(chunks)
+def query_status(host: str, port: int, password: bytes | None = None, kind: str = "queue_status",
+                 timeout: float = TIMEOUT, tls_ca: str | None = None) -> list[dict[str, Any]]:
+    """One status question over one connection, for a program (the worker factory).
+
+    With ``tls_ca`` the manager speaks TLS and its certificate must be signed by that CA;
+    with ``password`` the password step comes first. A reply larger than
+    ``MAX_STATUS_REPLY`` is refused as it arrives, so a peer that never stops sending
+    cannot fill this process's memory. Raises ``OSError`` when the manager cannot be
+    reached and ``ProtocolError`` (saying what went wrong) when it does not answer well.
+    """
+    with socket.create_connection((host, port), timeout=timeout) as plain:
+        sock = plain
+        if tls_ca:
+            sock = ssl.create_default_context(cafile=tls_ca).wrap_socket(plain, server_hostname=host)
+        if password is not None:
+            try:
+                authenticate(sock, password)
+            except wp.ProtocolError as e:
+                raise wp.ProtocolError(f"password authentication failed: {e}") from None
+        sock.sendall(wp.status_request(kind))
+        body = _read_reply(sock)
     if not body:
-        raise TreadleError(f"the manager at {host}:{port} closed without answering (does it require a password?)")
+        raise wp.ProtocolError("closed without answering (does it require a password?)")
     try:
         return wp.parse_status_reply(body)
     except wp.ProtocolError as e:
-        raise TreadleError(f"the manager at {host}:{port} sent a bad status reply: {e}") from None
+        raise wp.ProtocolError(f"bad status reply: {e}") from None
+
+
+def _read_reply(sock: socket.socket) -> bytes:
+    """Everything the manager sends until it closes, at most ``MAX_STATUS_REPLY`` bytes."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        try:
+            data = sock.recv(1 << 16)
+        except ssl.SSLError:  # a TLS peer may close without close_notify once it has answered
+            if not chunks:
+                raise
+            break
+        if not data:
+            break
+        chunks.append(data)
+        size += len(data)
+        if size > wp.MAX_STATUS_REPLY:
+            raise wp.ProtocolError(f"status reply larger than {wp.MAX_STATUS_REPLY} bytes")
+    return b"".join(chunks)
+
+
+def query(host: str, port: int, kind: str = "queue_status", timeout: float = TIMEOUT,
+          password: bytes | None = None, tls_ca: str | None = None) -> list[dict[str, Any]]:
+    """One status request for a person (``treadle status``): every failure is one TreadleError."""
+    try:
+        return query_status(host, port, password, kind, timeout, tls_ca)
+    except wp.ProtocolError as e:
+        raise TreadleError(f"the manager at {host}:{port}: {e}") from None
+    except OSError as e:
+        raise TreadleError(f"cannot query the manager at {host}:{port}: {e.strerror or e}") from None
 
 
 def authenticate(sock: socket.socket, password: bytes) -> None:
@@ -62,7 +99,7 @@ def authenticate(sock: socket.socket, password: bytes) -> None:
     sock.sendall(b"".join(conn.send(e) for e in hs.start()))
     while hs.succeeded is None:
         ev = conn.next_event()
-        if ev is wp.NEED_DATA:
+        if not isinstance(ev, wp.Event):  # NEED_DATA
             conn.receive_data(sock.recv(4096))
         elif isinstance(ev, wp.ConnectionClosed):
             raise wp.ProtocolError("the manager closed the connection during the password step")
@@ -77,19 +114,23 @@ def query_catalog(catalog: str, timeout: float = TIMEOUT) -> list[dict[str, Any]
     url = f"http://{catalog}/query.json"
     try:
         with urllib.request.urlopen(url, timeout=timeout) as r:  # noqa: S310 - a catalog the user named
-            records = json.loads(r.read().decode())
+            body = r.read(wp.MAX_STATUS_REPLY + 1)
+        if len(body) > wp.MAX_STATUS_REPLY:
+            raise ValueError(f"reply larger than {wp.MAX_STATUS_REPLY} bytes")
+        records = json.loads(body.decode())
     except (OSError, ValueError) as e:
         raise TreadleError(f"cannot query the catalog at {catalog}: {e}") from None
     return [r for r in records if isinstance(r, dict) and r.get("type") == "wq_master"]
 
 
-def snapshot(host: str, port: int, password: bytes | None = None) -> dict[str, Any]:
+def snapshot(host: str, port: int, password: bytes | None = None,
+             tls_ca: str | None = None) -> dict[str, Any]:
     """Queue summary, workers and tasks of one manager."""
-    queue = query(host, port, "queue_status", password=password)
+    queue = query(host, port, "queue_status", password=password, tls_ca=tls_ca)
     return {
         "queue": queue[0] if queue else {},
-        "workers": query(host, port, "worker_status", password=password),
-        "tasks": query(host, port, "task_status", password=password),
+        "workers": query(host, port, "worker_status", password=password, tls_ca=tls_ca),
+        "tasks": query(host, port, "task_status", password=password, tls_ca=tls_ca),
     }
 
 
