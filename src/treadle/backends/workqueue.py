@@ -24,6 +24,7 @@ import os
 from treadle.backends.base import FileSpec, Job, JobResult
 from treadle.backends.logs import write_log
 from treadle.queue.manager import Manager
+from treadle.queue.protocol import DEFAULT_PORT
 from treadle.queue.task import Result, Task
 
 
@@ -38,7 +39,7 @@ class WorkQueueBackend:
         self,
         *,
         workdir: str,
-        port: int = 9123,
+        port: int = DEFAULT_PORT,
         host: str = "",
         name: str | None = None,
         password_file: str | None = None,

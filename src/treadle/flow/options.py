@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, replace
+from typing import Any
+
+from treadle.queue.protocol import DEFAULT_PORT
 
 BATCH_TYPES = ("local", "wq", "slurm", "condor", "dryrun")
 CLEAN_MODES = ("all", "outputs", "intermediates", "cache")
@@ -17,7 +20,6 @@ GC_METHODS = ("none", "ref_cnt", "on_demand", "all")
 DEFAULT_RETRIES_WITH_R = 5  # -R means -r 5
 TRANSIENT_EXIT_CODE = 101  # a command exiting 101 asks to be retried (reference convention)
 TRANSIENT_RETRIES = 5
-DEFAULT_WQ_PORT = 9123
 DEFAULT_GC_COUNT = 16
 
 
@@ -45,7 +47,7 @@ class RunOptions:
     skip_file_check: bool = False
     checksum_sources: bool = False
     project_name: str | None = None
-    port: int = DEFAULT_WQ_PORT
+    port: int = DEFAULT_PORT
     bind: str = ""  # the wq manager's listening address; "" is every interface
     port_file: str | None = None
     catalog: str | None = None
@@ -73,7 +75,7 @@ class RunOptions:
     progress: bool = True
     command_line: tuple[str, ...] = field(default=())  # for the summary file
 
-    def with_changes(self, **changes: object) -> RunOptions:
+    def with_changes(self, **changes: Any) -> RunOptions:
         """A copy with some fields replaced (options are immutable once built)."""
         return replace(self, **changes)
 

@@ -14,13 +14,14 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from treadle.queue.bundle import write_bundle
     from treadle.queue.factory import Factory, FactoryConfig
-    from treadle.queue.manager import DEFAULT_PORT, Manager, Stats
+    from treadle.queue.manager import Manager, Stats
+    from treadle.queue.protocol import DEFAULT_PORT
     from treadle.queue.providers import get_provider
     from treadle.queue.task import FileKind, Result, Task, TaskFile, TaskState
 
 # public name -> the module that defines it
 _LAZY = {
-    "DEFAULT_PORT": "treadle.queue.manager",
+    "DEFAULT_PORT": "treadle.queue.protocol",
     "Factory": "treadle.queue.factory",
     "FactoryConfig": "treadle.queue.factory",
     "FileKind": "treadle.queue.task",

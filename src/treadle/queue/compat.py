@@ -19,7 +19,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from treadle.errors import UsageError
-from treadle.queue.manager import DEFAULT_PORT, Manager
+from treadle.queue.manager import Manager
+from treadle.queue.protocol import DEFAULT_PORT
 from treadle.queue.task import FileFlag, Result, TaskState
 from treadle.queue.task import Task as _Task
 

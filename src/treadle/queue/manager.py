@@ -56,7 +56,6 @@ from treadle.queue.worker_view import Budget, Get, WorkerView, write_error
 
 log = logging.getLogger("treadle.queue.manager")
 
-DEFAULT_PORT = 9123
 REJECT_LIMIT = 32  # ready tasks tried per dispatch pass when none fits: bounds the cost per event
 REFERENCE_KILL_STALL = 3.5  # seconds a reference worker may spend in `kill` of a running task
 TICK = 0.5  # seconds between checks of keepalive, fast abort and time limits
@@ -184,7 +183,7 @@ class Manager:
 
     def __init__(
         self,
-        port: int = DEFAULT_PORT,
+        port: int = wp.DEFAULT_PORT,
         *,
         name: str | None = None,
         host: str = "",

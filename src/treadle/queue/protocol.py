@@ -107,6 +107,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 PROTOCOL_VERSION = 9
+# The port a manager listens on when it is given none (the reference's default too).
+DEFAULT_PORT = 9123
 
 # --- Limits on what a peer may send (why each number) -------------------------------
 # Control lines are at most 4096 bytes; anything longer is a broken or hostile peer.
