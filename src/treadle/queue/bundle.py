@@ -15,7 +15,7 @@ from pathlib import Path
 from treadle import __version__
 
 # the modules the worker needs, all standard-library only
-WORKER_MODULES = ("protocol", "sandbox", "spawn", "worker", "worker_link", "worker_options")
+WORKER_MODULES = ("protocol", "sandbox", "spawn", "task_runner", "worker", "worker_link", "worker_options")
 
 _MAIN = '''\
 """treadle worker, shipped alone: python3 treadle-worker.pyz HOST PORT."""

@@ -36,11 +36,11 @@ import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 
 from . import protocol as p
 from . import sandbox as sb
 from . import spawn
+from .task_runner import Finished, TaskRunner, use_pidfd_child_watcher
 from .worker_link import READ_SIZE, Dialer, Link, recv_to_file
 from .worker_options import (
     RESOURCE_NAMES,
@@ -61,14 +61,7 @@ log = logging.getLogger("treadle.worker")
 # The cctools version the greeting reports: protocol-9 managers know this one.
 CCTOOLS_VERSION = "8.0.0"
 
-# result codes, as the reference worker sends them
-SUCCESS = int(p.ResultCode.SUCCESS)  # plain ints: the protocol's numbers, formatted alike on python 3.8
-INPUT_MISSING = int(p.ResultCode.INPUT_MISSING)
-SIGNAL = int(p.ResultCode.SIGNAL)
-TASK_TIMEOUT = int(p.ResultCode.TASK_TIMEOUT)
-FORSAKEN = int(p.ResultCode.FORSAKEN)
-TASK_MAX_RUN_TIME = int(p.ResultCode.TASK_MAX_RUN_TIME)
-WATCH = int(p.FileFlag.WATCH)  # stream this output while the task runs
+FORSAKEN = int(p.ResultCode.FORSAKEN)  # a plain int: formatted alike on python 3.8
 
 BULK_MIN = 4 << 20  # a put with more than this still to come is read in a thread
 WATCH_INTERVAL = 0.5  # seconds between two looks at WATCH outputs of running tasks
@@ -151,30 +144,6 @@ class _Stop(Exception):
         self.reason = reason
 
 
-@dataclass
-class _Running:
-    task: p.Task
-    alloc: dict
-    gpu_ids: list
-    started: float
-    pid: int = 0  # also its process group; 0 until it has started
-    limit: int | None = None  # result code of the limit that killed it
-    cancelled: bool = False
-    timers: list = field(default_factory=list)
-    watched: dict = field(default_factory=dict)  # WATCH outputs: sandbox name -> bytes sent
-    box: str = ""
-    reported: bool = False  # its result is with the others to send
-
-
-@dataclass
-class _Finished:
-    task_id: int
-    status: int
-    exit_code: int
-    usec: int
-    stdout: str | None  # path of the combined stdout/stderr file
-
-
 class Worker:
     """One worker process: connects, serves, reconnects, until told to stop."""
 
@@ -193,7 +162,7 @@ class Worker:
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
-        _use_pidfd_child_watcher(loop)
+        use_pidfd_child_watcher(loop)
         wake = self._wake = asyncio.Event()
         for stale in sb.remove_stale_workspaces(os.path.dirname(self.ws.root)):
             log.info("removed %s, left by a worker that died", stale)
@@ -312,61 +281,6 @@ class Worker:
         asyncio.get_running_loop().run_in_executor(None, sb.remove, spare)
 
 
-def _task_stdio(out: int) -> list:
-    """posix_spawn file actions: stdin from /dev/null, stdout and stderr to ``out`` (> 2)."""
-    return [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-            (os.POSIX_SPAWN_DUP2, out, 1), (os.POSIX_SPAWN_DUP2, out, 2)]
-
-
-async def _exited(pid: int) -> int:
-    """Wait for a task's process without blocking the loop; its return code
-    (negative: the signal that killed it).
-
-    A pidfd in the event loop costs no thread; where there is none (Python 3.8,
-    Linux before 5.3) a thread waits.
-    """
-    loop = asyncio.get_running_loop()
-    try:
-        fd = os.pidfd_open(pid)  # type: ignore[attr-defined]
-    except (AttributeError, OSError):
-        status = (await loop.run_in_executor(None, os.waitpid, pid, 0))[1]
-    else:
-        gone = loop.create_future()
-
-        def readable() -> None:
-            loop.remove_reader(fd)
-            if not gone.done():
-                gone.set_result(None)
-
-        try:
-            loop.add_reader(fd, readable)
-            await gone
-        finally:
-            loop.remove_reader(fd)
-            os.close(fd)
-        status = os.waitpid(pid, 0)[1]  # it has exited: this only reaps it
-    if os.WIFSIGNALED(status):
-        return -os.WTERMSIG(status)
-    return os.WEXITSTATUS(status)
-
-
-def _use_pidfd_child_watcher(loop: asyncio.AbstractEventLoop) -> None:
-    """On Python 3.9-3.11, watch task processes with pidfds instead of a thread each.
-
-    The default watcher there starts one thread per child, which costs about half a
-    millisecond per task; 3.12 uses pidfds by itself, 3.8 has no pidfd watcher.
-    """
-    if not (3, 9) <= sys.version_info[:2] < (3, 12) or not hasattr(os, "pidfd_open"):
-        return
-    try:
-        os.close(os.pidfd_open(os.getpid()))
-    except OSError:  # kernel older than 5.3
-        return
-    watcher = asyncio.PidfdChildWatcher()
-    watcher.attach_loop(loop)
-    asyncio.set_child_watcher(watcher)
-
-
 def memory_mb(groups: list) -> int:
     """Resident memory of every process in these process groups, in MB (Linux /proc)."""
     wanted = set(groups)
@@ -414,9 +328,13 @@ class _Session:
         self._put_mode = 0
         self._children: set = set()
         # the worker's environment minus DISPLAY, read once: os.environ decodes on each read
-        self._base_env = {k: v for k, v in os.environ.items() if k != "DISPLAY"}
-        self._base_env["WORKER_TMPDIR"] = self.ws.tmp
-        self._base_env["WORK_QUEUE_SANDBOX"] = self.ws.root
+        self.base_env = {k: v for k, v in os.environ.items() if k != "DISPLAY"}
+        self.base_env["WORKER_TMPDIR"] = self.ws.tmp
+        self.base_env["WORK_QUEUE_SANDBOX"] = self.ws.root
+        self.use_symlinks = not worker.opts.disable_symlinks
+        self.inside = worker.inside  # the TaskRunner's Host: process set-up lives with the worker
+        self.guard = worker.guard
+        self.unguard = worker.unguard
 
     # -- the connection ----------------------------------------------------------------
 
@@ -496,7 +414,7 @@ class _Session:
             return
         self.reason = reason
         for run in self.running.values():
-            self._kill_group(run)
+            run.kill_processes()
         if farewell is not None and not self.lock.locked() and not self.conn.payload_owed:
             try:
                 self.link.write(self.conn.send(farewell))
@@ -507,8 +425,7 @@ class _Session:
     async def shutdown(self) -> None:
         """Kill every task and close the socket; the caller wipes the workspace."""
         for run in list(self.running.values()):
-            run.cancelled = True
-            self._kill_group(run)
+            run.kill()
         if self._children:
             await asyncio.wait(list(self._children), timeout=5)
         if self._put_fd is not None:
@@ -545,7 +462,7 @@ class _Session:
             while hs.succeeded is None:
                 # one event at a time: what follows the step in the same read stays queued
                 event = self.conn.next_event()
-                if event is p.NEED_DATA:
+                if not isinstance(event, p.Event):  # NEED_DATA
                     self.conn.receive_data(await asyncio.wait_for(self.link.read(), 30))
                     continue
                 if isinstance(event, p.ConnectionClosed):
@@ -737,7 +654,7 @@ class _Session:
         if any(request[n] > self.w.total[n] for n in RESOURCE_NAMES):
             log.info("task %d asks for more than this worker has: forsaken", task.task_id)
             self._post(*self._resources())
-            self._finish(_Finished(task.task_id, FORSAKEN, 0, 0, None))
+            self.finish(Finished(task.task_id, FORSAKEN, 0, 0, None))
             return
         self.waiting.append(task)
         self._schedule()
@@ -752,231 +669,31 @@ class _Session:
                     self.allocated[n] += request[n]
                 gpu_ids, self.free_gpus = (self.free_gpus[: request["gpus"]],
                                            self.free_gpus[request["gpus"]:])
-                run = _Running(task, request, gpu_ids, time.monotonic())
+                run = TaskRunner(task, request, gpu_ids, self)
                 self.running[task.task_id] = run
-                child = asyncio.ensure_future(self._run(run))
+                child = asyncio.ensure_future(run.run())
                 self._children.add(child)
                 child.add_done_callback(self._children.discard)
             else:
                 still.append(task)
         self.waiting = still
 
-    def _environment(self, run: _Running, tmpdir: str) -> dict:
-        env = dict(self._base_env)
-        for entry in run.task.env:
-            name, sep, value = entry.partition("=")
-            if sep and name:
-                env[name] = value
-        a = run.alloc
-        if a["cores"] > 0:
-            env["CORES"] = env["OMP_NUM_THREADS"] = str(a["cores"])
-        if a["memory"] > 0:
-            env["MEMORY"] = str(a["memory"])
-        if a["disk"] > 0:
-            env["DISK"] = str(a["disk"])
-        if a["gpus"] > 0:
-            env["GPUS"] = str(a["gpus"])
-            env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in run.gpu_ids)
-        env["TMPDIR"] = env["TEMP"] = env["TMP"] = tmpdir
-        return env
-
-    def _setup_sandbox(self, task: p.Task) -> tuple:
-        """``(sandbox, tmpdir)`` of a task, its inputs linked in."""
-        box, tmpdir = self.ws.new_sandbox(task.task_id)
-        for item in task.inputs:
-            if isinstance(item, p.EmptyDir):
-                sb.make_empty_dir(box, item.sandbox_name)
-            else:
-                sb.link_input(self.ws, box, item.cache_name, item.sandbox_name,
-                              not self.w.opts.disable_symlinks)
-        for out in task.outputs:
-            if not sb.is_safe_relative_path(out.sandbox_name):
-                raise sb.SandboxError(f"unsafe output name {out.sandbox_name!r}")
-        return box, tmpdir
-
-    def _heavy_setup(self, task: p.Task) -> bool:
-        """Whether linking the inputs may take long: directories, or many files."""
-        if len(task.inputs) > 16:
-            return True
-        return any(isinstance(i, p.TaskFile) and os.path.isdir(self.ws.cache + "/" + i.cache_name)
-                   for i in task.inputs)
-
-    async def _run(self, run: _Running) -> None:
-        """Run a task to its end, which is always a result and its resources freed.
-
-        Whatever goes wrong on the worker's side fails this task, not the worker: a
-        task left without a result would keep its cores allocated for ever, and its
-        manager waiting.
-        """
-        try:
-            await self._run_task(run)
-        except Exception as e:  # noqa: BLE001 - anything here is this task's failure
-            log.warning("task %d: failed on the worker: %r", run.task.task_id, e)
-            if run.pid:
-                self._kill_group(run)
-                self.w.unguard(run.pid)
-            if not run.reported:
-                self._fail(run, f"worker: cannot run the task: {e}")
-
-    def _fail(self, run: _Running, message: str) -> None:
-        """End a task that could not run: INPUT_MISSING, with ``message`` as its output."""
-        self._release(run)
-        if run.cancelled:
-            self._discard(run.task.task_id)
-            return
-        out_path = self.ws.stdout_path(run.task.task_id)
-        try:
-            fd = sb.fresh_file(out_path, 0o644)
-        except OSError:
-            pass
-        else:
-            try:
-                os.write(fd, f"{message}\n".encode("utf-8", "replace"))
-            finally:
-                os.close(fd)
-        self._report(run, _Finished(run.task.task_id, INPUT_MISSING, 1, 0, out_path))
-
-    def _report(self, run: _Running, done: _Finished) -> None:
-        run.reported = True
-        self._finish(done)
-
-    async def _run_task(self, run: _Running) -> None:
-        task = run.task
-        loop = asyncio.get_running_loop()
-        out_path = self.ws.stdout_path(task.task_id)
-        try:
-            if self._heavy_setup(task):  # a big tree must not stall replies to the manager
-                box, tmpdir = await loop.run_in_executor(None, self._setup_sandbox, task)
-            else:
-                box, tmpdir = self._setup_sandbox(task)
-            run.box = box
-            run.watched = {o.sandbox_name: 0 for o in task.outputs if o.flags & WATCH}
-        except (sb.SandboxError, OSError) as e:
-            log.warning("task %d: sandbox set-up failed: %s", task.task_id, e)
-            self._fail(run, f"worker: {e}")
-            return
-        # Kept open until the task is over: the shell's report of a signal death is
-        # appended through it, whatever the task did to the file's name meanwhile.
-        out = self.ws.open_stdout(task.task_id)
-        try:
-            env = self._environment(run, tmpdir)
-            try:
-                run.pid, direct = self._start(task.command, box, env, out)
-            except (OSError, ValueError) as e:  # ValueError: a NUL byte in the command
-                os.write(out, f"worker: cannot start the task: {e}\n".encode())
-                self._release(run)
-                self._report(run, _Finished(task.task_id, INPUT_MISSING, 1, 0, out_path))
-                return
-            self.w.guard(run.pid)
-            if run.cancelled:  # killed while starting
-                self._kill_group(run)
-            if task.wall_time:
-                run.timers.append(loop.call_later(task.wall_time, self._limit, run,
-                                                  TASK_MAX_RUN_TIME))
-            if task.end_time:
-                run.timers.append(loop.call_later(max(0.0, task.end_time - time.time()),
-                                                  self._limit, run, TASK_TIMEOUT))
-            # Not urgent: a short task's end usually carries it along (one segment, and one
-            # wake-up of the manager, instead of two).
-            self._post(p.Info("tasks_running", str(self._n_running())), delay=START_NOTICE_DELAY)
-            rc = await _exited(run.pid)
-            if rc < 0 and direct and run.limit is None and not run.cancelled and \
-                    self.reason is None:
-                rc = await self._as_the_shell_reports(run, -rc, box, env, out)
-        finally:
-            os.close(out)
-        for timer in run.timers:
-            timer.cancel()
-        self._kill_group(run)  # background children of a finished task go too
-        self.w.unguard(run.pid)
-        usec = int((time.monotonic() - run.started) * 1e6)
-        self._release(run)
-        if run.cancelled:
-            self._discard(task.task_id)
-            return
-        if run.limit is not None:
-            status, code = run.limit, 9
-        elif rc < 0:
-            status, code = SIGNAL, -rc
-        else:
-            status, code = SUCCESS, rc
-        for item in task.outputs:
-            try:
-                sb.collect_output(self.ws, box, item.sandbox_name, item.cache_name)
-            except OSError as e:
-                log.warning("task %d: cannot keep output %s: %s", task.task_id,
-                            item.sandbox_name, e)
-        self._report(run, _Finished(task.task_id, status, code, usec, out_path))
-
-    def _start(self, command: str, box: str, env: dict, out: int) -> tuple:
-        """Start a task in ``box`` as the leader of a new session (so of a new process
-        group); its pid, and whether it runs without a shell.
-
-        stdin is /dev/null; stdout and stderr go to ``out``. A shell-free command
-        starts its program directly; if that fails (no such program, no ``#!``, not
-        executable), ``/bin/sh -c`` runs it after all, and the user sees the shell's
-        message and exit status.
-        """
-        actions = _task_stdio(out)
-        direct = spawn.direct_start(command, env.get("PATH"), box)
-        with self.w.inside(box):
-            if direct is not None:
-                try:
-                    return os.posix_spawn(direct[0], direct[1], env, file_actions=actions,
-                                          setsid=True, setsigdef=spawn.RESET_SIGNALS), True
-                except OSError:
-                    pass
-            return os.posix_spawn("/bin/sh", ["/bin/sh", "-c", command], env,
-                                  file_actions=actions, setsid=True,
-                                  setsigdef=spawn.RESET_SIGNALS), False
-
-    async def _as_the_shell_reports(self, run: _Running, sig: int, box: str, env: dict,
-                                    out: int) -> int:
-        """The return code ``/bin/sh -c`` gives for a program that died of signal ``sig``.
-
-        A shell that runs the program as its child outlives it and reports the death
-        its own way (dash: a message such as "Segmentation fault" on stderr and exit
-        status 128+N; bash execs the program and dies with it). So the shell is
-        asked: it runs a stand-in that dies of the same signal, and its report is
-        appended to the task's output. Only deaths nobody at the worker caused get
-        here, which are rare; limits and kills are reported as before. The report
-        goes through ``out``, the worker's own descriptor of the task's output: the
-        file's name may lead elsewhere by now.
-        """
-        self._kill_group(run)  # the program's background children, as after any task
-        self.w.unguard(run.pid)
-        stand_in = spawn.shell_report_argv(sig)
-        os.lseek(out, 0, os.SEEK_END)
-        try:
-            with self.w.inside(box):
-                run.pid = os.posix_spawn(
-                    stand_in[0], stand_in, env,
-                    file_actions=_task_stdio(out), setsid=True, setsigdef=spawn.RESET_SIGNALS)
-        except OSError as e:
-            log.warning("task %d: cannot ask the shell about signal %d: %s", run.task.task_id,
-                        sig, e)
-            return -sig
-        self.w.guard(run.pid)
-        return await _exited(run.pid)
-
     def _n_running(self) -> int:
         """Tasks running for the manager (killed ones may still be dying)."""
-        return sum(1 for run in self.running.values() if not run.cancelled)
+        return sum(1 for run in self.running.values() if run.counted)
 
-    def _limit(self, run: _Running, status: int) -> None:
-        if run.limit is None:
-            run.limit = status
-        self._kill_group(run)
+    @property
+    def connected(self) -> bool:
+        """Whether this connection still serves its manager (a TaskRunner asks)."""
+        return self.reason is None
 
-    @staticmethod
-    def _kill_group(run: _Running) -> None:
-        if run.pid:
-            try:
-                os.killpg(run.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
+    def notice_start(self) -> None:
+        """`info tasks_running` after a start. Not urgent: a short task's end usually
+        carries it along (one segment, and one wake-up of the manager, instead of two)."""
+        self._post(p.Info("tasks_running", str(self._n_running())), delay=START_NOTICE_DELAY)
 
-    def _release(self, run: _Running) -> None:
+    def release(self, run: TaskRunner) -> None:
+        """A task's resources are free again (its runner left the states that hold them)."""
         if self.running.pop(run.task.task_id, None) is run:
             for n in RESOURCE_NAMES:
                 self.allocated[n] -= run.alloc[n]
@@ -984,7 +701,7 @@ class _Session:
         self.last_busy = time.monotonic()
         self._schedule()
 
-    def _finish(self, done: _Finished) -> None:
+    def finish(self, done: Finished) -> None:
         self.finished.append(done)
         self.last_busy = time.monotonic()
         self._announce()
@@ -1029,12 +746,11 @@ class _Session:
         self.finished = [f for f in self.finished if f.task_id != task_id]
         run = self.running.get(task_id)
         if run is not None:
-            run.cancelled = True
-            self._kill_group(run)  # _run cleans up once the process is gone
+            run.kill()  # its runner discards it once the process is gone
             return
-        self._discard(task_id)
+        self.discard(task_id)
 
-    def _discard(self, task_id: int) -> None:
+    def discard(self, task_id: int) -> None:
         """Delete a task's sandbox (kept as a spare when it is empty) and its stdout."""
         box = self.ws.sandbox_path(task_id)
         if not self.ws.recycle(box):
@@ -1069,7 +785,7 @@ class _Session:
             self.link.write(self.conn.send(p.End()))
             await self.link.drain()
 
-    async def _send_updates(self, run: _Running) -> None:
+    async def _send_updates(self, run: TaskRunner) -> None:
         """`update` blocks for the new bytes of a running task's WATCH outputs (3.7)."""
         for name, offset in run.watched.items():
             if " " in name or "\n" in name:

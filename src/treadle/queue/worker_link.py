@@ -114,7 +114,8 @@ class Dialer:
                 tls_failed = type(e).__module__ == "ssl"  # say why, it will not heal itself
                 (log.warning if tls_failed else log.info)(
                     "cannot connect to %s:%d: %s", host, port, e)
-                why = os.strerror(e.errno) if getattr(e, "errno", None) else str(e) or "timed out"
+                errno = getattr(e, "errno", None)  # a 3.8 TimeoutError has none
+                why = os.strerror(errno) if errno else str(e) or "timed out"
                 self.where = f"{host}:{port} ({why})"
                 continue
             sock = link.transport.get_extra_info("socket")
