@@ -103,7 +103,7 @@ import re
 import secrets
 import string
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 PROTOCOL_VERSION = 9
@@ -929,7 +929,7 @@ class _Connection:
         # receiving: small payload collection
         self._collect_left = 0
         self._collect: bytearray | None = None
-        self._collect_done = None  # callable(bytes) -> Optional[Event]
+        self._collect_done: Callable[[bytes], Event | None] | None = None
         self._collect_newline = False
         # receiving: password step lines still expected after `auth password sha1`
         self._auth_lines: list[str] = []
@@ -1076,6 +1076,7 @@ class _Connection:
                         raise ProtocolError("payload not followed by a newline")
                     self._collect_newline = False
                 payload, done = bytes(self._collect), self._collect_done
+                assert done is not None  # set with _collect
                 self._collect = None
                 self._collect_done = None
                 event = done(payload)
@@ -1233,9 +1234,9 @@ class WorkerConnection(_Connection):
             parts = rest.split(b" ", 2)
             if len(parts) != 3 or not parts[2]:
                 raise ProtocolError(f"malformed {word.decode()} line")
-            mode = _int(parts[0], 0, 9, "mode")
+            third_mode = _int(parts[0], 0, 9, "mode")
             cls = ThirdGet if word == b"thirdget" else ThirdPut
-            return cls(mode, _cache_name(parts[1]), _to_str(parts[2]))
+            return cls(third_mode, _cache_name(parts[1]), _to_str(parts[2]))
         if word == b"tlq":
             return Tlq(_to_str(rest))
         if line == AUTH_LINE.encode():
@@ -1476,20 +1477,20 @@ class ManagerConnection(_Connection):
             if head[0] != "results":
                 raise ProtocolError("result without send_results")
             status, code, size, usec, tid = _fields(rest, 5, "result")
-            event = Result(_int(status, 0, 255, "result code"),
-                           _int(code, -(1 << 31), (1 << 31) - 1, "exit code"),
-                           _size(size), _int(usec, 0, 1 << 62, "time"),
-                           _int(tid, 0, MAX_TASK_ID, "task id"))
-            self._stream(event.size)
-            return event
+            result = Result(_int(status, 0, 255, "result code"),
+                            _int(code, -(1 << 31), (1 << 31) - 1, "exit code"),
+                            _size(size), _int(usec, 0, 1 << 62, "time"),
+                            _int(tid, 0, MAX_TASK_ID, "task id"))
+            self._stream(result.size)
+            return result
         if word == b"update":
             if head[0] != "results":
                 raise ProtocolError("update without send_results")
             tid, path, offset, size = _fields(rest, 4, "update")
-            event = Update(_int(tid, 0, MAX_TASK_ID, "task id"), _to_str(path),
-                           _size(offset, "offset"), _size(size))
-            self._stream(event.size)
-            return event
+            update = Update(_int(tid, 0, MAX_TASK_ID, "task id"), _to_str(path),
+                            _size(offset, "offset"), _size(size))
+            self._stream(update.size)
+            return update
         if word == b"feature":
             (name,) = _fields(rest, 1, "feature")
             return Feature(url_decode(name))
