@@ -39,6 +39,7 @@ from typing import Any
 from treadle.errors import UsageError
 from treadle.queue import protocol as wp
 from treadle.queue import resources as res
+from treadle.queue.attempt import Attempt, Cleanup, transition
 from treadle.queue.cache import NAME_MAX, CacheItem, Namer
 from treadle.queue.link import Link
 from treadle.queue.scheduler import ReadyQueue, choose_worker
@@ -141,23 +142,6 @@ class CategoryConfig:
 MODES = ("FIXED", "MAX", "MIN_WASTE", "MAX_THROUGHPUT")
 
 
-class _Attempt:
-    """What one dispatch of a task put on one worker."""
-
-    __slots__ = ("worker", "box", "uncached", "outputs", "gets_left", "got_result", "started", "error")
-
-    def __init__(self, worker: WorkerView, box: dict[str, int]) -> None:
-        self.worker = worker
-        self.box = box
-        self.uncached: list[str] = []  # cache names to unlink when the task is done
-        self.outputs: list[tuple[TaskFile, str]] = []
-        self.gets_left = 0
-        self.got_result = False
-        self.started = time.time()
-        # an output this manager could not write (disk full, permissions): fails the task
-        self.error: str | None = None
-
-
 def _read_password(password: bytes | str | None, password_file: str | None) -> bytes | None:
     if password_file is not None:
         try:
@@ -220,6 +204,8 @@ class Manager:
         self._outstanding = 0  # submitted and not yet handed back by wait/cancel
         # manager-thread state
         self._tasks: dict[int, Task] = {}
+        self._attempts: dict[int, Attempt] = {}  # task id -> its attempt on a worker
+        self._grown: set[int] = set()  # ids of tasks retried with the category maximum after RESOURCE_EXHAUSTION
         self._orders: dict[int, int] = {}  # task id -> place in the ready heap
         self._ready: ReadyQueue[Task] = ReadyQueue(lifo=lifo)
         self._workers: dict[int, WorkerView] = {}
@@ -351,7 +337,7 @@ class Manager:
         if tid > wp.MAX_TASK_ID:
             raise UsageError("more than 2**31-1 tasks submitted to one manager")
         task.id = tid
-        task.state = TaskState.READY
+        transition(task, TaskState.READY)
         task.time_submitted = time.time()
         task.attempts = 0
         task.result = None
@@ -412,7 +398,7 @@ class Manager:
                 self._done_cond.wait(remaining)
             task = self._done.popleft()
             self._outstanding -= 1
-        task.state = TaskState.DONE
+        transition(task, TaskState.DONE)
         return task
 
     async def wait_async(self, timeout: float | None = None) -> Task | None:
@@ -426,7 +412,7 @@ class Manager:
                 if self._done:
                     task = self._done.popleft()
                     self._outstanding -= 1
-                    task.state = TaskState.DONE
+                    transition(task, TaskState.DONE)
                     return task
                 if self._outstanding == 0 and timeout is None:
                     return None
@@ -616,7 +602,7 @@ class Manager:
         }
 
     def _enqueue(self, task: Task, order: int | None = None) -> None:
-        task.state = TaskState.READY
+        transition(task, TaskState.READY)
         self._orders[task.id] = self._ready.push(task.priority, task, order)
         res.add(self._waiting_sum, self._request(task))
         self._category(task.category).waiting += 1
@@ -681,7 +667,7 @@ class Manager:
         if cat is None:
             return declared, None
         fill = cat.max
-        grown = getattr(task, "_grown", False)
+        grown = task.id in self._grown
         if grown and not cat.max:
             return {r: None for r in declared}, cat.min or None  # no maximum: the whole worker
         if cat.mode != "FIXED" and cat.first and not grown:
@@ -730,15 +716,16 @@ class Manager:
             return None
         self._unqueue(task)
         self._orders.pop(task.id, None)
+        att = self._begin_attempt(task, worker, boxes[worker.seq])
         try:
-            self._dispatch(task, worker, boxes[worker.seq], items)
+            self._send_task(att, items)
         except OSError as e:
             # an input changed or vanished while being sent: the stream to this
-            # worker is now out of step, so drop the worker; the task waits again
+            # worker is now out of step, so drop the worker; the task waits again,
+            # its try given back (the worker failed, not the task)
             log.warning("sending task %d to %s failed (%s); worker dropped", task.id, worker.addrport, e)
             worker.link.abort()
-            worker.tasks.pop(task.id, None)
-            task._attempt = None
+            self._end_attempt(att, Cleanup.NOTHING, counted=False)
             self._enqueue(task)
             return False
         except wp.LocalProtocolError as e:
@@ -747,21 +734,29 @@ class Manager:
             # nothing sent, and the worker goes, as its stream may stop mid-message
             log.error("task %d cannot be sent to a worker: %s", task.id, e)
             worker.link.abort()
-            task._attempt = None  # type: ignore[attr-defined]
+            self._end_attempt(att, Cleanup.NOTHING)
             task.reason = f"cannot be sent to a worker: {e}"
             self._finish(task, Result.UNKNOWN, None)
             return False
         return True
 
-    def _dispatch(self, task: Task, w: WorkerView, box: dict[str, int], items: list[CacheItem]) -> None:
-        att = _Attempt(w, box)
-        task._attempt = att  # type: ignore[attr-defined]
+    def _begin_attempt(self, task: Task, w: WorkerView, box: dict[str, int]) -> Attempt:
+        """The task starts an attempt on ``w``: it holds ``box`` there until ``_stop``."""
+        att = Attempt(task, w, box)
+        self._attempts[task.id] = w.attempts[task.id] = att
         task.attempts += 1
-        task.state = TaskState.RUNNING
+        transition(task, TaskState.RUNNING)
         task.time_started = att.started
         task.host = w.addrport
         task.hostname = w.hostname
         task.resources_allocated = dict(box)
+        res.add(w.inuse, box)
+        self._category(task.category).running += 1
+        return att
+
+    def _send_task(self, att: Attempt, items: list[CacheItem]) -> None:
+        """Queue the task's uncached inputs and its description on the worker's link."""
+        task, w, box = att.task, att.worker, att.box
         link = w.link
         sent_before = link.bytes_queued
         inputs: list[wp.TaskFile | wp.EmptyDir] = []
@@ -787,11 +782,7 @@ class Manager:
             outputs.append(wp.TaskFile(oname, spec.remote, spec.flags()))
         link.send(_wire_task(task, task.id, box, inputs, outputs))
         task.bytes_sent += link.bytes_queued - sent_before
-        res.add(w.inuse, box)
-        w.tasks[task.id] = task
-        cat = self._category(task.category)
-        cat.running += 1
-        cat.dispatched += 1
+        self._category(task.category).dispatched += 1
         self._counts["tasks_dispatched"] += 1
         if self._txn is not None:
             self._log_txn(f"TASK {task.id} RUNNING {w.addrport} {json.dumps(box)}")
@@ -858,31 +849,22 @@ class Manager:
 
     # ================================================================ results
     def _on_result(self, w: WorkerView, status: int, exit_code: int, output: bytes, truncated: bool, usec: int, tid: int) -> None:
-        task = w.tasks.get(tid)
-        att = getattr(task, "_attempt", None) if task is not None else None
-        if task is None or att is None or att.worker is not w or att.got_result:
+        att = w.attempts.get(tid)
+        if att is None or not att.running:
             log.debug("result for unknown task %d from %s ignored", tid, w.addrport)
             return
-        att.got_result = True
-        res.add(w.inuse, att.box, -1)
+        task = att.task
+        self._stop(att)
         cat = self._category(task.category)
-        cat.running -= 1
-        grow = (
-            status == Result.RESOURCE_EXHAUSTION
-            and self._category(task.category).mode != "FIXED"
-            and not getattr(task, "_grown", False)
-        )
-        if grow:
-            task._grown = True  # type: ignore[attr-defined] - retried once with the category maximum
+        grow = status == Result.RESOURCE_EXHAUSTION and cat.mode != "FIXED" and tid not in self._grown
         if status == Result.FORSAKEN or grow:
-            # back to the queue without counting it as an attempt
-            self._kill_and_unlink(w, tid, att.uncached)
-            del w.tasks[tid]
-            task._attempt = None  # type: ignore[attr-defined]
+            if grow:
+                self._grown.add(tid)  # retried once with the category maximum
+            # back to the queue, not handed back: the try counts toward max_retries
+            self._end_attempt(att, Cleanup.INPUTS)
             self._retry_or_fail(task)
-            self._kick_schedule()
             return
-        task.state = TaskState.WAITING_RETRIEVAL
+        transition(task, TaskState.WAITING_RETRIEVAL)
         task.execute_usec = usec
         self._time_execute += usec / 1e6
         task.output = output
@@ -907,18 +889,18 @@ class Manager:
             if spec.when == "success" and not ok or spec.when == "failure" and ok:
                 continue
             att.gets_left += 1
-            w.request_get(Get(oname, spec.local or spec.remote, self._make_get_done(w, task, spec, oname)))
+            w.request_get(Get(oname, spec.local or spec.remote, self._make_get_done(att, spec, oname)))
         self._kill_and_unlink(w, tid, list(att.uncached) + [o for s, o in att.outputs if not s.cache])
         if att.gets_left == 0:
-            self._retrieved(w, task)
+            self._retrieved(att)
         self._kick_schedule()
 
-    def _make_get_done(self, w: WorkerView, task: Task, spec: TaskFile, oname: str) -> Callable[[Get], None]:
+    def _make_get_done(self, att: Attempt, spec: TaskFile, oname: str) -> Callable[[Get], None]:
         def done(get: Get) -> None:
+            task = att.task
             task.bytes_received += get.nbytes
-            att = task._attempt  # type: ignore[attr-defined]
-            if att is None:
-                return
+            if self._attempts.get(task.id) is not att:
+                return  # ended meanwhile (cancelled)
             if get.error is not None:
                 att.error = att.error or get.error
             elif get.missing:
@@ -927,21 +909,50 @@ class Manager:
             elif spec.cache and spec.local:
                 key = self._namer.content_key_of_local(spec.local)
                 if key is not None:
-                    w.cache[key] = (oname, get.nbytes)
+                    att.worker.cache[key] = (oname, get.nbytes)
             att.gets_left -= 1
             if att.gets_left == 0:
-                self._retrieved(w, task)
+                self._retrieved(att)
 
         return done
 
-    def _retrieved(self, w: WorkerView, task: Task) -> None:
-        w.tasks.pop(task.id, None)
-        w.tasks_complete += 1
-        error = task._attempt.error  # type: ignore[attr-defined]
-        if error is not None:
-            task.result, task.reason = Result.OUTPUT_TRANSFER_ERROR, error
-        task._attempt = None  # type: ignore[attr-defined]
+    def _retrieved(self, att: Attempt) -> None:
+        """Every output of a finished attempt is here: the task goes back to the application."""
+        task = self._end_attempt(att, Cleanup.NOTHING)  # the worker was told at the result
+        att.worker.tasks_complete += 1
+        if att.error is not None:
+            task.result, task.reason = Result.OUTPUT_TRANSFER_ERROR, att.error
         self._finish(task, task.result if task.result is not None else Result.UNKNOWN, task.exit_code, keep=True)
+
+    # ============================================================ attempts
+    def _stop(self, att: Attempt) -> None:
+        """The attempt's task no longer runs: its box and its category's running count are freed, once."""
+        if att.running:
+            att.running = False
+            res.add(att.worker.inuse, att.box, -1)
+            self._category(att.task.category).running -= 1
+
+    def _end_attempt(self, att: Attempt, cleanup: Cleanup, *, counted: bool = True) -> Task:
+        """The one way an attempt ends (result, retrieval, lost worker, failed send, cancel, abort).
+
+        Frees what it holds, detaches it from its worker and tells the worker
+        ``cleanup`` (a task still running gets a ``kill`` of its own); ``counted=False``
+        gives the task its try back. Returns the task: the caller's next step (queue it
+        again, hand it back) is explicit at the call.
+        """
+        task, w = att.task, att.worker
+        was_running = att.running
+        self._stop(att)
+        del self._attempts[task.id]
+        w.attempts.pop(task.id, None)
+        if cleanup is not Cleanup.NOTHING:
+            kill = self._kill_running if was_running else self._kill_and_unlink
+            kill(w, task.id, att.leftovers(cleanup))
+        if not counted:
+            task.attempts -= 1
+        if not self._closed:
+            self._kick_schedule()
+        return task
 
     def _finish(self, task: Task, result: Result, exit_code: int | None, keep: bool = False) -> None:
         """Hand a task back to the application."""
@@ -949,8 +960,9 @@ class Manager:
             task.result = result
             task.exit_code = exit_code
         task.time_finished = time.time()
-        task.state = TaskState.RETRIEVED
+        transition(task, TaskState.RETRIEVED)
         self._tasks.pop(task.id, None)
+        self._grown.discard(task.id)
         if result is Result.SUCCESS:
             self._counts["tasks_done"] += 1
         else:
@@ -965,13 +977,13 @@ class Manager:
         for loop, fut in waiters:
             loop.call_soon_threadsafe(_resolve, fut)
 
-    def _retry_or_fail(self, task: Task, order: int | None = None) -> None:
+    def _retry_or_fail(self, task: Task) -> None:
         """A lost, forsaken or aborted attempt: queue again unless the retries are used up."""
         if task.max_retries > 0 and task.attempts >= task.max_retries + 1:
             self._counts["tasks_exhausted_attempts"] += 1
             self._finish(task, Result.MAX_RETRIES, None)
             return
-        self._enqueue(task, order)
+        self._enqueue(task)
 
     # ================================================================ workers
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -1149,10 +1161,9 @@ class Manager:
         streams); an id this worker was never given is a lie, and the worker is
         dropped before any of its payload is read.
         """
-        task = w.tasks.get(tid)
-        if task is not None:
-            att = task._attempt  # type: ignore[attr-defined]
-            return att is not None and att.worker is w and not att.got_result
+        att = w.attempts.get(tid)
+        if att is not None:
+            return att.running
         if tid in w.killed:
             if what == "result":
                 w.killed.discard(tid)  # nothing more comes after a result
@@ -1161,14 +1172,13 @@ class Manager:
 
     def _begin_update(self, w: WorkerView, ev: wp.Update) -> None:
         """New bytes of a watched output go straight to its local file at their offset."""
-        task = w.tasks.get(ev.task_id) if self._output_wanted(w, ev.task_id, "update") else None
+        att = w.attempts.get(ev.task_id) if self._output_wanted(w, ev.task_id, "update") else None
         spec = None
-        if task is not None:
-            spec = next((s for s in task.outputs if s.remote == ev.path and s.watch and s.local), None)
-        if spec is None:
+        if att is not None:
+            spec = next((s for s in att.task.outputs if s.remote == ev.path and s.watch and s.local), None)
+        if att is None or spec is None:
             w.begin_update(None, None)
             return
-        att = task._attempt  # type: ignore[union-attr]
         assert spec.local is not None
         sink = None
         try:
@@ -1201,16 +1211,11 @@ class Manager:
         if reason == "lost" or reason == "protocol error" or reason == "keepalive":
             self._counts["workers_lost"] += 1
         self._log_txn(f"WORKER {w.addrport} DISCONNECTION {reason.upper().replace(' ', '_')}")
-        for task in list(w.tasks.values()):
-            att = task._attempt  # type: ignore[attr-defined]
-            if not att.got_result:
-                self._category(task.category).running -= 1
-            task._attempt = None  # type: ignore[attr-defined]
+        for att in list(w.attempts.values()):
+            task = self._end_attempt(att, Cleanup.NOTHING)
             task.result = None
-            if self._closed:
-                continue
-            self._retry_or_fail(task)
-        w.tasks.clear()
+            if not self._closed:
+                self._retry_or_fail(task)
         w.cache.clear()
         if not self._closed:
             self._kick_schedule()
@@ -1220,7 +1225,7 @@ class Manager:
         for w in list(self._workers.values()):
             if n and told >= n:
                 break
-            if n and w.tasks:
+            if n and w.attempts:
                 continue
             w.link.send(wp.Exit())
             w.link.close_reason = "shutdown"
@@ -1246,7 +1251,7 @@ class Manager:
                     if t.id == tid:
                         self._inbox.remove(t)
                         self._outstanding -= 1
-                        t.state = TaskState.CANCELED
+                        transition(t, TaskState.CANCELED)
                         t.result = Result.UNKNOWN
                         self._counts["tasks_cancelled"] += 1
                         return t
@@ -1256,21 +1261,11 @@ class Manager:
         if order is not None:
             self._ready.discard(order)
             self._unqueue(task)
-        att = getattr(task, "_attempt", None)
+        att = self._attempts.get(tid)
         if att is not None:
-            w = att.worker
-            if not att.got_result:
-                res.add(w.inuse, att.box, -1)
-                self._category(task.category).running -= 1
-            w.tasks.pop(tid, None)
-            unlink = list(att.uncached) + [o for _, o in att.outputs]
-            if att.got_result:
-                self._kill_and_unlink(w, tid, unlink)
-            else:
-                self._kill_running(w, tid, unlink)
-            task._attempt = None  # type: ignore[attr-defined]
-            self._kick_schedule()
-        task.state = TaskState.CANCELED
+            self._end_attempt(att, Cleanup.FILES)
+        self._grown.discard(tid)
+        transition(task, TaskState.CANCELED)
         task.result = Result.UNKNOWN
         self._counts["tasks_cancelled"] += 1
         self._category(task.category).cancelled += 1
@@ -1324,10 +1319,9 @@ class Manager:
                 w.check_sent = now
                 w.recv_since_check = False
             self._fast_abort_check(w, wall)
-            for task in list(w.tasks.values()):
-                att = task._attempt  # type: ignore[attr-defined]
-                if task.end_time and wall > task.end_time and not att.got_result:
-                    self._abort_on_worker(task)
+            for att in list(w.attempts.values()):
+                if att.task.end_time and wall > att.task.end_time and att.running:
+                    task = self._end_attempt(att, Cleanup.FILES)
                     self._finish(task, Result.TASK_TIMEOUT, None)
         self._write_stats_line()
 
@@ -1337,21 +1331,10 @@ class Manager:
             line = {"time": time.time(), **{f.name: getattr(s, f.name) for f in fields(s)}}
             self._stats_log.write(json.dumps(line) + "\n")
 
-    def _abort_on_worker(self, task: Task) -> None:
-        att = task._attempt  # type: ignore[attr-defined]
-        w = att.worker
-        res.add(w.inuse, att.box, -1)
-        self._category(task.category).running -= 1
-        w.tasks.pop(task.id, None)
-        unlink = list(att.uncached) + [o for _, o in att.outputs]
-        self._kill_running(w, task.id, unlink)
-        task._attempt = None  # type: ignore[attr-defined]
-        self._kick_schedule()
-
     def _fast_abort_check(self, w: WorkerView, wall: float) -> None:
-        for task in list(w.tasks.values()):
-            att = task._attempt  # type: ignore[attr-defined]
-            if att.got_result:
+        for att in list(w.attempts.values()):
+            task = att.task
+            if not att.running:
                 continue
             cat = self._category(task.category)
             mult = cat.fast_abort if cat.fast_abort is not None else self._fast_abort_default
@@ -1360,7 +1343,7 @@ class Manager:
             average = cat.exec_time_total / cat.done
             if wall - att.started > mult * average:
                 log.info("task %d ran %.1fs (> %s x %.2fs average): fast abort", task.id, wall - att.started, mult, average)
-                self._abort_on_worker(task)
+                self._end_attempt(att, Cleanup.FILES)
                 self._counts["workers_fast_aborted"] += 1
                 self._retry_or_fail(task)
 
@@ -1408,8 +1391,8 @@ class Manager:
     def _make_stats(self) -> Stats:
         workers = list(self._workers.values())
         ready = [w for w in workers if w.ready]
-        on_workers = sum(len(w.tasks) for w in workers)
-        running = sum(1 for w in workers for t in w.tasks.values() if not t._attempt.got_result)  # type: ignore[attr-defined]
+        on_workers = len(self._attempts)
+        running = sum(1 for a in self._attempts.values() if a.running)
         total = {r: sum(w.total[r] for w in ready) for r in res.NAMES}
         inuse = {r: sum(w.inuse[r] for w in ready) for r in res.NAMES}
         with self._lock:
@@ -1419,8 +1402,8 @@ class Manager:
         return Stats(
             workers_connected=len(workers),
             workers_init=len(workers) - len(ready),
-            workers_idle=sum(1 for w in ready if not w.tasks),
-            workers_busy=sum(1 for w in ready if w.tasks),
+            workers_idle=sum(1 for w in ready if not w.attempts),
+            workers_busy=sum(1 for w in ready if w.attempts),
             workers_able=len(ready),
             workers_joined=c["workers_joined"],
             workers_removed=c["workers_removed"],
@@ -1493,7 +1476,7 @@ class Manager:
         for r in ("workers",) + res.NAMES:
             if r == "workers":
                 vals = [w.slots for w in workers]
-                inuse = sum(1 for w in workers if w.tasks)
+                inuse = sum(1 for w in workers if w.attempts)
             else:
                 vals = [w.total[r] for w in workers]
                 inuse = sum(w.inuse[r] for w in workers)
@@ -1522,7 +1505,7 @@ class Manager:
         for w in self._workers.values():
             if not w.ready:
                 continue
-            running = [t for t in w.tasks.values() if not t._attempt.got_result]  # type: ignore[attr-defined]
+            running = [a.task for a in w.attempts.values() if a.running]
             d: dict[str, Any] = {
                 "hostname": w.hostname,
                 "os": w.os,
@@ -1538,7 +1521,7 @@ class Manager:
                 "start_time": int(w.joined * 1e6),
                 "current_time": int(now * 1e6),
                 "workers_total": w.slots,
-                "workers_inuse": 1 if w.tasks else 0,
+                "workers_inuse": 1 if w.attempts else 0,
             }
             for r in res.NAMES:
                 d[f"{r}_total"] = w.total[r]
@@ -1559,7 +1542,7 @@ class Manager:
         # tasks alike get one answer: a status query must not stall a queue of 10^5 tasks
         verdicts: dict[tuple[Any, ...], str | None] = {}
         for t in self._tasks.values():
-            att = getattr(t, "_attempt", None)
+            att = self._attempts.get(t.id)
             d: dict[str, Any] = {
                 "taskid": t.id,
                 "state": "running" if att is not None else t.state.name,
@@ -1574,7 +1557,7 @@ class Manager:
                 v = getattr(t, r)
                 d[r] = -1 if v is None else v
             if att is None and t.state is TaskState.READY:
-                key = (t.category, getattr(t, "_grown", False), *t.declared.values(),
+                key = (t.category, t.id in self._grown, *t.declared.values(),
                        tuple(t.features), all_treadle or t.reference_safe)
                 if key not in verdicts:
                     verdicts[key] = self._never_fits(t, ready)

@@ -134,7 +134,7 @@ class Task:
         "max_retries", "running_time_max", "running_time_min", "end_time", "features", "inputs",
         "outputs", "id", "state", "result", "exit_code", "signal", "output", "host", "hostname",
         "attempts", "time_submitted", "time_started", "time_finished", "execute_usec", "bytes_sent",
-        "bytes_received", "resources_allocated", "avoid_workers", "reason", "_attempt", "_grown", "__weakref__",
+        "bytes_received", "resources_allocated", "avoid_workers", "reason", "__weakref__",
     )  # a queue may hold a million tasks
 
     def __init__(
@@ -196,8 +196,6 @@ class Task:
         # Workers (host:port, as in ``host``) this task should not go to while another
         # worker is connected: a caller retrying a failure elsewhere adds the one it failed on.
         self.avoid_workers: set[str] = set()
-        self._attempt = None  # the manager's record of the current dispatch
-        self._grown = False  # retried with the category maximum after RESOURCE_EXHAUSTION
 
     def __repr__(self) -> str:
         return f"Task(id={self.id}, command={self.command!r}, state={self.state.name})"

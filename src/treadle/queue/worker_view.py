@@ -15,12 +15,15 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from typing import Any, BinaryIO, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from treadle.queue import protocol as wp
 from treadle.queue import resources as res
 from treadle.queue.link import Link
-from treadle.queue.task import MAX_OUTPUT_BYTES, Task
+from treadle.queue.task import MAX_OUTPUT_BYTES
+
+if TYPE_CHECKING:
+    from treadle.queue.attempt import Attempt
 
 log = logging.getLogger("treadle.queue.manager")
 
@@ -78,7 +81,7 @@ class WorkerView:
         self.seen_end_time = False
         self.end_time = 0.0
         self.draining = False
-        self.tasks: dict[int, Task] = {}
+        self.attempts: dict[int, Attempt] = {}  # by task id: the attempts running or being retrieved here
         # ids of tasks killed while running: their result may still be on its way
         self.killed: set[int] = set()
         self.cache: dict[str, tuple[str, int]] = {}  # content key -> (cache name, bytes)
