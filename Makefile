@@ -2,11 +2,14 @@
 # Both create .venv/ in the checkout and install treadle into it (editable,
 # with every extra: the features, the test tools and the docs tools).
 # `make docs` builds the documentation site into site/ (warnings are errors).
+# `make typecheck` runs mypy over src/treadle (configured in pyproject.toml).
+# `make test-fast` runs the suite without the slow and the reference tests: the
+# loop while editing; `make test` is the whole suite, as CI runs it.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test docs setup system-packages clean
+.PHONY: demo test test-fast typecheck docs setup system-packages clean
 
 $(BIN)/treadle: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +33,12 @@ system-packages:
 # mkdocs-click imports the commands, so a broken CLI help fails the build too.
 docs: setup
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+typecheck: setup
+	$(BIN)/mypy
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow and not reference"
 
 test: setup system-packages docs
 	OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
