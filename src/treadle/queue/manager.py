@@ -33,15 +33,17 @@ import ssl as ssl_module
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import fields
 from typing import Any
 
 from treadle.errors import UsageError
+from treadle.queue import manager_status
 from treadle.queue import protocol as wp
 from treadle.queue import resources as res
 from treadle.queue.attempt import Attempt, Cleanup, transition
 from treadle.queue.cache import NAME_MAX, CacheItem, Namer
 from treadle.queue.link import Link
+from treadle.queue.manager_status import CategoryConfig, Stats
 from treadle.queue.scheduler import ReadyQueue, choose_worker
 from treadle.queue.task import (
     MAX_OUTPUT_BYTES,
@@ -70,73 +72,6 @@ MAX_FEATURE_BYTES = 64 << 20
 CATALOG_INTERVAL = 60.0
 # `name` queries answered before a greeting: a worker asks once, a catalog probe a few times
 _MAX_NAME_QUERIES = 8
-
-
-@dataclass(frozen=True, slots=True)
-class Stats:
-    """A snapshot of the queue, with the reference's field names."""
-
-    workers_connected: int = 0
-    workers_init: int = 0
-    workers_idle: int = 0
-    workers_busy: int = 0
-    workers_able: int = 0
-    workers_joined: int = 0
-    workers_removed: int = 0
-    workers_released: int = 0
-    workers_idled_out: int = 0
-    workers_fast_aborted: int = 0
-    workers_blocked: int = 0
-    workers_lost: int = 0
-    tasks_waiting: int = 0
-    tasks_on_workers: int = 0
-    tasks_running: int = 0
-    tasks_with_results: int = 0
-    tasks_submitted: int = 0
-    tasks_dispatched: int = 0
-    tasks_done: int = 0
-    tasks_failed: int = 0
-    tasks_cancelled: int = 0
-    tasks_exhausted_attempts: int = 0
-    time_when_started: float = 0.0
-    time_send: float = 0.0
-    time_receive: float = 0.0
-    time_workers_execute: float = 0.0
-    bytes_sent: int = 0
-    bytes_received: int = 0
-    capacity_tasks: int = 0
-    capacity_cores: int = 0
-    capacity_memory: int = 0
-    capacity_disk: int = 0
-    capacity_gpus: int = 0
-    total_cores: int = 0
-    total_memory: int = 0
-    total_disk: int = 0
-    total_gpus: int = 0
-    committed_cores: int = 0
-    committed_memory: int = 0
-    committed_disk: int = 0
-    committed_gpus: int = 0
-
-
-@dataclass(slots=True)
-class CategoryConfig:
-    """Per-category resource settings (``set_category``) and running figures."""
-
-    name: str
-    max: dict[str, int] = field(default_factory=dict)
-    min: dict[str, int] = field(default_factory=dict)
-    first: dict[str, int] = field(default_factory=dict)
-    mode: str = "FIXED"
-    fast_abort: float | None = None
-    # running figures
-    done: int = 0
-    exec_time_total: float = 0.0
-    waiting: int = 0
-    running: int = 0
-    failed: int = 0
-    cancelled: int = 0
-    dispatched: int = 0
 
 
 MODES = ("FIXED", "MAX", "MIN_WASTE", "MAX_THROUGHPUT")
@@ -220,11 +155,6 @@ class Manager:
         self._output_budget = Budget(MAX_OUTPUT_IN_FLIGHT)
         self._feature_bytes = 0  # of every connected worker's features
         self._counts = collections.Counter()
-        self._bytes_sent = 0
-        self._bytes_received = 0
-        self._time_send = 0.0
-        self._time_receive = 0.0
-        self._time_execute = 0.0
         self._started = time.time()
         self._closed = False
         self._txn = open(transactions_log, "a", buffering=1) if transactions_log else None  # noqa: SIM115
@@ -487,7 +417,7 @@ class Manager:
 
     def workers(self) -> list[dict[str, Any]]:
         """One summary per connected worker (what `work_queue_status -W` shows)."""
-        return self._call(self._worker_status)
+        return self._call(lambda: manager_status.worker_status(self._workers.values()))
 
     def tasks(self) -> list[dict[str, Any]]:
         """One summary per task in the queue (what `work_queue_status -T` shows)."""
@@ -866,7 +796,7 @@ class Manager:
             return
         transition(task, TaskState.WAITING_RETRIEVAL)
         task.execute_usec = usec
-        self._time_execute += usec / 1e6
+        self._counts["time_workers_execute"] += usec / 1e6
         task.output = output
         if status == Result.SIGNAL:
             result, task.exit_code, task.signal = Result.SIGNAL, None, exit_code
@@ -1077,14 +1007,14 @@ class Manager:
     def _sent_counter(self, w: WorkerView) -> Callable[[int], None]:
         def count(n: int) -> None:
             w.bytes_sent += n
-            self._bytes_sent += n
+            self._counts["bytes_sent"] += n
 
         return count
 
     def _received_counter(self, w: WorkerView) -> Callable[[int], None]:
         def count(n: int) -> None:
             w.bytes_received += n
-            self._bytes_received += n
+            self._counts["bytes_received"] += n
             w.last_recv = time.monotonic()
             w.recv_since_check = True
 
@@ -1353,7 +1283,7 @@ class Manager:
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
             while True:
-                data = json.dumps(self._catalog_record()).encode()
+                data = json.dumps(manager_status.catalog_record(self._queue_status())).encode()
                 try:
                     sock.sendto(data, (host or self.catalog, int(port or 9097)))
                 except OSError as e:
@@ -1381,7 +1311,7 @@ class Manager:
         if what in ("queue_status", "resources_status"):
             return [self._queue_status()]
         if what == "worker_status":
-            return self._worker_status()
+            return manager_status.worker_status(self._workers.values())
         if what == "task_status":
             return self._task_status()
         if what == "wable_status":
@@ -1389,251 +1319,27 @@ class Manager:
         return None
 
     def _make_stats(self) -> Stats:
-        workers = list(self._workers.values())
-        ready = [w for w in workers if w.ready]
-        on_workers = len(self._attempts)
-        running = sum(1 for a in self._attempts.values() if a.running)
-        total = {r: sum(w.total[r] for w in ready) for r in res.NAMES}
-        inuse = {r: sum(w.inuse[r] for w in ready) for r in res.NAMES}
         with self._lock:
             done_waiting = len(self._done)
             inbox = len(self._inbox)
-        c = self._counts
-        return Stats(
-            workers_connected=len(workers),
-            workers_init=len(workers) - len(ready),
-            workers_idle=sum(1 for w in ready if not w.attempts),
-            workers_busy=sum(1 for w in ready if w.attempts),
-            workers_able=len(ready),
-            workers_joined=c["workers_joined"],
-            workers_removed=c["workers_removed"],
-            workers_released=c["workers_released"],
-            workers_idled_out=c["workers_idled_out"],
-            workers_fast_aborted=c["workers_fast_aborted"],
-            workers_blocked=len(self._blocked),
-            workers_lost=c["workers_lost"],
-            tasks_waiting=len(self._ready) + inbox,
-            tasks_on_workers=on_workers,
-            tasks_running=running,
-            tasks_with_results=on_workers - running + done_waiting,
-            tasks_submitted=c["tasks_submitted"] + inbox,
-            tasks_dispatched=c["tasks_dispatched"],
-            tasks_done=c["tasks_done"],
-            tasks_failed=c["tasks_failed"],
-            tasks_cancelled=c["tasks_cancelled"],
-            tasks_exhausted_attempts=c["tasks_exhausted_attempts"],
-            time_when_started=self._started,
-            time_send=self._time_send,
-            time_receive=self._time_receive,
-            time_workers_execute=self._time_execute,
-            bytes_sent=self._bytes_sent,
-            bytes_received=self._bytes_received,
-            capacity_tasks=max(len(ready), sum(w.total["cores"] for w in ready)),
-            capacity_cores=total["cores"],
-            capacity_memory=total["memory"],
-            capacity_disk=total["disk"],
-            capacity_gpus=total["gpus"],
-            total_cores=total["cores"],
-            total_memory=total["memory"],
-            total_disk=total["disk"],
-            total_gpus=total["gpus"],
-            committed_cores=inuse["cores"],
-            committed_memory=inuse["memory"],
-            committed_disk=inuse["disk"],
-            committed_gpus=inuse["gpus"],
+        return manager_status.make_stats(
+            list(self._workers.values()), self._attempts.values(), self._counts, waiting=len(self._ready),
+            inbox=inbox, done_waiting=done_waiting, blocked=len(self._blocked), started=self._started,
         )
 
     def _queue_status(self) -> dict[str, Any]:
-        s = self._make_stats()
-        out: dict[str, Any] = {f.name: getattr(s, f.name) for f in fields(s)}
-        workers = [w for w in self._workers.values() if w.ready]
-        out.update(
-            {
-                "type": "wq_master",
-                "project": self.name or "",
-                "name": socket.gethostname(),
-                "starttime": int(self._started),
-                "working_dir": os.getcwd(),
-                "owner": _owner(),
-                "version": "8.0.0",
-                "treadle": True,
-                "port": self.port,
-                "priority": 0,
-                "manager_preferred_connection": "by_ip",
-                "network_interfaces": [],
-                "workers": s.workers_connected,
-                "workers_blocked": sorted(self._blocked),
-                "tasks_complete": s.tasks_done,
-                "tasks_left": s.tasks_waiting + s.tasks_on_workers,
-                "capacity_instantaneous": s.capacity_tasks,
-                "capacity_weighted": s.capacity_tasks,
-                "manager_load": 0,
-                "categories": [self._category_status(c) for c in sorted(self._categories)],
-            }
+        return manager_status.queue_status(
+            self._make_stats(), self._workers.values(), self._categories, self._tasks.values(),
+            project=self.name or "", port=self.port, blocked=self._blocked, workers_wanted=self.workers_wanted,
         )
-        if self.workers_wanted is not None:
-            out["workers_wanted"] = self.workers_wanted
-        for r in ("workers",) + res.NAMES:
-            if r == "workers":
-                vals = [w.slots for w in workers]
-                inuse = sum(1 for w in workers if w.attempts)
-            else:
-                vals = [w.total[r] for w in workers]
-                inuse = sum(w.inuse[r] for w in workers)
-            out[f"{r}_inuse"] = inuse
-            out[f"{r}_total"] = sum(vals)
-            out[f"{r}_smallest"] = min(vals) if vals else 0
-            out[f"{r}_largest"] = max(vals) if vals else 0
-        tasks = list(self._tasks.values())
-        for r in res.NAMES:
-            out[f"tasks_total_{r}"] = sum(getattr(t, r) or 0 for t in tasks)
-        return out
-
-    def _catalog_record(self) -> dict[str, Any]:
-        q = self._queue_status()
-        keep = (
-            "type project starttime working_dir owner version port priority manager_preferred_connection "
-            "network_interfaces workers workers_connected tasks_waiting tasks_running tasks_on_workers "
-            "tasks_complete tasks_left capacity_tasks capacity_cores capacity_memory capacity_disk "
-            "cores_total memory_total disk_total gpus_total"
-        ).split()
-        return {k: q[k] for k in keep if k in q}
-
-    def _worker_status(self) -> list[dict[str, Any]]:
-        out = []
-        now = time.time()
-        for w in self._workers.values():
-            if not w.ready:
-                continue
-            running = [a.task for a in w.attempts.values() if a.running]
-            d: dict[str, Any] = {
-                "hostname": w.hostname,
-                "os": w.os,
-                "arch": w.arch,
-                "version": w.version,
-                "address_port": w.addrport,
-                "worker_id": w.worker_id,
-                "ncpus": w.total["cores"],
-                "total_tasks_complete": w.tasks_complete,
-                "total_tasks_running": len(running),
-                "total_bytes_transferred": w.bytes_sent + w.bytes_received,
-                "total_transfer_time": 0,
-                "start_time": int(w.joined * 1e6),
-                "current_time": int(now * 1e6),
-                "workers_total": w.slots,
-                "workers_inuse": 1 if w.attempts else 0,
-            }
-            for r in res.NAMES:
-                d[f"{r}_total"] = w.total[r]
-                d[f"{r}_inuse"] = w.inuse[r]
-                d[f"{r}_smallest"] = w.smallest[r]
-                d[f"{r}_largest"] = w.largest[r]
-            for i, t in enumerate(running, 1):
-                d[f"current_task_{i:03d}_id"] = t.id
-                d[f"current_task_{i:03d}_command"] = t.command
-            out.append(d)
-        return out
 
     def _task_status(self) -> list[dict[str, Any]]:
-        out = []
-        now = time.time()
-        ready = [w for w in self._workers.values() if w.ready]
-        all_treadle = all(w.treadle for w in ready)
-        # tasks alike get one answer: a status query must not stall a queue of 10^5 tasks
-        verdicts: dict[tuple[Any, ...], str | None] = {}
-        for t in self._tasks.values():
-            att = self._attempts.get(t.id)
-            d: dict[str, Any] = {
-                "taskid": t.id,
-                "state": "running" if att is not None else t.state.name,
-                "tag": t.tag or "",
-                "category": t.category,
-                "command": t.command,
-                "host": att.worker.hostname if att is not None else "",
-                "priority": str(t.priority),
-                "total_submissions": t.attempts,
-            }
-            for r in res.NAMES:
-                v = getattr(t, r)
-                d[r] = -1 if v is None else v
-            if att is None and t.state is TaskState.READY:
-                key = (t.category, t.id in self._grown, *t.declared.values(),
-                       tuple(t.features), all_treadle or t.reference_safe)
-                if key not in verdicts:
-                    verdicts[key] = self._never_fits(t, ready)
-                if verdicts[key]:
-                    d["never_fits"] = verdicts[key]
-            if att is not None:
-                d.update(
-                    {
-                        "address_port": att.worker.addrport,
-                        "time_when_submitted": int(t.time_submitted * 1e6),
-                        "time_when_commit_start": int(att.started * 1e6),
-                        "time_when_commit_end": int(att.started * 1e6),
-                        "current_time": int(now * 1e6),
-                    }
-                )
-            out.append(d)
-        return out
-
-    def _never_fits(self, task: Task, workers: list[WorkerView]) -> str | None:
-        """Why none of ``workers`` can ever run ``task``, or None if one can (or none is
-        connected: a bigger worker may yet come). A waiting task that asks more than any
-        worker has waits silently forever otherwise; ``treadle status`` shows this."""
-        if not workers:
-            return None
-        declared, minimum = self._effective_request(task)
-        short: dict[str, tuple[int, int]] = {}  # resource -> (asked, largest offered)
-        features = names = False
-        for w in workers:
-            box = res.box(declared, w.largest, minimum)
-            over = [r for r in res.NAMES if box[r] > w.largest[r]]
-            lacks = bool(task.features) and not set(task.features) <= w.features
-            wrong_kind = not w.treadle and not task.reference_safe
-            if not (over or lacks or wrong_kind):
-                return None
-            for r in over:
-                asked, offered = short.get(r, (0, 0))
-                short[r] = (max(asked, box[r]), max(offered, w.largest[r]))
-            features = features or lacks
-            names = names or wrong_kind
-        units = {"memory": " MB memory", "disk": " MB disk", "cores": " cores", "gpus": " gpus"}
-        parts = [f"asks {asked}{units[r]}, the largest connected worker has {offered}"
-                 for r, (asked, offered) in short.items()]
-        if features:
-            parts.append("needs features " + ", ".join(sorted(task.features)))
-        if names:
-            parts.append("has file names only treadle workers can take")
-        return "; ".join(parts)
+        return manager_status.task_status(self._tasks.values(), self._attempts, self._workers.values(), self._effective_request)
 
     def _category_status(self, name: str | None) -> dict[str, Any]:
-        if name is None:
-            cats = list(self._categories.values())
-            label = "whole queue"
-        else:
-            cats = [self._category(name)]
-            label = name
-        able = sum(1 for w in self._workers.values() if w.ready)
-        d: dict[str, Any] = {
-            "category": label,
-            "tasks_waiting": sum(c.waiting for c in cats),
-            "tasks_running": sum(c.running for c in cats),
-            "tasks_on_workers": sum(c.running for c in cats),
-            "tasks_dispatched": sum(c.dispatched for c in cats),
-            "tasks_done": sum(c.done for c in cats),
-            "tasks_failed": sum(c.failed for c in cats),
-            "tasks_cancelled": sum(c.cancelled for c in cats),
-            "workers_able": able,
-            "first_allocation_count": 0,
-            "max_allocation_count": 0,
-        }
         if name is not None:
-            c = cats[0]
-            for r in ("cores", "memory", "disk"):
-                if r in c.max:
-                    d[f"max_{r}"] = f"~{c.max[r]}"
-            d["mode"] = c.mode
-        return d
+            self._category(name)  # asked for by name: it exists from now on, as set_category would make it
+        return manager_status.category_status(self._categories, name, sum(1 for w in self._workers.values() if w.ready))
 
     # ================================================================ logging
     def _log_txn(self, text: str) -> None:
@@ -1721,13 +1427,3 @@ def _resource_dict(d: Mapping[str, int]) -> dict[str, int]:
         if v is not None:
             out[k] = int(v)
     return out
-
-
-def _owner() -> str:
-    try:
-        import pwd
-
-        return pwd.getpwuid(os.getuid()).pw_name
-    except (ImportError, KeyError):
-        return "unknown"
-
