@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from tests._wait import wait_for
 
 from treadle.allpairs import allpairs
 
@@ -45,12 +46,8 @@ class Workers:
         self.procs: list[subprocess.Popen] = []
 
     def port(self) -> str:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.port_file.exists() and self.port_file.read_text().strip():
-                return self.port_file.read_text().strip()
-            time.sleep(0.05)
-        raise TimeoutError("the engine wrote no port file")
+        return wait_for(lambda: self.port_file.exists() and self.port_file.read_text().strip(),
+                        30, "the engine's port file")
 
     def start(self, cores: int = 2, disk_mb: int | None = None,
               workdir: Path | None = None) -> subprocess.Popen:
@@ -167,9 +164,7 @@ def test_worker_killed_mid_block(kind, tmp_path):
 
     def choreography():
         first = workers.start()
-        deadline = time.monotonic() + 60
-        while not started.exists() and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_for(started.exists, 60, "a block to start on the first worker")
         os.killpg(first.pid, signal.SIGKILL)
         workers.start()
 

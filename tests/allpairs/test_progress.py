@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import io
 import subprocess
-import time
 
 from rich.console import Console
+from tests._wait import wait_for
 
 from treadle.allpairs.progress import Progress, WaveProgress
 
@@ -47,9 +47,7 @@ def test_plain_lines_repeat_every_interval():
     p = Progress(4, 40, stream=out, interval=0.02)
     p.workers = 3
     p.advance(1, 10)
-    deadline = time.monotonic() + 30
-    while out.getvalue().count("\n") < 2 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_for(lambda: out.getvalue().count("\n") >= 2, 30, "two progress lines")
     assert out.getvalue().startswith("allpairs: blocks 1/4, ")
     p.advance(3, 30)
     p.stop()

@@ -11,6 +11,7 @@ import time
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tests._wait import alive, wait_for
 
 from treadle.backends.base import Backend, Job
 from treadle.backends.local import LocalBackend
@@ -22,15 +23,6 @@ def _run(backend: LocalBackend, command: str, env: dict[str, str] | None = None,
     result = backend.wait(10.0)
     assert result is not None and result.job_id == job_id
     return result
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().split(")")[-1].split()[0] != "Z"
 
 
 def test_is_a_backend():
@@ -149,20 +141,13 @@ def test_each_job_is_its_own_process_group_and_cancel_kills_it_all(tmp_path):
     try:
         job = b.submit(Job(0, f"sh -c 'sleep 60 & echo $! > {pidfile}; wait'"))
         assert os.getpgid(job) == job
-        for _ in range(100):
-            if pidfile.exists() and pidfile.read_text().strip():
-                break
-            time.sleep(0.05)
+        wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), 5, "the job's child")
         grandchild = int(pidfile.read_text())
         b.cancel(job)
         assert b.wait(0.5) is None  # a cancelled job is not reported
     finally:
         b.close()
-    for _ in range(50):
-        if not _alive(grandchild):
-            break
-        time.sleep(0.05)
-    assert not _alive(grandchild)
+    wait_for(lambda: not alive(grandchild), 5, "the cancelled job's child to end")
 
 
 def test_watchdog_kills_jobs_of_an_engine_killed_with_sigkill(tmp_path):
@@ -182,18 +167,12 @@ def test_watchdog_kills_jobs_of_an_engine_killed_with_sigkill(tmp_path):
     p = subprocess.Popen([sys.executable, "-c", engine], stdout=subprocess.PIPE, text=True)
     try:
         assert p.stdout is not None and p.stdout.readline().strip() == "ready"
-        for _ in range(100):
-            if pidfile.exists() and len(pidfile.read_text().split()) == 3:
-                break
-            time.sleep(0.05)
+        wait_for(lambda: pidfile.exists() and len(pidfile.read_text().split()) == 3, 5, "three jobs")
         pids = [int(x) for x in pidfile.read_text().split()]
-        assert all(_alive(x) for x in pids)
+        assert all(alive(x) for x in pids)
         p.kill()
         p.wait()
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and any(_alive(x) for x in pids):
-            time.sleep(0.05)
-        assert not any(_alive(x) for x in pids)
+        wait_for(lambda: not any(alive(x) for x in pids), 5, "the watchdog to kill the jobs")
     finally:
         if p.poll() is None:
             p.kill()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
+from tests._wait import wait_for
 from tests.queue import _manager_fixtures as fx
 
 from treadle.backends.base import Backend, FileSpec, Job
@@ -75,7 +76,7 @@ def test_cancel_kills_running_job(workers, tmp_path):
     try:
         workers.start(b.port)
         jid = b.submit(Job(rule_id=1, command="sleep 30"))
-        fx.wait_for(lambda: b.manager.stats.tasks_running == 1)
+        wait_for(lambda: b.manager.stats.tasks_running == 1)
         b.cancel(jid)
         assert b.wait(0.5) is None
         jid2 = b.submit(Job(rule_id=2, command="echo next"))
@@ -127,7 +128,7 @@ def test_treadle_run_wq_with_reference_workers_matches_local(workers, tmp_path):
     mf = subprocess.Popen([*run, "-T", "wq", "-p", "0", "-Z", str(portfile), "--password", str(pw), "wf.mf"],
                           cwd=remote, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        fx.wait_for(lambda: portfile.exists() and portfile.read_text().strip() != "", 30, "port file")
+        wait_for(lambda: portfile.exists() and portfile.read_text().strip() != "", 30, "port file")
         port = int(portfile.read_text().split()[0])
         workers.start(port, "-P", str(pw))
         workers.start(port, "-P", str(pw))

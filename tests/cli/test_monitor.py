@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
+
+from tests._wait import wait_for
 
 from treadle.cli.monitor import LogView
 
@@ -14,10 +15,7 @@ def test_monitor_h_terminates_when_the_workflow_finishes(tmp_path):
     run = subprocess.Popen([sys.executable, "-m", "treadle", "run", "-j", "1", "-l", "mon.log", "wf.mf"],
                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        for _ in range(100):
-            if (tmp_path / "mon.log").exists():
-                break
-            time.sleep(0.05)
+        wait_for((tmp_path / "mon.log").exists, 5, "the workflow's log")
         mon = subprocess.run([sys.executable, "-m", "treadle", "monitor", "-t", "0.2", "-H", "mon.log"],
                              cwd=tmp_path, capture_output=True, text=True, timeout=60)
     finally:

@@ -227,10 +227,7 @@ def test_a_second_engine_on_the_same_log_is_refused(tmp_path):
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         log = tmp_path / "s.mf.makeflowlog"
-        for _ in range(200):
-            if log.exists() and "# RULE" in log.read_text():
-                break
-            time.sleep(0.05)
+        wait_for(lambda: log.exists() and "# RULE" in log.read_text(), 10, "the first engine's log")
         second = treadle("s.mf", cwd=tmp_path)
         assert second.returncode == 1 and "in use by another" in second.stderr
     finally:
@@ -246,11 +243,8 @@ def test_abort_is_fast_journalled_and_leaves_no_orphan(tmp_path, sig):
     p = subprocess.Popen([sys.executable, "-m", "treadle", "run", "s.mf"], cwd=tmp_path,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        for _ in range(200):
-            if (tmp_path / "a.pid").exists() and (tmp_path / "a.pid").read_text().strip():
-                break
-            time.sleep(0.05)
-        grandchild = int((tmp_path / "a.pid").read_text())
+        pid_file = tmp_path / "a.pid"
+        grandchild = int(wait_for(lambda: pid_file.exists() and pid_file.read_text().strip(), 10, "a.pid"))
         t = time.monotonic()
         p.send_signal(sig)
         out, err = p.communicate(timeout=10)
@@ -349,11 +343,8 @@ def test_work_queue_runs_remote_rules_and_local_rules_stay_here(tmp_path):
     worker = None
     try:
         port = tmp_path / "port"
-        for _ in range(200):
-            if port.exists() and port.read_text().strip():
-                break
-            time.sleep(0.05)
-        worker = subprocess.Popen(["work_queue_worker", "-t", "30", "127.0.0.1", port.read_text().strip()],
+        number = wait_for(lambda: port.exists() and port.read_text().strip(), 10, "the port file")
+        worker = subprocess.Popen(["work_queue_worker", "-t", "30", "127.0.0.1", number],
                                   cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
         out, err = run.communicate(timeout=60)
     finally:

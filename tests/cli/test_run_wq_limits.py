@@ -12,10 +12,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from tests._wait import wait_for
 
 
 def _run_with_a_worker(tmp_path: Path, makeflow: str, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -27,12 +27,14 @@ def _run_with_a_worker(tmp_path: Path, makeflow: str, timeout: float = 60) -> su
                            start_new_session=True)
     worker = None
     try:
-        deadline = time.monotonic() + 20
-        while not (port.exists() and port.read_text().strip()) and time.monotonic() < deadline:
+
+        def port_written() -> str:
             assert run.poll() is None, run.communicate()
-            time.sleep(0.05)
+            return port.read_text().strip() if port.exists() else ""
+
+        number = wait_for(port_written, 20, "the port file")
         worker = subprocess.Popen([sys.executable, "-m", "treadle", "worker", "-t", "30", "127.0.0.1",
-                                   port.read_text().strip()], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                                   number], cwd=tmp_path, stdout=subprocess.DEVNULL,
                                   stderr=subprocess.DEVNULL, start_new_session=True)
         try:
             out, err = run.communicate(timeout=timeout)

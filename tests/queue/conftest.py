@@ -18,10 +18,10 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from tests._wait import wait_for
 
 
 def pick_free_port() -> int:
@@ -100,15 +100,14 @@ def start_makeflow(reference_env: dict):
             env=reference_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             start_new_session=True)
         procs.append(proc)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
+
+        def port() -> int:
             text = portfile.read_text().strip() if portfile.exists() else ""
-            if text.isdigit():
-                return proc, int(text)
-            if proc.poll() is not None:
+            if not text.isdigit() and proc.poll() is not None:
                 raise RuntimeError(f"makeflow exited: {proc.stdout.read().decode()}")
-            time.sleep(0.05)
-        raise RuntimeError("makeflow did not report its port")
+            return int(text) if text.isdigit() else 0
+
+        return proc, wait_for(port, 30, "makeflow to report its port")
 
     yield start
     for proc in procs:

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import pytest
+from tests._wait import alive, wait_for
 
 from treadle.queue import protocol as p
 
@@ -203,30 +204,14 @@ def test_kill_of_a_running_task_kills_all_its_children(connected, tmp_path: Path
     pids = tmp_path / "pids"
     m.send(p.Task(4, f"sleep 300 & echo $! > {pids}.tmp; (sleep 300 & echo $! >> {pids}.tmp; "
                      f"wait) & sleep 0.2; mv {pids}.tmp {pids}; wait", cores=1))
-    deadline = time.monotonic() + 15
-    while not pids.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for(pids.exists, 15, "the task's children")
     children = [int(x) for x in pids.read_text().split()]
     assert len(children) == 2 and all(alive(pid) for pid in children)
     m.send(p.Kill(4), p.Check())
     m.until(lambda e: isinstance(e, p.Alive))
-    deadline = time.monotonic() + 5
-    while any(alive(pid) for pid in children) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not any(alive(pid) for pid in children)
+    wait_for(lambda: not any(alive(pid) for pid in children), 5, "the killed task's children to end")
     (root,) = ws.glob("worker-*")
-    deadline = time.monotonic() + 5
-    while (root / "t.4").exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not (root / "t.4").exists()
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+    wait_for(lambda: not (root / "t.4").exists(), 5, "the killed task's sandbox to go")
 
 
 def test_disconnect_wipes_the_workspace_and_reconnects(
@@ -240,10 +225,8 @@ def test_disconnect_wipes_the_workspace_and_reconnects(
     manager.send(p.Check())
     manager.until(lambda e: isinstance(e, p.Alive))
     (root,) = tmp_path.glob("worker-*")
-    deadline = time.monotonic() + 10
-    while not (root / "t.1").exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert (root / "cache" / "file-0-kept").exists() and (root / "t.1").exists()
+    wait_for((root / "t.1").exists, 10, "the task's sandbox")
+    assert (root / "cache" / "file-0-kept").exists()
     assert manager.sock is not None
     manager.sock.close()
     manager.accept()  # the worker comes back, with an empty workspace
@@ -463,10 +446,7 @@ def test_parent_death_ends_the_worker(tmp_path: Path, free_port: int) -> None:
     subprocess.run(["/bin/sh", "-c", f"{worker} & echo $! > {pidfile}; sleep 1"],
                    timeout=30, stderr=subprocess.DEVNULL)
     pid = int(pidfile.read_text())
-    deadline = time.monotonic() + 15
-    while alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not alive(pid)
+    wait_for(lambda: not alive(pid), 15, "the orphaned worker to end")
 
 
 @pytest.mark.parametrize("garbage", [

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
-from tests._wait import wait_for
-from tests.queue.test_worker import ScriptedManager, alive, put
+from tests._wait import alive, wait_for
+from tests.queue.test_worker import ScriptedManager, put
 
 from treadle.queue import protocol as p
 
