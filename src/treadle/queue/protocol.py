@@ -1243,7 +1243,7 @@ class WorkerConnection(_Connection):
             return self._begin_auth()
         raise ProtocolError(f"unknown message {quoted(line)}")
 
-    def _dir_line(self, word: bytes, rest: bytes) -> Event:
+    def _dir_line(self, word: bytes, rest: bytes) -> Event | None:
         if word == b"end" and not rest.strip():
             self._depth -= 1
             return End()
@@ -1264,7 +1264,7 @@ class WorkerConnection(_Connection):
             self._collect_payload(
                 _size(size), MAX_SYMLINK_TARGET, lambda b: Symlink(link, b)
             )
-            return None  # type: ignore[return-value]
+            return None  # the Symlink event comes with its payload
         raise ProtocolError(f"unexpected {quoted(word)} inside a directory stream")
 
     def _task_line(self, line: bytes) -> Event | None:
