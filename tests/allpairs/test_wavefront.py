@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -117,8 +120,6 @@ def test_model():
 @pytest.mark.parametrize("kind", kinds())
 def test_distributed_blocks(kind, tmp_path):
     """b×b blocks on a worker, computed by the shipped runner."""
-    import threading
-
     from .test_distributed import Workers
     (tmp_path / "ed.py").write_text(EDIT)
     edge = edge_file(tmp_path / "edge.txt")
@@ -177,3 +178,58 @@ def test_a_sh_cell_program_leaves_no_shell_behind_in_the_calling_process(tmp_pat
     gc.collect()
     assert [p.name() for p in psutil.Process().children() if p.is_running()
             and p.status() != psutil.STATUS_ZOMBIE] == []
+
+
+@pytest.mark.parametrize("kind", kinds())
+def test_a_failed_block_is_retried_on_another_worker(kind, tmp_path):
+    """F fails on every block on one worker (a broken host); each retry goes to the other
+    worker, although the broken one is idle and holds the runner and F already (issue 10: 4,
+    the behaviour All-Pairs has had since its spec §2.5)."""
+    from .test_distributed import Workers
+
+    go, broken = tmp_path / "go", tmp_path / "broken-calls"
+    (tmp_path / "ed.py").write_text(
+        f"import os, time\nGO, BROKEN = {str(go)!r}, {str(broken)!r}\n" + EDIT.replace(
+            "def cell(x, y, left, bottom, diag):\n",
+            "def cell(x, y, left, bottom, diag):\n"
+            "    while not os.path.exists(GO):\n        time.sleep(0.05)\n"
+            "    if 'brokenhost' in os.getcwd():\n"
+            "        open(BROKEN, 'a').write('x')\n        raise RuntimeError('broken host')\n"
+            "    time.sleep(0.1)\n"))
+    edge = edge_file(tmp_path / "edge.txt")
+    (tmp_path / "brokenhost").mkdir()
+    (tmp_path / "sound").mkdir()
+    workers = Workers(tmp_path / "port", kind)
+    outcome: dict = {}
+
+    def run() -> None:
+        try:  # F is sampled here, and waits for GO: no block goes out before both workers are in
+            outcome["stats"] = wavefront(f"{tmp_path}/ed.py:cell", edge, 6, 7, output="d.txt",
+                                         mode="wq", block=2, retries=2, host="127.0.0.1",
+                                         random_port_file=str(workers.port_file), quiet=True)
+        except BaseException as e:  # handed to the test's thread
+            outcome["error"] = e
+
+    engine = threading.Thread(target=run, daemon=True)
+    engine.start()
+    try:
+        workers.start(cores=1, workdir=tmp_path / "brokenhost")
+        workers.start(cores=1, workdir=tmp_path / "sound")
+        deadline = time.monotonic() + 60
+        reported = 0
+        while reported < 2 and time.monotonic() < deadline and engine.is_alive():
+            status = subprocess.run(TREADLE + ["status", "127.0.0.1", workers.port(), "--json"],
+                                    capture_output=True, text=True)
+            if status.returncode == 0:
+                reported = sum(1 for w in json.loads(status.stdout)["workers"]
+                               if w.get("cores_total"))
+            time.sleep(0.1)
+        assert reported == 2, "the two workers never reported to the manager"
+        go.touch()
+        engine.join(120)
+    finally:
+        go.touch()
+        workers.stop()
+    assert "error" not in outcome, outcome
+    assert broken.exists()  # the broken host did get blocks, and failed them
+    assert Path("d.txt").read_text() == sequential()

@@ -11,112 +11,23 @@ worker and the runner uses all of its cores (the worker sets ``CORES``).
 from __future__ import annotations
 
 import json
-import logging
 import os
-import statistics
-import sys
-import time
-from collections import defaultdict
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from treadle.allpairs import runner as runner_module
+from treadle.allpairs.blocks_wq import WORKER_PYTHON, BlockDriver, Key, function_spec, outcome
 from treadle.allpairs.functions import Resolved, pair_error
 from treadle.allpairs.local import block_items
-from treadle.allpairs.plan import Plan, WorkerReport, optimise
+from treadle.allpairs.plan import Plan, optimise
 from treadle.allpairs.progress import Progress
 from treadle.allpairs.sets import ItemSet
 from treadle.allpairs.state import State, sha256_file
 from treadle.errors import AllPairsError
 
 if TYPE_CHECKING:
-    from treadle.queue import Manager, Task
-
-log = logging.getLogger("treadle.allpairs")
-
-DEFAULT_PORT = 9123
-# Target: the first block is submitted at most 6 s after start, and sampling
-# takes up to 5 s. Planning waits for the first worker's report until this many
-# seconds after start, which leaves the rest for planning and the first submit.
-FIRST_WORKER_WAIT = 5.5
-# Outstanding tasks per connected worker: enough to keep a worker busy while its
-# next block's inputs travel, few enough that band order keeps its meaning.
-PER_WORKER = 2
-# Directories where executables are system programs that every worker has.
-SYSTEM_DIRS = ("/bin", "/usr/bin", "/sbin", "/usr/sbin", "/usr/local/bin")
-WORKER_PYTHON = "python3"
-
-
-def _function_spec(resolved: Resolved) -> tuple[dict, list[tuple[str, str]]]:
-    """The runner's description of F on a worker, and the files to ship for it."""
-    fn = resolved.function
-    spec = fn.spec()
-    files: list[tuple[str, str]] = []
-    if fn.kind == "exec":
-        if os.path.dirname(fn.executable) in SYSTEM_DIRS:
-            spec["executable"] = fn.executable
-        else:
-            remote = "F/" + os.path.basename(fn.executable)
-            files.append((fn.executable, remote))
-            spec["executable"] = remote
-    elif fn.kind == "callable":
-        if not resolved.ship:
-            raise AllPairsError(f"F {resolved.label} has no source file to ship to workers")
-        source = resolved.ship[0]
-        remote = "F/" + os.path.basename(source)
-        files.append((source, remote))
-        spec.update(source=remote, module=False, name=fn.name)
-    return spec, files
-
-
-def _staged(index: int, path: str, side: str) -> str:
-    return f"{side}/{index}/{os.path.basename(path)}"
-
-
-def _extra_remote(path: str) -> str:
-    return os.path.basename(path) if os.path.isabs(path) else os.path.normpath(path)
-
-
-def open_manager(port: int | None, random_port_file: str | None, project: str | None,
-                 host: str = "", *, password_file: str | None = None,
-                 announce: str | None = None) -> Manager:
-    """The run's Work Queue manager, listening at once so workers connect during sampling.
-
-    ``announce`` names the command in the line that says which port workers must
-    use (the only way to learn a port picked with ``-p 0``); None keeps quiet.
-    """
-    from treadle.queue import Manager
-
-    if port is None:
-        port = 0 if random_port_file else DEFAULT_PORT
-    manager = Manager(port, name=project, host=host, password_file=password_file,
-                      port_file=random_port_file)
-    log.debug("manager listening on port %s", manager.port)
-    if announce is not None:
-        print(f"{announce}: {manager.listening}", file=sys.stderr, flush=True)
-    return manager
-
-
-def first_worker(manager: Manager, until: float, wait: bool = True) -> WorkerReport | None:
-    """The resources of the first worker that reported, waiting for one (if ``wait``)
-    until ``time.perf_counter()`` reaches ``until``; None if none did by then."""
-    if not wait:
-        until = 0.0
-    while True:
-        for info in manager.workers():
-            if info.get("cores_total"):
-                return WorkerReport(cores=int(info["cores_total"]),
-                                    memory_bytes=int(info.get("memory_total") or 0) << 20,
-                                    disk_bytes=int(info.get("disk_total") or 0) << 20)
-        if time.perf_counter() >= until:
-            return None
-        time.sleep(0.05)
-
-
-def dispatch_cost(task: Task) -> float:
-    """One task's round trip less the time its command ran: sending inputs, dispatch,
-    reporting and fetching the output. The median of these is d_task of the cost model."""
-    return max(0.0, task.time_finished - task.time_started - task.execute_usec / 1e6)
+    from treadle.queue import Manager, Stats, Task
 
 
 def workers_wanted(plan: Plan, n: int, m: int, symmetric: bool, k: int,
@@ -127,44 +38,52 @@ def workers_wanted(plan: Plan, n: int, m: int, symmetric: bool, k: int,
                     transfer=plan.transfer, symmetric=symmetric).h
 
 
-def run_distributed(manager: Manager, resolved: Resolved, a: ItemSet, b: ItemSet, plan: Plan,
-                    state: State, todo: list[tuple[int, int]], *, symmetric: bool,
-                    priority: int, extra_files: tuple[str, ...] | list[str], retries: int,
-                    progress: Progress) -> dict:
-    """Run the blocks in ``todo`` on whatever workers connect to ``manager``; journal each.
+def _staged(index: int, path: str, side: str) -> str:
+    return f"{side}/{index}/{os.path.basename(path)}"
 
-    The plan's h* is published as the manager's ``workers_wanted`` and refreshed as
-    finished tasks measure d_task and a worker reports its cores.
-    """
-    from treadle.queue import Result, Task
 
-    spec, f_files = _function_spec(resolved)
-    runner_path = runner_module.__file__
-    side_b = "A" if symmetric else "B"
-    costs: list[float] = []  # dispatch cost of each finished block task
-    k_seen: int | None = None
-    h_now = plan.h_star
-    attempts: dict[tuple[int, int], int] = defaultdict(int)
-    failed_on: dict[tuple[int, int], set[str]] = defaultdict(set)  # retried on another worker
-    received: dict[str, int] = defaultdict(int)
-    transferred: dict[str, int] = {}
-    calls = retried = 0
-    item_bytes = sum(os.path.getsize(p) for p in set(a.paths) | set(b.paths))
-    item_bytes += sum(os.path.getsize(p) for p, _ in f_files) + os.path.getsize(runner_path)
-    pending = list(reversed(todo))
-    outstanding: dict[int, tuple[int, int]] = {}
+def _extra_remote(path: str) -> str:
+    return os.path.basename(path) if os.path.isabs(path) else os.path.normpath(path)
 
-    def make_task(bx: int, by: int):
-        rows, cols = block_items(a.paths, b.paths, plan.x, plan.y, bx, by)
-        block = {"function": spec, "symmetric": symmetric,
+
+class _Blocks:
+    """All-Pairs as ``BlockDriver`` sees it: independent blocks, submitted in band order."""
+
+    def __init__(self, resolved: Resolved, a: ItemSet, b: ItemSet, plan: Plan, state: State,
+                 todo: list[Key], *, symmetric: bool, priority: int,
+                 extra_files: Sequence[str], progress: Progress):
+        self.spec, self.f_files = function_spec(resolved)
+        self.a, self.b, self.plan, self.state = a, b, plan, state
+        self.symmetric, self.priority, self.extra_files = symmetric, priority, extra_files
+        self.progress = progress
+        self.pending = list(reversed(todo))  # popped from the end: a retry goes next
+        self.left = len(todo)
+
+    def pop_ready(self) -> Key | None:
+        return self.pending.pop() if self.pending else None
+
+    def requeue(self, key: Key) -> None:
+        self.pending.append(key)
+
+    def blocks_left(self) -> int:
+        return self.left
+
+    def task(self, key: Key) -> Task:
+        from treadle.queue import Task
+
+        bx, by = key
+        plan, symmetric = self.plan, self.symmetric
+        side_b = "A" if symmetric else "B"
+        rows, cols = block_items(self.a.paths, self.b.paths, plan.x, plan.y, bx, by)
+        block = {"function": self.spec, "symmetric": symmetric,
                  "rows": [[i, _staged(i, p, "A")] for i, p in rows],
                  "cols": [[j, _staged(j, p, side_b)] for j, p in cols]}
         task = Task(f"{WORKER_PYTHON} runner.py block.json out.tsv", tag=f"block {bx} {by}",
-                    priority=priority)
-        task.add_input(runner_path, "runner.py", cache=True)
-        for local, remote in f_files:
+                    priority=self.priority)
+        task.add_input(runner_module.__file__, "runner.py", cache=True)
+        for local, remote in self.f_files:
             task.add_input(local, remote, cache=True)
-        for path in extra_files:
+        for path in self.extra_files:
             task.add_input(path, _extra_remote(path), cache=True)
         for i, p in rows:
             task.add_input(p, _staged(i, p, "A"), cache=True)
@@ -173,80 +92,60 @@ def run_distributed(manager: Manager, resolved: Resolved, a: ItemSet, b: ItemSet
                 continue  # a diagonal block's columns are its rows
             task.add_input(p, _staged(j, p, side_b), cache=True)
         task.add_input_buffer(json.dumps(block).encode(), "block.json", cache=False)
-        task.add_output(str(state.temp_path(bx, by)), "out.tsv")
+        task.add_output(str(self.state.temp_path(bx, by)), "out.tsv")
+        self.progress.submitted()
         return task
 
-    while pending or outstanding:
-        workers = manager.stats.workers_connected
-        progress.workers = workers
-        # no point in more workers than blocks left
-        manager.workers_wanted = min(h_now, len(pending) + len(outstanding))
-        while pending and len(outstanding) < PER_WORKER * max(1, workers):
-            key = pending.pop()
-            progress.submitted()
-            task = make_task(*key)
-            task.avoid_workers = failed_on[key]
-            outstanding[manager.submit(task)] = key
-        task = manager.wait(timeout=1.0)
-        if task is None:
-            continue
-        key = outstanding.pop(task.id)
-        report = _report(task.output)
-        path = state.temp_path(*key)
-        received[task.host or "?"] += len(task.output) + (
-            os.path.getsize(path) if os.path.exists(path) else 0)
-        for info in manager.workers():
-            transferred[info["address_port"]] = info["total_bytes_transferred"]
-            k_seen = k_seen or int(info.get("cores_total") or 0) or None
-        if task.result is Result.SUCCESS and task.exit_code == 0:
-            costs.append(dispatch_cost(task))
-            h_now = workers_wanted(plan, len(a), len(b), symmetric, k_seen or plan.k,
-                                   statistics.median(costs))
-            with open(path, "rb") as f:
-                os.fsync(f.fileno())
-            state.commit(*key, sha256_file(Path(path)))
-            calls += report.get("calls", 0)
-            progress.advance(1, _count_lines(state.block_path(*key)))
-            continue
-        attempts[key] += 1
+    def finished(self, key: Key, task: Task, report: dict) -> None:
+        with open(self.state.temp_path(*key), "rb") as f:
+            os.fsync(f.fileno())
+        self.state.commit(*key, sha256_file(self.state.temp_path(*key)))
+        self.left -= 1
+        self.progress.advance(1, _count_lines(self.state.block_path(*key)))
+
+    def failure(self, key: Key, task: Task, report: dict, attempts: int) -> AllPairsError:
         failed = report.get("failed")
-        if attempts[key] >= retries:
-            for other in list(outstanding):
-                manager.cancel(other)
-            if failed:
-                raise pair_error(a.names, b.names, failed[0], failed[1],
-                                 report.get("message", "F failed"), report.get("stderr", ""),
-                                 attempts[key])
-            tail = task.output.decode("utf-8", "replace")[-500:].strip()
-            raise AllPairsError(f"block {key[0]},{key[1]} failed {attempts[key]} times on "
-                                f"workers ({task.result.name}, exit {task.exit_code}): {tail}")
-        retried += 1
-        if task.host:
-            failed_on[key].add(task.host)
-        pending.append(key)
-    # bytes sent to a worker = all it transferred minus what came back from it
-    sent = {w: max(0, total - received.get(w, 0)) for w, total in transferred.items()}
+        if failed:
+            return pair_error(self.a.names, self.b.names, failed[0], failed[1],
+                              report.get("message", "F failed"), report.get("stderr", ""),
+                              attempts)
+        tail = task.output.decode("utf-8", "replace")[-500:].strip()
+        return AllPairsError(f"block {key[0]},{key[1]} failed {attempts} times on "
+                             f"workers ({outcome(task)}): {tail}")
+
+    def workers_wanted(self, k: int | None, d_task: float) -> int:
+        return workers_wanted(self.plan, len(self.a), len(self.b), self.symmetric,
+                              k or self.plan.k, d_task)
+
+    def watch(self, stats: Stats, running: Collection[Key]) -> None:
+        self.progress.workers = stats.workers_connected
+
+
+def run_distributed(manager: Manager, resolved: Resolved, a: ItemSet, b: ItemSet, plan: Plan,
+                    state: State, todo: list[Key], *, symmetric: bool,
+                    priority: int, extra_files: Sequence[str], retries: int,
+                    progress: Progress) -> dict:
+    """Run the blocks in ``todo`` on whatever workers connect to ``manager``; journal each.
+
+    The plan's h* is published as the manager's ``workers_wanted`` and refreshed as
+    finished tasks measure d_task and a worker reports its cores.
+    """
+    job = _Blocks(resolved, a, b, plan, state, todo, symmetric=symmetric, priority=priority,
+                  extra_files=extra_files, progress=progress)
+    driver = BlockDriver(manager, retries, plan.h_star)
+    item_bytes = sum(os.path.getsize(p) for p in set(a.paths) | set(b.paths))
+    item_bytes += sum(os.path.getsize(p) for p, _ in job.f_files)
+    item_bytes += os.path.getsize(runner_module.__file__)
+    driver.run(job)
+    sent = driver.bytes_sent()
     used = max(1, len(sent))
-    return {"calls": calls, "retries": retried, "bytes_sent": sent,
+    return {"calls": driver.calls, "retries": driver.retried, "bytes_sent": sent,
             "bytes_sent_ratio": sum(sent.values()) / (item_bytes * used),
             "workers": len(sent), "port": manager.port,
-            "d_task": statistics.median(costs) if costs else None, "k_worker": k_seen,
-            "workers_wanted": h_now}
-
-
-def _report(output: bytes) -> dict:
-    """The runner's last JSON line on stdout: its call count, or the failing pair."""
-    for line in reversed(output.decode("utf-8", "replace").splitlines()):
-        line = line.strip()
-        if line.startswith("{"):
-            try:
-                return json.loads(line)
-            except ValueError:
-                break
-    return {}
+            "d_task": driver.d_task(), "k_worker": driver.k_seen,
+            "workers_wanted": driver.workers_wanted}
 
 
 def _count_lines(path: Path) -> int:
     with open(path, "rb") as f:
         return sum(1 for _ in f)
-

@@ -18,12 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from treadle.allpairs import output as out
-from treadle.allpairs.distributed import (
-    FIRST_WORKER_WAIT,
-    first_worker,
-    open_manager,
-    run_distributed,
-)
+from treadle.allpairs.blocks_wq import FIRST_WORKER_WAIT, first_worker, open_manager
+from treadle.allpairs.distributed import run_distributed
 from treadle.allpairs.functions import resolve
 from treadle.allpairs.plan import (
     BANDWIDTH_MBPS,
@@ -173,10 +169,9 @@ def allpairs(set_a: object, set_b: object, function: object, *, output: str | os
     if fn.kind == "callable" and args:
         raise AllPairsError("-e ARGS applies to executables only")
     k_local = cores or os.cpu_count() or 1
-    workers_possible = port is not None or bool(project) or random_port_file is not None
-    if mode == "wq" and not workers_possible:
-        port = 9123
-        workers_possible = True
+    # wq mode with no port given listens on the default port (open_manager)
+    workers_possible = (mode == "wq" or port is not None or bool(project)
+                        or random_port_file is not None)
     fp = fingerprint(a, b, resolved.identity, args, extra_files, symmetric=symmetric,
                      batched=fn.batched, half=half)
     keep = output is not None and resume

@@ -23,7 +23,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from treadle.allpairs.distributed import FIRST_WORKER_WAIT, first_worker, open_manager
+from treadle.allpairs.blocks_wq import FIRST_WORKER_WAIT, first_worker, open_manager
 from treadle.allpairs.functions import resolve
 from treadle.allpairs.progress import WaveProgress
 from treadle.allpairs.runner import Function, PairFailure, Spawner, wave_cell
