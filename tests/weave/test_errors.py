@@ -25,6 +25,9 @@ CASES = {
                         "a Pipeline"),
     "lambda": ("PythonFunction(lambda x: x)\n", 1, "define it with def at the top level"),
     "syntax": ("Map(\n", 1, "syntax error"),
+    "newline in a name": ("x = 1\nMap('cat {IN} > {OUT}', ['a'], 'x\\ny')\n", 2,
+                          "a file name cannot hold a newline: 'x\\ny'"),
+    "variable name": ("Define('A-B', 1)\n", 1, "'A-B' is not a valid variable name"),
 }
 
 

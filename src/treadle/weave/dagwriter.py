@@ -14,14 +14,40 @@ import os
 import tempfile
 from typing import Protocol
 
-from treadle.weave.emit import (
+from treadle.errors import WorkflowError
+from treadle.flow.writer import (
+    JSON_END,
     SPECIAL_VARIABLES,
     header_json,
     header_make,
-    render_json,
-    render_make,
+    rule_json,
+    rule_make,
 )
+from treadle.weave.diagnostics import error
 from treadle.weave.task import Task
+
+
+def render_make(task: Task) -> str:
+    """One task as a Makeflow rule: its resources, batch options and environment as rule variables."""
+    variables: list[tuple[str, str]] = []
+    if task.category:
+        variables.append(("CATEGORY", task.category))
+    for name, value in (("CORES", task.cores), ("MEMORY", task.memory), ("DISK", task.disk),
+                        ("BATCH_OPTIONS", task.batch)):
+        if value is not None:
+            variables.append((name, str(value)))
+    variables.extend(task.environment.items())
+    return rule_make(task.outputs, task.inputs, task.command, variables, local=task.local,
+                     workflow=task.workflow, comment=task.symbol)
+
+
+def render_json(task: Task) -> str:
+    """One task as a JSON workflow's rule."""
+    resources = {k: v for k, v in (("cores", task.cores), ("memory", task.memory),
+                                    ("disk", task.disk)) if v is not None}
+    return rule_json(task.outputs, task.inputs, task.command, category=task.category,
+                     resources=resources, environment=task.environment, local=task.local,
+                     workflow=task.workflow)
 
 
 class Sink(Protocol):
@@ -63,7 +89,10 @@ class DagWriter:
                                buffering=1 << 20)
 
     def add(self, task: Task) -> None:
-        text = self._render(task)
+        try:
+            text = self._render(task)
+        except WorkflowError as e:  # text no Makeflow file can hold, from the user's script
+            raise error(str(e)) from None
         if self.fmt == "json" and self.count:
             self._spool.write(",\n")
         self._spool.write(text)
@@ -103,11 +132,14 @@ class DagWriter:
         os.makedirs(directory, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".dag-", dir=directory)
         with open(fd, "w", encoding="utf-8", errors="surrogateescape") as out:
-            if self.fmt == "json":
-                env = {k: v for k, v in self.exports.items() if v is not None}
-                out.write(header_json(self.defines, env, outputs))
-            else:
-                out.write(header_make(self.comment, self.defines, list(exports), outputs))
+            try:
+                if self.fmt == "json":
+                    env = {k: v for k, v in self.exports.items() if v is not None}
+                    out.write(header_json(self.defines, env, outputs))
+                else:
+                    out.write(header_make(self.comment, self.defines, list(exports), outputs))
+            except WorkflowError as e:
+                raise error(str(e)) from None
             if self._spool_path is None:
                 out.write(self._spool.getvalue())  # type: ignore[attr-defined]
             else:
@@ -118,7 +150,7 @@ class DagWriter:
                 os.unlink(self._spool_path)
                 self._spool_path = None
             if self.fmt == "json":
-                out.write("\n]}\n")
+                out.write(JSON_END)
         os.chmod(tmp, 0o644)
         self.finished = True
         return tmp

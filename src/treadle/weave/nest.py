@@ -18,10 +18,11 @@ import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
+from treadle.errors import WorkflowError
+from treadle.flow.writer import check_variable
 from treadle.weave import context
 from treadle.weave.dagwriter import DagWriter, Grouper, Sink, SubDag
 from treadle.weave.diagnostics import error, user_site, warn
-from treadle.weave.emit import check_variable
 from treadle.weave.stash import Stash
 from treadle.weave.task import Task
 
@@ -308,16 +309,24 @@ def engine_environment() -> dict[str, str]:
 def Define(key: str, value: Any, export: bool = False) -> None:  # noqa: N802
     """Set a Makeflow variable at the top of the current nest's DAG."""
     nest = CurrentNest()
-    nest.variables[check_variable(key)] = str(value)
+    nest.variables[_variable(key)] = str(value)
     if export:
         nest.exports[key] = str(value)
+
+
+def _variable(name: str) -> str:
+    """``name``, if Makeflow accepts it as a variable name; else the user's mistake."""
+    try:
+        return check_variable(name)
+    except WorkflowError as e:
+        raise error(str(e)) from None
 
 
 def Export(names: str | list[str]) -> None:  # noqa: N802
     """Make names job environment variables; a name without a value comes from the engine."""
     nest = CurrentNest()
     for name in [names] if isinstance(names, str) else list(names):
-        nest.exports.setdefault(check_variable(name), nest.variables.get(name))
+        nest.exports.setdefault(_variable(name), nest.variables.get(name))
 
 
 # --- files ----------------------------------------------------------------------------
