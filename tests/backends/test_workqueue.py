@@ -8,9 +8,8 @@ import pytest
 from tests._wait import wait_for
 from tests.queue import _manager_fixtures as fx
 
-from treadle.backends.base import Backend, FileSpec, Job
+from treadle.backends.base import Backend, FileSpec, Job, Resources
 from treadle.backends.workqueue import WorkQueueBackend
-from treadle.flow.model import Resources
 
 workers = fx.workers
 

@@ -24,10 +24,50 @@ file is discarded), and ``JobResult`` names the files it wrote.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Protocol, runtime_checkable
 
-from treadle.flow.model import NO_RESOURCES, Resources
+# The contract owns resource requests: a job carries them, and the workflow model
+# (treadle.flow.model) builds them from rules and categories.
+RESOURCE_NAMES = ("cores", "memory", "disk", "gpus", "wall_time", "mpi_processes")
+
+
+@dataclass(frozen=True, slots=True)
+class Resources:
+    """Resource requests. ``None`` means "not declared" (it is not counted when packing).
+
+    Units follow Makeflow: memory and disk in MB, wall time in seconds. Frozen,
+    so one instance can be shared by every rule that declares the same values.
+    """
+
+    cores: int | None = None
+    memory: int | None = None
+    disk: int | None = None
+    gpus: int | None = None
+    wall_time: int | None = None
+    mpi_processes: int | None = None
+
+    def overlaid(self, *fallbacks: Resources) -> Resources:
+        """Each field from ``self`` if declared, else from the first fallback that declares it."""
+        merged = {}
+        for f in RESOURCE_NAMES:
+            value = getattr(self, f)
+            for fb in fallbacks:
+                if value is not None:
+                    break
+                value = getattr(fb, f)
+            merged[f] = value
+        return Resources(**merged)
+
+    def declared(self) -> dict[str, int]:
+        """The declared fields only, by name."""
+        return {f: v for f in RESOURCE_NAMES if (v := getattr(self, f)) is not None}
+
+    def is_empty(self) -> bool:
+        return all(getattr(self, f.name) is None for f in fields(self))
+
+
+NO_RESOURCES = Resources()
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,12 +31,12 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from treadle.backends.base import Backend, FileSpec, Job, JobResult
+from treadle.backends.base import Backend, FileSpec, Job, JobResult, Resources
 from treadle.backends.logs import LOG_CAP
 from treadle.errors import TreadleError
 from treadle.flow import journal as jr
 from treadle.flow.journal import ABORTED, COMPLETE, FAILED, RUNNING, WAITING, Journal
-from treadle.flow.model import DEFAULT_FILE_SIZE_ESTIMATE, Resources, Rule, Workflow
+from treadle.flow.model import DEFAULT_FILE_SIZE_ESTIMATE, Rule, Workflow
 from treadle.flow.options import TRANSIENT_EXIT_CODE, TRANSIENT_RETRIES, RunOptions
 
 REMOTE_WAIT = 5.0  # seconds the loop waits for a remote completion (reference value)
