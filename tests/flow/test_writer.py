@@ -124,8 +124,9 @@ def documents(draw: st.DrawFn) -> Doc:
     defines = draw(st.dictionaries(variable_names, values, max_size=3))
     exported = sorted({n for r in rules for n in r.environment} | set(defines))
     exports = [n for n in exported if n not in defines or draw(st.booleans())]
-    # an empty MAKEFLOW_OUTPUTS reads as "not given", so a written list holds a name
-    listable = sorted(n for n in made if "'" not in n and '"' not in n)
+    # an empty MAKEFLOW_OUTPUTS reads as "not given", so a written list holds a name; a
+    # list item is split on quotes, so no item can hold both kinds (refused, see below)
+    listable = sorted(n for n in made if not ("'" in n and '"' in n))
     outputs = None
     if listable:
         outputs = draw(st.one_of(st.none(), st.lists(st.sampled_from(listable), min_size=1,
@@ -195,6 +196,15 @@ def test_text_no_makeflow_file_can_hold_is_refused() -> None:
         check_variable("A-B")
     with pytest.raises(WorkflowError, match="not a valid variable name"):
         rule_make(["t"], [], "true", [("A B", "1")])
+    with pytest.raises(WorkflowError, match="both kinds of quotes"):
+        header_make("c", {}, [], ["it's \"x\""])
+
+
+def test_final_outputs_with_quotes_and_blanks_are_read_back() -> None:
+    """A quoted MAKEFLOW_OUTPUTS item is not escaped inside single quotes (it used to be)."""
+    names = ['say "hi"', "it's", "a b", "back\\slash $x", '"0']
+    text = header_make("c", {}, [], names) + rule_make(names, [], "true")
+    assert parse_text(text, "Makeflow", environ={}).outputs == tuple(names)
 
 
 def _shell_workflow(strings: list[str]) -> str:

@@ -38,6 +38,7 @@ _CMD_BLANKS = re.compile(r"[ \t]{2,}|^[ \t]+|[ \t]+$|\t")
 _VALUE_CHAR = re.compile(r"[\\$#'\"]")
 _VALUE_SPECIAL = re.compile(r"[\\$#'\"\n\r]|^[ \t]")
 _LIST_SPLIT = re.compile(r"[\s'\"]")
+_DQ_CHAR = re.compile(r"[\\$]")
 
 
 def escape_name(name: str) -> str:
@@ -127,11 +128,20 @@ def header_make(comment: str, defines: Mapping[str, str], exports: Iterable[str]
 
 
 def _escape_list_item(name: str) -> str:
-    """A name inside a list-valued variable, which is split on blanks and quotes."""
+    """A name inside a list-valued variable, which is split on blanks and quotes.
+
+    A name with blanks or quotes is quoted: the lexer keeps single-quoted text as it
+    is, and reads backslash escapes and ``$`` inside double quotes.
+    """
     if not _LIST_SPLIT.search(name):
         return escape_value(name)
-    quote = "'" if "'" not in name else '"'
-    return quote + escape_value(name) + quote
+    if "\n" in name or "\r" in name:
+        raise WorkflowError(f"a file name cannot hold a newline: {name!r}")
+    if "'" not in name:
+        return f"'{name}'"
+    if '"' not in name:
+        return '"' + _DQ_CHAR.sub(lambda m: "\\" + m.group(), name) + '"'
+    raise WorkflowError(f"a name with both kinds of quotes cannot be listed: {name!r}")
 
 
 def rule_json(targets: Sequence[str], sources: Sequence[str], command: str, *,
