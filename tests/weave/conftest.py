@@ -16,6 +16,9 @@ from pathlib import Path
 import pytest
 from tests._examples import copy_tracked
 
+from treadle.flow.model import Rule, Workflow
+from treadle.flow.parser import parse_file
+
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples" / "weave"
 BIN = Path(sys.executable).parent
@@ -47,37 +50,6 @@ def treadle(*args: str, cwd: Path, check: bool = True, timeout: float = 300) -> 
     return Result(p.returncode, p.stdout, p.stderr)
 
 
-def _probe(module: str) -> str | None:
-    """None if ``module`` imports in a fresh interpreter, else the error's last line."""
-    p = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True,
-                       text=True, env=environment())
-    if p.returncode == 0:
-        return None
-    return (p.stderr.strip().splitlines() or ["import failed"])[-1]
-
-
-_ENGINE_STATE: dict[str, str | None] = {}
-
-
-def require_engine() -> None:
-    """Skip, with the reason, when ``treadle run`` cannot start in this tree."""
-    if os.environ.get("WEAVE_TEST_ENGINE") == "makeflow":
-        return
-    if "run" not in _ENGINE_STATE:
-        _ENGINE_STATE["run"] = _probe("treadle.cli.run, treadle.flow.engine, treadle.flow.journal")
-    if _ENGINE_STATE["run"] is not None:
-        pytest.skip(f"treadle run is not usable in this tree: {_ENGINE_STATE['run']}")
-
-
-def require_native(kind: str) -> None:
-    """Skip when the native engine command (`treadle allpairs`/`wavefront`) is missing."""
-    require_engine()
-    if kind not in _ENGINE_STATE:
-        _ENGINE_STATE[kind] = _probe(f"treadle.cli.{kind}")
-    if _ENGINE_STATE[kind] is not None:
-        pytest.skip(f"treadle {kind} is not usable in this tree: {_ENGINE_STATE[kind]}")
-
-
 @dataclass
 class Sandbox:
     """A compiled sandbox and helpers to read it."""
@@ -91,10 +63,12 @@ class Sandbox:
     def dag(self, name: str = "Makeflow") -> str:
         return (self.path / name).read_text()
 
-    def rules(self, name: str = "Makeflow") -> list[dict]:
-        """Rules of a Makeflow DAG as dicts (outputs, inputs, command, variables), read
-        with a small reader of the subset the compiler writes."""
-        return read_rules(self.dag(name))
+    def workflow(self, name: str = "Makeflow") -> Workflow:
+        """A Makeflow DAG of the sandbox, read by the engine's own parser."""
+        return parse_file(str(self.path / name), environ=environment())
+
+    def rules(self, name: str = "Makeflow") -> list[Rule]:
+        return self.workflow(name).rules
 
     def run(self, *engine_args: str, dag: str = "Makeflow") -> Result:
         if os.environ.get("WEAVE_TEST_ENGINE") == "makeflow":  # differential runs by hand
@@ -102,33 +76,10 @@ class Sandbox:
                                env=environment(), capture_output=True, text=True)
             assert p.returncode == 0, p.stdout + p.stderr
             return Result(p.returncode, p.stdout, p.stderr)
-        require_engine()
         return treadle("run", *engine_args, dag, cwd=self.path)
 
     def text(self, name: str) -> str:
         return (self.path / name).read_text()
-
-
-def read_rules(text: str) -> list[dict]:
-    """Split the compiler's own Makeflow output into rules (header, variables, command)."""
-    rules: list[dict] = []
-    current: dict | None = None
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        if line.startswith("\t"):
-            assert current is not None, line
-            current["command"] = line[1:]
-            rules.append(current)
-            current = None
-        elif current is not None:
-            key, _, value = line.partition("=")
-            current["vars"][key] = value
-        elif ":" in line and not line.startswith(("export ", "MAKEFLOW_OUTPUTS=")) and (
-                "=" not in line or line.index(":") < line.index("=")):
-            outs, _, ins = line.partition(": ")
-            current = {"outputs": outs.split(), "inputs": ins.split(), "vars": {}}
-    return rules
 
 
 @pytest.fixture
@@ -159,9 +110,6 @@ class Tools:
 
     weave = staticmethod(weave)
     treadle = staticmethod(treadle)
-    require_engine = staticmethod(require_engine)
-    require_native = staticmethod(require_native)
-    read_rules = staticmethod(read_rules)
     environment = staticmethod(environment)
     Sandbox = Sandbox
 

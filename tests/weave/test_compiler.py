@@ -35,12 +35,13 @@ def test_symbols_name_the_script_line(examples: Path, tw) -> None:
 def test_inline_subdag_boundary(examples: Path, tw) -> None:
     sb, _ = tw.weave(examples, "-t", "3", "collect.py")
     rules = sb.rules()
-    subs = [r for r in rules if r["command"].startswith("MAKEFLOW ")]
+    subs = [r for r in rules if r.workflow is not None]
     assert len(subs) == 6  # 8 tasks of each Map in groups of 3, 3, 2
     first_up = subs[0]
-    inner = sb.rules(first_up["command"].split()[1])
-    assert first_up["outputs"] == [o for r in inner for o in r["outputs"]]
-    assert first_up["inputs"] == [i for r in inner for i in r["inputs"]]
+    inner = sb.rules(first_up.workflow)
+    assert list(first_up.targets) == [o for r in inner for o in r.targets]
+    # the sub-DAG's file is a source too: the parser adds it to a MAKEFLOW rule
+    assert list(first_up.sources) == [i for r in inner for i in r.sources] + [first_up.workflow]
 
 
 def test_json_format_matches_make(examples: Path, tw) -> None:

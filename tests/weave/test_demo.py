@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -15,11 +14,6 @@ pytestmark = pytest.mark.slow
 
 
 def test_demo_runs_on_two_workers(tmp_path: Path, tw) -> None:
-    missing = [m for m in ("treadle.cli.worker", "treadle.backends.workqueue")
-               if importlib.util.find_spec(m) is None]
-    if missing:
-        pytest.skip(f"Work Queue is not in this tree yet: {', '.join(missing)} missing")
-    tw.require_native("allpairs")
     out = tmp_path / "demo"
     p = subprocess.run([sys.executable, str(REPO / "examples" / "demo.py"), "--output", str(out),
                         "--irises", "12", "--blue", "4"], capture_output=True, text=True,

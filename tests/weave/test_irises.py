@@ -35,12 +35,12 @@ def test_compiles_to_five_maps_and_one_native_allpairs(examples: Path, tw) -> No
     rules = sb.rules()
     assert len(rules) == 6
     bits = _blue(examples)
-    assert [r["outputs"] for r in rules[:5]] == [[b] for b in bits]
+    assert [r.targets for r in rules[:5]] == [(b,) for b in bits]
     native = rules[5]
-    assert native["outputs"] == ["matrix.txt"]
-    assert native["command"].startswith("LOCAL treadle allpairs _Stash/0/0/0/")
-    assert native["command"].endswith("compareiristemplates -o matrix.txt")
-    assert set(bits) <= set(native["inputs"])
+    assert native.targets == ("matrix.txt",)
+    assert native.local and native.command.startswith("treadle allpairs _Stash/0/0/0/")
+    assert native.command.endswith("compareiristemplates -o matrix.txt")
+    assert set(bits) <= set(native.sources)
     entry = sb.manifest["abstractions"][1]
     assert (entry["kind"], entry["mode"], entry["line"]) == ("AllPairs", "native", 6)
     never, _ = tw.weave(irises, "--native", "never", "-o", "never.weave", "irises.py")
@@ -49,7 +49,6 @@ def test_compiles_to_five_maps_and_one_native_allpairs(examples: Path, tw) -> No
 
 
 def test_runs_and_both_paths_give_the_same_bytes(examples: Path, tw) -> None:
-    tw.require_native("allpairs")
     irises = examples / "irises"
     sb, _ = tw.weave(irises, "--run", "irises.py")
     matrix = sb.text("matrix.txt")
@@ -79,6 +78,6 @@ def test_database_alias_and_programs_on_path(examples: Path, tmp_path: Path, tw,
     sb, _ = tw.weave(work, "--db", f"db={url}", "irises.py")
     rules = sb.rules()
     assert len(rules) == 6
-    assert rules[0]["inputs"][-1] == str(bindir / "convertiristotemplate")
+    assert rules[0].sources[-1] == str(bindir / "convertiristotemplate")
     res = tw.treadle("weave", "irises.py", cwd=work, check=False)
     assert res.returncode == 1 and res.stderr.startswith("irises.py:1: cannot find the database")
