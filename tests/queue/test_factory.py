@@ -74,7 +74,7 @@ def test_factory_follows_the_workers_the_manager_wants(tmp_path: Path) -> None:
         rounds = []  # one entry per status the factory got: each is one round of it
 
         def counted() -> dict:
-            status = factory._query()
+            status = query_status("127.0.0.1", m.port)[0]
             rounds.append(status)
             return status
 
