@@ -1,13 +1,15 @@
 """The compile context: the running script, its settings, and the four stacks.
 
 A Weaver script talks to "the current nest", "the current options" and so on
-(docs/weaver.md, "Running from a plain Python program"). Those are the tops of module-level stacks kept here, so
-that every other module of the compiler reads them from one place.
+(docs/weaver.md, "Running from a plain Python program"). Those are the tops of
+module-level stacks kept here, so that every other module of the compiler reads
+them from one place. The functions that read them with a default sit where the
+default is defined: ``CurrentScript`` and ``CurrentNest`` in ``nest``,
+``CurrentOptions`` in ``options``.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 import time
@@ -20,9 +22,6 @@ if TYPE_CHECKING:
     from treadle.weave.abstractions import Abstraction
     from treadle.weave.nest import Nest
     from treadle.weave.options import Options
-
-log = logging.getLogger("treadle.weave")
-
 
 @dataclass
 class Config:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from types import FrameType
 from typing import Protocol
 
 from treadle.errors import WeaverError
@@ -40,7 +41,7 @@ def attach(source: Source | None) -> None:
 
 def user_site() -> str:
     """``script.py:LINE`` of the innermost frame outside treadle (the user's call site)."""
-    frame = sys._getframe(1)
+    frame: FrameType | None = sys._getframe(1)
     while frame is not None:
         name = frame.f_code.co_filename
         if not name.startswith(_PACKAGE_DIR) and not name.startswith("<"):
