@@ -175,7 +175,7 @@ def allpairs(set_a: object, set_b: object, function: object, *, output: str | os
     fp = fingerprint(a, b, resolved.identity, args, extra_files, symmetric=symmetric,
                      batched=fn.batched, half=half)
     keep = output is not None and resume
-    state_dir = Path(output + ".apstate") if keep else Path(tempfile.mkdtemp(prefix="treadle-ap-"))
+    state_dir = Path(f"{output}.apstate") if keep else Path(tempfile.mkdtemp(prefix="treadle-ap-"))
     state = State(state_dir)
     plan = state.load(fp, restart) if keep and not plan_only else None
     resumed = plan is not None
@@ -195,7 +195,7 @@ def allpairs(set_a: object, set_b: object, function: object, *, output: str | os
                              d_task=D_TASK_UNMEASURED, d_host=dispatch_time or D_HOST,
                              bandwidth=bandwidth or BANDWIDTH_MBPS,
                              h_max=max_workers or MAX_WORKERS, transfer=transfer,
-                             first_worker=manager and functools.partial(
+                             first_worker=None if manager is None else functools.partial(
                                  first_worker, manager, started + FIRST_WORKER_WAIT))
         except BaseException:
             _close(manager)

@@ -58,9 +58,10 @@ def _from_object(obj: Callable, batched: bool, takes_bytes: bool, label: str,
     if module:
         spec = importlib.util.find_spec(source.split(".")[0])
         origin = getattr(spec, "origin", None) or source
+        found = inspect.getmodule(obj)
         try:
-            origin = inspect.getsourcefile(inspect.getmodule(obj)) or origin
-        except TypeError:
+            origin = (found and inspect.getsourcefile(found)) or origin
+        except TypeError:  # a built-in module has no source file
             pass
     digest = file_sha256(origin) if origin and os.path.isfile(origin) else ""
     ship = (origin,) if origin and os.path.isfile(origin) else ()

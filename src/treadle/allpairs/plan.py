@@ -170,7 +170,7 @@ def side_caps(mode: str, takes_bytes: bool, mean_bytes: float, k_local: int,
     if override:
         caps.append((override, "-b"))
     elif takes_bytes:
-        ram = local_ram() if mode == "local" else worker and worker.memory_bytes
+        ram = local_ram() if mode == "local" else worker.memory_bytes if worker else None
         cap = side_cap(mean_bytes, ram, k_local if mode == "local" else 1)
         if cap is not None:
             caps.append((cap, "memory"))

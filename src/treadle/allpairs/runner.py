@@ -124,7 +124,7 @@ def _bitwise_rows(rows_bytes, cols_bytes):
     by_length: dict[int, list[int]] = {}
     for col, b in enumerate(cols_bytes):
         by_length.setdefault(len(b), []).append(col)
-    groups = []
+    groups: list[tuple[int, list[int], numpy.ndarray | None]] = []
     for length, cols in by_length.items():
         if length == 0:
             groups.append((length, cols, None))
@@ -138,7 +138,7 @@ def _bitwise_rows(rows_bytes, cols_bytes):
         for length, cols, matrix in groups:
             n = min(len(a), length)
             extra = abs(len(a) - length)
-            if n == 0:
+            if matrix is None or n == 0:  # no column bytes, or no row bytes, to compare
                 counts = [extra] * len(cols)
             else:
                 counts = (numpy.count_nonzero(matrix[:, :n] != va[:n], axis=1) + extra).tolist()
@@ -418,7 +418,7 @@ def _install_decorator_shim() -> None:
     this = sys.modules[__name__]
     package = types.ModuleType("treadle")
     package.__path__ = []
-    package.allpairs = this
+    package.allpairs = this  # type: ignore[attr-defined]  # a stand-in package, built here
     sys.modules.setdefault("treadle", package)
     sys.modules.setdefault("treadle.allpairs", this)
 
@@ -546,7 +546,7 @@ def compute_pairs(fn: Function, rows, cols, symmetric: bool, spawner: Spawner | 
 def _callable_pairs(call, row_items, col_items, symmetric):
     """F(a, b) per pair. One capture buffer serves the whole strip: a None result
     takes what the call printed; anything printed beside a real result is dropped."""
-    lines = []
+    lines: list[str] = []
     append = lines.append
     saved = sys.stdout
     buffer = io.StringIO()
@@ -760,10 +760,10 @@ def wave_block(fn: Function, values: dict, x0: int, x1: int, y0: int, y1: int,
     done = []
     spawners = _ThreadSpawners() if fn.kind == "exec" else None
 
-    def cell(a):
+    def cell(a: tuple[int, int, str, str, str]) -> str:
         return wave_cell(fn, *a, spawners.get() if spawners else None)
 
-    pool = None
+    pool: concurrent.futures.Executor | None = None
     if cores > 1 and fn.kind == "exec":
         pool = concurrent.futures.ThreadPoolExecutor(cores)
     elif cores > 1:

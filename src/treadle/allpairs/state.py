@@ -9,6 +9,7 @@ import os
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TextIO
 
 from treadle.allpairs.plan import Plan
 from treadle.allpairs.sets import ItemSet
@@ -64,7 +65,7 @@ class State:
         self.blocks_dir = self.directory / "blocks"
         self.journal_path = self.directory / "journal"
         self.plan_path = self.directory / "plan.json"
-        self._journal = None
+        self._journal: TextIO | None = None
 
     def load(self, fp: str, restart: bool) -> Plan | None:
         """The saved plan when the fingerprint matches; None when there is no state.

@@ -293,6 +293,7 @@ def _run_local(fn: Function, known: dict, xsize: int, ysize: int, k: int, journa
     todo = total - sum(1 for c in known if c[0] >= 1 and c[1] >= 1)
     if todo == 0:
         return 0
+    pool: concurrent.futures.Executor
     if fn.kind == "exec":
         pool = concurrent.futures.ThreadPoolExecutor(k)
     else:
