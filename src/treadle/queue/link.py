@@ -89,7 +89,7 @@ class Link:
             self.on_dirty(self)
 
     def hold(self, seconds: float) -> None:
-        """Send nothing more for ``seconds`` (a reference worker stalls on a ``kill``: see the manager)."""
+        """Send nothing more for ``seconds`` (see ``WorkerView.kill``)."""
         self.hold_until = time.monotonic() + seconds
         self._hold_gen += 1
         self.loop.call_later(seconds, self._release_hold, self._hold_gen)

@@ -37,30 +37,26 @@ from dataclasses import fields
 from typing import Any
 
 from treadle.errors import UsageError
-from treadle.queue import manager_status
+from treadle.queue import dispatch, manager_status
 from treadle.queue import protocol as wp
 from treadle.queue import resources as res
 from treadle.queue.attempt import Attempt, Cleanup, transition
-from treadle.queue.cache import NAME_MAX, CacheItem, Namer
+from treadle.queue.cache import Namer
 from treadle.queue.link import Link
 from treadle.queue.manager_status import CategoryConfig, Stats
 from treadle.queue.scheduler import ReadyQueue, choose_worker
 from treadle.queue.task import (
     MAX_OUTPUT_BYTES,
-    FileKind,
     Result,
     Task,
     TaskFile,
     TaskState,
-    check_no_nul,
-    check_sandbox_name,
 )
-from treadle.queue.worker_view import Budget, Get, WorkerView, write_error
+from treadle.queue.worker_view import Budget, Get, WorkerView
 
 log = logging.getLogger("treadle.queue.manager")
 
 REJECT_LIMIT = 32  # ready tasks tried per dispatch pass when none fits: bounds the cost per event
-REFERENCE_KILL_STALL = 3.5  # seconds a reference worker may spend in `kill` of a running task
 TICK = 0.5  # seconds between checks of keepalive, fast abort and time limits
 # Task output (stdout) buffered while it arrives, over all connections: each task keeps
 # up to MAX_OUTPUT_BYTES; two such outputs may arrive at once, and beyond
@@ -296,22 +292,7 @@ class Manager:
             raise UsageError(f"submit() takes a Task, not {type(task).__name__}")
         if task.state not in (TaskState.UNKNOWN, TaskState.DONE, TaskState.CANCELED, TaskState.RETRIEVED):
             raise UsageError(f"task {task.id} is already in the queue")
-        if not task.category or any(c.isspace() for c in task.category):
-            raise UsageError(f"category name {task.category!r} must be one word")
-        for f in task.inputs:
-            if f.kind in (FileKind.FILE, FileKind.PIECE, FileKind.DIR) and f.local is not None:
-                if not os.path.exists(f.local):
-                    log.debug("task input %s does not exist yet; checked again at dispatch", f.local)
-        check_no_nul("command", task.command)
-        check_no_nul("category", task.category)
-        for name, value in task.env.items():
-            if not name or "=" in name or "\n" in name or "\0" in name:
-                raise UsageError(f"bad environment variable name {wp.quoted(name)}")
-            if value is not None:
-                check_no_nul(f"environment variable {name}", value)
-        for f in (*task.inputs, *task.outputs):
-            check_sandbox_name(f.remote)
-        _check_wire_limits(task)
+        dispatch.check_sendable(task)
 
     def wait(self, timeout: float | None = None) -> Task | None:
         """The next finished task, or None after ``timeout`` seconds (None or -1: forever)."""
@@ -648,7 +629,7 @@ class Manager:
         self._orders.pop(task.id, None)
         att = self._begin_attempt(task, worker, boxes[worker.seq])
         try:
-            self._send_task(att, items)
+            dispatch.send_task(att, items, self._namer)
         except OSError as e:
             # an input changed or vanished while being sent: the stream to this
             # worker is now out of step, so drop the worker; the task waits again,
@@ -668,6 +649,7 @@ class Manager:
             task.reason = f"cannot be sent to a worker: {e}"
             self._finish(task, Result.UNKNOWN, None)
             return False
+        self._sent(att)
         return True
 
     def _begin_attempt(self, task: Task, w: WorkerView, box: dict[str, int]) -> Attempt:
@@ -684,98 +666,12 @@ class Manager:
         self._category(task.category).running += 1
         return att
 
-    def _send_task(self, att: Attempt, items: list[CacheItem]) -> None:
-        """Queue the task's uncached inputs and its description on the worker's link."""
-        task, w, box = att.task, att.worker, att.box
-        link = w.link
-        sent_before = link.bytes_queued
-        inputs: list[wp.TaskFile | wp.EmptyDir] = []
-        for item in items:
-            spec = item.spec
-            if spec.kind is FileKind.EMPTY_DIR:
-                inputs.append(wp.EmptyDir(spec.remote))
-                continue
-            name = item.name
-            if item.key is not None and item.key in w.cache:
-                name = w.cache[item.key][0]
-            else:
-                self._send_item(w, item)
-                if item.key is not None:
-                    w.cache[item.key] = (name, item.size)
-                else:
-                    att.uncached.append(name)
-            inputs.append(wp.TaskFile(name, spec.remote, spec.flags()))
-        outputs = []
-        for spec in task.outputs:
-            oname = self._namer.output_name(spec)
-            att.outputs.append((spec, oname))
-            outputs.append(wp.TaskFile(oname, spec.remote, spec.flags()))
-        link.send(_wire_task(task, task.id, box, inputs, outputs))
-        task.bytes_sent += link.bytes_queued - sent_before
-        self._category(task.category).dispatched += 1
+    def _sent(self, att: Attempt) -> None:
+        """The attempt's task is on its worker's link: counted and logged as dispatched."""
+        self._category(att.task.category).dispatched += 1
         self._counts["tasks_dispatched"] += 1
         if self._txn is not None:
-            self._log_txn(f"TASK {task.id} RUNNING {w.addrport} {json.dumps(box)}")
-
-    def _send_item(self, w: WorkerView, item: CacheItem) -> None:
-        """Put one input in the worker's cache, before the task that needs it (a reference worker drops the connection otherwise)."""
-        spec = item.spec
-        link = w.link
-        if spec.kind is FileKind.FILE:
-            assert spec.local is not None
-            mode = os.stat(spec.local).st_mode & 0o777
-            link.send(wp.Put(item.name, item.size, mode))
-            link.send_file(spec.local, 0, item.size)
-        elif spec.kind is FileKind.BUFFER:
-            link.send(wp.Put(item.name, item.size, 0o777))  # the reference's buffer mode
-            link.send_payload(spec.data or b"")
-        elif spec.kind is FileKind.PIECE:
-            assert spec.local is not None
-            link.send(wp.Put(item.name, item.size, 0o644))
-            link.send_file(spec.local, spec.start, item.size)
-        elif spec.kind is FileKind.DIR:
-            assert spec.local is not None
-            link.send(wp.Dir(item.name))
-            self._send_tree(link, spec.local)
-            link.send(wp.End())
-        elif spec.kind is FileKind.COMMAND:
-            link.send(wp.ThirdGet(1, item.name, spec.source or ""))
-        elif spec.kind is FileKind.URL:
-            link.send(wp.Url(item.name, spec.source or "", 0o644, spec.flags()))
-
-    def _send_tree(self, link: Link, path: str) -> None:
-        """A directory's entries, one component per name; symlinks kept, targets NUL-ended (the reference worker does not end them itself)."""
-        with os.scandir(path) as it:
-            entries = list(it)
-        for e in entries:
-            if e.is_symlink():
-                link.send(wp.Symlink(e.name, os.fsencode(os.readlink(e.path)) + b"\0"))
-            elif e.is_dir():
-                link.send(wp.Dir(e.name))
-                self._send_tree(link, e.path)
-                link.send(wp.End())
-            elif e.is_file():
-                st = e.stat()
-                link.send(wp.Put(e.name, st.st_size, st.st_mode & 0o777))
-                link.send_file(e.path, 0, st.st_size)
-
-    def _kill_and_unlink(self, w: WorkerView, tid: int, names: Iterable[str]) -> None:
-        w.link.send(wp.Kill(tid), *(wp.Unlink(n) for n in names))
-
-    def _kill_running(self, w: WorkerView, tid: int, names: Iterable[str]) -> None:
-        """Kill a task that is still running.
-
-        The reference worker stalls up to 3 s on such a ``kill``
-        and then waits on its socket without looking at what it had already
-        read, so anything sent in the same segment would sit unread. The
-        ``kill`` therefore goes alone, and the worker gets nothing more until
-        the stall is over.
-        """
-        self._kill_and_unlink(w, tid, names)
-        w.killed.add(tid)
-        if not w.treadle:
-            w.link._flush()  # now, before anything else is queued this turn
-            w.link.hold(REFERENCE_KILL_STALL)
+            self._log_txn(f"TASK {att.task.id} RUNNING {att.worker.addrport} {json.dumps(att.box)}")
 
     # ================================================================ results
     def _on_result(self, w: WorkerView, status: int, exit_code: int, output: bytes, truncated: bool, usec: int, tid: int) -> None:
@@ -820,7 +716,7 @@ class Manager:
                 continue
             att.gets_left += 1
             w.request_get(Get(oname, spec.local or spec.remote, self._make_get_done(att, spec, oname)))
-        self._kill_and_unlink(w, tid, list(att.uncached) + [o for s, o in att.outputs if not s.cache])
+        w.kill(tid, list(att.uncached) + [o for s, o in att.outputs if not s.cache], running=False)
         if att.gets_left == 0:
             self._retrieved(att)
         self._kick_schedule()
@@ -876,8 +772,7 @@ class Manager:
         del self._attempts[task.id]
         w.attempts.pop(task.id, None)
         if cleanup is not Cleanup.NOTHING:
-            kill = self._kill_running if was_running else self._kill_and_unlink
-            kill(w, task.id, att.leftovers(cleanup))
+            w.kill(task.id, att.leftovers(cleanup), running=was_running)
         if not counted:
             task.attempts -= 1
         if not self._closed:
@@ -1028,13 +923,9 @@ class Manager:
         elif t is wp.EndOfData:
             w.payload_end()
         elif t is wp.AvailableResults:
-            if w.results_requested:
-                w.results_pending = True  # serve it once the current reply ends
-            else:
-                w.results_requested = True
-                w.request_results()
+            w.results_available()
         elif t is wp.Result:
-            w.begin_result(ev, self._output_wanted(w, ev.task_id, "result"))  # type: ignore[arg-type, attr-defined]
+            w.begin_result(ev, w.output_wanted(ev.task_id, "result"))  # type: ignore[arg-type, attr-defined]
         elif t is wp.FileReply:
             w.begin_file(ev)  # type: ignore[arg-type]
         elif t is wp.DirReply:
@@ -1044,13 +935,13 @@ class Manager:
         elif t is wp.End:
             w.reply_end()
         elif t is wp.Info:
-            self._on_info(w, ev.name, ev.value)  # type: ignore[attr-defined]
+            w.info(ev.name, ev.value)  # type: ignore[attr-defined]
+            if ev.name == "idle-disconnecting":  # type: ignore[attr-defined]
+                self._counts["workers_idled_out"] += 1
+            elif ev.name == "worker-end-time":  # type: ignore[attr-defined]
+                self._kick_schedule()
         elif t is wp.Resource:
-            r: wp.Resource = ev  # type: ignore[assignment]
-            if r.name == "workers":
-                w.slots = r.total
-            elif r.name in res.NAMES:
-                w.total[r.name], w.smallest[r.name], w.largest[r.name] = r.total, r.smallest, r.largest
+            w.resource(ev)  # type: ignore[arg-type]
             self._kick_schedule()
         elif t is wp.ResourceTag:
             w.seen_tag = True
@@ -1058,68 +949,12 @@ class Manager:
         elif t is wp.Feature:
             self._add_feature(w, ev.name)  # type: ignore[attr-defined]
         elif t is wp.Update:
-            self._begin_update(w, ev)  # type: ignore[arg-type]
+            w.begin_update(ev)  # type: ignore[arg-type]
         elif t in (wp.Alive, wp.ThirdPutComplete, wp.NameQuery):
             if t is wp.NameQuery:
                 w.link.send(wp.ProjectName(self.name or ""))
         else:
             raise wp.ProtocolError(f"unexpected {t.__name__} from a worker")
-
-    def _on_info(self, w: WorkerView, key: str, value: str) -> None:
-        if key == "worker-end-time":
-            try:
-                w.end_time = float(value)
-            except ValueError:
-                raise wp.ProtocolError(f"bad worker-end-time {wp.quoted(value)}") from None
-            w.seen_end_time = True
-            self._kick_schedule()
-        elif key == "worker-id":
-            w.worker_id = value
-        elif key == "treadle-version":
-            w.treadle = True
-        elif key == "idle-disconnecting":
-            self._counts["workers_idled_out"] += 1
-            w.link.close_reason = "idle"
-        elif key in ("vacating", "disk_exhausted", "memory_exhausted", "wall_time_exhausted", "disk_error"):
-            w.draining = True
-            w.link.close_reason = key
-
-    def _output_wanted(self, w: WorkerView, tid: int, what: str) -> bool:
-        """Whether the payload of a result or update for ``tid`` is for a task running on ``w``.
-
-        A task killed there may still report (its payload is then dropped as it
-        streams); an id this worker was never given is a lie, and the worker is
-        dropped before any of its payload is read.
-        """
-        att = w.attempts.get(tid)
-        if att is not None:
-            return att.running
-        if tid in w.killed:
-            if what == "result":
-                w.killed.discard(tid)  # nothing more comes after a result
-            return False
-        raise wp.ProtocolError(f"{what} for task {tid}, which this worker was not given")
-
-    def _begin_update(self, w: WorkerView, ev: wp.Update) -> None:
-        """New bytes of a watched output go straight to its local file at their offset."""
-        att = w.attempts.get(ev.task_id) if self._output_wanted(w, ev.task_id, "update") else None
-        spec = None
-        if att is not None:
-            spec = next((s for s in att.task.outputs if s.remote == ev.path and s.watch and s.local), None)
-        if att is None or spec is None:
-            w.begin_update(None, None)
-            return
-        assert spec.local is not None
-        sink = None
-        try:
-            sink = open(spec.local, "r+b" if os.path.exists(spec.local) else "wb")  # noqa: SIM115 - closed at EndOfData
-            sink.seek(ev.offset)
-        except OSError as e:
-            if sink is not None:
-                sink.close()
-            sink = None
-            att.error = write_error(spec.local, e)
-        w.begin_update(sink, att)
 
     def _add_feature(self, w: WorkerView, name: str) -> None:
         """Remember a feature the worker offers, within what one peer and all together may hold."""
@@ -1345,66 +1180,6 @@ class Manager:
     def _log_txn(self, text: str) -> None:
         if self._txn is not None:
             self._txn.write(f"{int(time.time() * 1e6)} {os.getpid()} {text}\n")
-
-
-def _wire_task(
-    task: Task, tid: int, box: dict[str, int], inputs: list[wp.TaskFile | wp.EmptyDir], outputs: list[wp.TaskFile]
-) -> wp.Task:
-    """The protocol's description of one dispatch of ``task`` in ``box``."""
-    env = dict(task.env)
-    if box["cores"] > 0:
-        env.setdefault("CORES", str(box["cores"]))
-        env.setdefault("OMP_NUM_THREADS", str(box["cores"]))
-    wall = max(1, int(task.running_time_max + 0.999999)) if task.running_time_max else None
-    return wp.Task(
-        task_id=tid,
-        command=task.command,
-        category=task.category,
-        cores=box["cores"],
-        gpus=box["gpus"],
-        memory=box["memory"],
-        disk=box["disk"],
-        end_time=int(task.end_time) if task.end_time else None,
-        wall_time=wall,
-        env=tuple(k if v is None else f"{k}={v}" for k, v in env.items()),
-        inputs=tuple(inputs),
-        outputs=tuple(outputs),
-    )
-
-
-def _check_wire_limits(task: Task) -> None:
-    """Refuse at submit a task that no worker could receive, instead of one that never runs.
-
-    The task is encoded as dispatch will encode it, with cache names of the longest
-    length a name can have (a URL-encoded sandbox name can triple in length), so a
-    line, command, environment entry or URL over the receiver's limits is caught here.
-    """
-    name = "x" * NAME_MAX
-    probe = wp.ManagerConnection()
-    inputs: list[wp.TaskFile | wp.EmptyDir] = []
-    try:
-        for spec in task.inputs:
-            if spec.kind is FileKind.EMPTY_DIR:
-                inputs.append(wp.EmptyDir(spec.remote))
-                continue
-            if spec.kind is FileKind.URL:
-                probe.send(wp.Url(name, spec.source or "", 0o644, spec.flags()))
-            elif spec.kind is FileKind.COMMAND:
-                probe.send(wp.ThirdGet(1, name, spec.source or ""))
-            inputs.append(wp.TaskFile(name, spec.remote, spec.flags()))
-        outputs = [wp.TaskFile(name, spec.remote, spec.flags()) for spec in task.outputs]
-        box = {r: wp.MAX_TASK_ID for r in res.NAMES}
-        probe.send(_wire_task(task, wp.MAX_TASK_ID, box, inputs, outputs))
-    except wp.LocalProtocolError as e:
-        why = str(e)
-        for spec in (*task.inputs, *task.outputs):
-            try:
-                probe.send(wp.Task(0, "", outputs=(wp.TaskFile(name, spec.remote, spec.flags()),)))
-            except wp.LocalProtocolError:
-                size = len(wp.url_encode(spec.remote))
-                why = f"the file name {wp.quoted(spec.remote, 60)} is {size} bytes URL-encoded, too long for one protocol line ({wp.MAX_LINE} bytes)"
-                break
-        raise UsageError(f"task {wp.quoted(task.command, 80)} cannot be sent to a worker: {why}") from None
 
 
 def _first(workers: Iterable[WorkerView], fits: Callable[[WorkerView], bool]) -> WorkerView | None:

@@ -14,8 +14,8 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 from treadle.queue import protocol as wp
 from treadle.queue import resources as res
@@ -27,11 +27,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("treadle.queue.manager")
 
-
-class _Failable(Protocol):
-    """What a payload's write failure is reported to (a get, or a task's attempt)."""
-
-    error: str | None
+REFERENCE_KILL_STALL = 3.5  # seconds a reference worker may spend in `kill` of a running task
 
 
 class Get:
@@ -133,8 +129,38 @@ class WorkerView:
         self._payload = io.BytesIO() if keep else None
         self._truncated = False
 
-    def begin_update(self, sink: BinaryIO | None, att: _Failable | None) -> None:
-        """New bytes of a watched output follow: written through ``sink`` (None: dropped)."""
+    def output_wanted(self, tid: int, what: str) -> bool:
+        """Whether the payload of a result or update for ``tid`` is for a task running here.
+
+        A task killed here may still report (its payload is then dropped as it
+        streams); an id this worker was never given is a lie, and the worker is
+        dropped before any of its payload is read.
+        """
+        att = self.attempts.get(tid)
+        if att is not None:
+            return att.running
+        if tid in self.killed:
+            if what == "result":
+                self.killed.discard(tid)  # nothing more comes after a result
+            return False
+        raise wp.ProtocolError(f"{what} for task {tid}, which this worker was not given")
+
+    def begin_update(self, ev: wp.Update) -> None:
+        """New bytes of a watched output follow: they go straight to its local file at their offset."""
+        att = self.attempts.get(ev.task_id) if self.output_wanted(ev.task_id, "update") else None
+        spec = None
+        if att is not None:
+            spec = next((s for s in att.task.outputs if s.remote == ev.path and s.watch and s.local), None)
+        sink = None
+        if att is not None and spec is not None and spec.local is not None:
+            try:
+                sink = open(spec.local, "r+b" if os.path.exists(spec.local) else "wb")  # noqa: SIM115 - closed at EndOfData
+                sink.seek(ev.offset)
+            except OSError as e:
+                if sink is not None:
+                    sink.close()
+                sink = None
+                att.error = write_error(spec.local, e)
         self._payload_kind, self._payload_head, self._payload = "update", att, sink
 
     def begin_file(self, ev: wp.FileReply) -> None:
@@ -230,6 +256,58 @@ class WorkerView:
             except OSError:
                 pass  # the task goes back to the queue with its worker anyway
         self._payload_kind, self._payload_head, self._payload = "", None, None
+
+    # ------------------------------------------------------------ what it tells
+    def results_available(self) -> None:
+        """``available_results``: ask for them now, or once the reply being read ends."""
+        if self.results_requested:
+            self.results_pending = True
+        else:
+            self.results_requested = True
+            self.request_results()
+
+    def info(self, key: str, value: str) -> None:
+        """An ``info`` line: what it says about this worker."""
+        if key == "worker-end-time":
+            try:
+                self.end_time = float(value)
+            except ValueError:
+                raise wp.ProtocolError(f"bad worker-end-time {wp.quoted(value)}") from None
+            self.seen_end_time = True
+        elif key == "worker-id":
+            self.worker_id = value
+        elif key == "treadle-version":
+            self.treadle = True
+        elif key == "idle-disconnecting":
+            self.link.close_reason = "idle"
+        elif key in ("vacating", "disk_exhausted", "memory_exhausted", "wall_time_exhausted", "disk_error"):
+            self.draining = True
+            self.link.close_reason = key
+
+    def resource(self, r: wp.Resource) -> None:
+        """A ``resource`` line: what this worker offers."""
+        if r.name == "workers":
+            self.slots = r.total
+        elif r.name in res.NAMES:
+            self.total[r.name], self.smallest[r.name], self.largest[r.name] = r.total, r.smallest, r.largest
+
+    # ------------------------------------------------------------ what it is told
+    def kill(self, tid: int, names: Iterable[str], *, running: bool) -> None:
+        """Kill task ``tid`` here and unlink ``names`` from the cache.
+
+        A reference worker stalls up to 3 s on the ``kill`` of a task still
+        running and then waits on its socket without looking at what it had
+        already read, so anything sent in the same segment would sit unread. Such
+        a ``kill`` therefore goes alone, and the worker gets nothing more until
+        the stall is over.
+        """
+        self.link.send(wp.Kill(tid), *(wp.Unlink(n) for n in names))
+        if not running:
+            return
+        self.killed.add(tid)
+        if not self.treadle:
+            self.link._flush()  # now, before anything else is queued this turn
+            self.link.hold(REFERENCE_KILL_STALL)
 
     @property
     def ready(self) -> bool:
