@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 import pytest
+from tests._wait import wait_for
 
 from treadle.allpairs.wavefront import read_boundary, wavefront
 from treadle.allpairs.wavefront_model import distributed_time, sweep_time
@@ -215,16 +215,16 @@ def test_a_failed_block_is_retried_on_another_worker(kind, tmp_path):
     try:
         workers.start(cores=1, workdir=tmp_path / "brokenhost")
         workers.start(cores=1, workdir=tmp_path / "sound")
-        deadline = time.monotonic() + 60
-        reported = 0
-        while reported < 2 and time.monotonic() < deadline and engine.is_alive():
+
+        def both_reported() -> bool:
+            assert engine.is_alive(), outcome
             status = subprocess.run(TREADLE + ["status", "127.0.0.1", workers.port(), "--json"],
                                     capture_output=True, text=True)
-            if status.returncode == 0:
-                reported = sum(1 for w in json.loads(status.stdout)["workers"]
-                               if w.get("cores_total"))
-            time.sleep(0.1)
-        assert reported == 2, "the two workers never reported to the manager"
+            return status.returncode == 0 and sum(
+                1 for w in json.loads(status.stdout)["workers"] if w.get("cores_total")) == 2
+
+        wait_for(both_reported, timeout=60, what="both workers to report to the manager",
+                 interval=0.1)
         go.touch()
         engine.join(120)
     finally:
