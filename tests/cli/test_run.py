@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from tests._examples import copy_tracked
 from tests._wait import alive, wait_for
 
+from treadle.backends.workqueue import WorkQueueBackend
 from treadle.cli.run import parse_args, tokenize
 from treadle.errors import UsageError
 
@@ -89,15 +90,17 @@ def test_environment_variables():
 def test_job_limits_follow_the_reference():
     assert parse_args(["-j", "3", "-J", "2"], {}).job_limits(8) == (2, 2)
     assert parse_args([], {}).job_limits(8) == (8, 8)
-    assert parse_args(["-T", "wq"], {}).job_limits(8) == (8, 1000)
-    assert parse_args(["-T", "wq", "-J", "5"], {}).job_limits(8) == (8, 5)
+    wq_default = WorkQueueBackend.default_max_remote
+    assert wq_default == 1000
+    assert parse_args(["-T", "wq"], {}).job_limits(8, wq_default) == (8, 1000)
+    assert parse_args(["-T", "wq", "-J", "5"], {}).job_limits(8, wq_default) == (8, 5)
 
 
 def test_retry_options_and_wq_spellings():
     assert parse_args(["-R"], {}).retries == 5
     assert parse_args(["-r", "2"], {}).retries == 2
-    assert parse_args(["--wq-fast-abort", "3"], {}).fast_abort == 3.0
-    assert parse_args(["--fast-abort=2"], {}).fast_abort == 2.0
+    assert parse_args(["--wq-fast-abort", "3"], {}).backend_settings["fast_abort"] == 3.0
+    assert parse_args(["--fast-abort=2"], {}).backend_settings["fast_abort"] == 2.0
     assert parse_args(["--dry-run"], {}).batch_type == "dryrun"
 
 

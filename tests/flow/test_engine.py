@@ -6,9 +6,9 @@ import io
 
 import pytest
 
+from treadle.backends.dryrun import DryRunBackend
 from treadle.backends.local import LocalBackend
 from treadle.flow import journal as jr
-from treadle.flow.dryrun import DryRunBackend
 from treadle.flow.engine import Engine, LocalCapacity, Out, job_environment
 from treadle.flow.model import Resources, Rule, Workflow
 from treadle.flow.options import RunOptions
@@ -21,13 +21,9 @@ def make_engine(rules, *, jobs=1, retries=0, backend="local", script=None):
     journal.open()
     journal.start_segment("wf.mf.batchlog", "test")
     out = Out(io.StringIO(), io.StringIO())
-    eng = Engine(wf, opts, journal, jr.rule_identities(rules), bytearray(len(rules)), out=out)
-    if backend == "local":
-        eng.local = LocalBackend()
-    else:
-        eng.local = DryRunBackend(script_path=script)
-        eng.check_outputs = False
-    eng.capacity = LocalCapacity(jobs, 64, 1 << 20, 1 << 20)
+    local = LocalBackend() if backend == "local" else DryRunBackend(script_path=script)
+    eng = Engine(wf, opts, journal, jr.rule_identities(rules), bytearray(len(rules)), out=out,
+                 local=local, check_outputs=backend == "local", capacity=LocalCapacity(jobs, 64, 1 << 20, 1 << 20))
     eng.prepare()
     return eng
 
@@ -145,10 +141,9 @@ def test_scheduling_work_is_linear_in_the_rules(in_tmp):
     rules = [rule(i, [f"o{i}"], [f"o{i - 1}"] if i % 2 else [], f"touch o{i}") for i in range(n)]
     wf = Workflow(path="wf.mf", rules=rules)
     opts = RunOptions(dagfile="wf.mf", max_local=2, progress=False)
-    eng = CountingEngine(wf, opts, jr.NullJournal(), jr.rule_identities(rules), bytearray(n), out=Out(io.StringIO(), io.StringIO()))
-    eng.local = DryRunBackend(script_path=str(in_tmp / "wf.sh"))
-    eng.check_outputs = False
-    eng.capacity = LocalCapacity(2, 2, 1, 1)
+    eng = CountingEngine(wf, opts, jr.NullJournal(), jr.rule_identities(rules), bytearray(n),
+                         out=Out(io.StringIO(), io.StringIO()), local=DryRunBackend(script_path=str(in_tmp / "wf.sh")),
+                         check_outputs=False, capacity=LocalCapacity(2, 2, 1, 1))
     eng.prepare()
     CountingEngine.fits_calls = 0
     finish(eng)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
 # The contract owns resource requests: a job carries them, and the workflow model
 # (treadle.flow.model) builds them from rules and categories.
@@ -124,17 +124,59 @@ class JobResult:
         return self.exit_code == 0 and self.signal is None and self.error is None
 
 
+@dataclass(frozen=True, slots=True)
+class BackendConfig:
+    """What a run tells the backend it builds: the generic facts, plus the backend's own settings.
+
+    ``settings`` holds the options only some backend understands (Work Queue's
+    port, a batch system's queue...), by option name, as the command line or a
+    Python caller gave them; each backend picks its own with :func:`own_options`
+    and ignores the rest, so the generic run options never grow a field per backend.
+    """
+
+    workdir: str  # the workflow's directory: job files are named relative to it
+    log_path: str  # the backend's own log (Work Queue's transactions, the dry run's script)
+    send_environment: bool = False  # remote jobs get the engine's whole environment
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+
+_OptionsT = TypeVar("_OptionsT")
+
+
+def own_options(cls: type[_OptionsT], settings: Mapping[str, Any]) -> _OptionsT:
+    """An instance of the options dataclass ``cls`` from the settings it declares a field for."""
+    names = {f.name for f in fields(cls)}  # type: ignore[arg-type]  # cls is a dataclass by contract
+    return cls(**{k: v for k, v in settings.items() if k in names})
+
+
 @runtime_checkable
 class Backend(Protocol):
     """What the engine needs from an execution system.
 
     ``name`` is the ``-T`` value. ``sandboxed`` is true when jobs run in a
     private directory with their inputs copied in, which is what makes
-    ``LOCAL->REMOTE`` renaming meaningful.
+    ``LOCAL->REMOTE`` renaming meaningful. ``runs_in_place`` is true when a job
+    is a plain process in the workflow's directory on this machine: the engine
+    may then wrap it for ``--sandbox`` and need not list its files. The class
+    attributes ``default_max_remote`` (``-J`` when not given) and
+    ``log_suffix`` (the default batch log is ``DAGFILE.<suffix>``) are the
+    backend's defaults; :meth:`from_options` builds it for a run.
     """
 
     name: str
     sandboxed: bool
+    runs_in_place: bool
+    default_max_remote: ClassVar[int]
+    log_suffix: ClassVar[str]
+
+    @classmethod
+    def from_options(cls, config: BackendConfig) -> Backend:
+        """The backend for one run, built from the run's configuration."""
+        ...
+
+    def greeting(self) -> str | None:
+        """A line for the user as the run starts (where workers connect), or ``None``."""
+        ...
 
     def submit(self, job: Job) -> int:
         """Start ``job`` and return its id; never blocks on the job itself."""

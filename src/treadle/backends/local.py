@@ -40,7 +40,7 @@ import signal
 import time
 from collections.abc import Mapping
 
-from treadle.backends.base import Job, JobResult
+from treadle.backends.base import BackendConfig, Job, JobResult
 from treadle.backends.logs import cap_file
 from treadle.queue.spawn import RESET_SIGNALS, SHELL, Watchdog, direct_start, shell_report_argv
 
@@ -52,6 +52,17 @@ class LocalBackend:
 
     name = "local"
     sandboxed = False
+    runs_in_place = True
+    default_max_remote = 100
+    log_suffix = "batchlog"
+
+    @classmethod
+    def from_options(cls, config: BackendConfig) -> LocalBackend:
+        """Jobs inherit the engine's environment and directory: nothing to configure."""
+        return cls()
+
+    def greeting(self) -> str | None:
+        return None
 
     def __init__(self, *, environ: Mapping[str, str] | None = None, direct_exec: bool = True):
         self._environ = dict(os.environ if environ is None else environ)

@@ -20,12 +20,35 @@ be written (a full disk) fails the job with the reason.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
-from treadle.backends.base import FileSpec, Job, JobResult
+from treadle.backends.base import BackendConfig, FileSpec, Job, JobResult, own_options
 from treadle.backends.logs import write_log
 from treadle.queue.manager import Manager
 from treadle.queue.protocol import DEFAULT_PORT
 from treadle.queue.task import Result, Task
+
+
+@dataclass(frozen=True, slots=True)
+class WorkQueueOptions:
+    """The ``-T wq`` options, named as ``treadle run``'s option table names them.
+
+    ``advertise`` (``-a``) and ``schedule`` (``-W``) are accepted for the
+    reference's scripts: the catalog is used when a project name is given, and
+    the manager always prefers the worker caching most of a task's input bytes.
+    """
+
+    port: int = DEFAULT_PORT
+    bind: str = ""  # the manager's listening address; "" is every interface
+    project_name: str | None = None
+    port_file: str | None = None
+    catalog: str | None = None
+    password_file: str | None = None
+    advertise: bool = False
+    fast_abort: float | None = None
+    keepalive_timeout: int | None = None
+    keepalive_interval: int | None = None
+    schedule: str | None = None
 
 
 class WorkQueueBackend:
@@ -34,6 +57,28 @@ class WorkQueueBackend:
 
     name = "wq"
     sandboxed = True
+    runs_in_place = False
+    default_max_remote = 1000
+    log_suffix = "wqlog"
+
+    @classmethod
+    def from_options(cls, config: BackendConfig) -> WorkQueueBackend:
+        """A manager listening as the run's Work Queue options say, logging to the batch log."""
+        o = own_options(WorkQueueOptions, config.settings)
+        return cls(
+            workdir=config.workdir,
+            port=o.port,
+            host=o.bind,
+            name=o.project_name,
+            password_file=o.password_file,
+            port_file=o.port_file,
+            catalog=o.catalog,
+            fast_abort=o.fast_abort,
+            keepalive_interval=o.keepalive_interval,
+            keepalive_timeout=o.keepalive_timeout,
+            log_path=config.log_path,
+            send_environment=config.send_environment,
+        )
 
     def __init__(
         self,
@@ -70,6 +115,10 @@ class WorkQueueBackend:
             self.manager.fast_abort(fast_abort)
         self.port = self.manager.port
         self._logs: dict[int, str | None] = {}  # task id -> the job's stdout file
+
+    def greeting(self) -> str | None:
+        """Where workers connect (the port matters most with ``-p 0``)."""
+        return self.manager.listening
 
     def submit(self, job: Job) -> int:
         """Queue the job as a task; returns the task id."""

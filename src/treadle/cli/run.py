@@ -5,17 +5,15 @@ command line has two things argparse cannot express: ``-c``
 takes an optional argument that must be attached (``-coutputs``,
 ``--clean=outputs``), and long options may be abbreviated to any unique
 prefix. The result is one :class:`~treadle.flow.options.RunOptions`;
-:func:`execute` then runs the workflow and returns the exit status.
+:func:`treadle.flow.run.run_workflow` then runs the workflow and returns the exit status.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
-import shutil
-import signal
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -29,8 +27,8 @@ from treadle.flow.options import (
     DEFAULT_RETRIES_WITH_R,
     GC_METHODS,
     RunOptions,
-    local_cores,
 )
+from treadle.flow.run import run_workflow
 
 DEBUG_SUBSYSTEMS = ("all", "makeflow", "makeflow_parser", "makeflow_lexer", "makeflow_run", "batch", "wq")
 
@@ -232,6 +230,9 @@ FLAG_DESTS = {
 }
 
 
+_RUN_FIELDS = {f.name for f in dataclasses.fields(RunOptions)}
+
+
 def parse_args(argv: Sequence[str], environ: dict[str, str] | None = None) -> RunOptions:
     """The run options for a reference-style command line (see docs/cli.md)."""
     from treadle.backends.registry import check_batch_type
@@ -305,8 +306,11 @@ def parse_args(argv: Sequence[str], environ: dict[str, str] | None = None) -> Ru
     for dest in ("max_local", "max_remote"):
         if dest in fields and int(fields[dest]) < 1:  # type: ignore[call-overload]
             raise UsageError(f"--{dest.replace('_', '-')} must be at least 1")
+    # What RunOptions has no field for belongs to one backend (-p, -N... for wq): it reads them itself.
+    settings = {dest: fields.pop(dest) for dest in list(fields) if dest not in _RUN_FIELDS}
     return RunOptions(
         **fields,  # type: ignore[arg-type]
+        backend_settings=settings,
         debug=tuple(debug),
         jx_args=tuple(jx_args),
         jx_define=tuple(jx_define),
@@ -345,268 +349,9 @@ def usage() -> str:
 # --- running -----------------------------------------------------------------------------
 
 
-def _local_resources(opts: RunOptions) -> tuple[int, int, int]:
-    cores = opts.local_cores or local_cores()
-    memory = opts.local_memory
-    if memory is None:
-        try:
-            memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // (1 << 20)
-        except (ValueError, OSError):
-            memory = 0
-    disk = opts.local_disk
-    if disk is None:
-        try:
-            disk = shutil.disk_usage(".").free // (1 << 20)
-        except OSError:
-            disk = 0
-    return cores, memory, disk
-
-
-def _structure(journal, wf, graph) -> None:
-    """``--log-verbose``: the DAG's structure as tab-separated ``#`` lines (new logs only)."""
-    from treadle.flow.journal import escape_name
-
-    for r in wf.rules:
-        i = r.id
-        journal.line(f"# NODE\t{i}\t{r.command}")
-        journal.line(f"# CATEGORY\t{i}\t{r.category}")
-        journal.line(f"# SYMBOL\t{i}\t{r.category}")
-        journal.line(f"# PARENTS\t{i}\t" + "\t".join(str(p) for p in graph.parents[i]))
-        journal.line(f"# SOURCES\t{i}\t" + "\t".join(escape_name(s) for s in r.sources))
-        journal.line(f"# TARGETS\t{i}\t" + "\t".join(escape_name(t) for t in graph.outputs[i]))
-        journal.line(f"# COMMAND\t{i}\t{r.command}")
-
-
 def execute(opts: RunOptions) -> int:
-    """Run (or clean, or dry-run) one workflow; return the exit status."""
-    from treadle.flow.engine import Out
-
-    started = time.time()
-    out = Out()
-    for note in _inert_options(opts):
-        out.warn(f"warning: {note}")
-    debug_file = None
-    if opts.debug:
-        if opts.debug_file:
-            try:
-                debug_file = open(opts.debug_file, "a", encoding="utf-8", errors="surrogateescape")  # noqa: SIM115
-            except OSError as e:
-                raise UsageError(f"cannot open debug file {opts.debug_file}: {e.strerror}") from None
-        out.debug_stream = debug_file or sys.stderr
-        out.debug(f"treadle {__version__} run options: {' '.join(opts.command_line)}")
-    try:
-        return _execute(opts, out, started)
-    finally:
-        if debug_file is not None:
-            debug_file.close()
-
-
-def _inert_options(opts: RunOptions) -> list[str]:
-    """Reference options that are accepted, so scripts keep working, but change nothing here."""
-    notes = []
-    if opts.storage_type is not None or opts.storage_limit is not None or opts.storage_print:
-        notes.append("--storage-type, --storage-limit and --storage-print have no effect: "
-                     "treadle does not allocate storage yet")
-    if opts.schedule is not None:
-        notes.append("-W has no effect: treadle's manager always prefers the worker that "
-                     "already caches most of a task's input bytes (like -W files)")
-    return notes
-
-
-def _execute(opts: RunOptions, out, started: float) -> int:
-    """Parse and check the workflow, lock its log, then recover and run."""
-    from treadle.flow import journal as jr
-
-    if opts.change_directory:
-        try:
-            os.chdir(opts.change_directory)
-        except OSError as e:
-            raise UsageError(f"cannot change to directory {opts.change_directory}: {e.strerror}") from None
-    dagfile = opts.dagfile
-    out.say(f"parsing {dagfile}...")
-    out.flush()
-    from treadle.flow.checks import check_workflow
-    from treadle.flow.parser import parse_file
-
-    wf = parse_file(
-        dagfile,
-        fmt=opts.fmt,
-        jx_args=list(opts.jx_args) or None,
-        jx_define=list(opts.jx_define) or None,
-        notice=lambda m: out.warn(m),
-    )
-    cores, memory, disk = _local_resources(opts)
-    out.say(f"local resources: {cores} cores, {memory} MB memory, {disk} MB disk")
-    max_local, max_remote = opts.job_limits(cores)
-    if opts.batch_type != "local":
-        out.say(f"max running remote jobs: {max_remote}")
-    out.say(f"max running local jobs: {max_local}")
-    out.say(f"checking {dagfile} for consistency...")
-    remote_cls = None
-    if opts.remote:
-        from treadle.backends.registry import backend_class
-
-        remote_cls = backend_class(opts.batch_type)
-    check_workflow(wf, sandboxed=bool(opts.clean) or bool(getattr(remote_cls, "sandboxed", False)))
-    n = len(wf.rules)
-    out.say(f"{dagfile} has {n} rules.")
-    log_path = opts.resolved_log_path()
-    batch_log = opts.resolved_batch_log()
-    journal = jr.NullJournal() if opts.dry_run else jr.Journal(log_path)
-    journal.open()
-    try:
-        return _execute_locked(opts, wf, journal, out, started, log_path, batch_log, remote_cls,
-                               (cores, memory, disk, max_local, max_remote))
-    finally:
-        journal.close()
-        for rule in wf.rules:
-            if rule.workflow_args:
-                # JX "args" objects were written to files for the nested runs
-                try:
-                    os.unlink(rule.workflow_args)
-                except OSError:
-                    pass
-
-
-def _execute_locked(opts, wf, journal, out, started, log_path, batch_log, remote_cls, limits) -> int:
-    """Everything after the log is locked: recovery, the file scan, then clean or run."""
-    from treadle.flow import recovery
-    from treadle.flow.engine import Engine, Graph
-    from treadle.flow.journal import rule_identities
-
-    cores, memory, disk, max_local, max_remote = limits
-    graph = Graph(wf)
-    identities = rule_identities(wf.rules)
-    history = recovery.replay(log_path, identities, graph.outputs)
-    if history.exists:
-        out.say(f"recovering from log file {log_path}...")
-        out.say("checking for old running or failed jobs...")
-    else:
-        out.say(f"creating new log file {log_path}...")
-    engine = Engine(wf, opts, journal, identities, bytearray(history.states), out=out, graph=graph,
-                    touch_files=not opts.dry_run)
-    engine.set_file_states(history.file_states)
-    journal.start_segment(batch_log, __version__)
-    if opts.log_verbose and not history.exists:
-        _structure(journal, wf, graph)
-        journal.flush()
-    recovery.reset_unfinished(engine, history, quiet=bool(opts.clean))
-    if opts.skip_file_check:
-        out.say("skipping file checks.")
-    else:
-        out.say("checking files for unexpected changes...  (use --skip-file-check to skip this step)")
-        errors = recovery.scan_files(engine, history, missing_input_is_error=not opts.clean)
-        if errors:
-            journal.marker("FAILED")
-            out.flush()
-            return 1
-    if opts.clean:
-        from treadle.flow.clean import clean
-
-        out.say("cleaning filesystem...")
-        if not clean(engine, history, opts.clean, log_path, batch_log):
-            journal.marker("COMPLETED")
-        out.say("nothing left to do.")
-        out.flush()
-        return 0
-    return _run(opts, engine, out, started, batch_log, remote_cls, cores, memory, disk, max_local, max_remote)
-
-
-def _run(opts, engine, out, started, batch_log, remote_cls, cores, memory, disk, max_local, max_remote) -> int:
-    from treadle.flow.engine import LocalCapacity
-    from treadle.flow.summary import failure_report, write_summary
-
-    gc = None
-    if opts.gc != "none":
-        from treadle.flow.gc import GarbageCollector
-
-        gc = GarbageCollector(engine, opts.gc, opts.gc_count, opts.gc_size)
-        engine.on_file_complete = gc.file_complete
-        engine.gc_tick = gc.tick
-    if opts.dry_run:
-        from treadle.flow.dryrun import DryRunBackend
-
-        engine.local = DryRunBackend(script_path=batch_log)
-        engine.check_outputs = False
-        max_local = max_remote
-    else:
-        from treadle.backends.local import LocalBackend
-
-        engine.local = LocalBackend()
-    if remote_cls is not None:
-        engine.remote = _make_remote(remote_cls, opts, batch_log)
-        engine.max_remote = max_remote
-    engine.capacity = LocalCapacity(max_local, cores, memory, disk)
-    engine.prepare()
-    out.say("starting workflow....")
-    if opts.batch_type == "wq":
-        out.say(f"{engine.remote.manager.listening}.")
-    out.flush()
-    progress = None
-    if opts.progress and not os.environ.get("TREADLE_NESTED"):
-        from treadle.flow.progress import Progress
-
-        progress = Progress(len(engine.rules))
-        engine.progress = progress.update
-    previous = {}
-
-    def on_signal(signum, frame):
-        engine.request_abort()
-
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT):
-        previous[sig] = signal.signal(sig, on_signal)
-    try:
-        engine.run()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        if progress is not None:
-            progress.stop()
-        if not engine.aborted:  # an abort has closed them already
-            for backend in (engine.local, engine.remote):
-                if backend is not None:
-                    backend.close()
-    journal = engine.journal
-    if engine.aborted:
-        status, code = "aborted", 1
-        journal.marker("ABORTED")
-        out.warn("workflow was aborted.")
-    elif engine.failures:
-        status, code = "failed", 1
-        journal.marker("FAILED")
-        out.warn("workflow failed.")
-        for line in failure_report(engine):
-            out.warn(line)
-    else:
-        status, code = "completed", 0
-        if gc is not None:
-            gc.collect()
-        journal.marker("COMPLETED")
-        out.say("nothing left to do.")
-    out.flush()
-    if opts.summary_log:
-        write_summary(opts.summary_log, engine, status, started, opts.command_line)
-        out.warn(f"writing summary to {opts.summary_log}.")
-    return code
-
-
-def _make_remote(cls, opts: RunOptions, batch_log: str):
-    if opts.batch_type == "wq":
-        return cls(
-            workdir=os.getcwd(),
-            port=opts.port,
-            host=opts.bind,
-            name=opts.project_name,
-            password_file=opts.password_file,
-            port_file=opts.port_file,
-            catalog=opts.catalog,
-            fast_abort=opts.fast_abort,
-            keepalive_interval=opts.keepalive_interval,
-            keepalive_timeout=opts.keepalive_timeout,
-            log_path=batch_log,
-            send_environment=opts.send_environment,
-        )
-    return cls(workdir=os.getcwd())
+    """Run the workflow the command line describes; the exit status (see :func:`run_workflow`)."""
+    return run_workflow(opts)
 
 
 @click.command(

@@ -212,7 +212,21 @@ class Engine:
         out: Out | None = None,
         graph: Graph | None = None,
         touch_files: bool = True,
+        local: Backend | None = None,
+        remote: Backend | None = None,
+        max_remote: int = 0,
+        capacity: LocalCapacity | None = None,
+        check_outputs: bool = True,
+        progress: Callable[[list[int]], None] | None = None,
+        on_file_complete: Callable[[str], None] | None = None,
+        gc_tick: Callable[[], None] | None = None,
     ):
+        """``local`` runs local rules (none: the engine only recovers or cleans); ``remote``,
+        when given, runs the others, at most ``max_remote`` at once; ``capacity`` bounds
+        the local ones. ``check_outputs`` false trusts every job (the dry run).
+        ``progress`` gets the five state counts on each change; ``on_file_complete``
+        and ``gc_tick`` are the garbage collector's hooks (see :mod:`treadle.flow.gc`).
+        """
         self.wf = wf
         self.rules = wf.rules
         self.opts = opts
@@ -225,14 +239,14 @@ class Engine:
         self.counts = [0, 0, 0, 0, 0]
         for s in states:
             self.counts[s] += 1
-        self.local: Backend | None = None
-        self.remote: Backend | None = None
-        self.capacity = LocalCapacity(1, 1, 0, 0)
-        self.max_remote = 0
-        self.check_outputs = True
-        self.progress: Callable[[list[int]], None] | None = None
-        self.on_file_complete: Callable[[str], None] | None = None  # GC hook
-        self.gc_tick: Callable[[], None] | None = None  # called once per loop iteration
+        self.local = local
+        self.remote = remote
+        self.capacity = capacity or LocalCapacity(1, 1, 0, 0)
+        self.max_remote = max_remote
+        self.check_outputs = check_outputs
+        self.progress = progress
+        self.on_file_complete = on_file_complete  # GC hook
+        self.gc_tick = gc_tick  # called once per loop iteration
         self.files_created = 0  # files that reached state 2 in this run (for GC on_demand)
         self.failures: list[Failure] = []
         self.aborted = False
@@ -405,11 +419,13 @@ class Engine:
         command = self.command_of(rule)
         self.out.say(f"submitting job: {command}")
         backend = self.local if is_local else self.remote
+        assert backend is not None  # a rule is keyed remote only when a remote backend exists
         run = command
-        if self.opts.sandbox and is_local and rule.workflow is None and backend.name == "local":
+        in_place = is_local and backend.runs_in_place
+        if self.opts.sandbox and in_place and rule.workflow is None:
             run = sandboxed_command(command, rule.sources, self.graph.outputs[rid])
         logs = self._log_paths(rid) if self.touch_files else (None, None)
-        job = self._job(rule, run, full=not is_local or backend.name != "local", logs=logs)
+        job = self._job(rule, run, full=not in_place, logs=logs)
         try:
             if logs[0] is not None and not self._logs_dir_made:
                 os.makedirs(self.logs_dir, exist_ok=True)

@@ -9,10 +9,9 @@ default of their own.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
-
-from treadle.queue.protocol import DEFAULT_PORT
 
 BATCH_TYPES = ("local", "wq", "slurm", "condor", "dryrun")
 CLEAN_MODES = ("all", "outputs", "intermediates", "cache")
@@ -46,17 +45,6 @@ class RunOptions:
     debug_file: str | None = None
     skip_file_check: bool = False
     checksum_sources: bool = False
-    project_name: str | None = None
-    port: int = DEFAULT_PORT
-    bind: str = ""  # the wq manager's listening address; "" is every interface
-    port_file: str | None = None
-    catalog: str | None = None
-    password_file: str | None = None
-    advertise: bool = False
-    fast_abort: float | None = None
-    keepalive_timeout: int | None = None
-    keepalive_interval: int | None = None
-    schedule: str | None = None
     batch_options: str | None = None
     local_cores: int | None = None
     local_memory: int | None = None
@@ -74,6 +62,9 @@ class RunOptions:
     storage_print: str | None = None
     progress: bool = True
     command_line: tuple[str, ...] = field(default=())  # for the summary file
+    # The options one backend understands (Work Queue's port...), by option name: the
+    # backend reads its own in from_options (treadle.backends.base.BackendConfig).
+    backend_settings: Mapping[str, Any] = field(default_factory=dict)
 
     def with_changes(self, **changes: Any) -> RunOptions:
         """A copy with some fields replaced (options are immutable once built)."""
@@ -102,25 +93,22 @@ class RunOptions:
         head, log = os.path.split(self.resolved_log_path())
         return os.path.join(head, "." + log.removesuffix(".makeflowlog") + ".logs")
 
-    def resolved_batch_log(self) -> str:
-        if self.batch_log:
-            return self.batch_log
-        suffix = {"wq": "wqlog", "condor": "condorlog", "dryrun": "sh"}.get(self.batch_type, "batchlog")
-        return f"{self.dagfile}.{suffix}"
+    def resolved_batch_log(self, suffix: str = "batchlog") -> str:
+        """``-L``, else ``DAGFILE.<suffix>`` (the backend's ``log_suffix``)."""
+        return self.batch_log or f"{self.dagfile}.{suffix}"
 
-    def job_limits(self, cores: int) -> tuple[int, int]:
+    def job_limits(self, cores: int, default_remote: int = 100) -> tuple[int, int]:
         """(max local jobs, max remote jobs) after the reference's rules.
 
         With ``-T local`` either option sets both (the smaller if both are
-        given); otherwise local defaults to the core count and remote to 100
-        (1000 for ``wq``).
+        given); otherwise local defaults to the core count and remote to the
+        backend's ``default_max_remote`` (100; 1000 for ``wq``).
         """
         if not self.remote:
             given = [n for n in (self.max_local, self.max_remote) if n is not None]
             n = min(given) if given else cores
             return n, n
         local = self.max_local if self.max_local is not None else cores
-        default_remote = 1000 if self.batch_type == "wq" else 100
         remote = self.max_remote if self.max_remote is not None else default_remote
         return local, remote
 

@@ -3,7 +3,7 @@
 The engine drives this executor exactly as it drives a real one, so the
 script lists the rules that would run in the order they would be submitted.
 Every job "succeeds" at once. The real log is never written [F-k]; the
-engine is given a :class:`~treadle.flow.journal.NullJournal` for that.
+engine is given a null journal for that.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import collections
 import re
 
 from treadle import __version__
-from treadle.backends.base import Job, JobResult
+from treadle.backends.base import BackendConfig, Job, JobResult
 
 _SPECIAL = re.compile(r'(["\\$`])')
 
@@ -26,6 +26,17 @@ class DryRunBackend:
 
     name = "dryrun"
     sandboxed = False
+    runs_in_place = False  # the engine hands it whole jobs, so the script can test their outputs
+    default_max_remote = 100
+    log_suffix = "sh"
+
+    @classmethod
+    def from_options(cls, config: BackendConfig) -> DryRunBackend:
+        """The script is the run's batch log (``DAGFILE.sh`` unless ``-L`` names another)."""
+        return cls(script_path=config.log_path)
+
+    def greeting(self) -> str | None:
+        return None
 
     def __init__(self, *, script_path: str):
         self._f = open(script_path, "w", encoding="utf-8", errors="surrogateescape")  # noqa: SIM115

@@ -1,0 +1,291 @@
+"""Running one workflow from its options: the sequence behind ``treadle run``, Weaver's ``--run`` and the API.
+
+::
+
+    parse, check ──▶ lock the log ──▶ recover, scan files ──▶ clean, or build the backends and run
+
+:func:`run_workflow` is that sequence; it returns the exit status and prints
+what the reference makeflow prints. The backends are built by the registry
+from the options (``from_options``), so nothing here names a backend.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sys
+import threading
+import time
+from typing import Any
+
+from treadle import __version__
+from treadle.backends.base import Backend, BackendConfig
+from treadle.backends.registry import backend_class
+from treadle.errors import UsageError
+from treadle.flow import journal as jr
+from treadle.flow import recovery
+from treadle.flow.checks import check_workflow
+from treadle.flow.clean import clean
+from treadle.flow.engine import Engine, Graph, LocalCapacity, Out
+from treadle.flow.gc import GarbageCollector
+from treadle.flow.model import Workflow
+from treadle.flow.options import RunOptions, local_cores
+from treadle.flow.parser import parse_file
+from treadle.flow.summary import failure_report, write_summary
+
+
+def run_workflow(opts: RunOptions, out: Out | None = None) -> int:
+    """Run (or clean, or dry-run) one workflow; return the exit status (0: everything completed).
+
+    User mistakes (a bad workflow file, an unknown ``-T``) raise
+    :class:`~treadle.errors.TreadleError`. ``out`` receives the progress lines
+    (default: this process's stdout and stderr).
+    """
+    started = time.time()
+    out = out or Out()
+    for note in _inert_options(opts):
+        out.warn(f"warning: {note}")
+    debug_file = None
+    if opts.debug:
+        if opts.debug_file:
+            try:
+                debug_file = open(opts.debug_file, "a", encoding="utf-8", errors="surrogateescape")  # noqa: SIM115
+            except OSError as e:
+                raise UsageError(f"cannot open debug file {opts.debug_file}: {e.strerror}") from None
+        out.debug_stream = debug_file or sys.stderr
+        out.debug(f"treadle {__version__} run options: {' '.join(opts.command_line)}")
+    try:
+        return _execute(opts, out, started)
+    finally:
+        if debug_file is not None:
+            debug_file.close()
+
+
+def _inert_options(opts: RunOptions) -> list[str]:
+    """Reference options that are accepted, so scripts keep working, but change nothing here."""
+    notes = []
+    if opts.storage_type is not None or opts.storage_limit is not None or opts.storage_print:
+        notes.append("--storage-type, --storage-limit and --storage-print have no effect: "
+                     "treadle does not allocate storage yet")
+    if opts.backend_settings.get("schedule") is not None:
+        notes.append("-W has no effect: treadle's manager always prefers the worker that "
+                     "already caches most of a task's input bytes (like -W files)")
+    return notes
+
+
+def _local_resources(opts: RunOptions) -> tuple[int, int, int]:
+    cores = opts.local_cores or local_cores()
+    memory = opts.local_memory
+    if memory is None:
+        try:
+            memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // (1 << 20)
+        except (ValueError, OSError):
+            memory = 0
+    disk = opts.local_disk
+    if disk is None:
+        try:
+            disk = shutil.disk_usage(".").free // (1 << 20)
+        except OSError:
+            disk = 0
+    return cores, memory, disk
+
+
+def _structure(journal: jr.Journal, wf: Workflow, graph: Graph) -> None:
+    """``--log-verbose``: the DAG's structure as tab-separated ``#`` lines (new logs only)."""
+    for r in wf.rules:
+        i = r.id
+        journal.line(f"# NODE\t{i}\t{r.command}")
+        journal.line(f"# CATEGORY\t{i}\t{r.category}")
+        journal.line(f"# SYMBOL\t{i}\t{r.category}")
+        journal.line(f"# PARENTS\t{i}\t" + "\t".join(str(p) for p in graph.parents[i]))
+        journal.line(f"# SOURCES\t{i}\t" + "\t".join(jr.escape_name(s) for s in r.sources))
+        journal.line(f"# TARGETS\t{i}\t" + "\t".join(jr.escape_name(t) for t in graph.outputs[i]))
+        journal.line(f"# COMMAND\t{i}\t{r.command}")
+
+
+class _Plan:
+    """What the run was told and what it derived before the log is locked."""
+
+    def __init__(self, opts: RunOptions, started: float) -> None:
+        self.opts = opts
+        self.started = started
+        self.cores, self.memory, self.disk = _local_resources(opts)
+        # The dry run stands in for the local executor; a remote -T adds a second one.
+        self.local_cls = backend_class("dryrun" if opts.dry_run else "local")
+        self.remote_cls = backend_class(opts.batch_type) if opts.remote else None
+        limits_from = self.remote_cls or self.local_cls
+        self.max_local, self.max_remote = opts.job_limits(self.cores, limits_from.default_max_remote)
+        self.log_path = opts.resolved_log_path()
+        self.batch_log = opts.resolved_batch_log(backend_class(opts.batch_type).log_suffix)
+
+    def backends(self) -> tuple[Backend, Backend | None]:
+        """(local, remote) built from the options; the remote one is ``None`` unless ``-T`` names one."""
+        opts = self.opts
+        config = BackendConfig(workdir=os.getcwd(), log_path=self.batch_log,
+                               send_environment=opts.send_environment, settings=opts.backend_settings)
+        local = self.local_cls.from_options(config)
+        try:
+            remote = self.remote_cls.from_options(config) if self.remote_cls is not None else None
+        except BaseException:
+            local.close()
+            raise
+        return local, remote
+
+
+def _execute(opts: RunOptions, out: Out, started: float) -> int:
+    """Parse and check the workflow, lock its log, then recover and run."""
+    if opts.change_directory:
+        try:
+            os.chdir(opts.change_directory)
+        except OSError as e:
+            raise UsageError(f"cannot change to directory {opts.change_directory}: {e.strerror}") from None
+    dagfile = opts.dagfile
+    out.say(f"parsing {dagfile}...")
+    out.flush()
+    wf = parse_file(
+        dagfile,
+        fmt=opts.fmt,
+        jx_args=list(opts.jx_args) or None,
+        jx_define=list(opts.jx_define) or None,
+        notice=lambda m: out.warn(m),
+    )
+    plan = _Plan(opts, started)
+    out.say(f"local resources: {plan.cores} cores, {plan.memory} MB memory, {plan.disk} MB disk")
+    if opts.batch_type != "local":
+        out.say(f"max running remote jobs: {plan.max_remote}")
+    out.say(f"max running local jobs: {plan.max_local}")
+    out.say(f"checking {dagfile} for consistency...")
+    check_workflow(wf, sandboxed=bool(opts.clean) or bool(plan.remote_cls is not None and plan.remote_cls.sandboxed))
+    out.say(f"{dagfile} has {len(wf.rules)} rules.")
+    journal = jr.NullJournal() if opts.dry_run else jr.Journal(plan.log_path)
+    journal.open()
+    try:
+        return _execute_locked(plan, wf, journal, out)
+    finally:
+        journal.close()
+        for rule in wf.rules:
+            if rule.workflow_args:
+                # JX "args" objects were written to files for the nested runs
+                try:
+                    os.unlink(rule.workflow_args)
+                except OSError:
+                    pass
+
+
+def _execute_locked(plan: _Plan, wf: Workflow, journal: jr.Journal, out: Out) -> int:
+    """Everything after the log is locked: recovery, the file scan, then clean or run."""
+    opts = plan.opts
+    graph = Graph(wf)
+    identities = jr.rule_identities(wf.rules)
+    history = recovery.replay(plan.log_path, identities, graph.outputs)
+    if history.exists:
+        out.say(f"recovering from log file {plan.log_path}...")
+        out.say("checking for old running or failed jobs...")
+    else:
+        out.say(f"creating new log file {plan.log_path}...")
+    local: Backend | None = None
+    remote: Backend | None = None
+    progress = None
+    hooks: dict[str, Any] = {}
+    if not opts.clean:
+        local, remote = plan.backends()
+        if opts.progress and not os.environ.get("TREADLE_NESTED"):
+            from treadle.flow.progress import Progress  # rich, only when a run shows progress
+
+            progress = Progress(len(wf.rules))
+            hooks["progress"] = progress.update
+    engine = Engine(wf, opts, journal, identities, bytearray(history.states), out=out, graph=graph,
+                    touch_files=not opts.dry_run, local=local, remote=remote,
+                    max_remote=plan.max_remote if remote is not None else 0,
+                    capacity=LocalCapacity(plan.max_local, plan.cores, plan.memory, plan.disk),
+                    check_outputs=not opts.dry_run, **hooks)
+    ran = False
+    try:
+        engine.set_file_states(history.file_states)
+        journal.start_segment(plan.batch_log, __version__)
+        if opts.log_verbose and not history.exists:
+            _structure(journal, wf, graph)
+            journal.flush()
+        recovery.reset_unfinished(engine, history, quiet=bool(opts.clean))
+        if opts.skip_file_check:
+            out.say("skipping file checks.")
+        else:
+            out.say("checking files for unexpected changes...  (use --skip-file-check to skip this step)")
+            errors = recovery.scan_files(engine, history, missing_input_is_error=not opts.clean)
+            if errors:
+                journal.marker("FAILED")
+                out.flush()
+                return 1
+        if opts.clean:
+            out.say("cleaning filesystem...")
+            if not clean(engine, history, opts.clean, plan.log_path, plan.batch_log):
+                journal.marker("COMPLETED")
+            out.say("nothing left to do.")
+            out.flush()
+            return 0
+        ran = True
+        return _run(plan, engine, out)
+    finally:
+        if progress is not None:
+            progress.stop()
+        if not ran:
+            for backend in (local, remote):
+                if backend is not None:
+                    backend.close()
+
+
+def _run(plan: _Plan, engine: Engine, out: Out) -> int:
+    """Run the engine to the end (or an abort signal), then write the end marker and the summary."""
+    opts = plan.opts
+    gc = None
+    if opts.gc != "none":
+        gc = GarbageCollector(engine, opts.gc, opts.gc_count, opts.gc_size)
+        engine.on_file_complete = gc.file_complete
+        engine.gc_tick = gc.tick
+    engine.prepare()
+    out.say("starting workflow....")
+    for backend in (engine.local, engine.remote):
+        greeting = backend.greeting() if backend is not None else None
+        if greeting:
+            out.say(f"{greeting}.")
+    out.flush()
+    previous = {}
+
+    def on_signal(signum: int, frame: object) -> None:
+        engine.request_abort()
+
+    if threading.current_thread() is threading.main_thread():  # Python delivers signals there only
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT):
+            previous[sig] = signal.signal(sig, on_signal)
+    try:
+        engine.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if not engine.aborted:  # an abort has closed them already
+            for backend in (engine.local, engine.remote):
+                if backend is not None:
+                    backend.close()
+    journal = engine.journal
+    if engine.aborted:
+        status, code = "aborted", 1
+        journal.marker("ABORTED")
+        out.warn("workflow was aborted.")
+    elif engine.failures:
+        status, code = "failed", 1
+        journal.marker("FAILED")
+        out.warn("workflow failed.")
+        for line in failure_report(engine):
+            out.warn(line)
+    else:
+        status, code = "completed", 0
+        if gc is not None:
+            gc.collect()
+        journal.marker("COMPLETED")
+        out.say("nothing left to do.")
+    out.flush()
+    if opts.summary_log:
+        write_summary(opts.summary_log, engine, status, plan.started, opts.command_line)
+        out.warn(f"writing summary to {opts.summary_log}.")
+    return code
