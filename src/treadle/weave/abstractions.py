@@ -97,7 +97,7 @@ class Abstraction(Dataset):
             self._outputs = outputs
         except WeaverError as e:
             if getattr(e, "site", None) is None:
-                e.site = self.site  # type: ignore[attr-defined]
+                e.site = self.site  # type: ignore[attr-defined]  # see diagnostics.error
             raise
         finally:
             context.ABSTRACTIONS.remove(self)

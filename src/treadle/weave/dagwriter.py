@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import os
 import tempfile
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from treadle.errors import WorkflowError
@@ -110,7 +111,7 @@ class DagWriter:
     def close(self) -> None:
         """Nothing to do: a DAG ends when ``finish`` writes it."""
 
-    def boundary(self, extra_inputs: list[str] = ()) -> tuple[list[str], list[str]]:
+    def boundary(self, extra_inputs: Iterable[str] = ()) -> tuple[list[str], list[str]]:
         """The DAG's inputs (consumed, not produced here) and outputs, for its rule outside."""
         made = set(self.produced)
         inputs = [n for n in self.consumed if n not in made]
@@ -141,7 +142,7 @@ class DagWriter:
             except WorkflowError as e:
                 raise error(str(e)) from None
             if self._spool_path is None:
-                out.write(self._spool.getvalue())  # type: ignore[attr-defined]
+                out.write(self._spool.getvalue())  # type: ignore[attr-defined]  # a StringIO when small
             else:
                 self._spool.close()
                 with open(self._spool_path, encoding="utf-8", errors="surrogateescape") as spool:
@@ -198,11 +199,12 @@ class Grouper:
     not, they go to the parent as plain rules (grouping only pays off with many).
     """
 
-    def __init__(self, parent: Sink, size: int, new_subdag: object, close_parent: bool = False):
+    def __init__(self, parent: Sink, size: int, new_subdag: Callable[[], SubDag],
+                 close_parent: bool = False):
         self.parent = parent
         self.close_parent = close_parent
         self.size = size
-        self.new_subdag = new_subdag  # () -> SubDag writing into parent
+        self.new_subdag = new_subdag  # a SubDag writing into parent
         self.buffer: list[Task] = []
         self.grouping = False
 
@@ -213,7 +215,7 @@ class Grouper:
         self.buffer.append(task)
 
     def _flush(self) -> None:
-        sub = self.new_subdag()  # type: ignore[operator]
+        sub = self.new_subdag()
         for t in self.buffer:
             sub.add(t)
         sub.close()

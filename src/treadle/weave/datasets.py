@@ -12,6 +12,7 @@ import glob
 import logging
 import os
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 from treadle.weave.diagnostics import error, user_site, warn
@@ -169,7 +170,7 @@ class Query(_Selection):
         if self._limit == 0:
             return
         for f in self._dataset:
-            if all(flt.test(lambda name, f=f: _file_field(f, name)) for flt in self._filters):
+            if all(flt.test(partial(_file_field, f)) for flt in self._filters):
                 yield f
                 count += 1
                 if self._limit is not None and count >= self._limit:

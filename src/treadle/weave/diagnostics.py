@@ -61,7 +61,7 @@ def warn(message: str, site: str | None = None) -> None:
     where = site or user_site()
     if _source is not None and _source.strict:
         err = WeaverError(f"{message} (a warning, made an error by -W)")
-        err.site = where  # type: ignore[attr-defined]
+        err.site = where  # type: ignore[attr-defined]  # the site rides on the error; describe() reads it with getattr
         raise err
     logging.getLogger("treadle.weave.user").warning("%s: warning: %s", where, message)
 
@@ -69,5 +69,5 @@ def warn(message: str, site: str | None = None) -> None:
 def error(message: str, site: str | None = None) -> WeaverError:
     """A ``WeaverError`` that remembers where in the script it belongs (``None``: find out)."""
     err = WeaverError(message)
-    err.site = site  # type: ignore[attr-defined]
+    err.site = site  # type: ignore[attr-defined]  # the site rides on the error; describe() reads it with getattr
     return err

@@ -159,10 +159,10 @@ class Field:
     def __init__(self, name: str):
         self.name = name
 
-    def __eq__(self, value: object) -> Compare:  # type: ignore[override]
+    def __eq__(self, value: object) -> Compare:  # type: ignore[override]  # builds a filter, not a bool
         return Compare(self.name, "==", value)
 
-    def __ne__(self, value: object) -> Compare:  # type: ignore[override]
+    def __ne__(self, value: object) -> Compare:  # type: ignore[override]  # builds a filter, not a bool
         return Compare(self.name, "!=", value)
 
     def __lt__(self, value: Any) -> Compare:
@@ -192,7 +192,7 @@ class Field:
     def __bool__(self) -> bool:
         raise TypeError(f"a field has no truth value: {_HINT}")
 
-    __hash__ = None  # type: ignore[assignment]
+    __hash__ = None  # type: ignore[assignment]  # equality builds a filter: no hash
 
     def __repr__(self) -> str:
         return f"Field({self.name!r})"

@@ -199,13 +199,12 @@ class AllPairs(_Paired):
         merged = self._stash_file()
         list(Merge(tables, merged.abspath, _register=False))
         out = output_path(name, nest)
-        command = ["treadle", "allpairs", quote(list_a.dag), quote(list_b.dag), "--from",
-                   quote(merged.dag)]
+        argv = ["treadle", "allpairs", quote(list_a.dag), quote(list_b.dag), "--from",
+                quote(merged.dag)]
         if self.symmetric:
-            command.append("--symmetric")
-        command += ["-o", quote(out.dag)]
-        self._raw([list_a.dag, list_b.dag, merged.dag], [out.dag], " ".join(command),
-                  local=True)
+            argv.append("--symmetric")
+        argv += ["-o", quote(out.dag)]
+        self._raw([list_a.dag, list_b.dag, merged.dag], [out.dag], " ".join(argv), local=True)
         yield out
 
 
@@ -266,18 +265,18 @@ class Wavefront(_Paired):
             assert engine is not None
             if isinstance(self.boundary, dict):
                 boundary = self._stash_file()
-                with open(boundary.abspath, "w", encoding="utf-8") as f:
+                with open(boundary.abspath, "w", encoding="utf-8") as fh:
                     for (x, y), v in sorted(values.items()):
-                        f.write(f"{x} {y} {v}\n")
+                        fh.write(f"{x} {y} {v}\n")
             else:
                 boundary = file_list(self.boundary)[0]
-            command = ["treadle", "wavefront", quote(engine.word), str(self.xsize),
-                       str(self.ysize), quote(boundary.dag), quote(out.dag)]
+            argv = ["treadle", "wavefront", quote(engine.word), str(self.xsize),
+                    str(self.ysize), quote(boundary.dag), quote(out.dag)]
             if engine.args:
-                command[2:2] = ["-e", quote(" ".join(engine.args))]
-            self._native_options(command, self.port, self.project)
+                argv[2:2] = ["-e", quote(" ".join(engine.args))]
+            self._native_options(argv, self.port, self.project)
             inputs = [boundary.dag, *[f.dag for f in engine.shipped], *[f.dag for f in includes]]
-            self._raw(inputs, [out.dag], " ".join(command), local=True)
+            self._raw(inputs, [out.dag], " ".join(argv), local=True)
             yield out
             return
         assert engine is not None and engine.function is not None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 from treadle.errors import require_extra
@@ -135,6 +136,10 @@ class SQLDataset(Dataset):
                         f"{', '.join(c.name for c in cols)}")
         return cols[name]
 
+    def _column_of(self, subquery: Any, name: str) -> Any:
+        """The column called ``name`` of a subquery of this table (validated like ``_column``)."""
+        return subquery.c[self._column(name).name]
+
     def _order(self, order_by: Any) -> list[Any]:
         if order_by is None:
             return list(self._table.primary_key.columns)
@@ -174,11 +179,12 @@ class SQLDataset(Dataset):
             rows = self._run_custom(columns, chain, order)
         else:
             stmt = select(*columns)
+            col: Callable[[str], Any]
             for i, step in enumerate(chain):
                 if i > 0 and chain[i - 1]._limit is not None:
                     sub = stmt.subquery()
                     stmt = select(*[sub.c[c.name] for c in columns])
-                    col = lambda n, sub=sub: sub.c[self._column(n).name]  # noqa: E731
+                    col = partial(self._column_of, sub)
                     order = [sub.c[c.name] for c in order]
                 else:
                     col = self._column

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from treadle.weave.diagnostics import error
@@ -52,7 +52,7 @@ class _OutputFields(Mapping[str, str]):
             return self.new_stash()
         raise KeyError(key)
 
-    def __iter__(self):  # type: ignore[override]
+    def __iter__(self) -> Iterator[str]:
         return iter(OUTPUT_FIELDS)
 
     def __len__(self) -> int:
