@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -75,10 +74,13 @@ def test_options_sizes_and_merging() -> None:
     assert (b.cpu, b.batch, b.local) == (3, "-q x,y=1", True)
 
 
-def test_a_plain_program_can_import_the_api(tmp_path: Path, tw) -> None:
+@pytest.mark.parametrize("first", ["", "f = File('in.txt')\n", "with Options(cpu=2):\n    pass\n",
+                                   "with Nest('inner'):\n    pass\n", "ds = Glob('*.txt')\n"])
+def test_a_plain_program_can_import_the_api(tmp_path: Path, tw, first: str) -> None:
+    """Whatever a plain program touches first makes the default script and its root nest."""
     (tmp_path / "in.txt").write_text("x\n")
     (tmp_path / "prog.py").write_text(
-        "from treadle.weave import *\n"
+        "from treadle.weave import *\n" + first +
         "Map('cat {IN} > {OUT}', ['in.txt'], '{basename}.copy')\n"
         "CurrentNest().compile()\n")
     import subprocess
@@ -86,8 +88,8 @@ def test_a_plain_program_can_import_the_api(tmp_path: Path, tw) -> None:
 
     subprocess.run([sys.executable, "prog.py"], cwd=tmp_path, check=True,
                    env=tw.environment())
-    assert "in.txt.copy" in (tmp_path / "prog.weave" / "Makeflow").read_text()
-    assert os.path.exists(tmp_path / "prog.weave")
+    rule = next(r for r in tw.Sandbox(tmp_path / "prog.weave").rules() if r.workflow is None)
+    assert rule.targets == ("in.txt.copy",) and rule.sources == (str(tmp_path / "in.txt"),)
 
 
 def test_json_form_runs_nests_and_groups(examples: Path, tw) -> None:
