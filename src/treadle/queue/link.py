@@ -17,6 +17,8 @@ from treadle.queue import protocol as wp
 log = logging.getLogger("treadle.queue.manager")
 
 SMALL_FILE = 1 << 16  # files below this are copied into the write batch instead of sendfile
+# `name` queries answered before a greeting: a worker asks once, a catalog probe a few times
+_MAX_NAME_QUERIES = 8
 
 
 class Link:
@@ -190,6 +192,55 @@ class Link:
             conn.receive_data(data)
             if self._closed:
                 return
+
+    # ---------------------------------------------------------------- greeting
+    async def greet(
+        self,
+        addrport: str,
+        *,
+        password: bytes | None,
+        project: str,
+        answer: Callable[[wp.StatusRequest | wp.HttpRequest], wp.Event],
+    ) -> wp.Greeting | None:
+        """Password step, project-name queries and status requests, up to a worker's greeting.
+
+        Returns the greeting, or None when the peer was answered (a status client) or
+        refused; ``answer`` makes the reply to a status request.
+        """
+        if password is not None:
+            hs = wp.PasswordHandshake(password, wp.MANAGER)
+            self.send(*hs.start())
+            while hs.succeeded is None:
+                ev = await self.next_event()
+                self.send(*hs.receive(ev))
+            if not hs.succeeded:
+                log.warning("%s failed the password step: %s; dropped", addrport, hs.failure)
+                return None
+        queries = 0
+        while True:
+            ev = await self.next_event()
+            if isinstance(ev, wp.Greeting):
+                if ev.protocol != wp.PROTOCOL_VERSION:
+                    # close this one connection, block nothing (the reference blocks the host)
+                    log.warning("%s speaks protocol %d, not 9; dropped", addrport, ev.protocol)
+                    return None
+                return ev
+            if isinstance(ev, wp.NameQuery):
+                queries += 1
+                if queries > _MAX_NAME_QUERIES:
+                    # a peer that asks again and again without reading would pile up replies
+                    log.warning("%s asked the project name %d times; dropped", addrport, queries)
+                    return None
+                self.send(wp.ProjectName(project))
+            elif isinstance(ev, (wp.StatusRequest, wp.HttpRequest)):
+                self.send(answer(ev))
+                return None
+            elif isinstance(ev, wp.Auth):
+                log.warning("%s wants a password but this manager has none; dropped", addrport)
+                return None
+            else:
+                log.warning("%s sent %r before its greeting; dropped", addrport, ev)
+                return None
 
     # ---------------------------------------------------------------- closing
     def abort(self) -> None:

@@ -65,9 +65,6 @@ MAX_OUTPUT_IN_FLIGHT = 2 * MAX_OUTPUT_BYTES
 # Feature names kept for all connected workers together (each worker is also held to
 # protocol.MAX_FEATURES): a worker that would pass this is dropped.
 MAX_FEATURE_BYTES = 64 << 20
-CATALOG_INTERVAL = 60.0
-# `name` queries answered before a greeting: a worker asks once, a catalog probe a few times
-_MAX_NAME_QUERIES = 8
 
 
 MODES = ("FIXED", "MAX", "MIN_WASTE", "MAX_THROUGHPUT")
@@ -172,7 +169,7 @@ class Manager:
                 started.append(self.port)
                 self._loop.create_task(self._ticker())
                 if self.name and self.catalog:
-                    self._loop.create_task(self._catalog_reporter())
+                    self._loop.create_task(manager_status.report_to_catalog(self.catalog, self._catalog_record))
             except BaseException as e:  # noqa: BLE001 - handed to the constructor's thread
                 started.append(e)
             finally:
@@ -830,23 +827,24 @@ class Manager:
         link.on_dirty = self._link_dirty
         link.on_hold_end = self._kick_schedule
         try:
-            greeting = await asyncio.wait_for(self._handshake(link, addrport), self.keepalive_timeout)
+            greet = link.greet(addrport, password=self._password, project=self.name or "", answer=self._answer)
+            greeting = await asyncio.wait_for(greet, self.keepalive_timeout)
         except (TimeoutError, OSError, ConnectionError, wp.ProtocolError) as e:
             log.info("connection from %s dropped before its greeting: %s", addrport, e or type(e).__name__)
             greeting = None
         if greeting is None:
             await link.close(flush=True)
             return
-        w = WorkerView(next(self._worker_seq), link, addrport, self._output_budget)
+        w = WorkerView(next(self._worker_seq), link, addrport, self._output_budget, self._counts)
         w.hostname, w.os, w.arch, w.version = greeting.hostname, greeting.os, greeting.arch, greeting.version
         w.on_result = self._on_result
         self._workers[w.seq] = w
         self._counts["workers_joined"] += 1
         self._log_txn(f"WORKER {w.worker_id or w.addrport} {w.addrport} CONNECTION")
         reason = "lost"
-        link.on_sent = self._sent_counter(w)
+        link.on_sent = w.sent
         try:
-            await link.serve(lambda ev: self._on_event(w, ev), self._received_counter(w))
+            await link.serve(lambda ev: self._on_event(w, ev), w.received)
             reason = link.close_reason or "lost"
         except wp.ProtocolError as e:
             log.warning("worker %s misbehaved (%s); dropped", w.addrport, e)
@@ -858,62 +856,6 @@ class Manager:
             w.closing()
             self._remove_worker(w, reason)
             await link.close()
-
-    async def _handshake(self, link: Link, addrport: str) -> wp.Greeting | None:
-        """Password step, project-name queries and status requests, up to a worker's greeting."""
-        if self._password is not None:
-            hs = wp.PasswordHandshake(self._password, wp.MANAGER)
-            link.send(*hs.start())
-            while hs.succeeded is None:
-                ev = await link.next_event()
-                link.send(*hs.receive(ev))
-            if not hs.succeeded:
-                log.warning("%s failed the password step: %s; dropped", addrport, hs.failure)
-                return None
-        queries = 0
-        while True:
-            ev = await link.next_event()
-            if isinstance(ev, wp.Greeting):
-                if ev.protocol != wp.PROTOCOL_VERSION:
-                    # close this one connection, block nothing (the reference blocks the host)
-                    log.warning("%s speaks protocol %d, not 9; dropped", addrport, ev.protocol)
-                    return None
-                return ev
-            if isinstance(ev, wp.NameQuery):
-                queries += 1
-                if queries > _MAX_NAME_QUERIES:
-                    # a peer that asks again and again without reading would pile up replies
-                    log.warning("%s asked the project name %d times; dropped", addrport, queries)
-                    return None
-                link.send(wp.ProjectName(self.name or ""))
-            elif isinstance(ev, wp.StatusRequest):
-                link.send(wp.StatusReply(self._status_json(ev.kind)))
-                return None
-            elif isinstance(ev, wp.HttpRequest):
-                link.send(self._http_reply(ev.path))
-                return None
-            elif isinstance(ev, wp.Auth):
-                log.warning("%s wants a password but this manager has none; dropped", addrport)
-                return None
-            else:
-                log.warning("%s sent %r before its greeting; dropped", addrport, ev)
-                return None
-
-    def _sent_counter(self, w: WorkerView) -> Callable[[int], None]:
-        def count(n: int) -> None:
-            w.bytes_sent += n
-            self._counts["bytes_sent"] += n
-
-        return count
-
-    def _received_counter(self, w: WorkerView) -> Callable[[int], None]:
-        def count(n: int) -> None:
-            w.bytes_received += n
-            self._counts["bytes_received"] += n
-            w.last_recv = time.monotonic()
-            w.recv_since_check = True
-
-        return count
 
     def _on_event(self, w: WorkerView, ev: wp.Event) -> None:
         """One event from a worker; async lines may come anywhere, also between the items of a reply."""
@@ -1112,34 +1054,16 @@ class Manager:
                 self._counts["workers_fast_aborted"] += 1
                 self._retry_or_fail(task)
 
-    async def _catalog_reporter(self) -> None:
-        assert self.catalog is not None
-        host, _, port = self.catalog.rpartition(":")
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            while True:
-                data = json.dumps(manager_status.catalog_record(self._queue_status())).encode()
-                try:
-                    sock.sendto(data, (host or self.catalog, int(port or 9097)))
-                except OSError as e:
-                    log.info("catalog update to %s failed: %s", self.catalog, e)
-                await asyncio.sleep(CATALOG_INTERVAL)
-        finally:
-            sock.close()
-
     # ================================================================ status
-    def _status_json(self, kind: str) -> bytes:
-        """The compact JSON array a status client gets for ``kind``."""
-        return json.dumps(self._status_for(kind) or [], separators=(",", ":")).encode()
+    def _answer(self, request: wp.StatusRequest | wp.HttpRequest) -> wp.Event:
+        """The reply to a status client (``work_queue_status``, ``treadle status``, a browser)."""
+        if isinstance(request, wp.StatusRequest):
+            return wp.StatusReply(manager_status.as_json(self._status_for(request.kind)))
+        title = f"treadle manager {self.name or ''} on port {self.port}"
+        return manager_status.http_reply(request.path, title, self._status_for)
 
-    def _http_reply(self, path: str) -> wp.HttpReply:
-        if path.strip("/") == "":
-            links = "".join(
-                f'<li><a href="/{k}">{k}</a></li>' for k in ("queue_status", "worker_status", "task_status", "wable_status")
-            )
-            title = f"treadle manager {self.name or ''} on port {self.port}"
-            return wp.HttpReply(f"<html><head><title>{title}</title></head><body><h1>{title}</h1><ul>{links}</ul></body></html>".encode(), "text/html")
-        return wp.HttpReply(self._status_json(path.strip("/")))
+    def _catalog_record(self) -> dict[str, Any]:
+        return manager_status.catalog_record(self._queue_status())
 
     def _status_for(self, what: str) -> list[dict[str, Any]] | None:
         what = what.strip("/")

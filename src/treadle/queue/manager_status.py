@@ -8,6 +8,9 @@ is a read of the manager thread's state, never a change of it.
 
 from __future__ import annotations
 
+import asyncio
+import json
+import logging
 import os
 import socket
 import time
@@ -15,12 +18,16 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
+from treadle.queue import protocol as wp
 from treadle.queue import resources as res
 from treadle.queue.task import Task, TaskState
 
 if TYPE_CHECKING:
     from treadle.queue.attempt import Attempt
     from treadle.queue.worker_view import WorkerView
+
+log = logging.getLogger("treadle.queue.manager")
+CATALOG_INTERVAL = 60.0  # seconds between two updates to the catalog server, as the reference
 
 
 @dataclass(frozen=True, slots=True)
@@ -380,3 +387,34 @@ def owner() -> str:
         return pwd.getpwuid(os.getuid()).pw_name
     except (ImportError, KeyError):
         return "unknown"
+
+
+def as_json(records: list[dict[str, Any]] | None) -> bytes:
+    """The compact JSON array a status client gets (an empty one for a kind we do not know)."""
+    return json.dumps(records or [], separators=(",", ":")).encode()
+
+
+def http_reply(path: str, title: str, records_for: Callable[[str], list[dict[str, Any]] | None]) -> wp.HttpReply:
+    """A browser's view: an index of the status kinds at ``/``, each kind's JSON at ``/KIND``."""
+    if path.strip("/") == "":
+        links = "".join(
+            f'<li><a href="/{k}">{k}</a></li>' for k in ("queue_status", "worker_status", "task_status", "wable_status")
+        )
+        return wp.HttpReply(f"<html><head><title>{title}</title></head><body><h1>{title}</h1><ul>{links}</ul></body></html>".encode(), "text/html")
+    return wp.HttpReply(as_json(records_for(path.strip("/"))))
+
+
+async def report_to_catalog(catalog: str, record: Callable[[], dict[str, Any]]) -> None:
+    """Send ``record()`` to the catalog server at ``catalog`` (HOST:PORT) now and every minute."""
+    host, _, port = catalog.rpartition(":")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        while True:
+            data = json.dumps(record()).encode()
+            try:
+                sock.sendto(data, (host or catalog, int(port or 9097)))
+            except OSError as e:
+                log.info("catalog update to %s failed: %s", catalog, e)
+            await asyncio.sleep(CATALOG_INTERVAL)
+    finally:
+        sock.close()

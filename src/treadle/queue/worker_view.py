@@ -14,7 +14,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from treadle.queue import protocol as wp
@@ -56,7 +56,7 @@ class Budget:
 class WorkerView:
     """The manager's view of one connected worker."""
 
-    def __init__(self, seq: int, link: Link, addrport: str, budget: Budget) -> None:
+    def __init__(self, seq: int, link: Link, addrport: str, budget: Budget, totals: MutableMapping[str, float]) -> None:
         self.seq = seq
         self.link = link
         self.addrport = addrport
@@ -97,6 +97,7 @@ class WorkerView:
         self._payload_size = 0
         self._truncated = False
         self.budget = budget  # task output in flight, shared by every connection
+        self.totals = totals  # the manager's counters: bytes_sent, bytes_received
         self.on_result: Callable[..., None] = lambda *a: None
 
     # ------------------------------------------------ replies and their payloads
@@ -258,6 +259,18 @@ class WorkerView:
         self._payload_kind, self._payload_head, self._payload = "", None, None
 
     # ------------------------------------------------------------ what it tells
+    def sent(self, n: int) -> None:
+        """``n`` bytes went to this worker."""
+        self.bytes_sent += n
+        self.totals["bytes_sent"] += n
+
+    def received(self, n: int) -> None:
+        """``n`` bytes came from this worker: it is alive."""
+        self.bytes_received += n
+        self.totals["bytes_received"] += n
+        self.last_recv = time.monotonic()
+        self.recv_since_check = True
+
     def results_available(self) -> None:
         """``available_results``: ask for them now, or once the reply being read ends."""
         if self.results_requested:
