@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import logging
+import os
+import shlex
 import sys
 import traceback
+from typing import TYPE_CHECKING
 
 import click
 
 from treadle import __version__
 from treadle.cli.ranges import COUNT
 from treadle.errors import TreadleError
+
+if TYPE_CHECKING:
+    from treadle.weave.compiler import Compiled
 
 DEBUG_NAMES = ("abstraction", "data", "dataset", "engine", "function", "nest", "options",
                "script", "user", "all")
@@ -115,4 +121,30 @@ def command(output: str | None, log_file: str | None, run: bool, engine_args: st
     for line in summary(compiled):
         log.info("%s", line)
     if run:
-        sys.exit(run_engine(compiled, engine_args, wrapper))
+        sys.exit(run_engine(compiled, engine_args, wrapper) if wrapper else _run(compiled, engine_args))
+
+
+def _run(compiled: Compiled, engine_args: str) -> int:
+    """``--run`` in this process: ``treadle run``'s options, then :func:`~treadle.flow.run.run_workflow`.
+
+    As the engine process would (``run_engine``, still used when a wrapper must
+    start the engine), it runs from the sandbox root, with this treadle first on
+    the ``PATH`` for rules that call ``treadle``.
+    """
+    # imported here, as the compiler is above: `treadle weave --help` stays fast
+    from treadle.cli import run
+    from treadle.flow.run import run_workflow
+    from treadle.weave.compiler import engine_arguments
+    from treadle.weave.nest import engine_environment
+
+    argv = [*(["--json"] if compiled.script.config.fmt == "json" else []),
+            *engine_arguments(compiled, engine_args), compiled.dag]
+    logging.getLogger("treadle.weave.engine").info("running treadle run %s in this process", shlex.join(argv))
+    os.chdir(compiled.sandbox)
+    os.environ["PATH"] = engine_environment()["PATH"]
+    try:
+        opts = run.parse_args(argv)
+    except run._Exit as e:  # -h or -v among the engine's options
+        return e.status
+    sys.stdout.flush()
+    return run_workflow(opts)

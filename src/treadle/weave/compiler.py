@@ -165,11 +165,16 @@ def summary(compiled: Compiled) -> list[str]:
     return lines
 
 
-def run_engine(compiled: Compiled, engine_args: str, wrapper: str | None) -> int:
-    """``treadle run`` on the root DAG from the sandbox root; the exit status is the run's."""
+def engine_arguments(compiled: Compiled, engine_args: str) -> list[str]:
+    """The ``treadle run`` options of ``--run``: the user's, plus ``-g ref_cnt`` when the script collects."""
     args = shlex.split(engine_args)
     if compiled.collects and not any(a == "-g" or a.startswith(("-g", "--gc")) for a in args):
         args = ["-g", "ref_cnt", *args]
-    argv = engine_command(compiled.dag, args, wrapper, compiled.script.config.fmt)
+    return args
+
+
+def run_engine(compiled: Compiled, engine_args: str, wrapper: str | None) -> int:
+    """``treadle run`` on the root DAG from the sandbox root; the exit status is the run's."""
+    argv = engine_command(compiled.dag, engine_arguments(compiled, engine_args), wrapper, compiled.script.config.fmt)
     logging.getLogger("treadle.weave.engine").info("running %s", shlex.join(argv))
     return subprocess.call(argv, cwd=compiled.sandbox, env=engine_environment())
