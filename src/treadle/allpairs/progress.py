@@ -13,23 +13,10 @@ import threading
 import time
 from typing import TYPE_CHECKING, TextIO
 
-from treadle.flow.progress import PLAIN_INTERVAL
+from treadle.flow.progress import PLAIN_INTERVAL, clock, terminal_console
 
 if TYPE_CHECKING:
     from rich.console import Console
-
-
-def terminal_console(stream: TextIO) -> Console | None:
-    """A rich Console drawing on ``stream`` when it is a terminal; None for plain lines.
-
-    rich is imported only when there is a terminal to draw on, which keeps
-    start-up fast for runs whose stderr goes to a file or a pipe.
-    """
-    if not stream.isatty():
-        return None
-    from rich.console import Console
-
-    return Console(file=stream)
 
 
 def _counted(n: int, word: str) -> str:
@@ -37,11 +24,6 @@ def _counted(n: int, word: str) -> str:
     if n == 1:
         return f"{n} {word}"
     return f"{n} {word}es" if word.endswith("s") else f"{n} {word}s"
-
-
-def _clock(seconds: float) -> str:
-    s = int(seconds)
-    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
 
 
 class Display:
@@ -165,7 +147,7 @@ class Progress(Display):
         if self.blocks >= self.total_blocks:
             eta = "0:00:00"
         else:
-            eta = _clock(left / rate) if rate > 0 else "?"
+            eta = clock(left / rate) if rate > 0 else "?"
         return [(f"blocks {self.blocks}/{self.total_blocks}", ""),
                 (f"{rate:.0f} pairs/s", "cyan"),
                 (f"ETA {eta}", "dim"),
@@ -193,7 +175,7 @@ class WaveProgress(Display):
 
     def parts(self) -> list[tuple[str, str]]:
         return [(f"{100 * self.fraction():.0f}% complete", ""),
-                (f"{_clock(self.elapsed())} elapsed", "dim"),
+                (f"{clock(self.elapsed())} elapsed", "dim"),
                 (_counted(self.running, self.unit) + " running", "cyan"),
                 (f"{self.ready} ready", ""),
                 (_counted(self.workers, self.worker_kind), "")]
