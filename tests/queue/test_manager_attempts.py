@@ -9,7 +9,8 @@ import pytest
 from tests._wait import wait_for
 from tests.queue import _manager_fixtures as fx
 
-from treadle.queue import Result, Task
+from treadle.queue import Result, Task, TaskState
+from treadle.queue.attempt import transition
 
 manager = fx.manager
 
@@ -57,3 +58,15 @@ def test_a_failed_send_does_not_use_up_a_retry(manager, start_worker, tmp_path):
     assert task.result is Result.SUCCESS, (task.result, task.output)
     assert task.output == b"hello\n"
     assert task.attempts == 2  # the lost attempt and the one that ran; not the failed send
+
+
+def test_a_task_changes_state_only_along_its_life():
+    """Every state change goes through transition(); one the life of a task lacks is refused."""
+    task = Task("true")
+    with pytest.raises(RuntimeError, match="UNKNOWN -> RUNNING"):
+        transition(task, TaskState.RUNNING)
+    for state in (TaskState.READY, TaskState.RUNNING, TaskState.WAITING_RETRIEVAL, TaskState.RETRIEVED, TaskState.DONE):
+        transition(task, state)
+    with pytest.raises(RuntimeError, match="DONE -> CANCELED"):
+        transition(task, TaskState.CANCELED)
+    assert task.state is TaskState.DONE

@@ -1016,15 +1016,8 @@ class Manager:
         now = time.monotonic()
         wall = time.time()
         for w in list(self._workers.values()):
-            if w.check_sent and not w.recv_since_check and now - w.check_sent > self.keepalive_timeout:
-                log.warning("worker %s did not answer a keepalive within %ss; dropped", w.addrport, self.keepalive_timeout)
-                w.link.close_reason = "keepalive"
-                w.link.abort()
+            if not w.keepalive(now, self.keepalive_interval, self.keepalive_timeout):
                 continue
-            if w.recv_since_check and now - max(w.check_sent, w.last_recv) >= self.keepalive_interval:
-                w.link.send(wp.Check())
-                w.check_sent = now
-                w.recv_since_check = False
             self._fast_abort_check(w, wall)
             for att in list(w.attempts.values()):
                 if att.task.end_time and wall > att.task.end_time and att.running:

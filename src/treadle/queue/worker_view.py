@@ -305,6 +305,19 @@ class WorkerView:
             self.total[r.name], self.smallest[r.name], self.largest[r.name] = r.total, r.smallest, r.largest
 
     # ------------------------------------------------------------ what it is told
+    def keepalive(self, now: float, interval: float, timeout: float) -> bool:
+        """Send a ``check`` after ``interval`` quiet seconds; False (the link dropped) when one went unanswered for ``timeout``."""
+        if self.check_sent and not self.recv_since_check and now - self.check_sent > timeout:
+            log.warning("worker %s did not answer a keepalive within %ss; dropped", self.addrport, timeout)
+            self.link.close_reason = "keepalive"
+            self.link.abort()
+            return False
+        if self.recv_since_check and now - max(self.check_sent, self.last_recv) >= interval:
+            self.link.send(wp.Check())
+            self.check_sent = now
+            self.recv_since_check = False
+        return True
+
     def kill(self, tid: int, names: Iterable[str], *, running: bool) -> None:
         """Kill task ``tid`` here and unlink ``names`` from the cache.
 
