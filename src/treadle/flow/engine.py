@@ -30,6 +30,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TextIO
 
 from treadle.backends.base import Backend, FileSpec, Job, JobResult, Resources
 from treadle.backends.logs import LOG_CAP
@@ -178,7 +179,7 @@ class Out:
     def say(self, line: str) -> None:
         self.stdout.write(line + "\n")
 
-    debug_stream = None  # set by -d: where debug lines go (the -o file, or stderr)
+    debug_stream: TextIO | None = None  # set by -d: where debug lines go (the -o file, or stderr)
 
     def debug(self, message: str) -> None:
         """One timestamped debug line (``-d``); callers test ``debug_stream`` first."""

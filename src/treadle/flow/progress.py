@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from rich.live import Live
 
 PLAIN_INTERVAL = 10.0  # seconds between two plain progress lines
 LIVE_INTERVAL = 0.25  # seconds between two redraws of the live line: smooth, yet cheap for fast rules
@@ -55,7 +56,7 @@ class Progress:
         # that a short run off a terminal prints nothing extra.
         self._next = self._t0 if self.live else self._t0 + PLAIN_INTERVAL
         self._counts = [total, 0, 0, 0, 0]
-        self._live = None
+        self._live: Live | None = None
 
     def _start_live(self) -> None:
         """The live line appears with the first update: the run's start-up lines come before it."""
