@@ -7,12 +7,14 @@ method: ``kill`` (the manager's kill, or the connection's end), a limit's timer
 (``_over_limit``), the process's end, a failure (``_fail``), the result
 (``_report``). Whatever happens, a task ends REPORTED (its result is with the
 others to send) or DISCARDED (killed: no result, sandbox gone), with its
-resources freed and its process group killed::
+resources freed and its process group killed. The changes ``_NEXT`` allows::
 
-    STAGING ──▶ RUNNING ──▶ OVER_LIMIT ──▶ DONE ──▶ REPORTED
-       │           │  └───────────────────▲  │         ▲
-       │           └─────▶ FAILED ◀───────┼──┘ ────────┘
-       └─▶ KILLED (from STAGING, RUNNING or OVER_LIMIT) ──▶ DISCARDED
+    STAGING    -> RUNNING | KILLED | FAILED
+    RUNNING    -> OVER_LIMIT | KILLED | DONE | FAILED
+    OVER_LIMIT -> KILLED | DONE | FAILED       (a kill after a limit: no result)
+    KILLED     -> DISCARDED
+    DONE       -> REPORTED | FAILED            (FAILED: the worker broke keeping outputs)
+    FAILED     -> REPORTED
 
 Standard library only and Python 3.8 syntax: the worker zipapp ships this module.
 """
