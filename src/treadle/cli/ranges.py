@@ -32,3 +32,9 @@ PRIORITY = click.IntRange(-(1 << 31), (1 << 31) - 1)
 
 RATE = click.FloatRange(0, 10**9)
 """A non-negative rate or multiplier (MB/s, fast-abort multiples)."""
+
+WHOLE_SECONDS = click.IntRange(0, 10**9)
+"""A duration counted in whole seconds, where the reference takes an integer."""
+
+BYTES = click.IntRange(0, 10**18)
+"""A size in bytes: up to an exabyte."""

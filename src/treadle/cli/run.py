@@ -21,6 +21,8 @@ import click
 
 from treadle import __version__
 from treadle.backends.logs import LOG_CAP
+from treadle.cli import CONTEXT_SETTINGS
+from treadle.cli.ranges import AMOUNT, BYTES, COUNT, PORT, RATE, WHOLE_SECONDS
 from treadle.errors import TreadleError, UsageError
 from treadle.flow.options import (
     CLEAN_MODES,
@@ -35,67 +37,97 @@ DEBUG_SUBSYSTEMS = ("all", "makeflow", "makeflow_parser", "makeflow_lexer", "mak
 
 @dataclass(frozen=True, slots=True)
 class Opt:
+    """One option of the reference's command line: its names, whether it takes a value, and how to show it."""
+
     short: str | None
     longs: tuple[str, ...]
     arg: bool
     dest: str
     help: str
+    metavar: str = ""  # how --help names the value
+    type: click.ParamType | None = None  # a number's range; the value is converted and checked with it
 
+
+# The fast-abort multiplier of Work Queue; a negative one turns fast abort off, as in the reference.
+FAST_ABORT = click.FloatRange(-1, RATE.max)
 
 OPTIONS: tuple[Opt, ...] = (
-    Opt("T", ("batch-type",), True, "batch_type", "where rules run: local (default), wq, dryrun"),
-    Opt("j", ("max-local",), True, "max_local", "most local jobs at once (default: cores)"),
-    Opt("J", ("max-remote",), True, "max_remote", "most remote jobs at once (100; 1000 for wq)"),
-    Opt("c", ("clean",), False, "clean", "delete what the workflow made: all, outputs, intermediates, cache"),
-    Opt("l", ("makeflow-log",), True, "log_path", "transaction log (default: DAGFILE.makeflowlog)"),
-    Opt("L", ("batch-log",), True, "batch_log", "batch system log"),
+    Opt("T", ("batch-type",), True, "batch_type", "where rules run: local (default), wq, dryrun", "TYPE"),
+    Opt("j", ("max-local",), True, "max_local", "most local jobs at once (default: cores)", "N", COUNT),
+    Opt("J", ("max-remote",), True, "max_remote", "most remote jobs at once (100; 1000 for wq)", "N", COUNT),
+    Opt("c", ("clean",), False, "clean", "delete what the workflow made: all, outputs, intermediates, cache",
+        "MODE"),
+    Opt("l", ("makeflow-log",), True, "log_path", "transaction log (default: DAGFILE.makeflowlog)", "FILE"),
+    Opt("L", ("batch-log",), True, "batch_log", "batch system log", "FILE"),
     Opt("R", ("retry",), False, "retry", "retry failed rules up to 5 times"),
-    Opt("r", ("retry-count",), True, "retries", "retry failed rules up to N times"),
-    Opt("g", ("gc",), True, "gc", "garbage collection: none, ref_cnt, on_demand, all"),
-    Opt("G", ("gc-count",), True, "gc_count", "files kept before on_demand collection"),
-    Opt(None, ("gc-size",), True, "gc_size", "collect when free disk falls below BYTES"),
-    Opt("f", ("summary-log",), True, "summary_log", "write a summary of the run to FILE"),
-    Opt("d", ("debug",), True, "debug", "debug output for a subsystem (all, makeflow, batch, wq, ...)"),
-    Opt("o", ("debug-file",), True, "debug_file", "write debug output to FILE"),
+    Opt("r", ("retry-count",), True, "retries", "retry failed rules up to N times", "N", AMOUNT),
+    Opt("g", ("gc",), True, "gc", "garbage collection: none, ref_cnt, on_demand, all", "METHOD"),
+    Opt("G", ("gc-count",), True, "gc_count", "files kept before on_demand collection", "N", AMOUNT),
+    Opt(None, ("gc-size",), True, "gc_size", "collect when free disk falls below BYTES", "BYTES", BYTES),
+    Opt("f", ("summary-log",), True, "summary_log", "write a summary of the run to FILE", "FILE"),
+    Opt("d", ("debug",), True, "debug", "debug output for a subsystem (all, makeflow, batch, wq, ...)",
+        "SUBSYSTEM"),
+    Opt("o", ("debug-file",), True, "debug_file", "write debug output to FILE", "FILE"),
     Opt(None, ("json",), False, "json", "the workflow is JSON"),
     Opt(None, ("jx",), False, "jx", "the workflow is JX"),
-    Opt(None, ("jx-args",), True, "jx_args", "JX arguments file"),
-    Opt(None, ("jx-define",), True, "jx_define", "define a JX variable: VAR=EXPR"),
-    Opt(None, ("argv",), True, "argv", "read options from a JSON file"),
+    Opt(None, ("jx-args",), True, "jx_args", "JX arguments file", "FILE"),
+    Opt(None, ("jx-define",), True, "jx_define", "define a JX variable: VAR=EXPR", "VAR=EXPR"),
+    Opt(None, ("argv",), True, "argv", "read options from a JSON file", "FILE"),
     Opt(None, ("skip-file-check",), False, "skip_file_check", "do not check files at start-up"),
     Opt(None, ("checksum-sources",), False, "checksum_sources", "also hash original inputs to detect changes"),
-    Opt("N", ("project-name",), True, "project_name", "Work Queue project name (turns on the catalog)"),
-    Opt("p", ("port",), True, "port", "Work Queue port (default 9123; 0 picks a free one, printed at start)"),
-    Opt(None, ("bind",), True, "bind", "listen for workers on this address only (default: every interface)"),
-    Opt("Z", ("port-file",), True, "port_file", "write the Work Queue port to FILE"),
-    Opt("C", ("catalog-server",), True, "catalog", "catalog server HOST:PORT"),
-    Opt(None, ("password",), True, "password_file", "Work Queue password file"),
+    Opt("N", ("project-name",), True, "project_name", "Work Queue project name (turns on the catalog)", "NAME"),
+    Opt("p", ("port",), True, "port", "Work Queue port (default 9123; 0 picks a free one, printed at start)",
+        "PORT", PORT),
+    Opt(None, ("bind",), True, "bind", "listen for workers on this address only (default: every interface)",
+        "ADDRESS"),
+    Opt("Z", ("port-file",), True, "port_file", "write the Work Queue port to FILE", "FILE"),
+    Opt("C", ("catalog-server",), True, "catalog", "catalog server HOST:PORT", "HOST:PORT"),
+    Opt(None, ("password",), True, "password_file", "Work Queue password file", "FILE"),
     Opt("a", ("advertise",), False, "advertise", "advertise the manager to the catalog"),
-    Opt("F", ("fast-abort", "wq-fast-abort"), True, "fast_abort", "Work Queue fast-abort multiplier"),
-    Opt("t", ("keepalive-timeout", "wq-keepalive-timeout"), True, "keepalive_timeout", "Work Queue keepalive timeout"),
-    Opt("u", ("keepalive-interval", "wq-keepalive-interval"), True, "keepalive_interval", "Work Queue keepalive interval"),
-    Opt("W", ("schedule", "wq-schedule"), True, "schedule", "Work Queue scheduling mode"),
-    Opt("B", ("batch-options",), True, "batch_options", "text added to every remote submission"),
-    Opt(None, ("local-cores",), True, "local_cores", "cores the local executor may use"),
-    Opt(None, ("local-memory",), True, "local_memory", "memory (MB) the local executor may use"),
-    Opt(None, ("local-disk",), True, "local_disk", "disk (MB) the local executor may use"),
+    Opt("F", ("fast-abort", "wq-fast-abort"), True, "fast_abort", "Work Queue fast-abort multiplier",
+        "MULTIPLIER", FAST_ABORT),
+    Opt("t", ("keepalive-timeout", "wq-keepalive-timeout"), True, "keepalive_timeout",
+        "Work Queue keepalive timeout", "S", WHOLE_SECONDS),
+    Opt("u", ("keepalive-interval", "wq-keepalive-interval"), True, "keepalive_interval",
+        "Work Queue keepalive interval", "S", WHOLE_SECONDS),
+    Opt("W", ("schedule", "wq-schedule"), True, "schedule", "Work Queue scheduling mode", "MODE"),
+    Opt("B", ("batch-options",), True, "batch_options", "text added to every remote submission", "TEXT"),
+    Opt(None, ("local-cores",), True, "local_cores", "cores the local executor may use", "N", COUNT),
+    Opt(None, ("local-memory",), True, "local_memory", "memory (MB) the local executor may use", "MB", AMOUNT),
+    Opt(None, ("local-disk",), True, "local_disk", "disk (MB) the local executor may use", "MB", AMOUNT),
     Opt(None, ("log-verbose",), False, "log_verbose", "write the DAG structure into a new log"),
-    Opt("X", ("change-directory",), True, "change_directory", "change to DIR first"),
+    Opt("X", ("change-directory",), True, "change_directory", "change to DIR first", "DIR"),
     Opt(None, ("send-environment",), False, "send_environment", "send the whole environment to remote jobs"),
     Opt(None, ("do-not-save-failed-output",), False, "no_save_failed", "do not keep makeflow.failed.ID/"),
     Opt(None, ("keep-logs",), False, "keep_logs",
         "keep successful rules' logs too: each attempt's stdout and stderr go to .LOG.logs/ID.ATTEMPT.out "
         "and .err beside the log (LOG: its name less .makeflowlog; over wq both streams are in .out), "
         f"capped to the first and last {LOG_CAP // 2048} KiB; failed rules' logs are always kept"),
-    Opt(None, ("wait-for-files-upto",), True, "wait_for_files", "wait up to N s for outputs to appear"),
+    Opt(None, ("wait-for-files-upto",), True, "wait_for_files", "wait up to N s for outputs to appear",
+        "N", WHOLE_SECONDS),
     Opt("z", ("zero-length-error",), False, "zero_length_error", "an empty output counts as missing"),
     Opt(None, ("sandbox",), False, "sandbox", "run each local rule in a private directory"),
-    Opt(None, ("storage-type",), True, "storage_type", "storage allocation type"),
-    Opt(None, ("storage-limit",), True, "storage_limit", "storage allocation limit"),
-    Opt(None, ("storage-print",), True, "storage_print", "write storage use to FILE"),
+    Opt(None, ("storage-type",), True, "storage_type", "storage allocation type (0 MAX, 1 MIN, 2 OUTPUT, 3 OFF)",
+        "TYPE", click.IntRange(0, 3)),
+    Opt(None, ("storage-limit",), True, "storage_limit", "storage allocation limit", "BYTES", BYTES),
+    Opt(None, ("storage-print",), True, "storage_print", "write storage use to FILE", "FILE"),
     Opt(None, ("dry-run",), False, "dry_run", "print what would run into DAGFILE.sh; run nothing"),
     Opt("h", ("help",), False, "help", "show this help"),
     Opt("v", ("version",), False, "version", "show the version"),
+)
+# The sections of --help, named and filled as the reference makeflow's are (by dest).
+GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("Basic options", ("clean", "debug", "debug_file", "batch_type", "dry_run", "argv", "version", "help")),
+    ("Workflow handling", ("advertise", "log_path", "batch_log", "json", "jx", "jx_args", "jx_define",
+                           "log_verbose", "max_local", "max_remote", "retry", "retries", "send_environment",
+                           "summary_log", "keep_logs")),
+    ("Data handling", ("change_directory", "gc", "gc_size", "gc_count", "skip_file_check", "checksum_sources",
+                       "no_save_failed", "storage_limit", "storage_type", "storage_print", "wait_for_files",
+                       "zero_length_error")),
+    ("Work Queue options", ("catalog", "password_file", "port", "bind", "port_file", "project_name",
+                            "fast_abort", "keepalive_timeout", "keepalive_interval", "schedule")),
+    ("Batch system options", ("batch_options", "local_cores", "local_memory", "local_disk")),
+    ("Containers and wrappers", ("sandbox",)),
 )
 _SHORT = {o.short: o for o in OPTIONS if o.short}
 _LONG = {name: o for o in OPTIONS for name in o.longs}
@@ -205,25 +237,15 @@ def _argv_file(path: str) -> list[str]:
     return out
 
 
-def _int(opt: Opt, value: str | None) -> int:
+def _number(opt: Opt, value: str | None) -> int | float:
+    """``value`` converted and checked by the option's range: one line for a bad one, never a traceback."""
+    assert opt.type is not None
     try:
-        return int(value or "")
-    except ValueError:
-        raise UsageError(f"option --{opt.longs[0]} needs an integer, got {value!r}") from None
+        return opt.type.convert(value or "", None, None)
+    except click.BadParameter as e:
+        raise UsageError(f"option --{opt.longs[0]}: {e.message}") from None
 
 
-def _number(opt: Opt, value: str | None) -> float:
-    try:
-        return float(value or "")
-    except ValueError:
-        raise UsageError(f"option --{opt.longs[0]} needs a number, got {value!r}") from None
-
-
-INT_DESTS = {
-    "max_local", "max_remote", "retries", "gc_count", "gc_size", "port", "keepalive_timeout",
-    "keepalive_interval", "local_cores", "local_memory", "local_disk", "wait_for_files",
-    "storage_type", "storage_limit",
-}
 FLAG_DESTS = {
     "skip_file_check", "checksum_sources", "advertise", "log_verbose", "send_environment",
     "zero_length_error", "sandbox", "keep_logs",
@@ -251,9 +273,7 @@ def parse_args(argv: Sequence[str], environ: dict[str, str] | None = None) -> Ru
         if dest == "version":
             click.echo(f"treadle run version {__version__} (Makeflow-compatible)")
             raise _Exit(0)
-        if dest in INT_DESTS:
-            fields[dest] = _int(opt, value)
-        elif dest == "fast_abort":
+        if opt.type is not None:
             fields[dest] = _number(opt, value)
         elif dest in FLAG_DESTS:
             fields[dest] = True
@@ -303,9 +323,6 @@ def parse_args(argv: Sequence[str], environ: dict[str, str] | None = None) -> Ru
         fields["batch_options"] = env["BATCH_OPTIONS"]
     if fields.get("clean"):
         fields["batch_type"] = "local"
-    for dest in ("max_local", "max_remote"):
-        if dest in fields and int(fields[dest]) < 1:  # type: ignore[call-overload]
-            raise UsageError(f"--{dest.replace('_', '-')} must be at least 1")
     # What RunOptions has no field for belongs to one backend (-p, -N... for wq): it reads them itself.
     settings = {dest: fields.pop(dest) for dest in list(fields) if dest not in _RUN_FIELDS}
     return RunOptions(
@@ -318,32 +335,41 @@ def parse_args(argv: Sequence[str], environ: dict[str, str] | None = None) -> Ru
     )
 
 
+EXAMPLES = (
+    ("treadle run -j 4 wf.mf", "run on this machine, 4 jobs at a time"),
+    ("treadle run -T wq -p 0 wf.mf", "run on Work Queue workers; prints the port picked. The manager "
+                                     "listens on every interface (workers are remote) unless --bind ADDRESS"),
+    ("treadle run --dry-run wf.mf", "write what would run to wf.mf.sh"),
+    ("treadle run -c wf.mf", "delete everything the workflow made"),
+)
+
+
 def usage() -> str:
-    lines = [
-        "Usage: treadle run [OPTIONS] [DAGFILE]",
-        "",
-        "Run a Makeflow workflow (default DAGFILE: ./Makeflow). The options are the",
-        "reference makeflow's, so `alias makeflow='treadle run'` works in its scripts.",
-        "Long options may be abbreviated to any unique prefix.",
-        "",
-        "Examples:",
-        "  treadle run -j 4 wf.mf            run on this machine, 4 jobs at a time",
-        "  treadle run -T wq -p 0 wf.mf      run on Work Queue workers; prints the port picked.",
-        "                                    The manager listens on every interface (workers",
-        "                                    are remote) unless --bind ADDRESS",
-        "  treadle run --dry-run wf.mf       write what would run to wf.mf.sh",
-        "  treadle run -c wf.mf              delete everything the workflow made",
-        "",
-        "Options:",
-    ]
-    for o in OPTIONS:
-        names = ", ".join(([f"-{o.short}"] if o.short else []) + [f"--{n}" for n in o.longs])
-        if o.dest == "clean":
-            names = "-c[MODE], --clean[=MODE]"
-        elif o.arg:
-            names += " ARG"
-        lines.append(f"  {names:<44} {o.help}")
-    return "\n".join(lines)
+    """The help, in sections as the reference makeflow groups its options, wrapped at the terminal's width."""
+    formatter = click.HelpFormatter(max_width=CONTEXT_SETTINGS["max_content_width"])
+    formatter.write_usage("treadle run", "[OPTIONS] [DAGFILE]")
+    formatter.write_paragraph()
+    with formatter.indentation():
+        formatter.write_text("Run a Makeflow workflow (default DAGFILE: ./Makeflow). The options are the "
+                             "reference makeflow's, so `alias makeflow='treadle run'` works in its scripts. "
+                             "Long options may be abbreviated to any unique prefix.")
+    with formatter.section("Examples"):
+        formatter.write_dl(EXAMPLES)
+    by_dest = {o.dest: o for o in OPTIONS}
+    grouped = {dest for _, dests in GROUPS for dest in dests}
+    sections = [*GROUPS, ("Other options", tuple(d for d in by_dest if d not in grouped))]
+    for title, dests in sections:
+        if dests:
+            with formatter.section(title):
+                formatter.write_dl([_help_row(by_dest[d]) for d in dests])
+    return formatter.getvalue().rstrip("\n")
+
+
+def _help_row(o: Opt) -> tuple[str, str]:
+    if o.dest == "clean":
+        return f"-c, --clean[={o.metavar}]", o.help
+    names = ", ".join(([f"-{o.short}"] if o.short else []) + [f"--{n}" for n in o.longs])
+    return (f"{names} {o.metavar}" if o.arg else names), o.help
 
 
 # --- running -----------------------------------------------------------------------------
