@@ -220,7 +220,7 @@ class Engine:
         check_outputs: bool = True,
         progress: Callable[[list[int]], None] | None = None,
         on_file_complete: Callable[[str], None] | None = None,
-        gc_tick: Callable[[], None] | None = None,
+        gc_tick: Callable[[Engine], None] | None = None,
     ):
         """``local`` runs local rules (none: the engine only recovers or cleans); ``remote``,
         when given, runs the others, at most ``max_remote`` at once; ``capacity`` bounds
@@ -247,7 +247,7 @@ class Engine:
         self.check_outputs = check_outputs
         self.progress = progress
         self.on_file_complete = on_file_complete  # GC hook
-        self.gc_tick = gc_tick  # called once per loop iteration
+        self.gc_tick = gc_tick  # called with the engine once per loop iteration
         self.files_created = 0  # files that reached state 2 in this run (for GC on_demand)
         self.failures: list[Failure] = []
         self.aborted = False
@@ -590,7 +590,7 @@ class Engine:
                     pass
 
     def _loop(self) -> None:
-        opts_gc = self.gc_tick
+        gc_tick = self.gc_tick
         while True:
             if self._abort_requested:
                 self._abort()
@@ -610,8 +610,8 @@ class Engine:
                 result = early or self._wait(self.local, None if block else 0.0)
                 if result is not None:
                     self._finish(True, result)
-            if opts_gc is not None:
-                opts_gc()
+            if gc_tick is not None:
+                gc_tick(self)
 
     def _wait_remote(self) -> tuple[JobResult | None, JobResult | None]:
         """(remote result, local result): up to ``REMOTE_WAIT`` for a remote completion."""

@@ -4,7 +4,8 @@ A file becomes collectable when its last consumer completes; the engine
 reports it through ``Engine.on_file_complete``. Original inputs,
 ``MAKEFLOW_INPUTS`` and the final outputs are never collectable. A pass
 deletes what is collectable when the method says so; the engine calls
-:meth:`GarbageCollector.tick` once per main-loop iteration.
+:meth:`GarbageCollector.tick` once per main-loop iteration, with itself, so
+the collector is made before the engine and handed to it as its hooks.
 """
 
 from __future__ import annotations
@@ -13,23 +14,22 @@ import shutil
 import time
 
 from treadle.flow.engine import Engine
+from treadle.flow.model import Workflow
 from treadle.flow.options import DEFAULT_GC_COUNT
 
 
 class GarbageCollector:
     """Holds the collectable files and decides when a pass runs."""
 
-    def __init__(self, engine: Engine, method: str, count: int | None, min_free: int):
-        self.engine = engine
+    def __init__(self, wf: Workflow, producer: dict[str, int], method: str, count: int | None, min_free: int):
+        """``producer`` maps each generated file to its rule (``Graph.producer``)."""
         self.method = method
         self.count = DEFAULT_GC_COUNT if count is None else count
         self.min_free = min_free
-        wf = engine.wf
-        g = engine.graph
         protected = set(wf.inputs or ())
         protected.update(wf.final_outputs())
         self._protected = protected
-        self._generated = g.producer
+        self._generated = producer
         self._inputs_count = len(wf.inputs or ())
         self._collectable: dict[str, None] = {}
         self.deleted = 0
@@ -41,22 +41,22 @@ class GarbageCollector:
         if name in self._generated and name not in self._protected:
             self._collectable[name] = None
 
-    def tick(self) -> None:
-        """One main-loop iteration passed (the GC barrier counts iterations)."""
+    def tick(self, engine: Engine) -> None:
+        """One main-loop iteration of ``engine`` passed (the GC barrier counts iterations)."""
         if self.method == "all":
-            self.collect()
+            self.collect(engine)
             return
         self._barrier -= 1
         if self._barrier > 0:
             return
         self._barrier = self._period
         if self.method == "ref_cnt":
-            self.collect()
-        elif self.method == "on_demand" and self._wanted():
-            self.collect()
+            self.collect(engine)
+        elif self.method == "on_demand" and self._wanted(engine):
+            self.collect(engine)
 
-    def _wanted(self) -> bool:
-        present = self.engine.files_created + self._inputs_count - self.deleted
+    def _wanted(self, engine: Engine) -> bool:
+        present = engine.files_created + self._inputs_count - self.deleted
         if present > self.count:
             return True
         if self.min_free:
@@ -66,14 +66,14 @@ class GarbageCollector:
                 return False
         return False
 
-    def collect(self) -> int:
-        """Delete every collectable file now; journal the pass."""
+    def collect(self, engine: Engine) -> int:
+        """Delete every collectable file now, through ``engine``, which journals each; journal the pass."""
         start = time.monotonic()
         names = list(self._collectable)
         self._collectable.clear()
         for name in names:
-            self.engine.delete_file(name)
+            engine.delete_file(name)
         self.deleted += len(names)
-        self.engine.journal.gc_record(len(names), int((time.monotonic() - start) * 1e6), self.deleted)
-        self.engine.journal.flush()
+        engine.journal.gc_record(len(names), int((time.monotonic() - start) * 1e6), self.deleted)
+        engine.journal.flush()
         return len(names)

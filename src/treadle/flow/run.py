@@ -187,8 +187,12 @@ def _execute_locked(plan: _Plan, wf: Workflow, journal: jr.Journal, out: Out) ->
     local: Backend | None = None
     remote: Backend | None = None
     progress = None
+    gc = None
     hooks: dict[str, Any] = {}
     if not opts.clean:
+        if opts.gc != "none":
+            gc = GarbageCollector(wf, graph.producer, opts.gc, opts.gc_count, opts.gc_size)
+            hooks.update(on_file_complete=gc.file_complete, gc_tick=gc.tick)
         local, remote = plan.backends()
         if opts.progress and not os.environ.get("TREADLE_NESTED"):
             from treadle.flow.progress import Progress  # rich, only when a run shows progress
@@ -225,7 +229,7 @@ def _execute_locked(plan: _Plan, wf: Workflow, journal: jr.Journal, out: Out) ->
             out.flush()
             return 0
         ran = True
-        return _run(plan, engine, out)
+        return _run(plan, engine, out, gc)
     finally:
         if progress is not None:
             progress.stop()
@@ -235,14 +239,9 @@ def _execute_locked(plan: _Plan, wf: Workflow, journal: jr.Journal, out: Out) ->
                     backend.close()
 
 
-def _run(plan: _Plan, engine: Engine, out: Out) -> int:
+def _run(plan: _Plan, engine: Engine, out: Out, gc: GarbageCollector | None) -> int:
     """Run the engine to the end (or an abort signal), then write the end marker and the summary."""
     opts = plan.opts
-    gc = None
-    if opts.gc != "none":
-        gc = GarbageCollector(engine, opts.gc, opts.gc_count, opts.gc_size)
-        engine.on_file_complete = gc.file_complete
-        engine.gc_tick = gc.tick
     engine.prepare()
     out.say("starting workflow....")
     for backend in (engine.local, engine.remote):
@@ -281,7 +280,7 @@ def _run(plan: _Plan, engine: Engine, out: Out) -> int:
     else:
         status, code = "completed", 0
         if gc is not None:
-            gc.collect()
+            gc.collect(engine)
         journal.marker("COMPLETED")
         out.say("nothing left to do.")
     out.flush()
