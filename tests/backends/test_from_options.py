@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -22,6 +23,7 @@ def test_every_registered_backend_states_its_contract(name):
     assert isinstance(cls.runs_in_place, bool) and isinstance(cls.sandboxed, bool)
     assert cls.default_max_remote >= 1 and cls.log_suffix
     assert callable(cls.from_options)
+    assert cls.options_type is None or dataclasses.is_dataclass(cls.options_type)
 
 
 def test_local_from_options_runs_jobs_in_place(tmp_path: Path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -17,9 +18,12 @@ from hypothesis import strategies as st
 from tests._examples import copy_tracked
 from tests._wait import alive, wait_for
 
-from treadle.backends.workqueue import WorkQueueBackend
-from treadle.cli.run import parse_args, tokenize
+from treadle.backends import registry
+from treadle.backends.base import own_options
+from treadle.backends.workqueue import WorkQueueBackend, WorkQueueOptions
+from treadle.cli.run import OPTIONS, parse_args, tokenize
 from treadle.errors import UsageError
+from treadle.flow.options import RunOptions
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "makeflow"
 
@@ -102,6 +106,29 @@ def test_retry_options_and_wq_spellings():
     assert parse_args(["--wq-fast-abort", "3"], {}).backend_settings["fast_abort"] == 3.0
     assert parse_args(["--fast-abort=2"], {}).backend_settings["fast_abort"] == 2.0
     assert parse_args(["--dry-run"], {}).batch_type == "dryrun"
+
+
+def test_every_option_is_read_by_the_run_or_by_a_backend():
+    """An option RunOptions has no field for goes to backend_settings; some backend must declare it.
+
+    Otherwise a table row with a mistyped dest would be parsed, then silently ignored.
+    """
+    run_fields = {f.name for f in dataclasses.fields(RunOptions)}
+    backend_fields = {f.name for name in registry.BACKENDS
+                      if (t := registry.backend_class(name).options_type) is not None
+                      for f in dataclasses.fields(t)}
+    # the options parse_args turns into something else (-R into retries, --json into fmt...)
+    translated = {"help", "version", "argv", "retry", "json", "jx", "dry_run", "no_save_failed"}
+    to_backends = {o.dest for o in OPTIONS} - run_fields - translated
+    assert to_backends - backend_fields == set()
+    assert "port" in to_backends and "fast_abort" in to_backends
+
+
+def test_wq_options_reach_the_wq_backend_s_options():
+    o = parse_args(["-T", "wq", "-p", "0", "--bind", "127.0.0.1", "-N", "proj", "-t", "9"], {})
+    wq = own_options(WorkQueueOptions, o.backend_settings)
+    assert (wq.port, wq.bind, wq.project_name, wq.keepalive_timeout) == (0, "127.0.0.1", "proj", 9)
+    assert not hasattr(o, "port")  # the generic options know nothing of Work Queue
 
 
 def test_argv_file(tmp_path):

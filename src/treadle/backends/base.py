@@ -160,7 +160,8 @@ class Backend(Protocol):
     may then wrap it for ``--sandbox`` and need not list its files. The class
     attributes ``default_max_remote`` (``-J`` when not given) and
     ``log_suffix`` (the default batch log is ``DAGFILE.<suffix>``) are the
-    backend's defaults; :meth:`from_options` builds it for a run.
+    backend's defaults; ``options_type`` is the dataclass of its own settings
+    (``None``: it has none); :meth:`from_options` builds it for a run.
     """
 
     name: str
@@ -168,6 +169,7 @@ class Backend(Protocol):
     runs_in_place: bool
     default_max_remote: ClassVar[int]
     log_suffix: ClassVar[str]
+    options_type: ClassVar[type | None]
 
     @classmethod
     def from_options(cls, config: BackendConfig) -> Backend:

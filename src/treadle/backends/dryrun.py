@@ -29,6 +29,7 @@ class DryRunBackend:
     runs_in_place = False  # the engine hands it whole jobs, so the script can test their outputs
     default_max_remote = 100
     log_suffix = "sh"
+    options_type = None
 
     @classmethod
     def from_options(cls, config: BackendConfig) -> DryRunBackend:

@@ -55,6 +55,7 @@ class LocalBackend:
     runs_in_place = True
     default_max_remote = 100
     log_suffix = "batchlog"
+    options_type = None
 
     @classmethod
     def from_options(cls, config: BackendConfig) -> LocalBackend:

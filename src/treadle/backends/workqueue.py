@@ -60,6 +60,7 @@ class WorkQueueBackend:
     runs_in_place = False
     default_max_remote = 1000
     log_suffix = "wqlog"
+    options_type = WorkQueueOptions
 
     @classmethod
     def from_options(cls, config: BackendConfig) -> WorkQueueBackend:
