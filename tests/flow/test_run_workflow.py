@@ -107,6 +107,7 @@ class RecordingBackend(LocalBackend):
     runs_in_place = False
     default_max_remote = 7
     log_suffix = "recordinglog"
+    options_type = QueueOptions
     built: list[tuple[BackendConfig, str]] = []
     jobs: list[Job] = []
 
