@@ -602,16 +602,8 @@ class Manager:
             avoid = set()  # nowhere else to go: a worker it failed on beats none
 
         def fits(w: WorkerView) -> bool:
-            if w.link._closed or w.addrport in avoid:
-                return False
-            if task.features and not set(task.features) <= w.features:
-                return False
-            if not w.treadle and not task.reference_safe:
-                return False
-            if task.running_time_min and w.end_time and w.end_time - now < task.running_time_min:
-                return False
-            b = res.box(declared, w.largest, minimum)
-            if res.never_fits(b, w.largest) or not res.fits(w.inuse, b, w.total, self.overcommit):
+            b = None if w.addrport in avoid else w.box_for(task, declared, minimum, now, self.overcommit)
+            if b is None:
                 return False
             boxes[w.seq] = b
             return True

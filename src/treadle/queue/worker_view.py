@@ -14,7 +14,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterable, MutableMapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from treadle.queue import protocol as wp
@@ -24,6 +24,7 @@ from treadle.queue.task import MAX_OUTPUT_BYTES
 
 if TYPE_CHECKING:
     from treadle.queue.attempt import Attempt
+    from treadle.queue.task import Task
 
 log = logging.getLogger("treadle.queue.manager")
 
@@ -344,6 +345,32 @@ class WorkerView:
         return self.inuse["cores"] < self.total["cores"] or self.inuse["gpus"] < self.total["gpus"] or (
             self.total["cores"] == 0 and self.total["gpus"] == 0
         )
+
+    def box_for(
+        self,
+        task: Task,
+        declared: Mapping[str, int | None],
+        minimum: Mapping[str, int] | None,
+        now: float,
+        overcommit: float,
+    ) -> dict[str, int] | None:
+        """The resources ``task`` would hold here if it started now, or None if this worker cannot take it.
+
+        Beyond room, a worker must have the task's features, speak treadle's extensions
+        when the task needs them, and stay long enough for the task's minimum running time.
+        """
+        if self.link._closed:
+            return None
+        if task.features and not set(task.features) <= self.features:
+            return None
+        if not self.treadle and not task.reference_safe:
+            return None
+        if task.running_time_min and self.end_time and self.end_time - now < task.running_time_min:
+            return None
+        b = res.box(declared, self.largest, minimum)
+        if res.never_fits(b, self.largest) or not res.fits(self.inuse, b, self.total, overcommit):
+            return None
+        return b
 
 
 def write_error(path: str, e: OSError) -> str:
