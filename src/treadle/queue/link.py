@@ -43,7 +43,7 @@ class Link:
         self.bytes_queued = 0  # handed to this link (a task's share is known at once)
         self.close_reason: str | None = None
         self.on_sent: Callable[[int], None] | None = None
-        self.on_dirty: Callable[[Link], None] = lambda link: loop.call_soon(link._flush)
+        self.on_dirty: Callable[[Link], object] = lambda link: loop.call_soon(link._flush)
         self.on_hold_end: Callable[[], None] = lambda: None
         self.hold_until = 0.0
         self._hold_gen = 0
@@ -116,7 +116,7 @@ class Link:
         batch: list[bytes] = []
         out = self._out
         while out and isinstance(out[0], bytes):
-            batch.append(out.popleft())  # type: ignore[arg-type]
+            batch.append(out.popleft())  # type: ignore[arg-type]  # out[0] was just seen to be bytes
         if batch:
             data = b"".join(batch)
             self.writer.write(data)
@@ -128,7 +128,7 @@ class Link:
     async def _send_files(self) -> None:
         try:
             while self._out and not isinstance(self._out[0], bytes) and not self._closed:
-                path, offset, count = self._out.popleft()  # type: ignore[misc]
+                path, offset, count = self._out.popleft()
                 await self.writer.drain()
                 with open(path, "rb") as f:
                     sent = await self.loop.sendfile(self.writer.transport, f, offset, count)
@@ -165,8 +165,8 @@ class Link:
         """The next event, reading as needed (ConnectionClosed at EOF)."""
         while True:
             ev = self.conn.next_event()
-            if ev is not wp.NEED_DATA:
-                return ev  # type: ignore[return-value]
+            if isinstance(ev, wp.Event):  # else NEED_DATA
+                return ev
             data = await self.reader.read(1 << 18)
             self.conn.receive_data(data)
 

@@ -147,7 +147,8 @@ class Manager:
         self._waiting_sum = {r: 0 for r in res.NAMES}
         self._output_budget = Budget(MAX_OUTPUT_IN_FLIGHT)
         self._feature_bytes = 0  # of every connected worker's features
-        self._counts = collections.Counter()
+        # event counts and the byte and execute-time totals (floats); 0 until first counted
+        self._counts: collections.defaultdict[str, float] = collections.defaultdict(float)
         self._started = time.time()
         self._closed = False
         self._txn = open(transactions_log, "a", buffering=1) if transactions_log else None  # noqa: SIM115
@@ -185,7 +186,7 @@ class Manager:
                 where = f"{host} port {port}" if host else f"port {port}"
                 raise UsageError(f"cannot listen on {where}: {err.strerror or err}") from None
             raise err
-        self.port: int = started[0]
+        self.port = started[0]
         if port_file:
             with open(port_file, "w") as f:
                 f.write(f"{self.port}\n")
@@ -851,39 +852,39 @@ class Manager:
 
     def _on_event(self, w: WorkerView, ev: wp.Event) -> None:
         """One event from a worker; async lines may come anywhere, also between the items of a reply."""
-        t = type(ev)
-        if t is wp.Data:
-            w.payload(ev.data)  # type: ignore[attr-defined]
+        t = type(ev)  # every event class derives from Event alone, so isinstance is exact here
+        if isinstance(ev, wp.Data):
+            w.payload(ev.data)
         elif t is wp.EndOfData:
             w.payload_end()
         elif t is wp.AvailableResults:
             w.results_available()
-        elif t is wp.Result:
-            w.begin_result(ev, w.output_wanted(ev.task_id, "result"))  # type: ignore[arg-type, attr-defined]
-        elif t is wp.FileReply:
-            w.begin_file(ev)  # type: ignore[arg-type]
-        elif t is wp.DirReply:
-            w.get_dir(ev.path)  # type: ignore[attr-defined]
-        elif t is wp.Missing:
-            w.get_missing(ev.path)  # type: ignore[attr-defined]
+        elif isinstance(ev, wp.Result):
+            w.begin_result(ev, w.output_wanted(ev.task_id, "result"))
+        elif isinstance(ev, wp.FileReply):
+            w.begin_file(ev)
+        elif isinstance(ev, wp.DirReply):
+            w.get_dir(ev.path)
+        elif isinstance(ev, wp.Missing):
+            w.get_missing(ev.path)
         elif t is wp.End:
             w.reply_end()
-        elif t is wp.Info:
-            w.info(ev.name, ev.value)  # type: ignore[attr-defined]
-            if ev.name == "idle-disconnecting":  # type: ignore[attr-defined]
+        elif isinstance(ev, wp.Info):
+            w.info(ev.name, ev.value)
+            if ev.name == "idle-disconnecting":
                 self._counts["workers_idled_out"] += 1
-            elif ev.name == "worker-end-time":  # type: ignore[attr-defined]
+            elif ev.name == "worker-end-time":
                 self._kick_schedule()
-        elif t is wp.Resource:
-            w.resource(ev)  # type: ignore[arg-type]
+        elif isinstance(ev, wp.Resource):
+            w.resource(ev)
             self._kick_schedule()
         elif t is wp.ResourceTag:
             w.seen_tag = True
             self._kick_schedule()
-        elif t is wp.Feature:
-            self._add_feature(w, ev.name)  # type: ignore[attr-defined]
-        elif t is wp.Update:
-            w.begin_update(ev)  # type: ignore[arg-type]
+        elif isinstance(ev, wp.Feature):
+            self._add_feature(w, ev.name)
+        elif isinstance(ev, wp.Update):
+            w.begin_update(ev)
         elif t in (wp.Alive, wp.ThirdPutComplete, wp.NameQuery):
             if t is wp.NameQuery:
                 w.link.send(wp.ProjectName(self.name or ""))

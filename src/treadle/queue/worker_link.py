@@ -212,7 +212,7 @@ class Link(asyncio.Protocol):
     HIGH_WATER = 4 * READ_SIZE  # stop reading from the socket above this much unread
 
     def __init__(self) -> None:
-        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]  # set by connection_made, the first callback
         self._chunks: collections.deque = collections.deque()
         self._unread = 0
         self._eof = False
@@ -223,7 +223,7 @@ class Link(asyncio.Protocol):
         self._flush_due = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = transport  # type: ignore[assignment]  # a stream connection gets a Transport
 
     def data_received(self, data: bytes) -> None:
         self._chunks.append(data)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 from dataclasses import dataclass, field
+from typing import NoReturn
 
 RESOURCE_NAMES = ("cores", "memory", "disk", "gpus")
 
@@ -59,7 +60,7 @@ class WorkerOptions:
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         raise WorkerUsageError(message)
 
 
