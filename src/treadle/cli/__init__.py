@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
+from typing import Any
 
 import click
 
@@ -60,7 +61,7 @@ def _available(module: str) -> bool:
 
 # Inherited by every subcommand's context: one help style, -h everywhere, and help text
 # that wraps at the terminal's width (COLUMNS), up to a width still easy to read.
-CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 120}
+CONTEXT_SETTINGS: dict[str, Any] = {"help_option_names": ["-h", "--help"], "max_content_width": 120}
 
 
 @click.group(cls=LazyGroup, context_settings=CONTEXT_SETTINGS)

@@ -16,6 +16,7 @@ import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import click
 
@@ -187,9 +188,10 @@ def tokenize(argv: Sequence[str]) -> tuple[list[tuple[Opt, str | None]], list[st
             j = 1
             while j < len(a):
                 ch = a[j]
-                opt = _SHORT.get(ch)
-                if opt is None:
+                short = _SHORT.get(ch)
+                if short is None:
                     raise UsageError(f"unrecognized option '-{ch}' (see treadle run --help)")
+                opt = short
                 rest = a[j + 1 :]
                 if opt.dest == "clean":
                     pairs.append((opt, rest or "all"))
@@ -261,7 +263,7 @@ def parse_args(argv: Sequence[str], environ: dict[str, str] | None = None) -> Ru
 
     env = os.environ if environ is None else environ
     pairs, words = tokenize(argv)
-    fields: dict[str, object] = {}
+    fields: dict[str, Any] = {}
     debug: list[str] = []
     jx_args: list[str] = []
     jx_define: list[str] = []
@@ -318,7 +320,7 @@ def parse_args(argv: Sequence[str], environ: dict[str, str] | None = None) -> Ru
     fields["batch_type"] = batch_type
     for dest, var in (("max_local", "MAKEFLOW_MAX_LOCAL_JOBS"), ("max_remote", "MAKEFLOW_MAX_REMOTE_JOBS")):
         if dest in fields and env.get(var, "").strip().isdigit():
-            fields[dest] = min(int(fields[dest]), int(env[var]))  # type: ignore[call-overload]
+            fields[dest] = min(int(fields[dest]), int(env[var]))
     if "batch_options" not in fields and env.get("BATCH_OPTIONS"):
         fields["batch_options"] = env["BATCH_OPTIONS"]
     if fields.get("clean"):
@@ -326,7 +328,7 @@ def parse_args(argv: Sequence[str], environ: dict[str, str] | None = None) -> Ru
     # What RunOptions has no field for belongs to one backend (-p, -N... for wq): it reads them itself.
     settings = {dest: fields.pop(dest) for dest in list(fields) if dest not in _RUN_FIELDS}
     return RunOptions(
-        **fields,  # type: ignore[arg-type]
+        **fields,
         backend_settings=settings,
         debug=tuple(debug),
         jx_args=tuple(jx_args),

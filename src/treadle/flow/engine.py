@@ -19,6 +19,7 @@ completion from the remote executor (up to 5 s), one from the local executor
 
 from __future__ import annotations
 
+import functools
 import heapq
 import json
 import os
@@ -620,11 +621,11 @@ class Engine:
             left = min(ABORT_POLL, deadline - time.monotonic())
             if left <= 0:
                 break
-            result = self.remote.wait(left)  # type: ignore[union-attr]
+            result = self.remote.wait(left)  # type: ignore[union-attr]  # called only with a remote backend
             if result is not None:
                 return result, None
             if self._running_local:
-                local = self.local.wait(0.0)  # type: ignore[union-attr]
+                local = self.local.wait(0.0)  # type: ignore[union-attr]  # a local job runs, so a local backend
                 if local is not None:
                     return None, local
         return None, None
@@ -867,7 +868,7 @@ def fingerprint(name: str, checksum: bool) -> tuple[int, int, str | None] | None
             digest = h.hexdigest()
         return st.st_size, st.st_mtime_ns, digest
     size, mtime = 0, st.st_mtime_ns
-    h = hashlib.sha256() if checksum else None
+    tree_hash = hashlib.sha256() if checksum else None
     for root, dirs, files in os.walk(name):
         dirs.sort()
         for fn in sorted(files):
@@ -878,17 +879,17 @@ def fingerprint(name: str, checksum: bool) -> tuple[int, int, str | None] | None
                 continue
             size += fst.st_size
             mtime = max(mtime, fst.st_mtime_ns)
-            if h is not None:
-                h.update(os.path.relpath(p, name).encode("utf-8", "surrogateescape") + b"\0")
+            if tree_hash is not None:
+                tree_hash.update(os.path.relpath(p, name).encode("utf-8", "surrogateescape") + b"\0")
                 with open(p, "rb") as f:
-                    for block in iter(lambda f=f: f.read(1 << 20), b""):
-                        h.update(block)
+                    for block in iter(functools.partial(f.read, 1 << 20), b""):
+                        tree_hash.update(block)
         for d in dirs:
             try:
                 mtime = max(mtime, os.stat(os.path.join(root, d)).st_mtime_ns)
             except OSError:
                 pass
-    return size, mtime, h.hexdigest() if h is not None else None
+    return size, mtime, tree_hash.hexdigest() if tree_hash is not None else None
 
 
 def _size(name: str) -> int:
