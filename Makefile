@@ -40,7 +40,7 @@ typecheck: setup
 test-fast: setup
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow and not reference"
 
-test: setup system-packages docs
+test: setup system-packages docs typecheck
 	OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
 		$(BIN)/python -m pytest -q -p no:cacheprovider
 
