@@ -17,7 +17,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -164,28 +163,6 @@ def test_over_work_queue_a_failed_rules_output_is_kept_in_one_file(tmp_path):
 
 
 # --- a full disk -------------------------------------------------------------------------
-
-
-@pytest.fixture
-def small_disk(tmp_path) -> Iterator[callable]:
-    """Mounts 256 KiB tmpfs filesystems where asked; unmounts them all at teardown."""
-    mounted: list[Path] = []
-
-    def mount(where: Path) -> Path:
-        where.mkdir(parents=True, exist_ok=True)
-        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(where)],
-                           capture_output=True, text=True)
-        if r.returncode != 0:
-            pytest.skip(f"cannot mount a small tmpfs here: {r.stderr.strip()}")
-        mounted.append(where)
-        return where
-
-    try:
-        yield mount
-    finally:
-        for where in reversed(mounted):
-            if subprocess.run(["umount", str(where)], capture_output=True).returncode != 0:
-                subprocess.run(["umount", "-l", str(where)], capture_output=True)
 
 
 def _fill(directory: Path) -> None:

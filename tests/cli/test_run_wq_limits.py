@@ -60,16 +60,9 @@ def test_an_output_path_too_long_for_the_protocol_fails_its_rule_not_the_workflo
 
 
 @pytest.fixture
-def full_dir(tmp_path: Path):
+def full_dir(tmp_path: Path, small_disk):
     """A directory on a 1 MiB tmpfs: writing more than that fails with ENOSPC, for real."""
-    mnt = tmp_path / "full"
-    mnt.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
-                             capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
-    yield mnt
-    subprocess.run(["umount", "-l", str(mnt)], check=False)
+    return small_disk(tmp_path / "full", "1m")
 
 
 def test_a_full_disk_while_retrieving_an_output_fails_the_rule_with_the_reason(tmp_path, full_dir):

@@ -8,7 +8,6 @@ and counters bounded, a clear error, and an honest worker still served.
 from __future__ import annotations
 
 import os
-import subprocess
 import threading
 from pathlib import Path
 
@@ -171,16 +170,9 @@ def test_task_output_over_the_budget_in_flight_is_cut_not_held(mgr, monkeypatch)
 
 
 @pytest.fixture
-def full_disk(tmp_path: Path):
+def full_disk(tmp_path: Path, small_disk):
     """A 1 MiB tmpfs: writing more than that fails with ENOSPC, for real."""
-    mnt = tmp_path / "full"
-    mnt.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
-                             capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
-    yield mnt
-    subprocess.run(["umount", "-l", str(mnt)], check=False)
+    return small_disk(tmp_path / "full", "1m")
 
 
 def test_a_full_disk_fails_the_task_not_the_worker(mgr, full_disk):
