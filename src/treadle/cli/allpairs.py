@@ -7,7 +7,8 @@ import sys
 import click
 
 from treadle.cli import debuglog
-from treadle.cli.ranges import COUNT, PORT, PRIORITY, RATE, SECONDS
+from treadle.cli.manager_options import manager_options
+from treadle.cli.ranges import COUNT, RATE, SECONDS
 from treadle.errors import UsageError
 
 
@@ -29,22 +30,7 @@ from treadle.errors import UsageError
               help="Local processes, or cores per worker in the model. Default: all.")
 @click.option("-b", "--block-size", type=COUNT, metavar="N",
               help="Most items of one set in memory at once per block.")
-@click.option("-p", "--port", type=PORT, metavar="PORT",
-              help="Manager port (wq mode; 0 picks a free one, printed at start). The "
-                   "manager listens on every interface, since workers are usually "
-                   "remote, unless --bind.")
-@click.option("--bind", metavar="ADDRESS", default="",
-              help="Listen for workers on this local address only (e.g. 127.0.0.1).")
-@click.option("-Z", "--random-port", "port_file", metavar="FILE",
-              help="Pick a free manager port and write it to FILE.")
-@click.option("-N", "--project-name", "project", metavar="NAME", help="Advertise to the catalog.")
-@click.option("--password", "password_file", metavar="FILE",
-              type=click.Path(exists=True, dir_okay=False),
-              help="Take only workers that know the password in FILE "
-                   "(start them with -P FILE).")
-@click.option("-P", "--priority", type=PRIORITY, default=0, metavar="N",
-              help="Task priority. -P means priority here, as in the reference "
-                   "allpairs_master; the password is --password.")
+@manager_options("allpairs_master")
 @click.option("--symmetric", is_flag=True, help="Declare F(a,b) = F(b,a); A and B must be one list.")
 @click.option("--half", is_flag=True, help="With --symmetric, print only the lines with i <= j.")
 @click.option("--stats", "stats_file", metavar="FILE", help="Write a JSON summary.")

@@ -6,7 +6,8 @@ import sys
 
 import click
 
-from treadle.cli.ranges import COUNT, PORT, PRIORITY, SECONDS
+from treadle.cli.manager_options import manager_options
+from treadle.cli.ranges import COUNT, SECONDS
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -20,22 +21,7 @@ from treadle.cli.ranges import COUNT, PORT, PRIORITY, SECONDS
 @click.option("-T", "--mode", type=click.Choice(["auto", "local", "wq"]), default="auto",
               help="Where cells run: decided by the cost model, here, or on Work Queue workers.")
 @click.option("-c", "--cores", type=COUNT, metavar="N", help="Local processes. Default: all.")
-@click.option("-p", "--port", type=PORT, metavar="PORT",
-              help="Manager port (wq mode; 0 picks a free one, printed at start). The "
-                   "manager listens on every interface, since workers are usually "
-                   "remote, unless --bind.")
-@click.option("--bind", metavar="ADDRESS", default="",
-              help="Listen for workers on this local address only (e.g. 127.0.0.1).")
-@click.option("-Z", "--random-port", "port_file", metavar="FILE",
-              help="Pick a free manager port and write it to FILE.")
-@click.option("-N", "--project-name", "project", metavar="NAME", help="Advertise to the catalog.")
-@click.option("--password", "password_file", metavar="FILE",
-              type=click.Path(exists=True, dir_okay=False),
-              help="Take only workers that know the password in FILE "
-                   "(start them with -P FILE).")
-@click.option("-P", "--priority", type=PRIORITY, default=0, metavar="N",
-              help="Task priority. -P means priority here, as in the reference "
-                   "wavefront_master; the password is --password.")
+@manager_options("wavefront_master")
 @click.option("-t", "--estimated-time", type=SECONDS, metavar="S",
               help="Seconds per cell; skips sampling.")
 @click.option("--block", type=COUNT, metavar="B", help="Block side (wq mode).")
