@@ -50,8 +50,31 @@ class AllPairsError(TreadleError):
     """Bad input to the native All-Pairs or Wavefront engines."""
 
 
+class BatchError(TreadleError):
+    """A batch system command failed (``sbatch``, ``squeue``, ``condor_submit``...).
+
+    ``kind`` is how treadle classifies it (docs/batch.md, "Errors"):
+    ``transient`` (retry after a pause: the controller is busy or briefly
+    unreachable), ``permanent`` (the same request will always be refused: a bad
+    partition, an impossible resource) or ``unknown`` (retried a few times, then
+    treated as permanent). The command's own words stay in ``stderr``.
+    """
+
+    def __init__(self, message: str, *, kind: str = "unknown", command: tuple[str, ...] = (),
+                 returncode: int | None = None, stderr: str = "") -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.command = command
+        self.returncode = returncode
+        self.stderr = stderr
+
+    @property
+    def transient(self) -> bool:
+        return self.kind == "transient"
+
+
 # extra name -> the package it installs, for the message of MissingExtra
-EXTRAS = {"allpairs": "numpy", "sql": "SQLAlchemy"}
+EXTRAS = {"allpairs": "numpy", "sql": "SQLAlchemy", "condor": "htcondor"}
 
 
 class MissingExtra(TreadleError):
