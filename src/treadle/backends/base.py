@@ -23,7 +23,7 @@ file is discarded), and ``JobResult`` names the files it wrote.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
@@ -108,6 +108,14 @@ class JobResult:
     ``None`` where nothing was kept. They are the same file when the backend
     can only keep the two together (Work Queue: protocol 9 sends one combined
     output). A log the backend could not write (a full disk) sets ``error``.
+
+    Batch systems add what a user needs to find the job and to act on its
+    failure: ``native`` (the scheduler's id, ``1234_7``), ``host``, ``log``
+    (the scheduler's own stdout/stderr file of the job), ``reason`` (one line:
+    ``TIMEOUT``, ``PartitionNodeLimit``, ``sbatch``'s message), ``hint`` (what
+    to change: ``raise WALL_TIME (was 60 s)``) and ``usage`` (measured ``cpu``
+    seconds, ``rss`` MB). ``retry`` is false when the same job would fail the
+    same way (a wall-time kill, a refused submission): ``-r`` does not repeat it.
     """
 
     job_id: int
@@ -118,6 +126,13 @@ class JobResult:
     finished: float = 0.0
     stdout: str | None = None
     stderr: str | None = None
+    native: str | None = None
+    host: str | None = None
+    log: str | None = None
+    reason: str | None = None
+    hint: str | None = None
+    retry: bool = True
+    usage: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def succeeded(self) -> bool:
@@ -138,6 +153,15 @@ class BackendConfig:
     log_path: str  # the backend's own log (Work Queue's transactions, the dry run's script)
     send_environment: bool = False  # remote jobs get the engine's whole environment
     settings: Mapping[str, Any] = field(default_factory=dict)
+    dagfile: str = "Makeflow"  # the workflow file, for names derived from it (DAGFILE.batch/)
+    # Names the run for a batch system: 8 hex digits, the same when the run resumes from its log,
+    # so every job of the run can be found (and adopted) by one query (docs/batch.md, "Recovery").
+    tag: str = ""
+    first_handle: int = 1  # handles a backend invents start here: above every job id in the log
+    # notify(handle, event, **fields): what a backend tells the engine about a job on the way:
+    # "queued" (native=...: journalled), "running" (host=...), "requeued", "lost" (reason=...),
+    # "held" (reason=...), "warning" (message=...: shown to the user).
+    notify: Callable[..., None] | None = None
 
 
 _OptionsT = TypeVar("_OptionsT")
@@ -194,4 +218,20 @@ class Backend(Protocol):
 
     def close(self) -> None:
         """Release resources; cancels jobs still running."""
+        ...
+
+
+@runtime_checkable
+class Recovering(Protocol):
+    """A backend that can take over jobs a previous engine of the same run left queued or running.
+
+    ``previous`` maps each handle of a rule last logged running under this
+    run's tag to the native id journalled for it (``""`` when the engine died
+    before it could journal one). The backend returns the handles it adopts
+    (alive at the scheduler, or already finished with a result on record); the
+    engine logs those rules running under the same handle and takes their
+    results from :meth:`Backend.wait`, and resets the rest as usual.
+    """
+
+    def recover(self, previous: Mapping[int, str]) -> set[int]:
         ...

@@ -56,6 +56,7 @@ class Failure:
     attempts: int
     stdout: str | None = None  # the last attempt's log files (the same file over Work Queue)
     stderr: str | None = None
+    batch_log: str | None = None  # the batch system's own log of the last attempt's job
 
 
 @dataclass(slots=True)
@@ -260,6 +261,7 @@ class Engine:
         self._ready: dict[tuple, list[int]] = {}
         self._key_of: Callable[[Rule], tuple] = lambda r: (True, None)
         self._running: dict[tuple[bool, int], int] = {}  # (local?, job id) -> rule id
+        self.adopted: set[int] = set()  # rules a batch backend took over from the previous engine
         self._running_local = 0
         self._running_remote = 0
         self._fingerprinted: set[str] = set()
@@ -457,6 +459,48 @@ class Engine:
         if self.progress is not None:
             self.progress(self.counts)
 
+    def adopt(self, rid: int, handle: int, native: str) -> None:
+        """A job of the previous engine still runs (or has finished) at the batch system: track it, do not resubmit.
+
+        The rule is logged running in this segment under the same handle, so a
+        second crash finds it again.
+        """
+        self.adopted.add(rid)
+        self.out.say(f"adopting job {handle}{f' ({native})' if native else ''}: {self.command_of(self.rules[rid])}")
+        # The state is already RUNNING (from the log); count it out and back in so the record is written.
+        self.journal.rule_record(rid, self.identities[rid], RUNNING, handle, self.counts)
+        if native:
+            self.journal.job_record(handle, native)
+        self.journal.flush()
+        self._running[(False, handle)] = rid
+        self._running_remote += 1
+
+    def backend_event(self, handle: int, event: str, **fields: object) -> None:
+        """What a batch backend reports about a job on the way (``BackendConfig.notify``).
+
+        ``queued`` journals the job's native id at once: a crashed engine's
+        successor finds the job by it. Trouble worth a user's attention
+        (lost, requeued, held, warnings) becomes one line on stderr.
+        """
+        native = fields.get("native")
+        if event == "queued" and native:
+            self.journal.job_record(handle, str(native))
+            self.journal.flush()
+            return
+        rid = self._running.get((False, handle))
+        where = f" (rule {self.rules[rid].where})" if rid is not None else ""
+        job = f"job {handle}{f' ({native})' if native else ''}{where}"
+        if event == "warning":
+            self.out.warn(f"warning: {fields.get('message', '')}")
+        elif event == "lost":
+            self.out.warn(f"{job} was lost: {fields.get('reason', '')}; submitting it again")
+        elif event == "requeued":
+            self.out.warn(f"{job} was requeued by the batch system")
+        elif event == "held":
+            self.out.warn(f"{job} is held: {fields.get('reason', '')}")
+        elif self.out.debug_stream is not None:
+            self.out.debug(f"{job}: {event} {fields}")
+
     def _finish(self, is_local: bool, result: JobResult) -> None:
         """A job ended: check its outputs and move its rule to complete or failed."""
         rid = self._running.pop((is_local, result.job_id), None)
@@ -559,13 +603,14 @@ class Engine:
         allowed = self.opts.retries
         if result.exit_code == TRANSIENT_EXIT_CODE:
             allowed = max(allowed, TRANSIENT_RETRIES)
-        if attempts <= allowed and not self._abort_requested:
+        if attempts <= allowed and result.retry and not self._abort_requested:
             self._change(rid, WAITING, 0)
             self.journal.flush()
             self._push_ready(rule)
         else:
             self.failures.append(
-                Failure(rule, result.exit_code, result.signal, reason, attempts, result.stdout, result.stderr)
+                Failure(rule, result.exit_code, result.signal, reason, attempts, result.stdout, result.stderr,
+                        result.log)
             )
         if self.progress is not None:
             self.progress(self.counts)
@@ -784,10 +829,12 @@ class Engine:
     def _failure_text(self, rid: int, result: JobResult) -> str:
         command = self.command_of(self.rules[rid])
         if result.error is not None:
-            return f"{command} failed: {result.error}"
-        if result.signal is not None:
-            return f"{command} crashed with signal {result.signal} ({_signame(result.signal)})"
-        return f"{command} failed with exit code {result.exit_code}"
+            text = f"{command} failed: {result.error}"
+        elif result.signal is not None:
+            text = f"{command} crashed with signal {result.signal} ({_signame(result.signal)})"
+        else:
+            text = f"{command} failed with exit code {result.exit_code}"
+        return text + _batch_details(self.rules[rid], result)
 
     def _save_failed(self, rule: Rule, failed_dir: str, result: JobResult) -> str | None:
         """Move the rule's outputs into ``failed_dir`` with its logs and ``INFO.json``.
@@ -916,6 +963,20 @@ def _remove(name: str) -> None:
             os.unlink(name)
     except OSError:
         pass
+
+
+def _batch_details(rule: Rule, result: JobResult) -> str:
+    """What a batch system adds to a failure line: where the job ran, why it ended, what to change, its log."""
+    if result.native is None:
+        return ""
+    parts = [f"rule {rule.where}, job {result.native}" + (f" on {result.host}" if result.host else "")]
+    if result.reason:
+        parts.append(result.reason)
+    if result.hint:
+        parts.append(result.hint)
+    if result.log:
+        parts.append(f"batch log {result.log}")
+    return " (" + "; ".join(parts) + ")"
 
 
 def _signame(sig: int) -> str:

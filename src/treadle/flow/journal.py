@@ -129,13 +129,25 @@ class Journal:
     def is_open(self) -> bool:
         return self._fd >= 0
 
-    def start_segment(self, batch_log: str, version: str) -> None:
-        """The records that open a run: batch log, ``# STARTED``, ``# TREADLE``."""
+    def start_segment(self, batch_log: str, version: str, ts: int | None = None,
+                      batch: tuple[str, str] | None = None) -> None:
+        """The records that open a run: batch log, ``# STARTED``, ``# TREADLE``, and ``# BATCH``.
+
+        ``batch`` is ``(system, tag)`` when rules go to a batch system: the tag
+        names the run's jobs there, so the next segment can find them
+        (docs/makeflow.md, 'The log').
+        """
         self._bound.clear()
         self.file_record(batch_log, F_EXPECT, 0)
-        ts = now_us()
+        ts = now_us() if ts is None else ts
         self._buf.append(f"# STARTED {ts}\n# TREADLE {ts} {version}\n")
+        if batch is not None:
+            self._buf.append(f"# BATCH {ts} {batch[0]} {batch[1]}\n")
         self.flush(sync=True)
+
+    def job_record(self, handle: int, native: str) -> None:
+        """``# JOB``: the batch system's id of a job, as soon as it is known (flushed by the caller)."""
+        self._buf.append(f"# JOB {now_us()} {handle} {native}\n")
 
     def file_record(self, name: str, state: int, size: int) -> None:
         self._buf.append(f"# FILE {now_us()} {escape_name(name)} {state} {size}\n")
@@ -231,6 +243,7 @@ class NullJournal(Journal):
 
 # Record kinds yielded by read_log
 R_RULE, R_FILE, R_SOURCE, R_BIND, R_STARTED, R_TREADLE, R_END = "R", "F", "S", "B", "START", "T", "END"
+R_BATCH, R_JOB = "BATCH", "JOB"
 
 
 def read_log(path: str) -> Iterator[tuple]:
@@ -238,7 +251,8 @@ def read_log(path: str) -> Iterator[tuple]:
 
     ``("R", ts, id, state, jobid, total)``, ``("F", ts, name, state, size)``,
     ``("S", ts, name, size, mtime_ns, digest)``, ``("B", id, identity)``,
-    ``("START", ts)``, ``("T",)`` (a segment written by treadle), ``("END", label)``. Unknown ``#`` lines are skipped as
+    ``("START", ts)``, ``("T",)`` (a segment written by treadle), ``("END", label)``,
+    ``("BATCH", system, tag)``, ``("JOB", handle, native)``. Unknown ``#`` lines are skipped as
     the reference skips them. A non-``#`` line that does not start with four
     integers is corruption and stops the run, except for a cut-off last line
     (a machine crash in the middle of a write), which is ignored.
@@ -297,6 +311,10 @@ def _hash_record(line: str) -> tuple | None:
             return (R_TREADLE,)
         if label in _END_LABELS:
             return (R_END, label)
+        if label == "BATCH" and len(parts) >= 5:
+            return (R_BATCH, parts[3], parts[4])
+        if label == "JOB" and len(parts) >= 5:
+            return (R_JOB, int(parts[3]), parts[4])
     except ValueError:
         return None
     return None

@@ -13,6 +13,7 @@ outputs were logged as created.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, field
 
@@ -33,6 +34,27 @@ class History:
     sources: dict[str, tuple[int, int, str | None]] = field(default_factory=dict)
     files: set[str] = field(default_factory=set)  # every file the log names
     foreign_ignored: int = 0  # rules whose reference-written records could not be matched
+    first_started: int | None = None  # time of the log's first ``# STARTED``, microseconds
+    max_job_id: int = 0  # the largest job id any rule record holds
+    # Rules last logged running in a segment that sent them to a batch system:
+    # rule index -> (tag, handle); and the native ids journalled, by (tag, handle).
+    batch_running: dict[int, tuple[str, int]] = field(default_factory=dict)
+    natives: dict[tuple[str, int], str] = field(default_factory=dict)
+
+    def run_tag(self, log_path: str, now: int) -> str:
+        """The name of this run's jobs on a batch system: the same on every resume of one log.
+
+        A hash of the log's absolute path and the time of its first segment, so
+        a new log (or the same name reused after a clean) gets a new tag.
+        """
+        started = self.first_started if self.first_started is not None else now
+        key = f"{os.path.abspath(log_path)}\0{started}".encode("utf-8", "surrogateescape")
+        return hashlib.sha256(key).hexdigest()[:8]
+
+    def previous_jobs(self, tag: str) -> dict[int, tuple[int, str]]:
+        """Rule index -> (handle, native or ``""``) of rules last seen running under ``tag``."""
+        return {rid: (handle, self.natives.get((t, handle), "")) for rid, (t, handle) in self.batch_running.items()
+                if t == tag and self.states[rid] == RUNNING}
 
 
 def replay(path: str, identities: list[str], outputs: list[tuple[str, ...]]) -> History:
@@ -48,10 +70,12 @@ def replay(path: str, identities: list[str], outputs: list[tuple[str, ...]]) -> 
     binding: dict[int, int] = {}
     ours = False
     ignored: set[int] = set()
+    tag = ""  # the batch tag of the segment being read
     for rec in jr.read_log(path):
         kind = rec[0]
         if kind == jr.R_RULE:
-            _, _ts, rid, state, _job, total = rec
+            _, _ts, rid, state, job, total = rec
+            history.max_job_id = max(history.max_job_id, job)
             if ours:
                 idx = binding.get(rid, -1)
             elif total == n and 0 <= rid < n and (
@@ -63,6 +87,10 @@ def replay(path: str, identities: list[str], outputs: list[tuple[str, ...]]) -> 
                 ignored.add(rid)
             if idx >= 0 and 0 <= state <= jr.ABORTED:
                 states[idx] = state
+                if state == RUNNING and tag:
+                    history.batch_running[idx] = (tag, job)
+                elif state == RUNNING:
+                    history.batch_running.pop(idx, None)
         elif kind == jr.R_FILE:
             _, ts, name, state, _size = rec
             fstates[name] = state
@@ -77,6 +105,13 @@ def replay(path: str, identities: list[str], outputs: list[tuple[str, ...]]) -> 
         elif kind == jr.R_STARTED:
             binding = {}
             ours = False
+            tag = ""
+            if history.first_started is None:
+                history.first_started = rec[1]
+        elif kind == jr.R_BATCH:
+            tag = rec[2]
+        elif kind == jr.R_JOB:
+            history.natives[(tag, rec[1])] = rec[2]
         elif kind == jr.R_TREADLE:
             ours = True
     history.foreign_ignored = len(ignored)
@@ -84,14 +119,18 @@ def replay(path: str, identities: list[str], outputs: list[tuple[str, ...]]) -> 
 
 
 def reset_unfinished(engine: Engine, history: History, *, quiet: bool = False) -> None:
-    """Step 3: rules last seen running, failed or aborted start over, with their dependents."""
+    """Step 3: rules last seen running, failed or aborted start over, with their dependents.
+
+    Rules the batch backend adopted (:meth:`Engine.adopt`) are running again in
+    this segment and are left alone.
+    """
     if history.foreign_ignored:
         engine.out.warn(
             f"warning: {history.foreign_ignored} rules will run again because the log "
             "has no rule identities (it was written by another makeflow or for another file)"
         )
     for rid, state in enumerate(history.states):
-        if state in (WAITING, COMPLETE) or engine.state[rid] == WAITING:
+        if state in (WAITING, COMPLETE) or engine.state[rid] == WAITING or rid in engine.adopted:
             continue
         if not quiet:
             what = "rule still running" if state == RUNNING else "will retry failed rule"

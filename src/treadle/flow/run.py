@@ -17,10 +17,11 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from treadle import __version__
-from treadle.backends.base import Backend, BackendConfig
+from treadle.backends.base import Backend, BackendConfig, Recovering
 from treadle.backends.registry import backend_class
 from treadle.errors import UsageError
 from treadle.flow import journal as jr
@@ -119,11 +120,17 @@ class _Plan:
         self.log_path = opts.resolved_log_path()
         self.batch_log = opts.resolved_batch_log(backend_class(opts.batch_type).log_suffix)
 
-    def backends(self) -> tuple[Backend, Backend | None]:
-        """(local, remote) built from the options; the remote one is ``None`` unless ``-T`` names one."""
+    def backends(self, tag: str, first_handle: int,
+                 notify: Callable[..., None]) -> tuple[Backend, Backend | None]:
+        """(local, remote) built from the options; the remote one is ``None`` unless ``-T`` names one.
+
+        ``tag`` names the run's jobs at a batch system, ``first_handle`` is
+        above every job id in the log, ``notify`` reaches the engine.
+        """
         opts = self.opts
         config = BackendConfig(workdir=os.getcwd(), log_path=self.batch_log,
-                               send_environment=opts.send_environment, settings=opts.backend_settings)
+                               send_environment=opts.send_environment, settings=opts.backend_settings,
+                               dagfile=opts.dagfile, tag=tag, first_handle=first_handle, notify=notify)
         local = self.local_cls.from_options(config)
         try:
             remote = self.remote_cls.from_options(config) if self.remote_cls is not None else None
@@ -189,11 +196,18 @@ def _execute_locked(plan: _Plan, wf: Workflow, journal: jr.Journal, out: Out) ->
     progress = None
     gc = None
     hooks: dict[str, Any] = {}
+    started_us = jr.now_us()
+    tag = history.run_tag(plan.log_path, started_us)
+    engine_cell: list[Engine] = []  # the backends exist before the engine they report to
+
+    def notify(handle: int, event: str, **fields: object) -> None:
+        engine_cell[0].backend_event(handle, event, **fields)
+
     if not opts.clean:
         if opts.gc != "none":
             gc = GarbageCollector(wf, graph.producer, opts.gc, opts.gc_count, opts.gc_size)
             hooks.update(on_file_complete=gc.file_complete, gc_tick=gc.tick)
-        local, remote = plan.backends()
+        local, remote = plan.backends(tag, history.max_job_id + 1, notify)
         if opts.progress and not os.environ.get("TREADLE_NESTED"):
             from treadle.flow.progress import Progress  # rich, only when a run shows progress
 
@@ -204,13 +218,18 @@ def _execute_locked(plan: _Plan, wf: Workflow, journal: jr.Journal, out: Out) ->
                     max_remote=plan.max_remote if remote is not None else 0,
                     capacity=LocalCapacity(plan.max_local, plan.cores, plan.memory, plan.disk),
                     check_outputs=not opts.dry_run, **hooks)
+    engine_cell.append(engine)
     ran = False
     try:
         engine.set_file_states(history.file_states)
-        journal.start_segment(plan.batch_log, __version__)
+        recovering = remote if isinstance(remote, Recovering) else None
+        journal.start_segment(plan.batch_log, __version__, started_us,
+                              batch=(opts.batch_type, tag) if recovering is not None else None)
         if opts.log_verbose and not history.exists:
             _structure(journal, wf, graph)
             journal.flush()
+        if recovering is not None:
+            _adopt(engine, recovering, history.previous_jobs(tag))
         recovery.reset_unfinished(engine, history, quiet=bool(opts.clean))
         if opts.skip_file_check:
             out.say("skipping file checks.")
@@ -237,6 +256,16 @@ def _execute_locked(plan: _Plan, wf: Workflow, journal: jr.Journal, out: Out) ->
             for backend in (local, remote):
                 if backend is not None:
                     backend.close()
+
+
+def _adopt(engine: Engine, backend: Recovering, previous: dict[int, tuple[int, str]]) -> None:
+    """Let the batch backend take over the jobs the previous engine of this run left behind."""
+    if not previous:
+        return
+    adopted = backend.recover({handle: native for handle, native in previous.values()})
+    for rid, (handle, native) in previous.items():
+        if handle in adopted:
+            engine.adopt(rid, handle, native)
 
 
 def _run(plan: _Plan, engine: Engine, out: Out, gc: GarbageCollector | None) -> int:

@@ -78,6 +78,8 @@ def failure_report(engine: Engine) -> list[str]:
         tries = "attempt" if f.attempts == 1 else "attempts"
         lines.append(f"  {f.rule.where}: {engine.command_of(f.rule)}: {how} ({f.attempts} {tries})")
         lines += _log_tail(f)
+        if f.batch_log is not None:
+            lines.append(f"    the batch system's log of the job: {f.batch_log}")
     if engine.not_run:
         lines.append(f"  {engine.not_run} rules not run because of the failures.")
     return lines
