@@ -3,13 +3,15 @@
 # with every extra: the features, the test tools and the docs tools).
 # `make docs` builds the documentation site into site/ (warnings are errors).
 # `make typecheck` runs mypy over src/treadle (configured in pyproject.toml).
-# `make test-fast` runs the suite without the slow and the reference tests: the
+# `make slurm-up` / `make slurm-down` start and stop a one-node Slurm cluster for
+# the batch-system tests (root only; the test run starts one itself when needed).
+# `make test-fast` runs the suite without the slow, reference and slurm tests: the
 # loop while editing; `make test` is the whole suite, as CI runs it.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test test-fast typecheck docs setup system-packages clean
+.PHONY: demo test test-fast typecheck docs setup system-packages slurm-up slurm-down clean
 
 $(BIN)/treadle: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +32,15 @@ system-packages:
 			--no-install-recommends coop-computing-tools openmpi-bin >/dev/null; \
 	fi
 
+# A one-node Slurm cluster on this machine (root only): the tests marked `slurm`
+# start it themselves when it is down (and stop it again at the end); these
+# targets keep one up between runs, or for trying `treadle run -T slurm` by hand.
+slurm-up:
+	bash ci/slurm-up.sh
+
+slurm-down:
+	bash ci/slurm-down.sh
+
 # mkdocs-click imports the commands, so a broken CLI help fails the build too.
 docs: setup
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
@@ -38,7 +49,7 @@ typecheck: setup
 	$(BIN)/mypy
 
 test-fast: setup
-	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow and not reference"
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow and not reference and not slurm"
 
 test: setup system-packages docs typecheck
 	OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \

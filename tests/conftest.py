@@ -1,4 +1,5 @@
-"""Suite-wide settings: the reference tools' environment, the `reference` marker, and a small disk."""
+"""Suite-wide settings: the reference tools' environment, the `reference`, `slurm` and `condor` markers,
+the one-node Slurm cluster, and a small disk."""
 
 from __future__ import annotations
 
@@ -16,16 +17,56 @@ os.environ.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
 os.environ.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
 
 HAVE_REFERENCE = shutil.which("makeflow") is not None and shutil.which("work_queue_worker") is not None
+HAVE_CONDOR = shutil.which("condor_submit") is not None
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests marked `reference` need cctools; skip them, saying why, where it is absent."""
-    if HAVE_REFERENCE:
-        return
-    skip = pytest.mark.skip(reason="reference cctools (Debian coop-computing-tools) not installed")
+    """Tests marked `reference` need cctools, tests marked `condor` a real HTCondor pool:
+    skip them, saying why, where it is absent."""
+    skips = []
+    if not HAVE_REFERENCE:
+        skips.append(("reference", "reference cctools (Debian coop-computing-tools) not installed"))
+    if not HAVE_CONDOR:
+        skips.append(("condor", "HTCondor's condor_submit is not on PATH (no pool here; see docs/batch.md)"))
     for item in items:
-        if "reference" in item.keywords:
-            item.add_marker(skip)
+        for marker, reason in skips:
+            if marker in item.keywords:
+                item.add_marker(pytest.mark.skip(reason=reason))
+
+
+def _cluster_answers() -> bool:
+    """The test cluster's node is up and takes jobs."""
+    if shutil.which("sinfo") is None:
+        return False
+    r = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=30)
+    return r.returncode == 0 and any(s.strip("*~#") in ("idle", "mixed", "allocated")
+                                     for s in r.stdout.split())
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> Iterator[None]:
+    """The one-node Slurm cluster of ci/slurm-up.sh: reused when it runs, else started (as root) and,
+    only then, stopped at the end of the test run. Without root and without a cluster, skip."""
+    if _cluster_answers():
+        yield
+        return
+    if os.geteuid() != 0:
+        pytest.skip("no Slurm cluster answers and starting one needs root (make slurm-up)")
+    up = subprocess.run(["bash", str(ROOT / "ci" / "slurm-up.sh")], capture_output=True, text=True)
+    if up.returncode != 0:
+        pytest.fail(f"ci/slurm-up.sh failed:\n{up.stdout}{up.stderr}")
+    try:
+        yield
+    finally:
+        subprocess.run(["bash", str(ROOT / "ci" / "slurm-down.sh")], capture_output=True)
+
+
+@pytest.fixture(autouse=True)
+def _slurm_marker_needs_the_cluster(request: pytest.FixtureRequest) -> None:
+    """A test marked `slurm` gets the cluster (started once per test run) or is skipped with the reason."""
+    if request.node.get_closest_marker("slurm") is not None:
+        request.getfixturevalue("slurm_cluster")
 
 
 @pytest.fixture
