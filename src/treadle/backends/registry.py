@@ -15,36 +15,21 @@ from treadle.errors import UsageError
 BACKENDS: dict[str, str] = {
     "local": "treadle.backends.local:LocalBackend",
     "wq": "treadle.backends.workqueue:WorkQueueBackend",
+    "slurm": "treadle.backends.slurm:SlurmBackend",
+    "condor": "treadle.backends.condor:CondorBackend",
     "dryrun": "treadle.backends.dryrun:DryRunBackend",
 }
-# Names treadle will support but does not yet (issues to come).
-NOT_YET = ("slurm", "condor")
-# Everything -T accepts.
-KNOWN = (*BACKENDS, *NOT_YET)
 
 
 def check_batch_type(name: str) -> None:
-    """Refuse a ``-T`` value the way the reference does, or as not available yet."""
-    if name in BACKENDS:
-        return
-    if name in NOT_YET:
-        raise UsageError(f"batch queue type {name} is not available yet in treadle")
-    if name not in KNOWN:
+    """Refuse a ``-T`` value the way the reference does."""
+    if name not in BACKENDS:
         raise UsageError(f"unknown batch queue type: {name}")
 
 
 def backend_class(name: str) -> type[Backend]:
     """The class implementing ``-T name`` (imported now, not at start-up)."""
     check_batch_type(name)
-    target = BACKENDS.get(name)
-    if target is None:
-        raise UsageError(f"batch queue type {name} has no backend")
-    module_name, _, cls = target.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as e:
-        if e.name == module_name:
-            raise UsageError(f"batch queue type {name} is not available yet in treadle") from None
-        raise
-    found: type[Backend] = getattr(module, cls)
+    module_name, _, cls = BACKENDS[name].partition(":")
+    found: type[Backend] = getattr(importlib.import_module(module_name), cls)
     return found

@@ -23,7 +23,7 @@ import click
 from treadle import __version__
 from treadle.backends.logs import LOG_CAP
 from treadle.cli import CONTEXT_SETTINGS
-from treadle.cli.ranges import AMOUNT, BYTES, COUNT, PORT, RATE, WHOLE_SECONDS
+from treadle.cli.ranges import AMOUNT, BYTES, COUNT, PORT, RATE, SECONDS, WHOLE_SECONDS
 from treadle.errors import TreadleError, UsageError
 from treadle.flow.options import (
     CLEAN_MODES,
@@ -46,14 +46,15 @@ class Opt:
     dest: str
     help: str
     metavar: str = ""  # how --help names the value
-    type: click.ParamType | None = None  # a number's range; the value is converted and checked with it
+    type: click.ParamType | None = None  # a number's range or a word's choices; the value is checked with it
 
 
 # The fast-abort multiplier of Work Queue; a negative one turns fast abort off, as in the reference.
 FAST_ABORT = click.FloatRange(-1, RATE.max)
 
 OPTIONS: tuple[Opt, ...] = (
-    Opt("T", ("batch-type",), True, "batch_type", "where rules run: local (default), wq, dryrun", "TYPE"),
+    Opt("T", ("batch-type",), True, "batch_type", "where rules run: local (default), wq, slurm, condor, dryrun",
+        "TYPE"),
     Opt("j", ("max-local",), True, "max_local", "most local jobs at once (default: cores)", "N", COUNT),
     Opt("J", ("max-remote",), True, "max_remote", "most remote jobs at once (100; 1000 for wq)", "N", COUNT),
     Opt("c", ("clean",), False, "clean", "delete what the workflow made: all, outputs, intermediates, cache",
@@ -92,7 +93,43 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("u", ("keepalive-interval", "wq-keepalive-interval"), True, "keepalive_interval",
         "Work Queue keepalive interval", "S", WHOLE_SECONDS),
     Opt("W", ("schedule", "wq-schedule"), True, "schedule", "Work Queue scheduling mode", "MODE"),
+    Opt(None, ("factory",), True, "factory",
+        "start Work Queue workers as batch jobs from inside the run, e.g. slurm:max=20,cores=4", "SPEC"),
     Opt("B", ("batch-options",), True, "batch_options", "text added to every remote submission", "TEXT"),
+    Opt("S", ("submission-timeout",), True, "submission_timeout",
+        "keep retrying a refused batch submission for S seconds (default 600)", "S", SECONDS),
+    Opt(None, ("batch-dir",), True, "batch_dir",
+        "job scripts, status files and job logs of -T slurm/condor (default: DAGFILE.batch)", "DIR"),
+    Opt(None, ("submit-rate",), True, "submit_rate", "most submit commands per second (default 10)", "R", RATE),
+    Opt(None, ("poll-min",), True, "poll_min", "seconds between scheduler queries after a submission (default 2)",
+        "S", SECONDS),
+    Opt(None, ("poll-max",), True, "poll_max",
+        "longest interval between scheduler queries (default 30; at most Slurm's MinJobAge/3)", "S", SECONDS),
+    Opt(None, ("lost-retries",), True, "lost_retries",
+        "resubmit a job the scheduler lost (node failure, cancelled) up to N times (default 3)", "N", AMOUNT),
+    Opt(None, ("pending-grace",), True, "pending_grace",
+        "fail a job pending for a reason that cannot clear after S seconds (default 60)", "S", SECONDS),
+    Opt(None, ("hold-timeout",), True, "hold_timeout", "cancel and resubmit a job held longer than S seconds "
+        "(default 600)", "S", SECONDS),
+    Opt(None, ("keep-batch-logs",), True, "keep_batch_logs",
+        "keep the scheduler's job logs: failed (default), all or none", "WHICH",
+        click.Choice(("failed", "all", "none"))),
+    Opt(None, ("slurm-array",), True, "slurm_array",
+        "group jobs of one shape into Slurm arrays: auto (default), off, or at most N per array", "auto|off|N"),
+    Opt(None, ("slurm-status",), True, "slurm_status",
+        "how ended jobs are looked up: auto (default), squeue or sacct", "SOURCE",
+        click.Choice(("auto", "squeue", "sacct"))),
+    Opt(None, ("slurm-disk",), True, "slurm_disk", "send DISK to Slurm as --tmp (tmp) or not at all (off, default)",
+        "tmp|off", click.Choice(("tmp", "off"))),
+    Opt(None, ("slurm-gpu-flag",), True, "slurm_gpu_flag", "ask Slurm for GPUS with --gres (default) or --gpus",
+        "gres|gpus", click.Choice(("gres", "gpus"))),
+    Opt(None, ("safe-submit-mode",), False, "safe_submit_mode", "send no resource options to the batch system"),
+    Opt(None, ("ignore-memory-spec",), False, "ignore_memory_spec", "send no memory request to the batch system"),
+    Opt(None, ("condor-requirements",), True, "condor_requirements", "HTCondor requirements of every job", "EXPR"),
+    Opt(None, ("condor-autosize",), False, "condor_autosize",
+        "let HTCondor jobs grow to fill the slot they land on"),
+    Opt(None, ("condor-getenv",), True, "condor_getenv",
+        "environment HTCondor jobs take from the engine: all (default), none, or a list of names", "none|all|LIST"),
     Opt(None, ("local-cores",), True, "local_cores", "cores the local executor may use", "N", COUNT),
     Opt(None, ("local-memory",), True, "local_memory", "memory (MB) the local executor may use", "MB", AMOUNT),
     Opt(None, ("local-disk",), True, "local_disk", "disk (MB) the local executor may use", "MB", AMOUNT),
@@ -126,8 +163,12 @@ GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
                        "no_save_failed", "storage_limit", "storage_type", "storage_print", "wait_for_files",
                        "zero_length_error")),
     ("Work Queue options", ("catalog", "password_file", "port", "bind", "port_file", "project_name",
-                            "fast_abort", "keepalive_timeout", "keepalive_interval", "schedule")),
-    ("Batch system options", ("batch_options", "local_cores", "local_memory", "local_disk")),
+                            "fast_abort", "keepalive_timeout", "keepalive_interval", "schedule", "factory")),
+    ("Batch system options", ("batch_options", "local_cores", "local_memory", "local_disk", "submission_timeout",
+                              "batch_dir", "submit_rate", "poll_min", "poll_max", "lost_retries",
+                              "pending_grace", "hold_timeout", "keep_batch_logs", "slurm_array", "slurm_status",
+                              "slurm_disk", "slurm_gpu_flag", "safe_submit_mode", "ignore_memory_spec",
+                              "condor_requirements", "condor_autosize", "condor_getenv")),
     ("Containers and wrappers", ("sandbox",)),
 )
 _SHORT = {o.short: o for o in OPTIONS if o.short}
@@ -239,8 +280,8 @@ def _argv_file(path: str) -> list[str]:
     return out
 
 
-def _number(opt: Opt, value: str | None) -> int | float:
-    """``value`` converted and checked by the option's range: one line for a bad one, never a traceback."""
+def _converted(opt: Opt, value: str | None) -> int | float | str:
+    """``value`` checked by the option's range or choices: one line for a bad one, never a traceback."""
     assert opt.type is not None
     try:
         return opt.type.convert(value or "", None, None)
@@ -250,7 +291,7 @@ def _number(opt: Opt, value: str | None) -> int | float:
 
 FLAG_DESTS = {
     "skip_file_check", "checksum_sources", "advertise", "log_verbose", "send_environment",
-    "zero_length_error", "sandbox", "keep_logs",
+    "zero_length_error", "sandbox", "keep_logs", "safe_submit_mode", "ignore_memory_spec", "condor_autosize",
 }
 
 
@@ -276,7 +317,7 @@ def parse_args(argv: Sequence[str], environ: dict[str, str] | None = None) -> Ru
             click.echo(f"treadle run version {__version__} (Makeflow-compatible)")
             raise _Exit(0)
         if opt.type is not None:
-            fields[dest] = _number(opt, value)
+            fields[dest] = _converted(opt, value)
         elif dest in FLAG_DESTS:
             fields[dest] = True
         elif dest == "retry":
