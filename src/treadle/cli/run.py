@@ -46,7 +46,7 @@ class Opt:
     dest: str
     help: str
     metavar: str = ""  # how --help names the value
-    type: click.ParamType | None = None  # a number's range or a word's choices; the value is checked with it
+    type: click.ParamType | None = None  # a number's range; the value is converted and checked with it
 
 
 # The fast-abort multiplier of Work Queue; a negative one turns fast abort off, as in the reference.
@@ -112,17 +112,15 @@ OPTIONS: tuple[Opt, ...] = (
     Opt(None, ("hold-timeout",), True, "hold_timeout", "cancel and resubmit a job held longer than S seconds "
         "(default 600)", "S", SECONDS),
     Opt(None, ("keep-batch-logs",), True, "keep_batch_logs",
-        "keep the scheduler's job logs: failed (default), all or none", "WHICH",
-        click.Choice(("failed", "all", "none"))),
+        "keep the scheduler's job logs: failed (default), all or none", "WHICH"),
     Opt(None, ("slurm-array",), True, "slurm_array",
         "group jobs of one shape into Slurm arrays: auto (default), off, or at most N per array", "auto|off|N"),
     Opt(None, ("slurm-status",), True, "slurm_status",
-        "how ended jobs are looked up: auto (default), squeue or sacct", "SOURCE",
-        click.Choice(("auto", "squeue", "sacct"))),
+        "how ended jobs are looked up: auto (default), squeue or sacct", "SOURCE"),
     Opt(None, ("slurm-disk",), True, "slurm_disk", "send DISK to Slurm as --tmp (tmp) or not at all (off, default)",
-        "tmp|off", click.Choice(("tmp", "off"))),
+        "tmp|off"),
     Opt(None, ("slurm-gpu-flag",), True, "slurm_gpu_flag", "ask Slurm for GPUS with --gres (default) or --gpus",
-        "gres|gpus", click.Choice(("gres", "gpus"))),
+        "gres|gpus"),
     Opt(None, ("safe-submit-mode",), False, "safe_submit_mode", "send no resource options to the batch system"),
     Opt(None, ("ignore-memory-spec",), False, "ignore_memory_spec", "send no memory request to the batch system"),
     Opt(None, ("condor-requirements",), True, "condor_requirements", "HTCondor requirements of every job", "EXPR"),
@@ -280,8 +278,8 @@ def _argv_file(path: str) -> list[str]:
     return out
 
 
-def _converted(opt: Opt, value: str | None) -> int | float | str:
-    """``value`` checked by the option's range or choices: one line for a bad one, never a traceback."""
+def _number(opt: Opt, value: str | None) -> int | float:
+    """``value`` converted and checked by the option's range: one line for a bad one, never a traceback."""
     assert opt.type is not None
     try:
         return opt.type.convert(value or "", None, None)
@@ -317,7 +315,7 @@ def parse_args(argv: Sequence[str], environ: dict[str, str] | None = None) -> Ru
             click.echo(f"treadle run version {__version__} (Makeflow-compatible)")
             raise _Exit(0)
         if opt.type is not None:
-            fields[dest] = _converted(opt, value)
+            fields[dest] = _number(opt, value)
         elif dest in FLAG_DESTS:
             fields[dest] = True
         elif dest == "retry":
