@@ -16,7 +16,7 @@ from tests._wait import alive, wait_for
 
 from treadle.queue.factory import Factory, FactoryConfig, query_status
 from treadle.queue.protocol import ProtocolError
-from treadle.queue.providers import JobState, Provider, get_provider
+from treadle.queue.providers import JobState, Provider, WorkerSpec, get_provider
 from treadle.queue.providers.local import LocalProvider
 
 
@@ -35,24 +35,31 @@ def stop_factory(proc: subprocess.Popen) -> str:
 
 
 def started_pids(out: str) -> list[int]:
-    return [int(line.split()[3]) for line in out.splitlines()
-            if line.startswith("factory: started worker")]
+    """The pids of ``factory: submitted 2 workers as 123,124 (2/2)`` lines."""
+    return [int(pid) for line in out.splitlines() if line.startswith("factory: submitted")
+            for pid in line.split()[5].split(",")]
 
 
 def test_local_provider_follows_the_interface(tmp_path: Path, free_port: int) -> None:
-    provider = get_provider("local")
+    provider = get_provider("local", batch_dir=str(tmp_path / "batch"))
     assert isinstance(provider, Provider) and isinstance(provider, LocalProvider)
-    job = provider.submit(["--connect-timeout", "30", "-s", str(tmp_path), "127.0.0.1",
-                           str(free_port)])
-    assert provider.status([job]) == {job: JobState.RUNNING}
-    provider.cancel([job])
-    wait_for(lambda: provider.status([job])[job] is JobState.DONE, 15, "the cancelled job to end")
+    spec = WorkerSpec(args=("--connect-timeout", "30", "-s", str(tmp_path), "127.0.0.1", str(free_port)),
+                      cores=1)
+    jobs = provider.submit(spec, 2)
+    assert len(jobs) == 2 and provider.status(jobs) == {job: JobState.RUNNING for job in jobs}
+    provider.cancel(jobs[:1])
+    wait_for(lambda: provider.status(jobs[:1])[jobs[0]] is JobState.DONE, 15, "the cancelled job to end")
     assert provider.status(["no-such-job"]) == {"no-such-job": JobState.DONE}
+    assert provider.status(jobs[1:]) == {jobs[1]: JobState.RUNNING}
+    log = provider.log_path(jobs[1])
+    assert log is not None and os.path.dirname(log) == str(tmp_path / "batch" / "logs")
+    provider.close()
+    wait_for(lambda: provider.status(jobs[1:])[jobs[1]] is JobState.DONE, 15, "close() to end the rest")
 
 
-def test_target_follows_waiting_tasks_within_bounds() -> None:
+def test_target_follows_waiting_tasks_within_bounds(tmp_path: Path) -> None:
     f = Factory(FactoryConfig("h", 1, min_workers=1, max_workers=4, cores=2),
-                get_provider("local"))
+                get_provider("local", batch_dir=str(tmp_path)))
     assert f.target(None) == 1
     assert f.target({"tasks_waiting": 0, "tasks_on_workers": 0}) == 1
     assert f.target({"tasks_waiting": 5, "tasks_on_workers": 0}) == 3
@@ -78,9 +85,8 @@ def test_factory_follows_the_workers_the_manager_wants(tmp_path: Path) -> None:
             rounds.append(status)
             return status
 
-        factory = Factory(config, get_provider("local"), status=counted)
-        stop = threading.Event()
-        runner = threading.Thread(target=factory.run, args=(stop,))
+        factory = Factory(config, get_provider("local", batch_dir=str(tmp_path / "batch")), status=counted)
+        runner = threading.Thread(target=factory.run)
         runner.start()
         try:
             wait_for(lambda: m.stats.workers_connected == 3, 30, "three workers")
@@ -90,8 +96,8 @@ def test_factory_follows_the_workers_the_manager_wants(tmp_path: Path) -> None:
             assert m.stats.workers_connected == 3
             assert factory.started == 3
         finally:
-            stop.set()
-            runner.join(30)
+            factory.stop()
+            runner.join(60)
 
 
 @pytest.mark.reference

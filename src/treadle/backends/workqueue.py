@@ -10,6 +10,12 @@ the next rule reads, crosses the network once per worker.
 A lost worker is not a job failure: the manager sends the task elsewhere.
 A missing output is reported by the engine, which checks outputs itself.
 
+With ``--factory slurm:max=20,cores=4`` the backend also runs a worker
+factory in a thread (:mod:`treadle.queue.factory`): it reads this manager
+directly instead of asking over the network, is woken whenever a job is
+submitted, and cancels every worker job it started when the backend closes
+(docs/batch.md).
+
 A task's output (stdout and stderr together: protocol 9 merges them on the
 worker) is written to the job's ``Job.stdout`` file, capped
 (:mod:`treadle.backends.logs`), and never to the engine's own output; the
@@ -19,11 +25,23 @@ be written (a full disk) fails the job with the reason.
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import socket
+import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from treadle.backends.base import BackendConfig, FileSpec, Job, JobResult, own_options
 from treadle.backends.logs import write_log
+from treadle.queue.factory import (
+    Factory,
+    FactoryConfig,
+    batch_options_for,
+    build_provider,
+    parse_factory_option,
+)
 from treadle.queue.manager import Manager
 from treadle.queue.protocol import DEFAULT_PORT
 from treadle.queue.task import Result, Task
@@ -49,6 +67,9 @@ class WorkQueueOptions:
     keepalive_timeout: int | None = None
     keepalive_interval: int | None = None
     schedule: str | None = None
+    factory: str | None = None  # KIND:key=value,... (parse_factory_option): workers started from the run
+    batch_dir: str | None = None  # the factory's scripts and logs (default: DAGFILE.batch/factory)
+    batch_options: str | None = None  # -B: submit options of the factory's worker jobs
 
 
 class WorkQueueBackend:
@@ -79,6 +100,9 @@ class WorkQueueBackend:
             keepalive_timeout=o.keepalive_timeout,
             log_path=config.log_path,
             send_environment=config.send_environment,
+            factory=o.factory,
+            factory_dir=o.batch_dir or os.path.join(config.workdir, f"{config.dagfile}.batch", "factory"),
+            factory_options=o.batch_options,
         )
 
     def __init__(
@@ -96,6 +120,9 @@ class WorkQueueBackend:
         keepalive_timeout: int | None = None,
         log_path: str | None = None,
         send_environment: bool = False,
+        factory: str | None = None,
+        factory_dir: str | None = None,
+        factory_options: str | None = None,
     ) -> None:
         self.workdir = os.path.abspath(workdir)
         self.send_environment = send_environment
@@ -116,6 +143,32 @@ class WorkQueueBackend:
             self.manager.fast_abort(fast_abort)
         self.port = self.manager.port
         self._logs: dict[int, str | None] = {}  # task id -> the job's stdout file
+        self.factory: Factory | None = None
+        self._factory_thread: threading.Thread | None = None
+        if factory is not None:
+            try:
+                self._start_factory(factory, host, password_file, factory_dir, factory_options)
+            except BaseException:
+                self.manager.close()
+                raise
+
+    def _start_factory(self, text: str, host: str, password_file: str | None, batch_dir: str | None,
+                       batch_options: str | None) -> None:
+        """Run a worker factory for this manager in a thread (the ``--factory`` option)."""
+        kind, values = parse_factory_option(text)
+        values.setdefault("batch_dir", batch_dir)
+        config = FactoryConfig(host=host or socket.gethostname(), port=self.port, password_file=password_file,
+                               options=batch_options_for(kind, batch_options), **values)
+        self.factory = Factory(config, build_provider(kind, config), status=self._manager_status)
+        self._factory_thread = threading.Thread(target=self.factory.run, name="treadle-factory", daemon=True)
+        self._factory_thread.start()
+
+    def _manager_status(self) -> Mapping[str, Any]:
+        """What the factory would read from ``queue_status``, taken from the manager in this process."""
+        status: dict[str, Any] = dataclasses.asdict(self.manager.stats)
+        if self.manager.workers_wanted is not None:
+            status["workers_wanted"] = self.manager.workers_wanted
+        return status
 
     def greeting(self) -> str | None:
         """Where workers connect (the port matters most with ``-p 0``)."""
@@ -147,6 +200,8 @@ class WorkQueueBackend:
             task.add_output(os.path.join(self.workdir, f.dag_name), f.task_name, cache=True)
         task_id = self.manager.submit(task)
         self._logs[task_id] = job.stdout
+        if self.factory is not None:
+            self.factory.wake()
         return task_id
 
     def wait(self, timeout: float | None) -> JobResult | None:
@@ -185,7 +240,11 @@ class WorkQueueBackend:
         self.manager.cancel(job_id)
 
     def close(self) -> None:
-        """Release the workers and stop listening."""
+        """Cancel the factory's worker jobs (waiting until they are gone), release the workers, stop listening."""
+        if self.factory is not None and self._factory_thread is not None:
+            self.factory.stop()
+            self._factory_thread.join()
+            self.factory = None
         self.manager.close()
 
 

@@ -2,21 +2,23 @@
 
 ::
 
-    factory ──submit(worker_args)──────▶ Provider ──▶ local processes / Slurm / HTCondor
-    factory ◀──status(ids): {id: JobState}──┘
-    factory ──cancel(ids)──────────────▶
+    factory ──submit(spec, count)──▶ Provider ──▶ process groups / a Slurm array / an HTCondor cluster
+    factory ◀──status(ids): {id: JobState}──┘     one query for all ids
+    factory ──cancel(ids)──────────▶              one command; does not wait
 
-``submit`` starts one worker job whose command line is ``treadle worker`` with
-``worker_args`` (the provider decides how the worker gets onto the node: the
-installed command, or the zipapp of ``treadle worker-bundle``) and returns the
-batch system's id for it at once. ``status`` reports ids the provider knows;
-``cancel`` asks the batch system to end jobs and returns without waiting.
+Bulk by design: ``submit`` starts ``count`` identical workers in one batch
+submission and returns their ids at once; ``status`` asks about every job in
+one query, so watching a pool costs the same for 2 workers as for 200. How a
+worker gets onto a node (the installed command, the zipapp carried in the job)
+is the provider's business; what the worker is told is the factory's, in a
+:class:`WorkerSpec` (docs/batch.md).
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 
@@ -25,21 +27,89 @@ class JobState(enum.Enum):
 
     PENDING = "pending"  # queued, not running yet
     RUNNING = "running"
-    DONE = "done"  # finished, failed or cancelled: it holds no resources any more
+    HELD = "held"  # will not start by itself (a user, an administrator or a policy holds it)
+    DONE = "done"  # ended with status 0, was cancelled, or is unknown: it holds nothing any more
+    FAILED = "failed"  # ended with a non-zero status or a signal, or never ran
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSpec:
+    """What every worker of one submission is.
+
+    ``args`` are the worker's options with the manager (``HOST PORT`` or
+    ``-M NAME -C CATALOG``) last; the resources are separate because a provider
+    may have to say them in the batch system's own words (Slurm's
+    ``$SLURM_CPUS_PER_TASK``). ``wall`` is in seconds; the worker is told to
+    leave a minute before it (:data:`WALL_MARGIN`). ``options`` are the user's
+    submit options (``-B``), already split. ``files`` are files the worker
+    reads (the password file), named in ``args`` by their path here; a
+    provider that transfers them to the node rewrites those paths.
+    ``command`` is ``"bundle"`` (treadle's standard-library-only worker
+    zipapp, run by ``python``) or a program such as ``work_queue_worker``.
+    """
+
+    args: tuple[str, ...]
+    cores: int | None = None
+    memory: int | None = None
+    disk: int | None = None
+    gpus: int | None = None
+    wall: int | None = None
+    options: tuple[str, ...] = ()
+    files: tuple[str, ...] = ()
+    command: str = "bundle"
+    python: str = "python3"
+
+
+WALL_MARGIN = 60
+"""Seconds a worker leaves before its job's wall time, so its tasks go back to the manager."""
+
+
+def resource_options(spec: WorkerSpec, cores: str | None = None) -> list[str]:
+    """The worker's resource options for ``spec``: what it offers the manager.
+
+    ``cores`` replaces the number of cores with the batch system's own word for
+    what it granted (a shell expansion such as ``${SLURM_CPUS_PER_TASK:-1}``),
+    which the caller quotes for its script.
+    """
+    out: list[str] = []
+    if cores is not None:
+        out += ["--cores", cores]
+    elif spec.cores is not None:
+        out += ["--cores", str(spec.cores)]
+    for name in ("memory", "disk", "gpus"):
+        value = getattr(spec, name)
+        if value is not None:
+            out += [f"--{name}", str(value)]
+    if spec.wall is not None:
+        out += ["--wall-time", str(max(1, spec.wall - WALL_MARGIN))]
+    return out
 
 
 @runtime_checkable
 class Provider(Protocol):
     """Start, watch and stop worker jobs on one batch system."""
 
-    def submit(self, worker_args: Sequence[str]) -> str:
-        """Start one worker with these arguments; return its job id."""
+    name: str
+
+    def submit(self, spec: WorkerSpec, count: int) -> list[str]:
+        """Start ``count`` workers in ONE batch submission; their job ids, in order.
+
+        Raises :class:`treadle.errors.BatchError` when the batch system refuses.
+        """
         ...
 
     def status(self, ids: Iterable[str]) -> dict[str, JobState]:
-        """The state of each job id (unknown ids are reported DONE)."""
+        """The state of each job id, in one query (ids the batch system no longer knows: DONE)."""
         ...
 
     def cancel(self, ids: Iterable[str]) -> None:
-        """Ask the batch system to end these jobs."""
+        """Ask the batch system to end these jobs, in one command; returns without waiting."""
+        ...
+
+    def close(self) -> None:
+        """Cancel what is left and release the provider's files."""
+        ...
+
+    def log_path(self, id: str) -> str | None:  # noqa: A002 - the contract's name
+        """The file holding the job's stdout and stderr, if the provider keeps one."""
         ...

@@ -1,53 +1,94 @@
-"""Workers as local processes: the factory's provider for ``-T local``."""
+"""Workers as local process groups: the factory's provider for ``-T local``.
+
+Built on :class:`treadle.batch.local.LocalSystem`. Each job runs a small script
+that ``exec``s the worker, so a job's id is the worker's own pid and a
+signal to the job reaches the worker. The "bundle" worker is this
+installation's ``treadle worker``, run by this interpreter: the zipapp exists
+for nodes where treadle is not installed, and here it is.
+"""
 
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
+import shlex
 import sys
-from collections.abc import Iterable, Sequence
+import uuid
+from collections.abc import Iterable
 
-from treadle.queue.providers.base import JobState
+from treadle.batch.base import BatchJob, Observation, State
+from treadle.batch.local import LocalSystem
+from treadle.errors import BatchError
+from treadle.queue.providers.base import JobState, WorkerSpec, resource_options
 
 
 class LocalProvider:
-    """Each job is a ``treadle worker`` child process; its id is the pid."""
+    """Starts workers on this machine; ``batch_dir`` holds their scripts and logs."""
 
-    def __init__(self, python: str | None = None, log_dir: str | None = None) -> None:
-        self._python = python or sys.executable
-        self._log_dir = log_dir
-        self._procs: dict[str, subprocess.Popen] = {}
+    name = "local"
 
-    def submit(self, worker_args: Sequence[str]) -> str:
-        log = None
-        if self._log_dir:
-            log = open(os.path.join(self._log_dir, f"worker-{len(self._procs)}.log"), "ab")
-        try:
-            proc = subprocess.Popen(
-                [self._python, "-m", "treadle", "worker", *worker_args],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL if log is None else log, start_new_session=True)
-        finally:
-            if log is not None:
-                log.close()
-        job = str(proc.pid)
-        self._procs[job] = proc
-        return job
+    def __init__(self, batch_dir: str) -> None:
+        self._dir = os.path.abspath(batch_dir)
+        for sub in ("jobs", "logs"):
+            os.makedirs(os.path.join(self._dir, sub), exist_ok=True)
+        self._tag = f"workers-{uuid.uuid4().hex[:8]}"
+        self._system = LocalSystem()
+        self._scripts: dict[WorkerSpec, str] = {}
+        self._logs: dict[str, str] = {}
+        self._started = 0
+
+    def submit(self, spec: WorkerSpec, count: int) -> list[str]:
+        """Start ``count`` workers now; if one cannot start, the others are cancelled and the error raised."""
+        script = self._script(spec)
+        jobs = []
+        for _ in range(count):
+            self._started += 1
+            log = os.path.join(self._dir, "logs", f"worker-{self._started}.log")
+            jobs.append(BatchJob(tag=self._tag, script=script, workdir=self._dir, log=log))
+        answers = self._system.submit(jobs)
+        ids = [a for a in answers if isinstance(a, str)]
+        for job, answer in zip(jobs, answers, strict=True):
+            if isinstance(answer, str) and job.log is not None:
+                self._logs[answer] = job.log
+        refused = [a for a in answers if isinstance(a, BatchError)]
+        if refused:
+            self._system.cancel(ids)
+            raise refused[0]
+        return ids
+
+    def _script(self, spec: WorkerSpec) -> str:
+        """The job script for ``spec``, written once."""
+        if spec not in self._scripts:
+            if spec.command == "bundle":
+                program = [sys.executable, "-m", "treadle", "worker"]
+            else:
+                program = shlex.split(spec.command)
+            argv = [*program, *resource_options(spec), *spec.args]
+            path = os.path.join(self._dir, "jobs", f"worker-{len(self._scripts) + 1}.sh")
+            with open(path, "w") as f:
+                f.write(f"exec {shlex.join(argv)}\n")
+            self._scripts[spec] = path
+        return self._scripts[spec]
 
     def status(self, ids: Iterable[str]) -> dict[str, JobState]:
-        out = {}
-        for job in ids:
-            proc = self._procs.get(job)
-            if proc is None or proc.poll() is not None:
-                out[job] = JobState.DONE
-                self._procs.pop(job, None)
-            else:
-                out[job] = JobState.RUNNING
-        return out
+        """One look at every worker process (``waitpid``); ids never started here are DONE."""
+        seen = {o.native: o for o in self._system.poll(self._tag)}
+        return {i: _state(seen[i]) if i in seen else JobState.DONE for i in ids}
 
     def cancel(self, ids: Iterable[str]) -> None:
-        for job in ids:
-            proc = self._procs.get(job)
-            if proc is not None and proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)  # the worker vacates and wipes its workspace
+        """TERM to each worker's process group (the worker vacates), KILL a little later."""
+        self._system.cancel(list(ids))
+
+    def close(self) -> None:
+        """Cancel every worker still running; scripts and logs stay for whoever looks."""
+        self._system.cancel_tag(self._tag)
+
+    def log_path(self, id: str) -> str | None:  # noqa: A002 - the contract's name
+        return self._logs.get(id)
+
+
+def _state(o: Observation) -> JobState:
+    if o.state is State.RUNNING:
+        return JobState.RUNNING
+    if o.word == "CANCELLED" or o.exit == 0:
+        return JobState.DONE
+    return JobState.FAILED
