@@ -460,8 +460,10 @@ class BatchShell(abc.ABC):
         if self._cap is not None:
             self._cap += 1
         job = entry.job
-        stdout, stderr = (job.stdout, job.stderr) if job is not None else (None, None)
         exited = outcome.phase is Phase.EXITED
+        stdout, stderr = (job.stdout, job.stderr) if job is not None else (None, None)
+        if not outcome.native:  # never reached the scheduler: no log was ever written
+            stdout = stderr = None
         result = JobResult(
             handle,
             exit_code=outcome.exit if exited and outcome.signal is None else None,
@@ -479,7 +481,7 @@ class BatchShell(abc.ABC):
             retry=outcome.retry,
             usage=dict(outcome.usage),
         )
-        if job is not None:
+        if job is not None and outcome.native:
             trouble = self.keep_job_logs(job, outcome.native)
             if trouble is not None:
                 result = replace(result, error=trouble)
