@@ -9,6 +9,9 @@ in a fresh temporary directory (the cwd of every block of that page):
 - ```` ```text ````: output shown to the reader, not run.
 
 Any other block is an error, so a page cannot hold code that nobody runs.
+A page whose text holds ``<!-- examples need: slurm -->`` runs its blocks
+against the one-node test cluster (the ``slurm_cluster`` fixture), so its
+``treadle run -T slurm`` examples run for real too.
 Each block runs in its own process group, which is killed when the block ends:
 a block that starts a worker must stop it, and nothing leaks into the next block.
 """
@@ -111,7 +114,16 @@ def _run(argv: list[str], cwd: Path, where: str, source: str) -> None:
         pytest.fail(f"{where}: exit status {proc.returncode}\n{source}\n--- output ---\n{output}")
 
 
-@pytest.mark.parametrize("page", pages(), ids=lambda p: str(p.relative_to(DOCS)))
+NEEDS_SLURM = "<!-- examples need: slurm -->"
+
+
+def _page_param(page: Path) -> object:
+    """A page as a test case; one that needs the test cluster carries the `slurm` marker."""
+    needs = NEEDS_SLURM in page.read_text(encoding="utf-8")
+    return pytest.param(page, id=str(page.relative_to(DOCS)), marks=[pytest.mark.slurm] if needs else [])
+
+
+@pytest.mark.parametrize("page", [_page_param(p) for p in pages()])
 def test_page_examples_run(page: Path, tmp_path: Path) -> None:
     name = str(page.relative_to(ROOT))
     try:
