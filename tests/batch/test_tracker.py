@@ -1,6 +1,6 @@
 """BatchTracker: observation sequences in, actions out, with no scheduler and no clock.
 
-Each failure class of docs/batch.md ("Failures") is one named test; a hypothesis
+Each failure class of docs/batch.md ("When things go wrong") is one named test; a hypothesis
 state machine then throws random observations, polls, ticks and cancels at it.
 """
 

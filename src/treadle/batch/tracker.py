@@ -6,7 +6,7 @@ and answers with small actions for its caller to carry out (:class:`Submit`,
 :class:`Cancel`, :class:`AskFinal`, :class:`Report`, :class:`Notify`). It never
 runs a command, opens a file or reads the clock. That is what lets the engine's
 Slurm and HTCondor backends and the worker factory share it, and what lets
-tests drive it with observation sequences (docs/batch.md, "Failures").
+tests drive it with observation sequences (docs/batch.md, "When things go wrong").
 
 A job is in one :class:`Phase` and changes it only through ``_to``, which
 refuses a change the table ``_NEXT`` does not list (:class:`TrackerError`,
@@ -238,7 +238,7 @@ class BatchTracker:
 
     Timers live in one heap and ``tick`` pops only those due; ``poll_done`` scans
     the submitted jobs once per poll. So the cost of watching a run is one pass
-    per poll, whatever the number of jobs (docs/batch.md, "Tracking").
+    per poll, whatever the number of jobs (docs/batch.md).
     """
 
     def __init__(self, *, pending_grace: float = 60.0, hold_timeout: float = 600.0,
@@ -329,7 +329,7 @@ class BatchTracker:
         return [Notify(key, "queued", native)]
 
     def submit_failed(self, key: Hashable, error: BatchError, now: float) -> list[Action]:
-        """Submission was refused: back off and retry, or give up (docs/batch.md, "Errors")."""
+        """Submission was refused: back off and retry, or give up (docs/batch.md, "When things go wrong")."""
         job = self._asked(key, "submit_failed")
         job.asked = False
         reason = _first_line(error.stderr) or _first_line(str(error))
