@@ -1,0 +1,166 @@
+"""``-T slurm`` when the cluster misbehaves: each failure ends in a named outcome, in bounded time.
+
+Failures are caused for real on the test cluster (``scancel``, ``scontrol
+requeue``/``hold``, a partition that does not exist, a request no node can
+meet, a status directory the job cannot write, a wall time that runs out) and
+the run is watched as a user would: its exit status, its lines, its log.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from tests._wait import wait_for
+from tests.backends.test_slurm_run import (
+    FAST,
+    cancel_runs,  # noqa: F401 - the fixture pytestmark names
+    job_records,
+    queue,
+    start,
+    tag_of,
+    treadle,
+)
+
+pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("cancel_runs")]
+
+POLL_MAX = 4.0  # FAST's --poll-max
+
+
+def _running_job(log: Path, state: str = "RUNNING", timeout: float = 60) -> tuple[str, str]:
+    """(tag, native id) of the run's one job once Slurm lists it in ``state``."""
+    tag = wait_for(lambda: tag_of(log), timeout=timeout, what="the run's tag in its log")
+
+    def listed() -> str | None:
+        jobs = queue(tag)
+        return next((native for native, s in jobs.items() if s == state), None)
+
+    return tag, wait_for(listed, timeout=timeout, what=f"a job {state} in squeue")
+
+
+def _stop(proc: subprocess.Popen[str]) -> tuple[str, str]:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    return out, err
+
+
+def _write(tmp_path: Path, command: str, variables: str = "") -> Path:
+    """A one-rule workflow ``wf.mf`` running ``command``; returns the path its log will have."""
+    (tmp_path / "wf.mf").write_text(f"a.txt:\n{variables}\t{command}\n")
+    return tmp_path / "wf.mf.makeflowlog"
+
+
+def test_a_running_job_cancelled_behind_treadle_s_back_is_resubmitted(tmp_path: Path) -> None:
+    workflow = _write(tmp_path, "sleep 6; echo done > a.txt")
+    proc = start("-T", "slurm", *FAST, "wf.mf", cwd=tmp_path)
+    try:
+        _tag, native = _running_job(workflow)
+        cancelled = time.monotonic()
+        subprocess.run(["scancel", native], check=True)
+        wait_for(lambda: len(job_records(workflow)) == 2, timeout=POLL_MAX + 5, what="the job resubmitted")
+        latency = time.monotonic() - cancelled
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        _stop(proc)
+    assert proc.returncode == 0, err
+    assert latency <= POLL_MAX + 5
+    assert "was lost" in err and (tmp_path / "a.txt").read_text() == "done\n"
+    (first, old), (again, new) = job_records(workflow)
+    assert first == again and old != new  # the same handle for the engine, a new job for Slurm
+
+
+def test_a_pending_job_cancelled_behind_treadle_s_back_is_resubmitted(tmp_path: Path) -> None:
+    """The reference waits forever here: a job that never ran writes no heartbeat."""
+    workflow = _write(tmp_path, "echo done > a.txt")
+    proc = start("-T", "slurm", *FAST, "-B", "--begin=now+1hour", "wf.mf", cwd=tmp_path)
+    try:
+        tag, native = _running_job(workflow, state="PENDING")
+        cancelled = time.monotonic()
+        subprocess.run(["scancel", native], check=True)
+        wait_for(lambda: len(job_records(workflow)) == 2, timeout=POLL_MAX + 5, what="the job resubmitted")
+        assert time.monotonic() - cancelled <= POLL_MAX + 5
+        assert set(queue(tag).values()) == {"PENDING"}
+    finally:
+        _out, err = _stop(proc)
+    assert "was lost" in err and "CANCELLED" in err
+    assert queue(tag) == {}
+
+
+def test_a_requeued_job_is_followed_under_its_id_to_the_end(tmp_path: Path) -> None:
+    workflow = _write(tmp_path, "sleep 4; echo done > a.txt")
+    proc = start("-T", "slurm", *FAST, "wf.mf", cwd=tmp_path)
+    try:
+        tag, native = _running_job(workflow)
+        subprocess.run(["scontrol", "requeue", native], check=True)
+        # Slurm holds a requeued job back for two minutes; let it start again at once.
+        wait_for(lambda: queue(tag).get(native) == "PENDING", what="the job requeued")
+        subprocess.run(["scontrol", "update", f"JobId={native}", "StartTime=now"], check=True)
+        _out, err = proc.communicate(timeout=180)
+    finally:
+        _stop(proc)
+    assert proc.returncode == 0, err
+    assert "requeued" in err and (tmp_path / "a.txt").read_text() == "done\n"
+    assert job_records(workflow) == [(job_records(workflow)[0][0], native)]  # no second submission
+
+
+def test_a_job_held_past_the_hold_timeout_is_cancelled_and_resubmitted(tmp_path: Path) -> None:
+    workflow = _write(tmp_path, "echo done > a.txt")
+    proc = start("-T", "slurm", *FAST, "--hold-timeout", "3", "-B", "--begin=now+1hour", "wf.mf", cwd=tmp_path)
+    try:
+        tag, native = _running_job(workflow, state="PENDING")
+        subprocess.run(["scontrol", "hold", native], check=True)
+        held = time.monotonic()
+        wait_for(lambda: len(job_records(workflow)) == 2, timeout=3 + 2 * POLL_MAX + 5,
+                 what="the held job resubmitted")
+        assert time.monotonic() - held >= 3
+        wait_for(lambda: native not in queue(tag), timeout=5, what="the held job cancelled")
+    finally:
+        _out, err = _stop(proc)
+    assert "is held" in err and "was lost" in err
+    assert queue(tag) == {}
+
+
+def test_a_partition_that_does_not_exist_fails_the_rule_at_once(tmp_path: Path) -> None:
+    _write(tmp_path, "echo done > a.txt")
+    began = time.monotonic()
+    done = treadle("-T", "slurm", *FAST, "-r", "2", "-B", "--partition=nope", "wf.mf", cwd=tmp_path)
+    assert done.returncode == 1
+    assert time.monotonic() - began < 20
+    assert "invalid partition" in done.stderr.lower() and "(1 attempt)" in done.stderr, done.stderr
+
+
+def test_a_request_no_node_can_meet_is_unstartable_after_the_grace(tmp_path: Path) -> None:
+    workflow = _write(tmp_path, "echo done > a.txt")
+    began = time.monotonic()
+    done = treadle("-T", "slurm", *FAST, "--pending-grace", "3", "-r", "2", "-B", "--nodes=2", "wf.mf",
+                   cwd=tmp_path)
+    took = time.monotonic() - began
+    assert done.returncode == 1
+    assert "PartitionNodeLimit" in done.stderr and "(1 attempt)" in done.stderr, done.stderr
+    assert 3 <= took <= 3 + 2 * POLL_MAX + 10
+    assert queue(tag_of(workflow) or "") == {}
+
+
+def test_a_status_directory_the_job_cannot_write_is_named(tmp_path: Path, small_disk: Callable[..., Path]) -> None:
+    _write(tmp_path, "echo done > a.txt")
+    status = tmp_path / "wf.mf.batch" / "status"
+    small_disk(status, size="64k")
+    (status / "seen").mkdir()
+    subprocess.run(["mount", "-o", "remount,ro", str(status)], check=True)
+    done = treadle("-T", "slurm", *FAST, "wf.mf", cwd=tmp_path)
+    assert done.returncode == 1
+    assert "ran but wrote no status file" in done.stderr and "filesystem the nodes share" in done.stderr
+
+
+@pytest.mark.slow
+def test_a_job_over_its_wall_time_fails_with_a_hint_and_is_not_retried(tmp_path: Path) -> None:
+    _write(tmp_path, "sleep 150; echo done > a.txt", variables="\t@WALL_TIME=60\n")
+    done = treadle("-T", "slurm", *FAST, "-r", "2", "wf.mf", cwd=tmp_path, timeout=300)
+    assert done.returncode == 1
+    assert "TIMEOUT" in done.stderr and "raise WALL_TIME (was 60 s)" in done.stderr, done.stderr
+    assert "(1 attempt)" in done.stderr
