@@ -468,7 +468,7 @@ class BatchShell(abc.ABC):
             handle,
             exit_code=outcome.exit if exited and outcome.signal is None else None,
             signal=outcome.signal if exited else None,
-            error=None if exited else (outcome.reason or outcome.phase.value),
+            error=None if exited else self._why(outcome),
             started=outcome.start or entry.queued_at,
             finished=outcome.end or time.time(),
             stdout=stdout,
@@ -477,7 +477,7 @@ class BatchShell(abc.ABC):
             host=outcome.host or None,
             log=self.log_of(outcome.native) if outcome.native else None,
             reason=outcome.reason or None,
-            hint=outcome.hint or None,
+            hint=_with_request(outcome.hint, job) or None,
             retry=outcome.retry,
             usage=dict(outcome.usage),
         )
@@ -489,6 +489,16 @@ class BatchShell(abc.ABC):
         if result.succeeded:
             self._count_completion(result)
         self._ready.append(result)
+
+    def _why(self, outcome: Outcome) -> str:
+        """The error of a job that did not exit by itself; the scheduler's reason goes beside it, in ``reason``."""
+        if outcome.phase is Phase.FAILED:
+            return f"stopped by {self.name}"
+        if outcome.phase is Phase.LOST:
+            return f"lost by {self.name}"
+        if outcome.native:
+            return f"{self.name} cannot start it"
+        return outcome.reason or f"{self.name} refused it"  # refused at submission: the message is the news
 
     def _keep_or_drop_log(self, result: JobResult) -> JobResult:
         """``--keep-batch-logs``: failed (default) keeps a failed job's scheduler log, all keeps every one."""
@@ -534,6 +544,18 @@ class BatchShell(abc.ABC):
     def _adopt(self, handle: int, native: str, phase: Phase, now: float) -> None:
         self._entries[handle] = _Entry(None, attempt=1, queued_at=time.time())
         self._run(self.tracker.adopt(handle, native, phase, now))
+
+
+def _with_request(hint: str, job: Job | None) -> str:
+    """A hint that names what the rule asked for: ``raise WALL_TIME (was 60 s)``."""
+    if job is None or "(" in hint:
+        return hint
+    resources = job.resources
+    if hint == "raise WALL_TIME" and resources.wall_time is not None:
+        return f"{hint} (was {resources.wall_time} s)"
+    if hint == "raise MEMORY" and resources.memory is not None:
+        return f"{hint} (was {resources.memory} MB)"
+    return hint
 
 
 def _handle(action: Submit | Report) -> int:
