@@ -284,9 +284,9 @@ class BatchShell(abc.ABC):
             self._adopt(handle, obs.native, phase, now)
             adopted.add(handle)
         for obs in finished:
-            handle = self._claim(obs, previous)
+            handle = self._claim(obs, previous) if obs.state is State.ENDED else None
             if handle is None:
-                continue
+                continue  # earlier news of a job (a replayed log): the scheduler's answer above is newer
             if handle not in adopted:
                 self._adopt(handle, obs.native, Phase.RUNNING, now)
                 adopted.add(handle)
