@@ -154,6 +154,9 @@ class BackendConfig:
     send_environment: bool = False  # remote jobs get the engine's whole environment
     settings: Mapping[str, Any] = field(default_factory=dict)
     dagfile: str = "Makeflow"  # the workflow file, for names derived from it (DAGFILE.batch/)
+    # The run's -B: a batch backend checks it before anything is submitted (a rule's own
+    # BATCH_OPTIONS arrive with its Job).
+    batch_options: str | None = None
     # Names the run for a batch system: 8 hex digits, the same when the run resumes from its log,
     # so every job of the run can be found (and adopted) by one query (docs/batch.md, "Recovery").
     tag: str = ""

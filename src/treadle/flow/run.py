@@ -130,7 +130,8 @@ class _Plan:
         opts = self.opts
         config = BackendConfig(workdir=os.getcwd(), log_path=self.batch_log,
                                send_environment=opts.send_environment, settings=opts.backend_settings,
-                               dagfile=opts.dagfile, tag=tag, first_handle=first_handle, notify=notify)
+                               dagfile=opts.dagfile, batch_options=opts.batch_options, tag=tag,
+                               first_handle=first_handle, notify=notify)
         local = self.local_cls.from_options(config)
         try:
             remote = self.remote_cls.from_options(config) if self.remote_cls is not None else None
