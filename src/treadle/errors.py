@@ -53,7 +53,7 @@ class AllPairsError(TreadleError):
 class BatchError(TreadleError):
     """A batch system command failed (``sbatch``, ``squeue``, ``condor_submit``...).
 
-    ``kind`` is how treadle classifies it (docs/batch.md, "Errors"):
+    ``kind`` is how treadle classifies it (docs/batch.md, "When things go wrong"):
     ``transient`` (retry after a pause: the controller is busy or briefly
     unreachable), ``permanent`` (the same request will always be refused: a bad
     partition, an impossible resource) or ``unknown`` (retried a few times, then

@@ -17,8 +17,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# A section sign, a specs/ path, the word "spec" used as a citation, a numbered gotcha.
-CITATION = re.compile(r"§|\bspecs?/|(?<!\.)\b[Ss]pec(?:'s)?\b(?!\s*[=(\[.:])|\b[Gg]otchas?\s*\d+")
+# A section sign, a specs/ path, the word "spec" used as a citation (not a name in code such
+# as ``spec`` or an option such as --ignore-memory-spec), a numbered gotcha.
+CITATION = re.compile(r"§|\bspecs?/|(?<![.`-])\b[Ss]pec(?:'s)?\b(?![`-])(?!\s*[=(\[.:,)])|\b[Gg]otchas?\s*\d+")
 MARKDOWN_FILE = re.compile(r"(?<![\w./-])(?P<path>[\w./-]+\.md)\b")
 # "docs/makeflow.md, 'Variables'": a page and one of its section headings.
 SECTION = re.compile(r"""(?P<page>docs/[\w./-]+\.md),\s+(?P<q>['"])(?P<title>[^'"]+)(?P=q)""")
@@ -77,6 +78,7 @@ def test_citations_are_found(text: str) -> None:
 
 @pytest.mark.parametrize("text", [
     "see docs/makeflow.md, 'Variables'", "README.md", "spec = item.spec", "spec.kind",
+    "workers of ``spec`` as one cluster", "--ignore-memory-spec", "submit(spec, count)",
     "the specification of the task", "respect the order", "find_spec(name)", "expected SPEC FILE",
 ])
 def test_ordinary_text_passes(text: str) -> None:

@@ -3,7 +3,7 @@
 Pure functions of text, so each is tested on recorded answers without a
 cluster; none raises on text it does not understand (a line it cannot read is
 left out), because a status query must never abort a run (docs/batch.md,
-"Errors" and "Tracking").
+"When things go wrong" and "Tracking").
 """
 
 from __future__ import annotations
