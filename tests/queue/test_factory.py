@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from tests._wait import alive, wait_for
+from tests.queue.conftest import pick_free_port
 
 from treadle.queue.factory import Factory, FactoryConfig, query_status
 from treadle.queue.protocol import ProtocolError
@@ -38,6 +39,20 @@ def started_pids(out: str) -> list[int]:
     """The pids of ``factory: submitted 2 workers as 123,124 (2/2)`` lines."""
     return [int(pid) for line in out.splitlines() if line.startswith("factory: submitted")
             for pid in line.split()[5].split(",")]
+
+
+def workers_using(scratch: Path) -> list[int]:
+    """Worker processes whose command line names ``scratch`` (their ``-s`` directory)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if str(scratch).encode() in argv and b"worker" in argv and alive(int(entry)):
+            found.append(int(entry))
+    return found
 
 
 def test_local_provider_follows_the_interface(tmp_path: Path, free_port: int) -> None:
@@ -136,6 +151,8 @@ def test_factory_workers_leave_when_idle_under_treadle_manager(tmp_path: Path) -
             assert status["tasks_waiting"] == 0
             # the manager stays up; the idle workers leave and are not replaced
             wait_for(lambda: m.stats.workers_connected == 0, 20, "the idle workers to leave")
+            # ...and exit by themselves, before the factory stops (which would cancel them)
+            wait_for(lambda: not workers_using(tmp_path), 20, "the idle workers to exit")
         finally:
             out = stop_factory(factory)
     pids = started_pids(out)
@@ -171,3 +188,62 @@ def test_factory_with_a_tls_manager(tmp_path: Path, tls_server) -> None:
         finally:
             out = stop_factory(factory)
     assert len(started_pids(out)) == 1, out
+
+
+@pytest.mark.reference
+def test_factory_finds_the_manager_through_a_local_catalog(tmp_path: Path, reference_env: dict) -> None:
+    from treadle.queue import Manager, Task
+
+    free_port = _two_free_ports()  # catalog_server listens on the port and on the next one
+
+    catalog = subprocess.Popen(["catalog_server", "-I", "127.0.0.1", "-p", str(free_port),
+                                "-u", f"127.0.0.1:{free_port}"], env=reference_env, cwd=tmp_path,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    where = f"127.0.0.1:{free_port}"
+    try:
+        # the manager announces itself (UDP) at once: the catalog must be listening by then
+        wait_for(lambda: _answers(where), 20, "the catalog server to answer")
+        with Manager(port=0, name=f"treadle-factory-{free_port}", catalog=where) as m:
+            m.submit(Task("echo catalogued", cores=1))
+            factory = subprocess.Popen(
+                [sys.executable, "-m", "treadle", "factory", "-T", "local", "--interval", "0.3",
+                 "-s", str(tmp_path), "--max-workers", "1", "--cores", "1", "-t", "5",
+                 "-M", "treadle-factory-.*", "--catalog", where],
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                env=reference_env)
+            try:
+                done = m.wait(timeout=60)
+                assert done is not None and done.output == b"catalogued\n"
+            finally:
+                out = stop_factory(factory)
+    finally:
+        catalog.kill()
+        catalog.wait()
+    assert len(started_pids(out)) == 1, out
+
+
+def _answers(catalog: str) -> bool:
+    from treadle.errors import TreadleError
+    from treadle.queue.status import query_catalog
+
+    try:
+        query_catalog(catalog, timeout=1)
+    except TreadleError:
+        return False
+    return True
+
+
+def _two_free_ports() -> int:
+    """A port ``p`` such that ``p`` and ``p + 1`` are both free for TCP and UDP now."""
+    import socket
+
+    while True:
+        p = pick_free_port()
+        try:
+            for port in (p, p + 1):
+                for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+                    with socket.socket(socket.AF_INET, kind) as s:
+                        s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return p

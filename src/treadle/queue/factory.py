@@ -217,13 +217,16 @@ class Factory:
 
     # ---------------------------------------------------------------- manager
     def _query(self) -> Mapping[str, Any]:
+        """The manager's ``queue_status``; in catalog mode the catalog only says where it is
+        (its own record there is up to a minute old)."""
         c = self.config
+        host, port = c.host, c.port
         if c.project and c.catalog:
-            for record in query_catalog(c.catalog):
-                if re.fullmatch(c.project, str(record.get("project", ""))):
-                    return record
-            raise OSError(f"the catalog lists no manager named {c.project}")
-        reply = query_status(c.host, c.port, self._password, tls_ca=c.tls_ca)
+            found = [r for r in query_catalog(c.catalog) if re.fullmatch(c.project, str(r.get("project", "")))]
+            if not found:
+                raise OSError(f"the catalog lists no manager named {c.project}")
+            host, port = str(found[0].get("address") or found[0].get("name")), _count(found[0], "port")
+        reply = query_status(host, port, self._password, tls_ca=c.tls_ca)
         return reply[0] if reply and isinstance(reply[0], dict) else {}
 
     def _ask_manager(self, now: float) -> Mapping[str, Any] | None:
@@ -375,8 +378,13 @@ class Factory:
 
     # ---------------------------------------------------------------- the loop
     def wake(self) -> None:
-        """Start a round now (a manager in this process calls it when tasks are submitted)."""
-        self._wake.set()
+        """Start a round now (a manager in this process calls it when tasks are submitted).
+
+        A full pool cannot grow, so then the call does nothing: a run submitting
+        thousands of tasks does not turn into thousands of scheduler queries.
+        """
+        if len(self.jobs) < self.config.max_workers:
+            self._wake.set()
 
     def stop(self) -> None:
         """Make :meth:`run` cancel the pool and return (safe from a signal handler or another thread)."""

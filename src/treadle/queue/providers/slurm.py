@@ -76,6 +76,9 @@ class SlurmProvider:
 
     def status(self, ids: Iterable[str]) -> dict[str, JobState]:
         """One ``squeue`` for every worker of this provider; jobs it no longer lists are DONE."""
+        ids = list(ids)
+        if not ids:
+            return {}  # nothing to ask about: no query
         seen = {o.native: o for o in self._system.poll(self._tag)}
         return {i: _state(seen[i]) if i in seen else JobState.DONE for i in ids}
 
