@@ -35,7 +35,6 @@ import math
 import os
 import re
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -139,20 +138,16 @@ class FactoryConfig:
 
 
 def build_provider(kind: str, config: FactoryConfig) -> Provider:
-    """The provider for ``-T kind`` with its batch directory (made when not given).
+    """The provider for ``-T kind`` with its batch directory.
 
-    Local workers keep their scripts and logs in a fresh temporary directory;
-    the others default to ``treadle-factory.<id>`` in the current directory,
-    which on a cluster is usually on the filesystem the nodes share.
+    Local workers keep their scripts and logs in a fresh temporary directory
+    unless told otherwise; the others default to ``treadle-factory.<id>`` in the
+    current directory, which on a cluster is usually on the filesystem the
+    nodes share.
     """
-    batch_dir = config.batch_dir
-    if batch_dir is None:
-        if kind == "local":
-            batch_dir = tempfile.mkdtemp(prefix="treadle-factory.")
-        else:
-            batch_dir = os.path.abspath(f"treadle-factory.{uuid.uuid4().hex[:8]}")
     if kind == "local":
-        return get_provider(kind, batch_dir=batch_dir)
+        return get_provider(kind, batch_dir=config.batch_dir)
+    batch_dir = config.batch_dir or os.path.abspath(f"treadle-factory.{uuid.uuid4().hex[:8]}")
     return get_provider(kind, batch_dir=batch_dir, manager_host=config.manager_host or config.host or None,
                         allow_loopback=config.allow_loopback)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shlex
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterable
 
@@ -22,12 +23,13 @@ from treadle.queue.providers.base import JobState, WorkerSpec, resource_options
 
 
 class LocalProvider:
-    """Starts workers on this machine; ``batch_dir`` holds their scripts and logs."""
+    """Starts workers on this machine; ``batch_dir`` (default: a fresh temporary directory) holds
+    their scripts and logs."""
 
     name = "local"
 
-    def __init__(self, batch_dir: str) -> None:
-        self._dir = os.path.abspath(batch_dir)
+    def __init__(self, batch_dir: str | None = None) -> None:
+        self._dir = os.path.abspath(batch_dir or tempfile.mkdtemp(prefix="treadle-factory."))
         for sub in ("jobs", "logs"):
             os.makedirs(os.path.join(self._dir, sub), exist_ok=True)
         self._tag = f"workers-{uuid.uuid4().hex[:8]}"
