@@ -78,8 +78,7 @@ def test_unknown_option_and_batch_type_are_refused():
         parse_args(["-Y"], {})
     with pytest.raises(UsageError, match="unknown batch queue type"):
         parse_args(["-T", "sge"], {})
-    with pytest.raises(UsageError, match="not available yet"):
-        parse_args(["-T", "slurm"], {})
+    assert parse_args(["-T", "slurm"], {}).batch_type == "slurm"
 
 
 def test_environment_variables():
