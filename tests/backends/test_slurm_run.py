@@ -9,7 +9,6 @@ touch other people's jobs. The helpers at the top are shared by the other
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 import stat
@@ -19,8 +18,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from treadle.backends.base import BackendConfig
 
 pytestmark = pytest.mark.slurm
 
@@ -174,13 +171,6 @@ def test_twenty_rules_end_as_they_do_locally(tmp_path: Path, cancel_runs: None) 
 # --- -B and BATCH_OPTIONS ---------------------------------------------------------------------------
 
 
-# The run's -B reaches a backend as BackendConfig.batch_options; until the engine passes it, a refused
-# -B fails the first rule instead (with the same message) rather than the whole run before it starts.
-NEEDS_GLOBAL_OPTIONS = pytest.mark.xfail("batch_options" not in {f.name for f in dataclasses.fields(BackendConfig)},
-                                         reason="BackendConfig does not carry the run's -B yet", strict=True)
-
-
-@NEEDS_GLOBAL_OPTIONS
 @pytest.mark.parametrize(("options", "words"), [
     ("--output=mine.log", "--output"),
     ("-J name", "-J"),
@@ -199,7 +189,6 @@ def test_a_refused_global_option_is_one_line_before_anything_is_submitted(tmp_pa
     assert not list(tmp_path.glob("wf.mf.batch/jobs/*.sh"))
 
 
-@NEEDS_GLOBAL_OPTIONS
 def test_the_environment_s_batch_options_are_checked_too(tmp_path: Path) -> None:
     (tmp_path / "wf.mf").write_text("a.txt:\n\techo a > a.txt\n")
     done = treadle("-T", "slurm", "wf.mf", cwd=tmp_path, env=dict(os.environ, BATCH_OPTIONS="--wrap=x"))

@@ -41,7 +41,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
-from treadle.backends.base import BackendConfig, Job, JobResult
+from treadle.backends.base import Job, JobResult
 from treadle.backends.logs import cap_file
 from treadle.batch.base import BatchJob, BatchSystem, Observation, Request, State
 from treadle.batch.tracker import (
@@ -97,16 +97,6 @@ def request_of(job: Job) -> Request:
     r = job.resources
     return Request(cores=r.cores, memory=r.memory, disk=r.disk, gpus=r.gpus, wall=r.wall_time,
                    procs=r.mpi_processes)
-
-
-def global_batch_options(config: BackendConfig) -> str | None:
-    """The run's ``-B`` (or environment ``BATCH_OPTIONS``) text, which a backend checks before the run.
-
-    ``BackendConfig.batch_options`` carries it; read with a default so the
-    backend builds with a configuration that does not (yet) name it.
-    """
-    text: str | None = getattr(config, "batch_options", None)
-    return text
 
 
 def refused(message: str) -> BatchError:

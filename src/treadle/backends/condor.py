@@ -23,7 +23,6 @@ from treadle.backends.base import BackendConfig, Job, own_options
 from treadle.backends.batch_shell import (
     BatchOptions,
     BatchShell,
-    global_batch_options,
     refused,
     request_of,
     tracker_for,
@@ -71,7 +70,7 @@ class CondorBackend(BatchShell):
         system = CondorSystem(batch_dir, os.path.join(config.workdir, config.log_path),
                               requirements=options.condor_requirements, autosize=options.condor_autosize,
                               getenv=options.condor_getenv)
-        global_text = global_batch_options(config)
+        global_text = config.batch_options
         checked = description_lines(global_text)
         system.check(checked)
         return cls(system, tracker_for(options), config=config, options=options, batch_dir=batch_dir,

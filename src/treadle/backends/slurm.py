@@ -22,7 +22,6 @@ from treadle.backends.base import BackendConfig, Job, own_options
 from treadle.backends.batch_shell import (
     BatchOptions,
     BatchShell,
-    global_batch_options,
     refused,
     request_of,
     tracker_for,
@@ -79,7 +78,7 @@ class SlurmBackend(BatchShell):
         options = own_options(SlurmOptions, config.settings)
         options.check()
         settings = options.settings()
-        global_text = global_batch_options(config)
+        global_text = config.batch_options
         global_options = split_options(global_text)
         check_options(global_options)
         batch_dir = os.path.join(config.workdir, options.batch_dir or f"{config.dagfile}.batch")
