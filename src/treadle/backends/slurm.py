@@ -16,6 +16,7 @@ a rule becomes an ``sbatch`` job (docs/batch.md, "Slurm").
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from treadle.backends.base import BackendConfig, Job, own_options
@@ -149,6 +150,24 @@ class SlurmBackend(BatchShell):
 
     def hint_line(self) -> str | None:
         return HINT
+
+    def recover(self, previous: Mapping[int, str]) -> set[int]:
+        """Adopt the previous engine's jobs, status files it had read but not yet journalled included.
+
+        An engine killed with endings harvested but not yet handed over left
+        their status files in ``status/seen/``; they go back to ``status/`` to
+        be read again (a file of an older attempt names another job id and is
+        ignored).
+        """
+        status = os.path.join(self.batch_dir, "status")
+        for handle in previous:
+            name = f"{handle}.json"
+            if not os.path.exists(os.path.join(status, name)):
+                try:
+                    os.replace(os.path.join(status, "seen", name), os.path.join(status, name))
+                except FileNotFoundError:
+                    pass
+        return super().recover(previous)
 
     # --- internals -----------------------------------------------------------------------
 
