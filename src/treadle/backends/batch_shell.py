@@ -60,6 +60,7 @@ from treadle.errors import BatchError, UsageError
 TICK = 0.25  # seconds between two harvests while wait() blocks: a finished job is seen within this
 CANCEL_GATHER = 0.2  # seconds cancels wait for company, so an abort of many jobs is one command
 FAILED_POLL_MAX = 300.0  # a scheduler that keeps failing is asked every five minutes at most
+PENDING_WARNING_EVERY = 600.0  # seconds between two "N jobs pending for ..." lines
 HINT_AFTER = 100  # completions after which the short-rules hint is considered
 SHORT_RULE = 60.0  # seconds: a median rule shorter than this pays mostly the scheduler's cadence
 KILL_SIGNALS = (signal.SIGTERM, signal.SIGKILL)  # how a scheduler ends jobs it times out, preempts or cancels
@@ -164,6 +165,7 @@ class BatchShell(abc.ABC):
         self._interval = options.poll_min
         self._next_poll = now + options.poll_min
         self._poll_failures = 0
+        self._next_pending_warning = now + PENDING_WARNING_EVERY
         self._durations: list[float] = []
         self._hinted = False
         self._closed = False
@@ -388,11 +390,24 @@ class BatchShell(abc.ABC):
                 self._warn(f"batch error: {e}; asking again in {self._interval:g} s")
             return
         self._poll_failures = 0
+        if now >= self._next_pending_warning:
+            self._warn_pending(listed, now)
         if any(_unexpected(a) for a in actions):
             self._interval = self.options.poll_min
         else:
             self._interval = min(self._interval * 2, self.poll_max)
         self._next_poll = now + self._interval
+
+    def _warn_pending(self, listed: Sequence[Observation], now: float) -> None:
+        """Every ten minutes, one line on the jobs still waiting in the queue, by the scheduler's reason."""
+        reasons = collections.Counter(o.reason or o.word or "no reason given" for o in listed
+                                      if o.state is State.PENDING and self.tracker.key_of(o.native) is not None)
+        if not reasons:
+            return
+        self._next_pending_warning = now + PENDING_WARNING_EVERY
+        waiting = sum(reasons.values())
+        why = ", ".join(f"{reason}: {n}" for reason, n in reasons.most_common())
+        self._warn(f"{waiting} {'job is' if waiting == 1 else 'jobs are'} still pending in {self.name} ({why})")
 
     def _feed(self, observations: Sequence[Observation], now: float) -> list[Action]:
         actions: list[Action] = []
