@@ -211,3 +211,16 @@ def test_a_rule_s_options_replace_the_global_ones(tmp_path: Path, cancel_runs: N
     done = treadle("-T", "slurm", "-B", "--partition=nope", *FAST, "wf.mf", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "a.txt").read_text() == "a\n"
+
+
+@pytest.mark.parametrize(("keep", "kept"), [("all", 2), ("none", 0)])
+def test_keep_batch_logs_says_which_of_slurm_s_logs_stay(tmp_path: Path, cancel_runs: None, keep: str,
+                                                        kept: int) -> None:
+    (tmp_path / "wf.mf").write_text("good.txt:\n\techo ok > good.txt\n\nbad.txt:\n\texit 1\n")
+    env, calls = counting_path(tmp_path)
+    done = treadle("-T", "slurm", "--keep-batch-logs", keep, "--slurm-array", "off", *FAST, "wf.mf", cwd=tmp_path,
+                   env=env)
+    assert done.returncode == 1
+    assert len(list((tmp_path / "wf.mf.batch" / "logs").iterdir())) == kept
+    assert calls_of(calls, "sbatch") == 2  # no arrays: one job per rule
+    assert ("batch log" in done.stderr) == (keep == "all")
