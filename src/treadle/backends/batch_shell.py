@@ -34,6 +34,7 @@ from __future__ import annotations
 import abc
 import collections
 import os
+import random
 import signal
 import statistics
 import time
@@ -111,8 +112,6 @@ def refused(message: str) -> BatchError:
 
 def tracker_for(options: BatchOptions) -> BatchTracker:
     """The tracker a run's options ask for; resubmission backoffs get ±20 % jitter, so retries spread."""
-    import random
-
     return BatchTracker(pending_grace=options.pending_grace, hold_timeout=options.hold_timeout,
                         lost_retries=options.lost_retries, submission_timeout=options.submission_timeout,
                         jitter=lambda: random.uniform(0.8, 1.2))
