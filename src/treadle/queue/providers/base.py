@@ -17,9 +17,14 @@ is the provider's business; what the worker is told is the factory's, in a
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
+import ipaddress
+import socket
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
+
+from treadle.batch.base import BatchSystem, Observation, Submitted
+from treadle.errors import BatchError
 
 
 class JobState(enum.Enum):
@@ -62,6 +67,40 @@ class WorkerSpec:
 
 WALL_MARGIN = 60
 """Seconds a worker leaves before its job's wall time, so its tasks go back to the manager."""
+
+
+def accepted(system: BatchSystem, answers: Sequence[Submitted]) -> list[str]:
+    """The ids of one submission, all or nothing: if the system refused any job, the others are
+    cancelled and the refusal raised, so the factory never counts half a submission."""
+    ids = [a for a in answers if isinstance(a, str)]
+    refused = next((a for a in answers if isinstance(a, BatchError)), None)
+    if refused is not None:
+        system.cancel(ids)
+        raise refused
+    return ids
+
+
+def states_of(ids: Iterable[str], seen: Iterable[Observation],
+              state: Callable[[Observation], JobState]) -> dict[str, JobState]:
+    """Each id's state from one query's observations; an id the system no longer lists is DONE."""
+    by_native = {o.native: o for o in seen}
+    return {i: state(by_native[i]) if i in by_native else JobState.DONE for i in ids}
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine only (127.0.0.1, ::1, or a name resolving only to those).
+
+    A name this machine cannot resolve is not loopback: the nodes may know it.
+    """
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except OSError:
+        return False
+    return bool(infos) and all(ipaddress.ip_address(i[4][0]).is_loopback for i in infos)
 
 
 def resource_options(spec: WorkerSpec, cores: str | None = None) -> list[str]:

@@ -17,11 +17,9 @@ says otherwise (``allow_loopback``).
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import shlex
 import shutil
-import socket
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -37,7 +35,7 @@ from treadle.batch.condor import (
 )
 from treadle.errors import UsageError
 from treadle.queue.bundle import write_bundle
-from treadle.queue.providers.base import WALL_MARGIN, JobState, WorkerSpec
+from treadle.queue.providers.base import WALL_MARGIN, JobState, WorkerSpec, is_loopback
 
 DEFAULT_CORES = 1
 DEFAULT_MEMORY = 512  # MB, as the reference's condor workers
@@ -114,19 +112,6 @@ def render_worker_description(spec: WorkerSpec, *, executable: str, transfer_exe
     lines += [line.strip() for line in spec.options if line.strip()]
     lines.append(f"queue {count}")
     return "\n".join(lines) + "\n"
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` names this machine only (127.0.0.1, ::1, or a name resolving only to those)."""
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        pass
-    try:
-        infos = socket.getaddrinfo(host, None)
-    except OSError:
-        return False  # not resolvable here: the pool's nodes may know it
-    return bool(infos) and all(ipaddress.ip_address(i[4][0]).is_loopback for i in infos)
 
 
 def _job_state(seen: Observation, cancelled: bool) -> JobState:

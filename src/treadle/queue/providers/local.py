@@ -18,8 +18,7 @@ from collections.abc import Iterable
 
 from treadle.batch.base import BatchJob, Observation, State
 from treadle.batch.local import LocalSystem
-from treadle.errors import BatchError
-from treadle.queue.providers.base import JobState, WorkerSpec, resource_options
+from treadle.queue.providers.base import JobState, WorkerSpec, accepted, resource_options, states_of
 
 
 class LocalProvider:
@@ -47,14 +46,10 @@ class LocalProvider:
             log = os.path.join(self._dir, "logs", f"worker-{self._started}.log")
             jobs.append(BatchJob(tag=self._tag, script=script, workdir=self._dir, log=log))
         answers = self._system.submit(jobs)
-        ids = [a for a in answers if isinstance(a, str)]
+        ids = accepted(self._system, answers)
         for job, answer in zip(jobs, answers, strict=True):
             if isinstance(answer, str) and job.log is not None:
                 self._logs[answer] = job.log
-        refused = [a for a in answers if isinstance(a, BatchError)]
-        if refused:
-            self._system.cancel(ids)
-            raise refused[0]
         return ids
 
     def _script(self, spec: WorkerSpec) -> str:
@@ -73,8 +68,7 @@ class LocalProvider:
 
     def status(self, ids: Iterable[str]) -> dict[str, JobState]:
         """One look at every worker process (``waitpid``); ids never started here are DONE."""
-        seen = {o.native: o for o in self._system.poll(self._tag)}
-        return {i: _state(seen[i]) if i in seen else JobState.DONE for i in ids}
+        return states_of(ids, self._system.poll(self._tag), _state)
 
     def cancel(self, ids: Iterable[str]) -> None:
         """TERM to each worker's process group (the worker vacates), KILL a little later."""

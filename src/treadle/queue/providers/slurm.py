@@ -17,7 +17,6 @@ or ``allow_loopback`` says the user knows better.
 from __future__ import annotations
 
 import base64
-import ipaddress
 import os
 import shlex
 import shutil
@@ -27,9 +26,16 @@ from collections.abc import Iterable
 
 from treadle.batch.base import BatchJob, Observation, Request, State
 from treadle.batch.slurm import Runner, SlurmSettings, SlurmSystem, node_names, run_command
-from treadle.errors import BatchError, UsageError
+from treadle.errors import UsageError
 from treadle.queue.bundle import write_bundle
-from treadle.queue.providers.base import JobState, WorkerSpec, resource_options
+from treadle.queue.providers.base import (
+    JobState,
+    WorkerSpec,
+    accepted,
+    is_loopback,
+    resource_options,
+    states_of,
+)
 
 CORES = "${SLURM_CPUS_PER_TASK:-1}"  # what Slurm granted; without --cpus-per-task a job gets one CPU
 BUNDLE_END = "TREADLE_WORKER_BUNDLE"  # ends the here-document that holds the zipapp
@@ -66,21 +72,14 @@ class SlurmProvider:
                        request=Request(cores=spec.cores, memory=spec.memory, disk=spec.disk,
                                        gpus=spec.gpus, wall=spec.wall),
                        options=spec.options, comment="worker")
-        answers = self._system.submit([job] * count)
-        refused = next((a for a in answers if isinstance(a, BatchError)), None)
-        ids = [a for a in answers if isinstance(a, str)]
-        if refused is not None:
-            self._system.cancel(ids)
-            raise refused
-        return ids
+        return accepted(self._system, self._system.submit([job] * count))
 
     def status(self, ids: Iterable[str]) -> dict[str, JobState]:
         """One ``squeue`` for every worker of this provider; jobs it no longer lists are DONE."""
         ids = list(ids)
         if not ids:
             return {}  # nothing to ask about: no query
-        seen = {o.native: o for o in self._system.poll(self._tag)}
-        return {i: _state(seen[i]) if i in seen else JobState.DONE for i in ids}
+        return states_of(ids, self._system.poll(self._tag), _state)
 
     def cancel(self, ids: Iterable[str]) -> None:
         """One ``scancel`` (array elements as ``1234_7``)."""
@@ -164,7 +163,7 @@ def render_worker_script(spec: WorkerSpec, args: Iterable[str], bundle: str | No
 
 def check_reachable(host: str, nodes: list[str]) -> None:
     """Refuse a loopback ``host`` unless the cluster's only node is this machine."""
-    if not _loopback(host):
+    if not is_loopback(host):
         return
     here = socket.gethostname().split(".")[0]
     others = sorted({n for n in nodes if n.split(".")[0] != here})
@@ -172,18 +171,6 @@ def check_reachable(host: str, nodes: list[str]) -> None:
         raise UsageError(
             f"workers on node {others[0]} cannot reach a manager at {host} (a loopback address): give "
             "--manager-host with an address the nodes reach, or --allow-loopback")
-
-
-def _loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        pass
-    try:
-        infos = socket.getaddrinfo(host, None)
-    except OSError:
-        return False  # unresolvable here: the nodes may know it
-    return bool(infos) and all(ipaddress.ip_address(i[4][0]).is_loopback for i in infos)
 
 
 def _state(o: Observation) -> JobState:
