@@ -73,3 +73,12 @@ def test_check_workflow_runs_both():
     with pytest.raises(ParseError, match="Remote renaming"):
         check_workflow(wf("x->y:\n\tx\n"), sandboxed=False)
     check_workflow(wf("x: y\n\tx\n"), sandboxed=False)
+
+
+def test_cores_that_do_not_split_over_mpi_processes_stop_a_batch_run_at_the_rule():
+    text = "CORES=5\nMPI_PROCESSES=2\n\na.txt:\n\ttouch a.txt\n\nb.txt:\n\tLOCAL touch b.txt\n"
+    with pytest.raises(ParseError) as e:
+        check_workflow(wf(text), sandboxed=False, remote=True)
+    assert str(e.value) == "c.mf:4:1: error: CORES=5 cannot be split evenly over MPI_PROCESSES=2 (rule 0)"
+    check_workflow(wf(text), sandboxed=False)  # a local run asks no scheduler for processes
+    check_workflow(wf(text.replace("CORES=5", "CORES=4")), sandboxed=False, remote=True)

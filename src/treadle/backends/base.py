@@ -161,6 +161,7 @@ class BackendConfig:
     # so every job of the run can be found (and adopted) by one query (docs/batch.md, "Recovery").
     tag: str = ""
     first_handle: int = 1  # handles a backend invents start here: above every job id in the log
+    rule_count: int = 0  # rules in the workflow (a batch backend's advice depends on the run's size)
     # notify(handle, event, **fields): what a backend tells the engine about a job on the way:
     # "queued" (native=...: journalled), "running" (host=...), "requeued", "lost" (reason=...),
     # "held" (reason=...), "warning" (message=...: shown to the user).

@@ -63,6 +63,7 @@ CANCEL_GATHER = 0.2  # seconds cancels wait for company, so an abort of many job
 FAILED_POLL_MAX = 300.0  # a scheduler that keeps failing is asked every five minutes at most
 PENDING_WARNING_EVERY = 600.0  # seconds between two "N jobs pending for ..." lines
 HINT_AFTER = 100  # completions after which the short-rules hint is considered
+HINT_MIN_RULES = 500  # ... in runs of more rules than this (a small run is over before it matters)
 SHORT_RULE = 60.0  # seconds: a median rule shorter than this pays mostly the scheduler's cadence
 KILL_SIGNALS = (signal.SIGTERM, signal.SIGKILL)  # how a scheduler ends jobs it times out, preempts or cancels
 ALIVE = {State.PENDING: Phase.QUEUED, State.RUNNING: Phase.RUNNING, State.HELD: Phase.HELD}
@@ -141,7 +142,7 @@ class BatchShell(abc.ABC):
     submit_command: ClassVar[str]  # the program one submission round runs (counted for --submit-rate)
 
     def __init__(self, system: BatchSystem, tracker: BatchTracker, *, tag: str, first_handle: int,
-                 notify: Callable[..., None] | None, options: BatchOptions,
+                 notify: Callable[..., None] | None, options: BatchOptions, rule_count: int = 0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.system = system
         self.tracker = tracker
@@ -166,7 +167,7 @@ class BatchShell(abc.ABC):
         self._poll_failures = 0
         self._next_pending_warning = now + PENDING_WARNING_EVERY
         self._durations: list[float] = []
-        self._hinted = False
+        self._hinted = rule_count <= HINT_MIN_RULES  # nothing to advise a small run
         self._closed = False
 
     # --- what a subclass provides -------------------------------------------------------

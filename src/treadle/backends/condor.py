@@ -80,6 +80,7 @@ class CondorBackend(BatchShell):
                  options: CondorOptions, batch_dir: str,
                  checked: tuple[str | None, tuple[str, ...]] = (None, ())) -> None:
         super().__init__(system, tracker, tag=config.tag, first_handle=config.first_handle, notify=config.notify,
+                         rule_count=config.rule_count,
                          options=options)
         self.condor = system
         self.workdir = os.path.abspath(config.workdir)

@@ -97,6 +97,7 @@ class SlurmBackend(BatchShell):
                  options: SlurmOptions, settings: SlurmSettings, slurm: SlurmConfig, batch_dir: str,
                  checked: tuple[str | None, tuple[str, ...]] = (None, ())) -> None:
         super().__init__(system, tracker, tag=config.tag, first_handle=config.first_handle, notify=config.notify,
+                         rule_count=config.rule_count,
                          options=options)
         # A job that ends is visible to squeue for MinJobAge seconds: poll often enough never to miss one.
         self.poll_max = min(options.poll_max, max(options.poll_min, slurm.min_job_age / 3))

@@ -111,9 +111,26 @@ def check_renaming(wf: Workflow, *, sandboxed: bool) -> None:
             )
 
 
-def check_workflow(wf: Workflow, *, sandboxed: bool) -> None:
-    """All checks that must pass before a run: no cycle, renaming only where supported."""
+def check_workflow(wf: Workflow, *, sandboxed: bool, remote: bool = False) -> None:
+    """All checks that must pass before a run: no cycle, renaming only where supported, and,
+    for rules sent to a batch system, cores that split evenly over MPI processes."""
     err = find_cycle(wf)
     if err is not None:
         raise err
     check_renaming(wf, sandboxed=sandboxed)
+    if remote:
+        check_mpi_split(wf)
+
+
+def check_mpi_split(wf: Workflow) -> None:
+    """``CORES`` must be a multiple of ``MPI_PROCESSES``: a batch job asks for that many processes of
+    ``CORES / MPI_PROCESSES`` cores each (docs/batch.md, 'Resources')."""
+    for r in wf.rules:
+        if r.local:
+            continue
+        res = wf.resources_of(r)
+        procs = res.mpi_processes
+        if res.cores and procs and res.cores % procs:
+            raise ParseError(
+                f"CORES={res.cores} cannot be split evenly over MPI_PROCESSES={procs} (rule {r.id})",
+                r.file or wf.path, r.line, r.column)

@@ -120,7 +120,7 @@ class _Plan:
         self.log_path = opts.resolved_log_path()
         self.batch_log = opts.resolved_batch_log(backend_class(opts.batch_type).log_suffix)
 
-    def backends(self, tag: str, first_handle: int,
+    def backends(self, tag: str, first_handle: int, rule_count: int,
                  notify: Callable[..., None]) -> tuple[Backend, Backend | None]:
         """(local, remote) built from the options; the remote one is ``None`` unless ``-T`` names one.
 
@@ -131,7 +131,7 @@ class _Plan:
         config = BackendConfig(workdir=os.getcwd(), log_path=self.batch_log,
                                send_environment=opts.send_environment, settings=opts.backend_settings,
                                dagfile=opts.dagfile, batch_options=opts.batch_options, tag=tag,
-                               first_handle=first_handle, notify=notify)
+                               first_handle=first_handle, rule_count=rule_count, notify=notify)
         local = self.local_cls.from_options(config)
         try:
             remote = self.remote_cls.from_options(config) if self.remote_cls is not None else None
@@ -164,7 +164,8 @@ def _execute(opts: RunOptions, out: Out, started: float) -> int:
         out.say(f"max running remote jobs: {plan.max_remote}")
     out.say(f"max running local jobs: {plan.max_local}")
     out.say(f"checking {dagfile} for consistency...")
-    check_workflow(wf, sandboxed=bool(opts.clean) or bool(plan.remote_cls is not None and plan.remote_cls.sandboxed))
+    check_workflow(wf, sandboxed=bool(opts.clean) or bool(plan.remote_cls is not None and plan.remote_cls.sandboxed),
+                   remote=plan.remote_cls is not None)
     out.say(f"{dagfile} has {len(wf.rules)} rules.")
     journal = jr.NullJournal() if opts.dry_run else jr.Journal(plan.log_path)
     journal.open()
@@ -208,7 +209,7 @@ def _execute_locked(plan: _Plan, wf: Workflow, journal: jr.Journal, out: Out) ->
         if opts.gc != "none":
             gc = GarbageCollector(wf, graph.producer, opts.gc, opts.gc_count, opts.gc_size)
             hooks.update(on_file_complete=gc.file_complete, gc_tick=gc.tick)
-        local, remote = plan.backends(tag, history.max_job_id + 1, notify)
+        local, remote = plan.backends(tag, history.max_job_id + 1, len(wf.rules), notify)
         if opts.progress and not os.environ.get("TREADLE_NESTED"):
             from treadle.flow.progress import Progress  # rich, only when a run shows progress
 
