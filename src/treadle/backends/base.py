@@ -23,7 +23,7 @@ file is discarded), and ``JobResult`` names the files it wrote.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
@@ -222,6 +222,21 @@ class Backend(Protocol):
 
     def close(self) -> None:
         """Release resources; cancels jobs still running."""
+        ...
+
+
+@runtime_checkable
+class ChecksFiles(Protocol):
+    """A backend class that cannot move some files a rule names, and says so before the run.
+
+    The engine calls :meth:`check_files` for every rule the backend would run,
+    before anything starts, so a name it cannot carry is one error naming the
+    rule, not a failure halfway through the run.
+    """
+
+    @classmethod
+    def check_files(cls, rule: str, inputs: Sequence[FileSpec], outputs: Sequence[FileSpec]) -> None:
+        """Raise :class:`~treadle.errors.WorkflowError` naming ``rule`` (its ``FILE:LINE``) for a file it cannot move."""
         ...
 
 

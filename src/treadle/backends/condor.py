@@ -16,10 +16,11 @@ The rest (rounds, polling, held jobs, cancels) is the shared
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import shutil
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from treadle.backends.base import BackendConfig, Job, own_options
+from treadle.backends.base import BackendConfig, FileSpec, Job, own_options
 from treadle.backends.batch_shell import (
     BatchOptions,
     BatchShell,
@@ -62,8 +63,15 @@ class CondorBackend(BatchShell):
     submit_command = "condor_submit"
 
     @classmethod
+    def check_files(cls, rule: str, inputs: Sequence[FileSpec], outputs: Sequence[FileSpec]) -> None:
+        """Before the run: names HTCondor's file transfer cannot carry (docs/batch.md, 'HTCondor')."""
+        check_files(rule, [_spelled(f.dag_name, f.task_name) for f in inputs],
+                    [_spelled(f.dag_name, f.task_name) for f in outputs])
+
+    @classmethod
     def from_options(cls, config: BackendConfig) -> CondorBackend:
-        """The backend for one run; ``-B`` lines and the description are checked before any job."""
+        """The backend for one run; ``-B`` lines and the description are checked before any job,
+        and a machine without ``condor_submit`` is one line, not a failed rule per job."""
         options = own_options(CondorOptions, config.settings)
         options.check()
         batch_dir = os.path.join(config.workdir, options.batch_dir or f"{config.dagfile}.batch")
@@ -73,6 +81,9 @@ class CondorBackend(BatchShell):
         global_text = config.batch_options
         checked = description_lines(global_text)
         system.check(checked)
+        if shutil.which(cls.submit_command) is None:
+            raise UsageError(f"{cls.submit_command} not found: -T condor needs HTCondor's tools on PATH "
+                             "on this machine (a submit node of the pool)")
         return cls(system, tracker_for(options), config=config, options=options, batch_dir=batch_dir,
                    checked=(global_text, checked))
 
@@ -97,8 +108,7 @@ class CondorBackend(BatchShell):
         options = self._options_of(job.batch_options)
         inputs = tuple(f.dag_name for f in job.inputs)
         try:
-            check_files(f"rule {job.rule_id}", [_spelled(f.dag_name, f.task_name) for f in job.inputs],
-                        [_spelled(f.dag_name, f.task_name) for f in job.outputs])
+            self.check_files(f"rule {job.rule_id}", job.inputs, job.outputs)
             text = job_script(job.command, job.environment)
         except (WorkflowError, ValueError) as e:
             raise refused(str(e)) from None

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from treadle import __version__
-from treadle.backends.base import Backend, BackendConfig, Recovering
+from treadle.backends.base import Backend, BackendConfig, ChecksFiles, FileSpec, Recovering
 from treadle.backends.registry import backend_class
 from treadle.errors import UsageError
 from treadle.flow import journal as jr
@@ -166,6 +166,11 @@ def _execute(opts: RunOptions, out: Out, started: float) -> int:
     out.say(f"checking {dagfile} for consistency...")
     check_workflow(wf, sandboxed=bool(opts.clean) or bool(plan.remote_cls is not None and plan.remote_cls.sandboxed),
                    remote=plan.remote_cls is not None)
+    if isinstance(plan.remote_cls, ChecksFiles):
+        for rule in wf.rules:
+            if not rule.local:
+                plan.remote_cls.check_files(rule.where, [FileSpec(s, rule.remote_name(s)) for s in rule.sources],
+                                            [FileSpec(t, rule.remote_name(t)) for t in rule.targets])
     out.say(f"{dagfile} has {len(wf.rules)} rules.")
     journal = jr.NullJournal() if opts.dry_run else jr.Journal(plan.log_path)
     journal.open()
