@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""HTCondor costs treadle pays itself (spec batch.md §7, P7), measured against HTCondor's own bindings:
+"""HTCondor costs treadle pays itself (target P7, bench/RESULTS.md), measured against HTCondor's own bindings:
 
 * rendering a 10,000-rule dispatch round (the submit description and its item
   file, written to disk) against ``htcondor2.Submit`` parsing that round

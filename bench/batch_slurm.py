@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""``treadle run -T slurm`` on the test cluster against what Slurm itself allows (spec batch.md §7, P1-P4).
+"""``treadle run -T slurm`` on the test cluster against what Slurm itself allows (targets P1-P4, bench/RESULTS.md).
 
 * P1: 1,000 trivial rules, ``-J 1000``, from start to exit, against the floor:
   the same 1,000 ``true`` jobs as one array, from ``sbatch`` until ``squeue``
