@@ -277,3 +277,28 @@ def test_run_with_a_slurm_factory_inside(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     assert [(tmp_path / f"o{i}").read_text() for i in range(4)] == [f"{i}\n" for i in range(4)]
     assert 1 <= len(ids) <= 2 and queued(ids) == []  # the run cancelled its workers before it ended
+
+
+def test_the_runs_b_reaches_the_factorys_worker_jobs(tmp_path: Path) -> None:
+    """``treadle run -T wq --factory slurm -B ...``: the workers are submitted with the run's -B."""
+    (tmp_path / "Makeflow").write_text("o:\n\techo 1 > o\n")
+    run = subprocess.Popen(
+        [sys.executable, "-m", "treadle", "run", "-T", "wq", "-p", "0", "--factory", "slurm:max=1",
+         "-B", "--begin=now+3600", "Makeflow"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
+    logs = tmp_path / "Makeflow.batch" / "factory"
+
+    def held_back() -> list[str]:
+        r = subprocess.run(["squeue", "-h", "-r", "-o", "%i %j %r"], capture_output=True, text=True)
+        return [line for line in r.stdout.splitlines()
+                if " treadle-workers-" in line and line.endswith("BeginTime")]
+
+    try:
+        waiting = wait_for(held_back, timeout=60, what="a worker job held back by the run's -B",
+                           interval=0.2)
+    finally:
+        run.send_signal(signal.SIGTERM)
+        out, _ = run.communicate(timeout=60)
+    assert len(waiting) == 1, out
+    assert logs.is_dir()
+    assert wait_for(lambda: not held_back(), timeout=30, what="the run's workers cancelled", interval=0.2)

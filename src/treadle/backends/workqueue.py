@@ -69,7 +69,6 @@ class WorkQueueOptions:
     schedule: str | None = None
     factory: str | None = None  # KIND:key=value,... (parse_factory_option): workers started from the run
     batch_dir: str | None = None  # the factory's scripts and logs (default: DAGFILE.batch/factory)
-    batch_options: str | None = None  # -B: submit options of the factory's worker jobs
 
 
 class WorkQueueBackend:
@@ -102,7 +101,7 @@ class WorkQueueBackend:
             send_environment=config.send_environment,
             factory=o.factory,
             factory_dir=o.batch_dir or os.path.join(config.workdir, f"{config.dagfile}.batch", "factory"),
-            factory_options=o.batch_options,
+            factory_options=config.batch_options,  # -B: submit options of the factory's worker jobs
         )
 
     def __init__(
