@@ -57,7 +57,7 @@ class Cleanup(enum.Enum):
 class Attempt:
     """What one dispatch of a task put on one worker."""
 
-    __slots__ = ("task", "worker", "box", "uncached", "outputs", "gets_left", "running", "started", "error")
+    __slots__ = ("task", "worker", "box", "uncached", "outputs", "gets_left", "running", "queued", "started", "error")
 
     def __init__(self, task: Task, worker: WorkerView, box: dict[str, int]) -> None:
         self.task = task
@@ -67,6 +67,7 @@ class Attempt:
         self.outputs: list[tuple[TaskFile, str]] = []
         self.gets_left = 0
         self.running = True  # until its result arrives or it is stopped: holds its box
+        self.queued = False  # sent to wait for room on a prefetching worker: holds no box until promoted
         self.started = time.time()
         # an output this manager could not write (disk full, permissions): fails the task
         self.error: str | None = None

@@ -47,6 +47,10 @@ class Link:
         self.on_hold_end: Callable[[], None] = lambda: None
         self.hold_until = 0.0
         self._hold_gen = 0
+        # Acknowledge each read at once (TCP_QUICKACK). Only a peer that writes its
+        # replies in pieces without TCP_NODELAY needs it (the reference worker); the
+        # manager turns it off for a treadle worker, saving a system call per read.
+        self.quickack = True
 
     # ---------------------------------------------------------------- sending
     def send(self, *events: wp.Event) -> None:
@@ -181,7 +185,7 @@ class Link:
                     return
                 handle(ev)
             data = await self.reader.read(1 << 18)
-            if quickack is not None:
+            if quickack is not None and self.quickack:
                 # Acknowledge at once: a peer that writes a reply in pieces without
                 # TCP_NODELAY (the reference worker) otherwise waits for our delayed ACK.
                 try:

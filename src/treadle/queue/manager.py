@@ -56,6 +56,12 @@ from treadle.queue.worker_view import Budget, Get, WorkerView
 
 log = logging.getLogger("treadle.queue.manager")
 
+# A task may wait on a prefetching worker (WorkerView.queue_room) once its category
+# has shown that its tasks are short: then the worker's wait for the next task, a round
+# trip to the manager, is a large part of each task's time. Longer tasks are not queued
+# behind others, where a worker that frees up sooner could not take them.
+PREFETCH_MIN_DONE = 2  # tasks of the category done before its average is trusted
+PREFETCH_MAX_SECONDS = 0.25  # their average running time on a worker
 REJECT_LIMIT = 32  # ready tasks tried per dispatch pass when none fits: bounds the cost per event
 TICK = 0.5  # seconds between checks of keepalive, fast abort and time limits
 # Task output (stdout) buffered while it arrives, over all connections: each task keeps
@@ -151,7 +157,9 @@ class Manager:
         self._counts: collections.defaultdict[str, float] = collections.defaultdict(float)
         self._started = time.time()
         self._closed = False
-        self._txn = open(transactions_log, "a", buffering=1) if transactions_log else None  # noqa: SIM115
+        # Buffered, and flushed once per turn of the loop (``_flush_all``) and every tick:
+        # a write per line cost a system call per line, several per task.
+        self._txn = open(transactions_log, "a") if transactions_log else None  # noqa: SIM115
         self._stats_log = open(stats_log, "a", buffering=1) if stats_log else None  # noqa: SIM115
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run_loop, name="treadle-manager", daemon=True)
@@ -191,6 +199,7 @@ class Manager:
             with open(port_file, "w") as f:
                 f.write(f"{self.port}\n")
         self._log_txn(f"MANAGER START {self.port}")
+        self._flush_txn()
 
     @property
     def listening(self) -> str:
@@ -544,6 +553,7 @@ class Manager:
             dirty, self._dirty = self._dirty, []
             for link in dirty:
                 link._flush()
+            self._flush_txn()
 
     def _schedule(self) -> None:
         """Dispatch ready tasks while some worker has room (bounded work per call)."""
@@ -556,12 +566,16 @@ class Manager:
             return
         rejected: list[tuple[int, Task]] = []
         while self._ready and len(rejected) < REJECT_LIMIT:
-            if not any(w.has_room() for w in workers):
+            room = any(w.has_room() for w in workers)
+            if not room and not any(w.queue_room() for w in workers):
                 break
             popped = self._ready.pop()
             if popped is None:
                 break
             order, task = popped
+            if not room and not self._short(task.category):
+                rejected.append((order, task))
+                break  # only short tasks wait on a worker, and in queue order
             placed = self._place(task, workers)
             if placed is None:
                 rejected.append((order, task))
@@ -613,11 +627,22 @@ class Manager:
             return sum(i.size for i in items if i.key is not None and i.key in w.cache)
 
         worker = choose_worker(workers, fits, cached) if items else _first(workers, fits)
+        queue = worker is None and self._short(task.category)
+        if queue:
+
+            def waits(w: WorkerView) -> bool:
+                b = None if w.addrport in avoid else w.box_for(task, declared, minimum, now, self.overcommit, queue=True)
+                if b is None:
+                    return False
+                boxes[w.seq] = b
+                return True
+
+            worker = _first(workers, waits)
         if worker is None:
             return None
         self._unqueue(task)
         self._orders.pop(task.id, None)
-        att = self._begin_attempt(task, worker, boxes[worker.seq])
+        att = self._begin_attempt(task, worker, boxes[worker.seq], queued=queue)
         try:
             dispatch.send_task(att, items, self._namer)
         except OSError as e:
@@ -642,8 +667,14 @@ class Manager:
         self._sent(att)
         return True
 
-    def _begin_attempt(self, task: Task, w: WorkerView, box: dict[str, int]) -> Attempt:
-        """The task starts an attempt on ``w``: it holds ``box`` there until ``_stop``."""
+    def _short(self, category: str) -> bool:
+        """Whether tasks of ``category`` are short enough to wait on a worker for room (``PREFETCH_*``)."""
+        cat = self._category(category)
+        return cat.done >= PREFETCH_MIN_DONE and cat.exec_time_total <= PREFETCH_MAX_SECONDS * cat.done
+
+    def _begin_attempt(self, task: Task, w: WorkerView, box: dict[str, int], queued: bool = False) -> Attempt:
+        """The task starts an attempt on ``w``: it holds ``box`` there until ``_stop`` (``queued``: from when
+        the worker has room for it, ``WorkerView.promote``)."""
         att = Attempt(task, w, box)
         self._attempts[task.id] = w.attempts[task.id] = att
         task.attempts += 1
@@ -652,7 +683,11 @@ class Manager:
         task.host = w.addrport
         task.hostname = w.hostname
         task.resources_allocated = dict(box)
-        res.add(w.inuse, box)
+        if queued:
+            att.queued = True
+            w.queued.append(att)
+        else:
+            res.add(w.inuse, box)
         self._category(task.category).running += 1
         return att
 
@@ -742,11 +777,18 @@ class Manager:
 
     # ============================================================ attempts
     def _stop(self, att: Attempt) -> None:
-        """The attempt's task no longer runs: its box and its category's running count are freed, once."""
+        """The attempt's task no longer runs: its box and its category's running count are freed, once,
+        and the tasks queued on its worker that fit now start there (as the worker starts them)."""
         if att.running:
             att.running = False
-            res.add(att.worker.inuse, att.box, -1)
             self._category(att.task.category).running -= 1
+            w = att.worker
+            if att.queued:
+                w.queued.remove(att)
+                return
+            res.add(w.inuse, att.box, -1)
+            for started in w.promote(time.time()):
+                started.task.time_started = started.started
 
     def _end_attempt(self, att: Attempt, cleanup: Cleanup, *, counted: bool = True) -> Task:
         """The one way an attempt ends (result, retrieval, lost worker, failed send, cancel, abort).
@@ -1017,6 +1059,7 @@ class Manager:
                     task = self._end_attempt(att, Cleanup.FILES)
                     self._finish(task, Result.TASK_TIMEOUT, None)
         self._write_stats_line()
+        self._flush_txn()
 
     def _write_stats_line(self) -> None:
         if self._stats_log is not None:
@@ -1027,7 +1070,7 @@ class Manager:
     def _fast_abort_check(self, w: WorkerView, wall: float) -> None:
         for att in list(w.attempts.values()):
             task = att.task
-            if not att.running:
+            if not att.running or att.queued:
                 continue
             cat = self._category(task.category)
             mult = cat.fast_abort if cat.fast_abort is not None else self._fast_abort_default
@@ -1090,6 +1133,10 @@ class Manager:
     def _log_txn(self, text: str) -> None:
         if self._txn is not None:
             self._txn.write(f"{int(time.time() * 1e6)} {os.getpid()} {text}\n")
+
+    def _flush_txn(self) -> None:
+        if self._txn is not None:
+            self._txn.flush()
 
 
 def _first(workers: Iterable[WorkerView], fits: Callable[[WorkerView], bool]) -> WorkerView | None:

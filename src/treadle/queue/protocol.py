@@ -109,6 +109,10 @@ from dataclasses import dataclass
 PROTOCOL_VERSION = 9
 # The port a manager listens on when it is given none (the reference's default too).
 DEFAULT_PORT = 9123
+# `info treadle-prefetch 1` in a treadle worker's greeting: it keeps a task that does not
+# fit yet and starts it as soon as room frees, so a treadle manager may send it more
+# than fits (docs/workqueue.md). A reference manager ignores the line, as any unknown info.
+PREFETCH_INFO = "treadle-prefetch"
 
 # --- Limits on what a peer may send (why each number) -------------------------------
 # Control lines are at most 4096 bytes; anything longer is a broken or hostile peer.

@@ -502,6 +502,7 @@ class _Session:
                        opts.arch or platform.machine() or "unknown", CCTOOLS_VERSION),
             p.Info("worker-id", self.w.worker_id),
             p.Info("treadle-version", treadle_version()),
+            p.Info(p.PREFETCH_INFO, "1"),  # tasks beyond our room wait here (_schedule)
         ]
         events += [p.Feature(f) for f in opts.features]
         events.append(p.Alive())

@@ -68,6 +68,11 @@ class WorkerView:
         self.version = "unknown"
         self.worker_id = ""
         self.treadle = False
+        # Announced ``info treadle-prefetch``: this worker queues a task that does not fit
+        # yet and starts it the moment room frees, so it may be sent one more task per
+        # core (``queued``) and never waits a round trip to the manager between two.
+        self.prefetch = False
+        self.queued: collections.deque[Attempt] = collections.deque()  # sent beyond its room, oldest first
         self.features: set[str] = set()
         self.total: dict[str, int] = {r: 0 for r in res.NAMES}
         self.largest: dict[str, int] = {r: 0 for r in res.NAMES}
@@ -292,6 +297,9 @@ class WorkerView:
             self.worker_id = value
         elif key == "treadle-version":
             self.treadle = True
+            self.link.quickack = False  # it writes each reply whole, with TCP_NODELAY
+        elif key == wp.PREFETCH_INFO:
+            self.prefetch = self.treadle
         elif key == "idle-disconnecting":
             self.link.close_reason = "idle"
         elif key in ("vacating", "disk_exhausted", "memory_exhausted", "wall_time_exhausted", "disk_error"):
@@ -346,6 +354,21 @@ class WorkerView:
             self.total["cores"] == 0 and self.total["gpus"] == 0
         )
 
+    def queue_room(self) -> bool:
+        """Whether one more task may wait here for room (a prefetching worker, one per core)."""
+        return self.prefetch and len(self.queued) < max(1, self.total["cores"])
+
+    def promote(self, now: float) -> list[Attempt]:
+        """The queued attempts that fit now, oldest first, as the worker starts them: they hold their boxes from now."""
+        started = []
+        while self.queued and res.fits(self.inuse, self.queued[0].box, self.total):
+            att = self.queued.popleft()
+            att.queued = False
+            att.started = now
+            res.add(self.inuse, att.box)
+            started.append(att)
+        return started
+
     def box_for(
         self,
         task: Task,
@@ -353,11 +376,14 @@ class WorkerView:
         minimum: Mapping[str, int] | None,
         now: float,
         overcommit: float,
+        queue: bool = False,
     ) -> dict[str, int] | None:
         """The resources ``task`` would hold here if it started now, or None if this worker cannot take it.
 
         Beyond room, a worker must have the task's features, speak treadle's extensions
         when the task needs them, and stay long enough for the task's minimum running time.
+        With ``queue``, the task is to wait here for room instead: it must fit the
+        worker alone, and the worker's queue must have room.
         """
         if self.link._closed:
             return None
@@ -368,9 +394,14 @@ class WorkerView:
         if task.running_time_min and self.end_time and self.end_time - now < task.running_time_min:
             return None
         b = res.box(declared, self.largest, minimum)
-        if res.never_fits(b, self.largest) or not res.fits(self.inuse, b, self.total, overcommit):
+        if res.never_fits(b, self.largest):
             return None
-        return b
+        if queue:
+            return b if self.queue_room() and res.fits(_NOTHING_IN_USE, b, self.total) else None
+        return b if res.fits(self.inuse, b, self.total, overcommit) else None
+
+
+_NOTHING_IN_USE: Mapping[str, int] = {}
 
 
 def write_error(path: str, e: OSError) -> str:
