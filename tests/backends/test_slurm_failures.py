@@ -164,3 +164,43 @@ def test_a_job_over_its_wall_time_fails_with_a_hint_and_is_not_retried(tmp_path:
     assert done.returncode == 1
     assert "TIMEOUT" in done.stderr and "raise WALL_TIME (was 60 s)" in done.stderr, done.stderr
     assert "(1 attempt)" in done.stderr
+
+
+@pytest.mark.slow
+def test_a_job_on_a_node_that_goes_down_is_lost_and_resubmitted(tmp_path: Path) -> None:
+    """NODE_FAIL: the node is set down while the job runs (Slurm kills the job), then resumed.
+
+    With ``--no-requeue`` Slurm ends the job as NODE_FAIL (by default it would
+    requeue it under the same id, which treadle follows like any requeue). This changes the state of the test cluster's only node, so the node is
+    resumed in every case; other jobs running on it at that moment are lost too.
+    """
+    node = subprocess.run(["sinfo", "-h", "-N", "-o", "%N"], capture_output=True, text=True,
+                          check=True).stdout.split()[0]
+    workflow = _write(tmp_path, "sleep 8; echo done > a.txt")
+    proc = start("-T", "slurm", *FAST, "-B", "--no-requeue", "wf.mf", cwd=tmp_path)
+    try:
+        _tag, native = _running_job(workflow)
+        subprocess.run(["scontrol", "update", f"nodename={node}", "state=down", "reason=treadle-test"],
+                       check=True)
+        try:
+            wait_for(lambda: job_records(workflow)[-1][1] != native, timeout=POLL_MAX + 10,
+                     what="the job submitted again after its node failed")
+        finally:
+            _resume(node)
+        _out, err = proc.communicate(timeout=120)
+    finally:
+        _stop(proc)
+    assert proc.returncode == 0, err
+    assert "was lost" in err and "NODE_FAIL" in err, err
+    assert (tmp_path / "a.txt").read_text() == "done\n"
+
+
+def _resume(node: str) -> None:
+    """Bring the node back (Slurm may have returned it to service by itself: ReturnToService=2)."""
+    def up() -> bool:
+        state = subprocess.run(["sinfo", "-h", "-n", node, "-o", "%T"], capture_output=True, text=True).stdout
+        return state.strip().rstrip("*~#") in ("idle", "mixed", "allocated")
+
+    if not up():
+        subprocess.run(["scontrol", "update", f"nodename={node}", "state=resume"], capture_output=True)
+    wait_for(up, timeout=30, what=f"node {node} back in service", interval=0.2)
