@@ -8,6 +8,8 @@ the run is watched as a user would: its exit status, its lines, its log.
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 import subprocess
 import time
@@ -104,8 +106,12 @@ def test_a_requeued_job_is_followed_under_its_id_to_the_end(tmp_path: Path) -> N
     finally:
         _stop(proc)
     assert proc.returncode == 0, err
-    assert "requeued" in err and (tmp_path / "a.txt").read_text() == "done\n"
+    assert (tmp_path / "a.txt").read_text() == "done\n"
     assert job_records(workflow) == [(job_records(workflow)[0][0], native)]  # no second submission
+    (status,) = (tmp_path / "wf.mf.batch" / "status" / "seen").glob(f"*.{native}.json")
+    # It did run twice, under one id. (The run says "requeued" only when a poll saw the job pending
+    # again; with StartTime=now it may start again before one does.)
+    assert json.loads(status.read_text())["restarts"] == 1
 
 
 def test_a_job_held_past_the_hold_timeout_is_cancelled_and_resubmitted(tmp_path: Path) -> None:
@@ -204,3 +210,38 @@ def _resume(node: str) -> None:
     if not up():
         subprocess.run(["scontrol", "update", f"nodename={node}", "state=resume"], capture_output=True)
     wait_for(up, timeout=30, what=f"node {node} back in service", interval=0.2)
+
+
+@pytest.mark.slow
+def test_sbatch_failing_while_the_controller_does_not_answer_is_retried(tmp_path: Path) -> None:
+    """The controller is stopped (SIGSTOP) past sbatch's message timeout, so sbatch fails for real
+    with a transient error; treadle backs off and submits again once the controller answers.
+
+    Everything on the test cluster waits while the controller is stopped, so
+    it is always continued, whatever happens here.
+    """
+    controller = int(Path("/run/slurmctld.pid").read_text())
+    timeout = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, check=True).stdout
+    message_timeout = int(next(line.split("=")[1].split()[0] for line in timeout.splitlines()
+                               if line.startswith("MessageTimeout")))
+    # A local rule first: the run reads Slurm's configuration at its start (an unreachable controller
+    # then is a one-line error); the controller stops once that is done, before the rule is submitted.
+    (tmp_path / "wf.mf").write_text("gate:\n\tLOCAL sleep 1; touch gate\n\na.txt: gate\n\techo done > a.txt\n")
+    workflow = tmp_path / "wf.mf.makeflowlog"
+    proc = start("-T", "slurm", *FAST, "wf.mf", cwd=tmp_path)
+    wait_for(lambda: tag_of(workflow), timeout=30, what="the run started")
+    os.kill(controller, signal.SIGSTOP)
+    try:
+        wait_for(lambda: (tmp_path / "gate").exists(), timeout=30, what="the local rule done")
+        time.sleep(message_timeout + 3)  # the fault: the controller stays silent past sbatch's own timeout
+    finally:
+        os.kill(controller, signal.SIGCONT)
+    try:
+        out, err = proc.communicate(timeout=120)
+    finally:
+        _stop(proc)
+    assert proc.returncode == 0, err
+    assert (tmp_path / "a.txt").read_text() == "done\n"
+    assert job_records(workflow), "the job was submitted once the controller answered"
+    assert "sbatch failed (" in err and "submitting again after a pause" in err, err
+    assert "sbatch works again" in err, err

@@ -203,7 +203,8 @@ class Node:
         return process.returncode
 
     def read(self, handle: str) -> dict[str, object]:
-        status: dict[str, object] = json.loads((self.status / f"{handle}.json").read_text())
+        (path,) = self.status.glob(f"{handle}.*json")  # <handle>.<job id>.json, or <handle>.json outside Slurm
+        status: dict[str, object] = json.loads(path.read_text())
         return status
 
 
@@ -225,7 +226,7 @@ def test_a_job_that_fails_leaves_its_status_and_the_wrapper_exits_the_same(node:
     assert status["start"] <= status["end"]
     assert (node.root / "3.out").read_text() == "out\n"
     assert (node.root / "3.err").read_text() == "err\n"
-    assert sorted(os.listdir(node.status)) == ["3.json"]  # no temporary file left behind
+    assert sorted(os.listdir(node.status)) == ["3.1234.json"]  # no temporary file left behind
 
 
 def test_a_job_killed_by_a_signal_is_recorded_with_that_signal(node: Node) -> None:

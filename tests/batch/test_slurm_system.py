@@ -91,7 +91,7 @@ def test_a_plain_job_and_an_array_end_and_are_harvested_exactly_once(run: Run) -
     assert (run.root / "batch" / "jobs" / "c1" / "map").read_text() == "".join(
         f"{i} {i + 2}\n" for i in range(5))
     assert sorted(p.name for p in (run.root / "batch" / "status" / "seen").iterdir()) == sorted(
-        f"{h}.json" for h in range(1, 7))
+        f"{h}.{native}.json" for h, native in zip(range(1, 7), ids, strict=True))
 
 
 def test_poll_sees_pending_running_and_ended_jobs(run: Run) -> None:

@@ -165,6 +165,7 @@ class BatchShell(abc.ABC):
         self._interval = options.poll_min
         self._next_poll = now + options.poll_min
         self._poll_failures = 0
+        self._submit_trouble = False  # a submission failed for a moment and the user was told
         self._next_pending_warning = now + PENDING_WARNING_EVERY
         self._durations: list[float] = []
         self._hinted = rule_count <= HINT_MIN_RULES  # nothing to advise a small run
@@ -355,8 +356,15 @@ class BatchShell(abc.ABC):
             if isinstance(answer, BatchError):
                 if _is_submit_limit(answer):
                     self._cap = len(self.tracker.active())
+                if answer.kind != "permanent" and not self._submit_trouble:
+                    self._submit_trouble = True  # once per outage: a round may hold thousands of jobs
+                    self._warn(f"{self.submit_command} failed ({answer.stderr.strip() or answer}); submitting again "
+                               f"after a pause, for up to {self.options.submission_timeout:g} s (-S)")
                 self._run(self.tracker.submit_failed(handle, answer, now))
             else:
+                if self._submit_trouble:
+                    self._submit_trouble = False
+                    self._warn(f"{self.submit_command} works again")
                 self._run(self.tracker.submitted(handle, answer, now))
         self._interval = self.options.poll_min
         self._next_poll = min(self._next_poll, now + self._interval)
@@ -373,6 +381,7 @@ class BatchShell(abc.ABC):
             return
         try:
             listed = self.system.poll(self.tag)
+            self._cancel_doubles(listed)
             actions = self._feed(listed, now)
             actions += self.tracker.poll_done([o.native for o in listed], now)
             self._run(actions)
@@ -397,6 +406,19 @@ class BatchShell(abc.ABC):
         else:
             self._interval = min(self._interval * 2, self.poll_max)
         self._next_poll = now + self._interval
+
+    def _cancel_doubles(self, listed: Sequence[Observation]) -> None:
+        """Cancel a second live job of one handle: a submission that timed out may have made its
+        job after all, and the handle was submitted again; only the job the tracker follows runs."""
+        doubles = [obs.native for obs in listed
+                   if obs.state in ALIVE and self.tracker.key_of(obs.native) is None
+                   and obs.native not in self._cancels
+                   and (handle := self.handle_of(obs)) is not None and handle in self._entries]
+        if doubles:
+            self._warn(f"cancelling {' '.join(doubles)}: made by a submission that had timed out, "
+                       "for rules submitted again since")
+            self._cancels.extend(doubles)
+            self._cancel_since = self._cancel_since or self._clock()
 
     def _warn_pending(self, listed: Sequence[Observation], now: float) -> None:
         """Every ten minutes, one line on the jobs still waiting in the queue, by the scheduler's reason."""

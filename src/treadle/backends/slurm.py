@@ -15,6 +15,7 @@ a rule becomes an ``sbatch`` job (docs/batch.md, "Slurm").
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -161,13 +162,16 @@ class SlurmBackend(BatchShell):
         ignored).
         """
         status = os.path.join(self.batch_dir, "status")
-        for handle in previous:
-            name = f"{handle}.json"
+        wanted = {str(handle) for handle in previous}
+        try:
+            with os.scandir(os.path.join(status, "seen")) as entries:
+                seen = [e.name for e in entries if e.name.split(".", 1)[0] in wanted]
+        except FileNotFoundError:
+            seen = []
+        for name in seen:  # <handle>.<job id>.json
             if not os.path.exists(os.path.join(status, name)):
-                try:
+                with contextlib.suppress(FileNotFoundError):
                     os.replace(os.path.join(status, "seen", name), os.path.join(status, name))
-                except FileNotFoundError:
-                    pass
         return super().recover(previous)
 
     # --- internals -----------------------------------------------------------------------

@@ -25,7 +25,8 @@ _SHELL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 # name starting with '.', and mv gives it its final name in one rename.
 _WRAPPER = r"""#!/bin/sh
 # treadle batch wrapper (docs/batch.md): runs a job script, exits with its status,
-# and leaves status/<handle>.json behind for the engine.
+# and leaves status/<handle>.<job id>.json behind for the engine (the job id keeps apart two jobs
+# of one handle: an sbatch that timed out may still have made its job).
 status_dir=@STATUS_DIR@
 script=$1
 if [ -d "$script" ]; then
@@ -85,7 +86,7 @@ END {
     printf "\"start\": %s, \"end\": %s, \"exit\": %d, \"signal\": %s, \"cpu\": %.3f, \"restarts\": %s}\n", \
         number(ENVIRON["f_start"]), number(ENVIRON["f_end"]), code, \
         (code > 128 ? code - 128 : "null"), children[ARGV[2]] - children[ARGV[1]], number(ENVIRON["f_restarts"])
-}' "$temp.t0" "$temp.t1" >"$temp" && mv -f "$temp" "$status_dir/$handle.json"
+}' "$temp.t0" "$temp.t1" >"$temp" && mv -f "$temp" "$status_dir/$handle${native:+.$native}.json"
 rm -f "$temp" "$temp.t0" "$temp.t1"
 exit "$status"
 """
