@@ -162,6 +162,9 @@ class BackendConfig:
     tag: str = ""
     first_handle: int = 1  # handles a backend invents start here: above every job id in the log
     rule_count: int = 0  # rules in the workflow (a batch backend's advice depends on the run's size)
+    # --keep-logs: successful jobs' logs stay. Without it the engine removes them, so a backend
+    # that writes a job's log itself may leave out an empty one of a job that exited 0.
+    keep_logs: bool = False
     # notify(handle, event, **fields): what a backend tells the engine about a job on the way:
     # "queued" (native=...: journalled), "running" (host=...), "requeued", "lost" (reason=...),
     # "held" (reason=...), "warning" (message=...: shown to the user).

@@ -131,7 +131,8 @@ class _Plan:
         config = BackendConfig(workdir=os.getcwd(), log_path=self.batch_log,
                                send_environment=opts.send_environment, settings=opts.backend_settings,
                                dagfile=opts.dagfile, batch_options=opts.batch_options, tag=tag,
-                               first_handle=first_handle, rule_count=rule_count, notify=notify)
+                               first_handle=first_handle, rule_count=rule_count, keep_logs=opts.keep_logs,
+                               notify=notify)
         local = self.local_cls.from_options(config)
         try:
             remote = self.remote_cls.from_options(config) if self.remote_cls is not None else None

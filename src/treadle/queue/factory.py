@@ -236,7 +236,7 @@ class Factory:
                 self._unreachable_since = now
             return None
         if self._unreachable_since is not None:
-            _warn(f"factory: manager {self.config.where} answers")
+            _warn(f"factory: manager {self.config.where} answers again")
             self._unreachable_since = None
         return status
 

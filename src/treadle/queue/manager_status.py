@@ -113,7 +113,8 @@ def make_stats(
     ready = [w for w in workers if w.ready]
     attempts = list(attempts)
     on_workers = len(attempts)
-    running = sum(1 for a in attempts if a.running)
+    running = sum(1 for a in attempts if a.running and not a.queued)
+    queued = sum(1 for a in attempts if a.queued)  # sent ahead to a worker, waiting there for room
     total = {r: sum(w.total[r] for w in ready) for r in res.NAMES}
     inuse = {r: sum(w.inuse[r] for w in ready) for r in res.NAMES}
     c = counts
@@ -133,7 +134,7 @@ def make_stats(
         tasks_waiting=waiting + inbox,
         tasks_on_workers=on_workers,
         tasks_running=running,
-        tasks_with_results=on_workers - running + done_waiting,
+        tasks_with_results=on_workers - running - queued + done_waiting,
         tasks_submitted=int(c["tasks_submitted"]) + inbox,
         tasks_dispatched=int(c["tasks_dispatched"]),
         tasks_done=int(c["tasks_done"]),
