@@ -90,6 +90,9 @@ SCHEDULER_SIGNALS = frozenset({int(signal.SIGTERM), int(signal.SIGKILL)})
 # the scheduler said it ended, the scheduler's word after a SIGTERM status
 # file, a listing after it vanished) before treadle decides without it.
 POLLS_TO_WAIT = 2
+# ... and seconds, at least: with polls half a second apart, two polls are too short for a
+# status file to show on a shared filesystem, or for a requeued job to be listed pending again.
+SECONDS_TO_WAIT = 5.0
 
 # Entries kept in a job's history: enough to explain an illegal move, bounded
 # because a job held and released over and over would otherwise grow forever.
@@ -228,9 +231,11 @@ class _Job:
     # the scheduler said it ended, no status file yet: its word, and the poll count then
     ended_word: str = ""
     ended_mark: int = 0
+    ended_at: float = 0.0
     # a status file showing SIGTERM/SIGKILL, waiting for the scheduler's word
     signalled: Observation | None = None
     signalled_mark: int = 0
+    signalled_at: float = 0.0
 
 
 class BatchTracker:
@@ -405,13 +410,13 @@ class BatchTracker:
             absent = job.gone or job.native not in listed
             job.gone = False
             if job.signalled is not None:
-                if self._polls - job.signalled_mark >= POLLS_TO_WAIT:
+                if self._polls - job.signalled_mark >= POLLS_TO_WAIT and now - job.signalled_at >= SECONDS_TO_WAIT:
                     actions += self._exited(job, job.signalled, now)
                 elif absent and job.absent == 0:
                     job.absent = 1
                     actions.append(AskFinal(job.key, job.native))
             elif job.ended_word:
-                if self._polls - job.ended_mark >= POLLS_TO_WAIT:
+                if self._polls - job.ended_mark >= POLLS_TO_WAIT and now - job.ended_at >= SECONDS_TO_WAIT:
                     actions += self._finish(job, Outcome(
                         Phase.FAILED, job.native, reason=NO_STATUS_FILE.format(native=job.native),
                         host=job.host, start=job.start), now)
@@ -548,12 +553,14 @@ class BatchTracker:
             if job.signalled is None and not job.ended_word:
                 job.ended_word = word or "ENDED"
                 job.ended_mark = self._polls
+                job.ended_at = now
                 job.history.append(f"{now:.1f} {job.ended_word}: waiting for its status file")
             return []
         if (not verdict and not job.ended_word and obs.exit is not None and obs.exit > 128
                 and obs.signal in SCHEDULER_SIGNALS):
             if job.signalled is None:
                 job.signalled_mark = self._polls
+                job.signalled_at = now
                 job.history.append(f"{now:.1f} status file says signal {obs.signal}: "
                                    f"waiting for the scheduler's word")
             job.signalled = obs
