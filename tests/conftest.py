@@ -31,7 +31,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         skips.append(("condor", "HTCondor's condor_submit is not on PATH (no pool here; see docs/batch.md)"))
     for item in items:
         for marker, reason in skips:
-            if marker in item.keywords:
+            # the marker itself, not a keyword: a parameter named "condor" is no such test
+            if item.get_closest_marker(marker) is not None:
                 item.add_marker(pytest.mark.skip(reason=reason))
 
 
