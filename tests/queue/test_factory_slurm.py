@@ -204,20 +204,27 @@ def test_shutdown_leaves_nothing_in_squeue_and_no_worker_process(tmp_path: Path,
 
 
 # ------------------------------------------------------------------ the bundle on a bare node
-def test_the_bundle_runs_under_a_bare_python_from_an_empty_directory(
-        tmp_path: Path, providers: list[SlurmProvider]) -> None:
+def one_task_on_a_slurm_worker(tmp_path: Path, providers: list[SlurmProvider], command: str,
+                               **worker: str) -> bytes | None:
+    """Run ``command`` as one task on the one worker a Slurm factory starts (``worker``: how it starts)."""
     with Manager(port=0) as m:
-        m.submit(Task("echo bare", cores=1))
+        m.submit(Task(command, cores=1))
         f = slurm_factory(tmp_path, providers, None, port=m.port, max_workers=1, cores=1, worker_timeout=5,
-                          worker_python="env -i PATH=/usr/bin:/bin python3 -I", interval=0.5)
+                          interval=0.5, **worker)
         runner = threading.Thread(target=f.run)
         runner.start()
         try:
             done = m.wait(60)
-            assert done is not None and done.output == b"bare\n"
+            return done.output if done is not None else None
         finally:
             f.stop()
             runner.join(60)
+
+
+def test_the_bundle_runs_under_a_bare_python_from_an_empty_directory(
+        tmp_path: Path, providers: list[SlurmProvider]) -> None:
+    assert one_task_on_a_slurm_worker(tmp_path, providers, "echo bare",
+                                      worker_python="env -i PATH=/usr/bin:/bin python3 -I") == b"bare\n"
     script = (tmp_path / "batch" / "workers" / "worker-1.sh").read_text()
     assert "env -i PATH=/usr/bin:/bin python3 -I worker.pyz" in script
     assert 'cd "$dir"' in script  # a fresh, empty directory on the node
@@ -226,18 +233,8 @@ def test_the_bundle_runs_under_a_bare_python_from_an_empty_directory(
 @pytest.mark.reference
 def test_the_provider_starts_work_queue_worker_for_a_treadle_manager(
         tmp_path: Path, providers: list[SlurmProvider]) -> None:
-    with Manager(port=0) as m:
-        m.submit(Task("echo reference", cores=1))
-        f = slurm_factory(tmp_path, providers, None, port=m.port, max_workers=1, cores=1, worker_timeout=5,
-                          worker_command="work_queue_worker", interval=0.5)
-        runner = threading.Thread(target=f.run)
-        runner.start()
-        try:
-            done = m.wait(60)
-            assert done is not None and done.output == b"reference\n"
-        finally:
-            f.stop()
-            runner.join(60)
+    assert one_task_on_a_slurm_worker(tmp_path, providers, "echo reference",
+                                      worker_command="work_queue_worker") == b"reference\n"
     assert "worker.pyz" not in (tmp_path / "batch" / "workers" / "worker-1.sh").read_text()
 
 

@@ -9,8 +9,10 @@ that wait there for room, with a cancel of a waiting one.
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
+from collections.abc import Iterator
 
 import pytest
 from tests._wait import wait_for
@@ -65,31 +67,32 @@ def on_workers_after(m, *tasks: Task, before: int = 0) -> int:  # noqa: ANN001
     return m.stats.tasks_on_workers
 
 
-def test_short_tasks_wait_on_a_prefetching_worker(manager):
-    fw = connect(manager.port, treadle=True, prefetch=True)
+@contextlib.contextmanager
+def second_task_sent_ahead(m) -> Iterator[tuple[FakeWorker, Task, Task]]:  # noqa: ANN001
+    """A prefetching one-core worker that has been sent short tasks ``a`` and ``b`` before ``a``'s result."""
+    fw = connect(m.port, treadle=True, prefetch=True)
     try:
-        wait_workers(manager, 1)
-        run_two(manager, fw, SHORT_USEC)
+        wait_workers(m, 1)
+        run_two(m, fw, SHORT_USEC)
         a, b = Task("true"), Task("true")
-        assert on_workers_after(manager, a, b) == 2
+        assert on_workers_after(m, a, b) == 2
         assert [fw.expect(wp.Task).task_id for _ in range(2)] == [a.id, b.id]  # b before a's result
+        yield fw, a, b
+    finally:
+        fw.close()
+
+
+def test_short_tasks_wait_on_a_prefetching_worker(manager):
+    with second_task_sent_ahead(manager) as (fw, a, b):
         assert manager.task_state(b.id) is TaskState.RUNNING
         finish(fw, a.id, SHORT_USEC)
         finish(fw, b.id, SHORT_USEC)
         done = drain(manager)
         assert {t.id: t.result for t in done.values()} == {a.id: Result.SUCCESS, b.id: Result.SUCCESS}
-    finally:
-        fw.close()
 
 
 def test_cancelling_a_waiting_task_frees_its_place(manager):
-    fw = connect(manager.port, treadle=True, prefetch=True)
-    try:
-        wait_workers(manager, 1)
-        run_two(manager, fw, SHORT_USEC)
-        a, b = Task("true"), Task("true")
-        assert on_workers_after(manager, a, b) == 2
-        assert [fw.expect(wp.Task).task_id for _ in range(2)] == [a.id, b.id]
+    with second_task_sent_ahead(manager) as (fw, a, b):
         cancelled = manager.cancel(b)
         assert cancelled is b and b.state is TaskState.CANCELED
         assert fw.expect(wp.Kill).task_id == b.id
@@ -99,8 +102,6 @@ def test_cancelling_a_waiting_task_frees_its_place(manager):
         finish(fw, a.id, SHORT_USEC)
         finish(fw, c.id, SHORT_USEC)
         assert sorted(t.id for t in drain(manager).values()) == [a.id, c.id]
-    finally:
-        fw.close()
 
 
 @pytest.mark.parametrize(("treadle", "prefetch", "usec"), [

@@ -32,7 +32,7 @@ from treadle.backends.logs import write_log
 from treadle.batch.base import BatchJob, Observation
 from treadle.batch.condor import CondorSystem, check_files, job_script
 from treadle.batch.tracker import BatchTracker
-from treadle.errors import UsageError, WorkflowError
+from treadle.errors import UsageError
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,10 +107,9 @@ class CondorBackend(BatchShell):
         """Write ``jobs/<handle>.sh`` (exports and the command); inputs travel with it."""
         options = self._options_of(job.batch_options)
         inputs = tuple(f.dag_name for f in job.inputs)
-        try:
-            self.check_files(f"rule {job.rule_id}", job.inputs, job.outputs)
+        try:  # the files were checked before the run (check_files)
             text = job_script(job.command, job.environment)
-        except (WorkflowError, ValueError) as e:
+        except ValueError as e:
             raise refused(str(e)) from None
         os.makedirs(self._jobs_dir, exist_ok=True)
         path = os.path.join(self._jobs_dir, f"{handle}.sh")
