@@ -35,7 +35,6 @@ import abc
 import collections
 import os
 import random
-import signal
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -46,6 +45,7 @@ from treadle.backends.base import Job, JobResult
 from treadle.backends.logs import cap_file
 from treadle.batch.base import BatchJob, BatchSystem, Observation, Request, State
 from treadle.batch.tracker import (
+    SCHEDULER_SIGNALS,
     Action,
     AskFinal,
     BatchTracker,
@@ -65,7 +65,6 @@ PENDING_WARNING_EVERY = 600.0  # seconds between two "N jobs pending for ..." li
 HINT_AFTER = 100  # completions after which the short-rules hint is considered
 HINT_MIN_RULES = 500  # ... in runs of more rules than this (a small run is over before it matters)
 SHORT_RULE = 60.0  # seconds: a median rule shorter than this pays mostly the scheduler's cadence
-KILL_SIGNALS = (signal.SIGTERM, signal.SIGKILL)  # how a scheduler ends jobs it times out, preempts or cancels
 ALIVE = {State.PENDING: Phase.QUEUED, State.RUNNING: Phase.RUNNING, State.HELD: Phase.HELD}
 
 
@@ -306,7 +305,7 @@ class BatchShell(abc.ABC):
 
     def _observe(self, observations: Sequence[Observation], now: float) -> None:
         for obs in observations:
-            if obs.signal in KILL_SIGNALS:
+            if obs.signal in SCHEDULER_SIGNALS:
                 # The scheduler's word decides whether this was a timeout, a preemption or a cancel: ask soon.
                 self._interval = self.options.poll_min
                 self._next_poll = min(self._next_poll, now + self._interval)
