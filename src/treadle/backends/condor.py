@@ -30,7 +30,7 @@ from treadle.backends.batch_shell import (
 )
 from treadle.backends.logs import write_log
 from treadle.batch.base import BatchJob, Observation
-from treadle.batch.condor import CondorSystem, check_files, job_script
+from treadle.batch.condor import CondorSystem, check_files, description_lines, job_script
 from treadle.batch.tracker import BatchTracker
 from treadle.errors import UsageError
 
@@ -42,13 +42,6 @@ class CondorOptions(BatchOptions):
     condor_requirements: str | None = None
     condor_autosize: bool = False
     condor_getenv: str = "all"  # all, none, or a comma-separated list of variable names
-
-
-def description_lines(text: str | None) -> tuple[str, ...]:
-    """``-B``/``BATCH_OPTIONS`` text as submit description lines (a written ``\\n`` separates them too)."""
-    if not text:
-        return ()
-    return tuple(line.strip() for line in text.replace("\\n", "\n").splitlines() if line.strip())
 
 
 class CondorBackend(BatchShell):

@@ -74,6 +74,13 @@ def _option_key(line: str) -> str:
     return key[3:] if key.startswith("my.") else key.lstrip("+")
 
 
+def description_lines(text: str | None) -> tuple[str, ...]:
+    """``-B``/``BATCH_OPTIONS`` text as submit description lines (a written ``\\n`` separates them too)."""
+    if not text:
+        return ()
+    return tuple(line.strip() for line in text.replace("\\n", "\n").splitlines() if line.strip())
+
+
 def check_options(options: Iterable[str]) -> None:
     """Refuse ``-B``/``BATCH_OPTIONS`` lines that set a key treadle owns (:data:`REFUSED_KEYS`)."""
     for line in options:

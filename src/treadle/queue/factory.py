@@ -164,7 +164,9 @@ def batch_options_for(kind: str, text: str | None) -> tuple[str, ...]:
         check_options(options)
         return options
     if kind == "condor":
-        return tuple(line for line in text.replace("\\n", "\n").splitlines() if line.strip())
+        from treadle.batch.condor import description_lines
+
+        return description_lines(text)
     raise UsageError(f"-B is for batch systems; -T {kind} workers take no submit options")
 
 
