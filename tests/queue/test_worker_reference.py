@@ -5,11 +5,14 @@ The same workflow also runs under ``makeflow -T local``; the outputs must be equ
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import urllib.request
 from pathlib import Path
 
 import pytest
+from tests._wait import wait_for
 
 pytestmark = pytest.mark.reference
 
@@ -150,6 +153,16 @@ def test_wrong_password_is_refused(tmp_path: Path, start_makeflow, start_worker)
     assert good.wait(timeout=30) == 0
 
 
+def catalog_lists(port: int, project: str) -> bool:
+    """Whether the catalog server on ``port`` answers, and lists ``project`` when one is named."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/query.json", timeout=2) as reply:
+            entries = json.load(reply)
+    except (OSError, ValueError):
+        return False
+    return not project or any(e.get("project") == project for e in entries)
+
+
 def test_worker_finds_the_manager_through_a_local_catalog(
         tmp_path: Path, start_makeflow, start_worker, reference_env: dict,
         free_port: int) -> None:
@@ -160,8 +173,13 @@ def test_worker_finds_the_manager_through_a_local_catalog(
         (tmp_path / "Makeflow").write_text("x.txt:\n\techo found > x.txt\n")
         reference_env["CATALOG_HOST"] = f"127.0.0.1:{free_port}"
         project = f"treadle-test-{free_port}"
+        wait_for(lambda: catalog_lists(free_port, ""), timeout=30, what="the catalog server")
         mf, _ = start_makeflow("Makeflow", "-N", project, "-C", f"127.0.0.1:{free_port}",
                                cwd=tmp_path)
+        # makeflow reports again only every minute: a first report lost before the
+        # catalog listened would leave the worker looking for 30 s and giving up
+        wait_for(lambda: catalog_lists(free_port, project), timeout=30,
+                 what="the manager in the catalog")
         worker = start_worker("--single-shot", "-t", "30", "-i", "0.2", "-b", "0.5",
                               "-M", "treadle-test-.*", "-C", f"127.0.0.1:{free_port}",
                               "-s", str(tmp_path))
