@@ -73,8 +73,40 @@ class BatchError(TreadleError):
         return self.kind == "transient"
 
 
+class RepoError(TreadleError):
+    """A mistake in using a data repository: usage, a bad name or value, the writer lock held.
+
+    The whole batch of an ingest that meets one commits nothing (docs/repo.md).
+    """
+
+
+class RepoDataError(TreadleError):
+    """A repository file that cannot be had right: absent, corrupt in every replica, unreachable.
+
+    Exit status 2, so a script can tell "the data is in trouble" from "I typed it wrong".
+    """
+
+    exit_status = 2
+
+
+class FileAbsent(RepoDataError):
+    """The database said so: no such fileid or object, or it was deleted.
+
+    Kept apart from :class:`StoreUnreachable` because a reader must never take "the store is
+    down" for "the file does not exist" (the service answers 404 for this one only).
+    """
+
+
+class StoreUnreachable(RepoDataError):
+    """A store (or the database, or a service) could not be reached or gave no answer.
+
+    Never a statement about existence: a missing store directory is unreachable, not empty.
+    """
+
+
 # extra name -> the package it installs, for the message of MissingExtra
-EXTRAS = {"allpairs": "numpy", "sql": "SQLAlchemy", "condor": "htcondor"}
+EXTRAS = {"allpairs": "numpy", "sql": "SQLAlchemy", "condor": "htcondor",
+          "postgres": "psycopg"}
 
 
 class MissingExtra(TreadleError):

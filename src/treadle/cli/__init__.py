@@ -31,24 +31,33 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "weave": ("weave", "Compile (and optionally run) a Weaver workflow script."),
     "allpairs": ("allpairs", "Compare every item of set A with every item of set B."),
     "wavefront": ("wavefront", "Compute a 2-D recurrence, each cell once its neighbours are done."),
+    "repo": ("repo", "Ingest, query, fetch, check and serve a data repository."),
 }
 
 
 class LazyGroup(click.Group):
-    """A click group whose subcommands are imported when used, not at start-up."""
+    """A click group whose subcommands are imported when used, not at start-up.
+
+    ``commands_table`` maps a subcommand's name to (module under ``treadle.cli``, one-line
+    help); the module's ``command`` attribute is the click command (``treadle repo`` uses the
+    same class for its own subcommands).
+    """
+
+    commands_table: dict[str, tuple[str, str]] = SUBCOMMANDS
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return [name for name, (module, _) in SUBCOMMANDS.items() if _available(module)]
+        return [name for name, (module, _) in self.commands_table.items() if _available(module)]
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        entry = SUBCOMMANDS.get(name)
+        entry = self.commands_table.get(name)
         if entry is None or not _available(entry[0]):
             return None
         module = importlib.import_module(f"treadle.cli.{entry[0]}")
-        return module.command
+        command: click.Command = module.command
+        return command
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        rows = [(n, h) for n, (m, h) in SUBCOMMANDS.items() if _available(m)]
+        rows = [(n, h) for n, (m, h) in self.commands_table.items() if _available(m)]
         if rows:
             with formatter.section("Commands"):
                 formatter.write_dl(rows)
