@@ -25,11 +25,17 @@ demo: setup
 	$(BIN)/python examples/demo.py
 
 # The reference tools (cctools 9.9) are needed by the differential and
-# interoperability tests; install them when we are root and they are missing.
+# interoperability tests, and a PostgreSQL server by the repository tests (they
+# start their own, in a temporary directory); install them when we are root and
+# they are missing.
 system-packages:
 	@if ! command -v makeflow >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 			--no-install-recommends coop-computing-tools openmpi-bin >/dev/null; \
+	fi
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends postgresql >/dev/null; \
 	fi
 
 # A one-node Slurm cluster on this machine (root only): the tests marked `slurm`
