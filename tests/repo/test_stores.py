@@ -1,0 +1,110 @@
+"""Dir stores: verified writes, read-only objects, and unreachable never taken for empty."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from treadle.errors import RepoDataError, RepoError, StoreUnreachable
+from treadle.repo.context import open_context
+from treadle.repo.stores import DirStore, add_store, fsync_dirs, set_store
+
+
+def _checksum(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> DirStore:
+    s = DirStore("a", tmp_path / "store", "repo-uuid")
+    s.init_layout()
+    return s
+
+
+def test_write_stream_places_a_read_only_object(store: DirStore) -> None:
+    data = os.urandom(3 << 20)
+    written = store.write_stream(io.BytesIO(data))
+    assert written.checksum == _checksum(data) and written.size == len(data) and written.created
+    path = store.object_path(written.checksum)
+    assert path.read_bytes() == data
+    assert stat.S_IMODE(path.stat().st_mode) == 0o444
+    assert written.stat is not None and written.stat.inode == path.stat().st_ino
+    assert path.parent in store.dirs_touched
+    fsync_dirs(store.dirs_touched)
+    assert list(store.iter_objects()) == [(written.checksum, path)]
+    assert list(store.iter_temp()) == []
+    again = store.write_stream(io.BytesIO(data))
+    assert not again.created and list(store.iter_temp()) == []
+
+
+def test_a_mismatch_is_refused_and_leaves_nothing(store: DirStore, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.write_bytes(b"the real bytes")
+    with pytest.raises(RepoDataError, match="store a"):
+        store.put_file(src, _checksum(b"other bytes"), 14)
+    assert list(store.iter_objects()) == [] and list(store.iter_temp()) == []
+    written = store.put_file(src, _checksum(b"the real bytes"), 14)
+    assert store.size_of(written.checksum) == 14
+    with store.open_read(written.checksum) as f:
+        assert f.read() == b"the real bytes"
+
+
+def test_absent_object_in_a_reachable_store(store: DirStore) -> None:
+    missing = _checksum(b"never written")
+    assert store.size_of(missing) is None
+    with pytest.raises(FileNotFoundError):
+        store.open_read(missing)
+
+
+def test_a_missing_store_directory_is_unreachable_not_empty(store: DirStore) -> None:
+    written = store.write_stream(io.BytesIO(b"x"))
+    store.root.rename(store.root.with_name("moved"))
+    for call in (store.check, lambda: store.size_of(written.checksum),
+                 lambda: store.open_read(written.checksum)):
+        with pytest.raises(StoreUnreachable, match="store a is unreachable"):
+            call()
+
+
+def test_another_repositorys_store_is_unreachable(store: DirStore) -> None:
+    written = store.write_stream(io.BytesIO(b"x"))
+    stranger = DirStore("a", store.root, "another-uuid")
+    for call in (stranger.check, lambda: stranger.size_of(written.checksum),
+                 lambda: stranger.open_read(written.checksum)):
+        with pytest.raises(StoreUnreachable, match="another repository"):
+            call()
+    with pytest.raises(RepoError, match="another repository"):
+        stranger.init_layout()
+
+
+def test_quarantine_keeps_the_bad_object(store: DirStore) -> None:
+    written = store.write_stream(io.BytesIO(b"y"))
+    moved = store.quarantine(written.checksum)
+    assert moved.parent == store.quarantine_dir and moved.read_bytes() == b"y"
+    assert store.size_of(written.checksum) is None
+
+
+def test_store_rows_add_and_set(repo_dir: Path) -> None:
+    with open_context(repo_dir, write=True) as ctx:
+        assert [(s.storeid, s.name, s.url) for s in ctx.stores()] == [
+            (1, "a", "dir:stores/a"), (2, "b", "dir:stores/b")]
+        with ctx.engine.begin() as conn:
+            row = add_store(conn, ctx.dir, ctx.config.uuid, "c", "dir:elsewhere/c", host="n1", priority=5)
+            assert (row.name, row.host, row.priority, row.state) == ("c", "n1", 5, "up")
+            assert (repo_dir / "elsewhere/c/store.toml").is_file()
+            with pytest.raises(RepoError, match="already a store named c"):
+                add_store(conn, ctx.dir, ctx.config.uuid, "c", "dir:x")
+            with pytest.raises(RepoError, match="bad store URL"):
+                add_store(conn, ctx.dir, ctx.config.uuid, "d", "ftp://x")
+            assert set_store(conn, "c", state="draining").state == "draining"
+            with pytest.raises(RepoError, match="bad store state"):
+                set_store(conn, "c", state="sideways")
+            with pytest.raises(RepoError, match=r"no store named z \(stores: a, b, c\)"):
+                set_store(conn, "z", priority=1)
+        opened = ctx.open_store(ctx.stores()[2])
+        assert isinstance(opened, DirStore) and opened.root == repo_dir / "elsewhere/c"
+        opened.check()
