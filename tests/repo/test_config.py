@@ -10,7 +10,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from treadle.errors import RepoError
-from treadle.repo.checksums import Hasher, format_checksum, hash_file, object_relpath, parse_checksum
+from treadle.repo.checksums import (
+    Hasher,
+    format_checksum,
+    hash_file,
+    object_relpath,
+    parse_checksum,
+)
 from treadle.repo.config import RepoConfig, database_url, is_repository, load_config, write_config
 
 

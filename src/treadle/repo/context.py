@@ -17,12 +17,11 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 
 from treadle.errors import RepoError, StoreUnreachable
-from treadle.repo import stores as stores_module
 from treadle.repo.config import SQLITE_PREFIX, RepoConfig, database_url, load_config, write_config
 from treadle.repo.db import is_sqlite, make_engine
 from treadle.repo.lock import WriterLock
 from treadle.repo.migrations import check_version, create_schema
-from treadle.repo.stores import Store, StoreRow, add_store, load_stores
+from treadle.repo.stores import Store, StoreRow, add_store, dir_store, load_stores
 
 DEFAULT_STORE = ("a", "dir:stores/a")
 
@@ -42,12 +41,13 @@ class RepoContext:
             return load_stores(conn)
 
     def open_store(self, row: StoreRow) -> Store:
-        """The Store for ``row``; an http store gets the client token from the environment."""
-        token = None
+        """The Store for ``row``: ``dir:PATH``, or ``http(s)://`` with the client token from the
+        environment (the HTTP client is imported only by the repositories that use it)."""
         if row.url.startswith(("http://", "https://")):
-            from treadle.repo.remote import read_token
-            token = read_token()
-        return stores_module.open_store(row, self.dir, self.config.uuid, token=token)
+            from treadle.repo.remote import HttpStore, read_token
+            store: Store = HttpStore(row.name, row.url, read_token())
+            return store
+        return dir_store(row, self.dir, self.config.uuid)
 
     def close(self) -> None:
         """Release the writer lock (if held) and the database connections."""

@@ -1,7 +1,8 @@
 """Stores: the places that hold objects, and the ``stores`` rows that list them (docs/repo.md).
 
 Every kind of store offers the small :class:`Store` interface; a directory store is
-:class:`DirStore` here, an HTTP store is ``treadle.repo.remote.HttpStore``. A store that
+:class:`DirStore` here, an HTTP store is ``treadle.repo.remote.HttpStore`` (which imports this
+module, so ``RepoContext.open_store`` is what picks the kind for a row). A store that
 cannot be reached raises StoreUnreachable, never "absent": a missing directory is not empty.
 """
 
@@ -344,15 +345,11 @@ def _dir_path(url: str, repo_dir: Path) -> Path:
     return path if path.is_absolute() else Path(repo_dir) / path
 
 
-def open_store(row: StoreRow, repo_dir: Path, repo_uuid: str, *, token: str | None = None) -> Store:
-    """The Store object for a ``stores`` row: ``dir:PATH`` or ``http(s)://HOST:PORT``."""
-    if row.url.startswith("dir:"):
-        return DirStore(row.name, _dir_path(row.url, repo_dir), repo_uuid)
-    if row.url.startswith(("http://", "https://")):
-        from treadle.repo.remote import HttpStore  # only the repositories that use one pay for it
-        store: Store = HttpStore(row.name, row.url, token)
-        return store
-    raise RepoError(f"store {row.name}: unknown kind of URL {row.url!r} (use dir:PATH or http(s)://HOST:PORT)")
+def dir_store(row: StoreRow, repo_dir: Path, repo_uuid: str) -> DirStore:
+    """The DirStore of a ``dir:PATH`` row (``RepoContext.open_store`` opens every kind)."""
+    if not row.url.startswith("dir:"):
+        raise RepoError(f"store {row.name}: {row.url!r} is not a dir: store")
+    return DirStore(row.name, _dir_path(row.url, repo_dir), repo_uuid)
 
 
 def check_store_url(url: str) -> str:
