@@ -93,15 +93,17 @@ def _backup_sqlite(engine: Engine, version: int) -> Path:
     return backup
 
 
-def migrate(repo_dir: Path) -> list[int]:
+def migrate(repo_dir: Path, *, wait: float = 0.0) -> list[int]:
     """Apply the pending steps to REPO's database, under the writer lock; return their versions.
+
+    The lock is waited for up to ``wait`` seconds.
 
     An SQLite database is first copied to ``metadata.db.bak-v<N>`` (N: its version before).
     """
     config = load_config(repo_dir)
     engine = make_engine(database_url(repo_dir, config))
     try:
-        with WriterLock(repo_dir, engine, config.uuid):
+        with WriterLock(repo_dir, engine, config.uuid, wait):
             with engine.connect() as conn:
                 version = schema_version_of(conn)
             if version > CURRENT_VERSION:

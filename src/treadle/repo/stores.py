@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, func, select
 
 from treadle.errors import RepoDataError, RepoError, StoreUnreachable
 from treadle.repo import schema
@@ -338,6 +338,14 @@ def load_stores(conn: Connection) -> list[StoreRow]:
     """Every store of the repository, by storeid."""
     rows = conn.execute(select(schema.stores).order_by(schema.stores.c.storeid)).mappings()
     return [_row(r) for r in rows]
+
+
+def ok_replica_counts(conn: Connection) -> dict[int, int]:
+    """storeid -> how many OK replicas the store holds (stores with none are left out)."""
+    replicas = schema.replicas
+    rows = conn.execute(select(replicas.c.storeid, func.count()).where(replicas.c.state == "OK")
+                        .group_by(replicas.c.storeid))
+    return {int(storeid): int(n) for storeid, n in rows}
 
 
 def _dir_path(url: str, repo_dir: Path) -> Path:
