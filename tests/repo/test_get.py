@@ -98,7 +98,7 @@ def test_corrupt_in_every_replica_exits_2_and_writes_nothing(
     assert os.listdir(out) == []
     status, out, err = get(capsys, str(ctx.dir), str(fileid), "-o", "-")
     assert (status, out) == (2, "")
-    assert "corrupt in every replica" in err
+    assert f"fileid {fileid}: {checksum} has no OK replica" in err  # both are SUSPECT now
 
 
 def test_a_store_that_never_answers_is_given_up_within_the_timeout(
