@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -86,3 +87,11 @@ def test_object_path_spreads_by_leading_digits() -> None:
     for bad in ("sha256:" + hexdigest.upper(), "md5:" + hexdigest[:32], "sha256:../" + hexdigest[3:]):
         with pytest.raises(RepoError):
             object_relpath(bad)
+
+
+@given(st.text(max_size=40), st.text(max_size=40))
+def test_any_text_setting_round_trips(mount: str, database: str) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        config = RepoConfig(uuid="u", mount="/" + mount, database=database)
+        write_config(Path(tmp), config)
+        assert load_config(Path(tmp)) == config

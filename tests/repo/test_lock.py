@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -31,7 +33,9 @@ def test_a_writer_waits_for_the_lock(repo_dir: Path) -> None:
     released = threading.Event()
 
     def release_soon() -> None:
-        time.sleep(0.3)  # the waiter must be polling by then; how long it polls is what is tested
+        # the waiter is usually polling by then; if not, it finds the lock free, and still
+        # must not have had it before the release
+        time.sleep(0.3)
         released.set()
         first.close()
 
@@ -50,4 +54,23 @@ def test_hosts_sharing_only_the_database_exclude_each_other(tmp_path: Path, post
         with pytest.raises(RepoError, match=f"being written by {socket.gethostname()} pid {os.getpid()}"):
             open_context(elsewhere, write=True)
     with open_context(elsewhere, write=True):
+        pass
+
+
+def test_a_killed_writer_holds_nothing(repo_dir: Path) -> None:
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\n"
+         "from treadle.repo.context import open_context\n"
+         "ctx = open_context(sys.argv[1], write=True)\n"
+         "print('locked', flush=True)\n"
+         "time.sleep(300)\n", str(repo_dir)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        with pytest.raises(RepoError, match=f"by {socket.gethostname()} pid {holder.pid};"):
+            open_context(repo_dir, write=True)
+    finally:
+        holder.kill()
+        holder.wait()
+    # the kernel drops the flock, and PostgreSQL the session's advisory lock, with the process
+    with open_context(repo_dir, write=True, wait=20):
         pass

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from sqlalchemy import insert, inspect, select
+from sqlalchemy import delete, insert, inspect, select
+from sqlalchemy.exc import InternalError, OperationalError
 
 from treadle.errors import RepoError
 from treadle.repo import audit, schema
@@ -49,3 +50,15 @@ def test_foreign_keys_are_enforced(repo_dir: Path) -> None:
     with open_context(repo_dir, write=True) as ctx:
         with pytest.raises(Exception, match="(?i)foreign key"), ctx.engine.begin() as conn:
             conn.execute(insert(schema.replicas).values(checksum="sha256:" + "1" * 64, storeid=1, state="OK"))
+
+
+def test_a_read_only_context_cannot_write(repo_dir: Path) -> None:
+    with open_context(repo_dir, read_only=True) as ctx:
+        with ctx.engine.connect() as conn:
+            assert [r.name for r in ctx.stores()] == ["a", "b"]
+            with pytest.raises(OperationalError if ctx.engine.dialect.name == "sqlite" else InternalError,
+                               match="(?i)read.only|readonly"):
+                conn.execute(delete(schema.stores))
+    if ctx.engine.dialect.name == "postgresql":
+        with ctx.engine.connect() as conn:  # a user's own SELECT cannot run for ever
+            assert conn.exec_driver_sql("SHOW statement_timeout").scalar() == "1min"

@@ -6,6 +6,7 @@ import hashlib
 import io
 import os
 import stat
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -54,6 +55,29 @@ def test_a_mismatch_is_refused_and_leaves_nothing(store: DirStore, tmp_path: Pat
         assert f.read() == b"the real bytes"
 
 
+def test_a_wrong_sized_object_is_quarantined_and_replaced(store: DirStore, tmp_path: Path) -> None:
+    data = b"right bytes"
+    path = store.object_path(_checksum(data))
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"trunc")
+    src = tmp_path / "src"
+    src.write_bytes(data)
+    written = store.put_file(src, _checksum(data), len(data))
+    assert written.created and path.read_bytes() == data
+    assert [p.read_bytes() for p in store.quarantine_dir.iterdir()] == [b"trunc"]
+    assert not store.put_file(src, _checksum(data), len(data)).created  # present: nothing copied
+
+
+def test_threads_writing_at_once(store: DirStore) -> None:
+    blobs = [b"shared"] * 8 + [os.urandom(100_000) for _ in range(8)]
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda b: store.write_stream(io.BytesIO(b)), blobs))
+    assert [r.checksum for r in results] == [_checksum(b) for b in blobs]
+    assert sorted(c for c, _ in store.iter_objects()) == sorted({_checksum(b) for b in blobs})
+    assert all(store.object_path(_checksum(b)).read_bytes() == b for b in blobs)
+    assert list(store.iter_temp()) == []
+
+
 def test_absent_object_in_a_reachable_store(store: DirStore) -> None:
     missing = _checksum(b"never written")
     assert store.size_of(missing) is None
@@ -100,11 +124,17 @@ def test_store_rows_add_and_set(repo_dir: Path) -> None:
                 add_store(conn, ctx.dir, ctx.config.uuid, "c", "dir:x")
             with pytest.raises(RepoError, match="bad store URL"):
                 add_store(conn, ctx.dir, ctx.config.uuid, "d", "ftp://x")
+            with pytest.raises(RepoError, match="bad store name"):
+                add_store(conn, ctx.dir, ctx.config.uuid, "../d", "dir:d")
+            far = add_store(conn, ctx.dir, ctx.config.uuid, "far", "https://store.example.org:8765")
+            assert (far.storeid, far.state) == (4, "up")
             assert set_store(conn, "c", state="draining").state == "draining"
             with pytest.raises(RepoError, match="bad store state"):
                 set_store(conn, "c", state="sideways")
-            with pytest.raises(RepoError, match=r"no store named z \(stores: a, b, c\)"):
+            with pytest.raises(RepoError, match=r"no store named z \(stores: a, b, c, far\)"):
                 set_store(conn, "z", priority=1)
         opened = ctx.open_store(ctx.stores()[2])
         assert isinstance(opened, DirStore) and opened.root == repo_dir / "elsewhere/c"
         opened.check()
+        far = ctx.open_store(ctx.stores()[3])
+        assert (type(far).__name__, far.name) == ("HttpStore", "far")

@@ -7,7 +7,6 @@ library has no TOML writer); every write is atomic, so a crash never leaves half
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import tomllib
 from dataclasses import dataclass
@@ -73,8 +72,12 @@ def load_config(repo_dir: Path) -> RepoConfig:
 
 
 def _toml_value(value: int | str) -> str:
-    # a JSON string is a valid TOML basic string for the text repo.toml holds
-    return str(value) if isinstance(value, int) else json.dumps(value)
+    """An int, or a TOML basic string: quote, backslash and control characters escaped."""
+    if isinstance(value, int):
+        return str(value)
+    escaped = "".join(f"\\u{ord(c):04x}" if ord(c) < 0x20 or ord(c) == 0x7F
+                      else "\\" + c if c in '"\\' else c for c in value)
+    return f'"{escaped}"'
 
 
 def write_config(repo_dir: Path, config: RepoConfig) -> None:

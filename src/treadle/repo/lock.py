@@ -51,10 +51,6 @@ class WriterLock:
                  tb: TracebackType | None) -> None:
         self.release()
 
-    @property
-    def held(self) -> bool:
-        return self._fd is not None
-
     def acquire(self) -> None:
         deadline = time.monotonic() + self.wait
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
