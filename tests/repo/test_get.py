@@ -11,16 +11,22 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import select
 from tests.repo.test_fetch import DATA, corrupt, object_path, put_object, replica_state
 
 from treadle.cli import main
+from treadle.cli.repo_get import output_name, parse_file_argument
+from treadle.errors import RepoDataError, UsageError
 from treadle.repo.context import RepoContext, open_context
-from treadle.repo.schema import audit_events
-from treadle.repo.stores import add_store
+from treadle.repo.fetch import vpath
+from treadle.repo.schema import audit_events, replicas
+from treadle.repo.stores import add_store, set_store
 
 
 def get(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -135,3 +141,81 @@ def test_usage_errors_exit_1(ctx: RepoContext, tmp_path: Path, capsys: pytest.Ca
     assert status == 1
     assert message in err
     assert len(err.strip().splitlines()) == 1
+
+
+@contextmanager
+def serving(log: Path, *args: str) -> Iterator[str]:
+    """``treadle repo serve ARGS`` on a free loopback port without tokens; its URL. Stopped after."""
+    with open(log, "ab") as errors:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "treadle", "repo", "serve", *args, "--bind", "127.0.0.1:0", "--no-auth"],
+            stdout=subprocess.PIPE, stderr=errors, text=True)
+    try:
+        assert server.stdout is not None
+        url = server.stdout.readline().strip()  # printed once it listens
+        assert url.startswith("http://"), f"serve did not start: {log.read_text()}"
+        yield url
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+def test_an_http_store_is_read_and_a_stopped_one_skipped(ctx: RepoContext, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    fileid, checksum = put_object(ctx, DATA)
+    with serving(tmp_path / "serve.log", "--store", str(ctx.dir / "stores" / "b")) as url:
+        with ctx.engine.begin() as conn:
+            http_store = add_store(conn, ctx.dir, ctx.config.uuid, "h", url, priority=-1)
+            set_store(conn, "b", state="down")  # b is read only through the service now
+            conn.execute(replicas.insert().values(checksum=checksum, storeid=http_store.storeid,
+                                                  state="OK"))
+        corrupt(object_path(ctx, "a", checksum))  # so right bytes can only have come from h
+        status, _, err = get(capsys, str(ctx.dir), str(fileid), "-o", str(tmp_path / "up"))
+        assert (status, err) == (0, "")
+        assert (tmp_path / "up" / f"{fileid}.dat").read_bytes() == DATA
+    status, _, err = get(capsys, str(ctx.dir), str(fileid), "-o", str(tmp_path / "down"), "--timeout", "1")
+    assert status == 2  # h is down and a is corrupt: nothing written, both named
+    assert "store h" in err and f"fileid {fileid}: no replica could be read" in err
+    assert os.listdir(tmp_path / "down") == []
+    assert replica_state(ctx, checksum, "h") == "OK"  # a server that is down is not wrong
+    assert replica_state(ctx, checksum, "a") == "SUSPECT"
+
+
+def test_get_from_a_service(ctx: RepoContext, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    fileid, _ = put_object(ctx, DATA, extension="png")
+    with serving(tmp_path / "serve.log", str(ctx.dir)) as url:
+        status, _, err = get(capsys, "--from", url, f"/bxgrid/fileid/{fileid}", str(fileid + 1),
+                             "-o", str(tmp_path / "out"))
+        assert status == 2
+        assert f"fileid {fileid + 1}" in err and "1 of 2 files not written" in err
+        assert os.listdir(tmp_path / "out") == [f"{fileid}.png"]
+        assert (tmp_path / "out" / f"{fileid}.png").read_bytes() == DATA
+    status, _, err = get(capsys, "--from", url, str(fileid), "-o", str(tmp_path / "later"), "--timeout", "1")
+    assert status == 2
+    assert f"fileid {fileid}: {url}" in err
+
+
+@given(st.text())
+def test_a_file_argument_is_a_fileid_a_vpath_or_refused(text: str) -> None:
+    try:
+        fileid = parse_file_argument(text, lambda: "/bxgrid")
+    except UsageError:
+        return
+    assert 1 <= fileid < 10**19
+    assert text in (str(fileid), vpath("/bxgrid", fileid), vpath("/bxgrid/", fileid))
+
+
+@given(st.integers(min_value=1, max_value=2**63 - 1), st.sampled_from(["/bxgrid", "/data/irises"]))
+def test_vpaths_of_any_mount_read_back(fileid: int, mount: str) -> None:
+    assert parse_file_argument(vpath(mount, fileid), lambda: mount) == fileid
+    assert parse_file_argument(str(fileid), lambda: mount) == fileid
+
+
+@given(st.text())
+def test_an_output_name_never_leaves_its_directory(extension: str) -> None:
+    try:
+        name = output_name(17, extension)
+    except RepoDataError:
+        assert "/" in extension or "\0" in extension
+        return
+    assert "/" not in name and name.startswith("17")

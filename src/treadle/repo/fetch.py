@@ -103,8 +103,8 @@ def _database(ctx: RepoContext) -> Iterator[sqlalchemy.Connection]:
 
 
 def _as_utc(moment: datetime) -> datetime:
-    """A stored time, zone-aware: SQLite gives them back without a zone, and all are UTC."""
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    """A stored time in UTC: SQLite gives it back without a zone, PostgreSQL in the session's."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def file_info(ctx: RepoContext, fileid: int) -> FileInfo:
