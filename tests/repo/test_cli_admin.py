@@ -51,10 +51,24 @@ def test_init_defaults_and_refusals(tmp_path: Path, capsys: pytest.CaptureFixtur
     status, _, err = run(capsys, "repo", "init", str(repo))
     assert status == 1 and "not an empty directory" in err and "Traceback" not in err
     for bad in (["--store", "nourl"], ["--store", "a=ftp://x"], ["--replicas", "1", "--min-replicas", "2"],
-                ["--mount", "relative"], ["--min-replicas", "2", "--replicas", "2"]):
+                ["--mount", "relative"], ["--min-replicas", "2", "--replicas", "2"],
+                ["--store", "a=dir:x", "--store", "a=dir:y"], ["--db", "mysql://u@h/db"],
+                ["--db", "not a url"]):
         target = tmp_path / f"bad{len(list(tmp_path.iterdir()))}"
         status, _, err = run(capsys, "repo", "init", str(target), *bad)
         assert status == 1 and err.count("\n") == 1, (bad, err)
+        assert not target.exists()
+
+
+def test_init_refuses_a_database_that_holds_a_repository(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                         database_url: str | None) -> None:
+    db = database_url or f"sqlite:///{tmp_path}/shared.db"
+    assert run(capsys, "repo", "init", str(tmp_path / "first"), "--db", db)[0] == 0
+    second = tmp_path / "second"
+    second.mkdir()
+    status, _, err = run(capsys, "repo", "init", str(second), "--db", db)
+    assert status == 1 and "already holds a treadle repository" in err
+    assert list(second.iterdir()) == []  # nothing half-made is left to block a retry
 
 
 def test_store_add_list_set_drain(repo_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

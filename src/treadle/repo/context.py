@@ -7,6 +7,7 @@ Every command and module of treadle.repo works on a RepoContext, so opening a re
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import uuid as uuidlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,7 +22,15 @@ from treadle.repo.config import SQLITE_PREFIX, RepoConfig, database_url, load_co
 from treadle.repo.db import is_sqlite, make_engine
 from treadle.repo.lock import WriterLock
 from treadle.repo.migrations import check_version, create_schema
-from treadle.repo.stores import Store, StoreRow, add_store, dir_store, load_stores
+from treadle.repo.stores import (
+    Store,
+    StoreRow,
+    add_store,
+    check_store_name,
+    check_store_url,
+    dir_store,
+    load_stores,
+)
 
 DEFAULT_STORE = ("a", "dir:stores/a")
 
@@ -102,30 +111,8 @@ def _check_new_directory(repo_dir: Path) -> None:
         raise RepoError(f"{repo_dir}: not an empty directory; a repository needs a new one")
 
 
-def init_repository(path: Path | str, *, database: str | None = None,
-                    stores: Sequence[tuple[str, str]] = (), replicas: int = 1,
-                    min_replicas: int = 1, mount: str = "/bxgrid") -> RepoContext:
-    """Make a repository in a new or empty directory and return it open for writing.
-
-    Without ``stores`` it gets one, ``a`` = ``dir:stores/a``. Stores get storeids in the
-    order given.
-    """
-    repo_dir = Path(path)
-    _check_new_directory(repo_dir)
-    wanted = list(stores) or [DEFAULT_STORE]
-    if not 1 <= min_replicas <= replicas:
-        raise RepoError(f"need 1 <= min-replicas <= replicas (have {min_replicas} and {replicas})")
-    if min_replicas > len(wanted):
-        raise RepoError(f"min-replicas {min_replicas} needs at least that many stores "
-                        f"(have {len(wanted)})")
-    if not mount.startswith("/"):
-        raise RepoError(f"the mount {mount!r} must be an absolute path")
-    config = RepoConfig(uuid=str(uuidlib.uuid4()), replicas=replicas, min_replicas=min_replicas,
-                        mount=mount)
-    if database:
-        config = dataclasses.replace(config, database=database)
-    repo_dir.mkdir(parents=True, exist_ok=True)
-    write_config(repo_dir, config)
+def _create_database(repo_dir: Path, config: RepoConfig,
+                     wanted: Sequence[tuple[str, str]]) -> tuple[Engine, WriterLock]:
     engine = make_engine(database_url(repo_dir, config))
     try:
         if is_sqlite(engine):
@@ -145,5 +132,55 @@ def init_repository(path: Path | str, *, database: str | None = None,
         raise StoreUnreachable(f"{repo_dir}: cannot create the database: {e.orig}") from None
     except BaseException:
         engine.dispose()
+        raise
+    return engine, lock
+
+
+def _remove_contents(repo_dir: Path, keep_dir: bool) -> None:
+    if not keep_dir:
+        shutil.rmtree(repo_dir, ignore_errors=True)
+        return
+    for child in repo_dir.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
+
+
+def init_repository(path: Path | str, *, database: str | None = None,
+                    stores: Sequence[tuple[str, str]] = (), replicas: int = 1,
+                    min_replicas: int = 1, mount: str = "/bxgrid") -> RepoContext:
+    """Make a repository in a new or empty directory and return it open for writing.
+
+    Without ``stores`` it gets one, ``a`` = ``dir:stores/a``. Stores get storeids in the
+    order given.
+    """
+    repo_dir = Path(path)
+    _check_new_directory(repo_dir)
+    wanted = list(stores) or [DEFAULT_STORE]
+    for name, url in wanted:  # all checked before anything is made
+        check_store_name(name)
+        check_store_url(url)
+    names = [name for name, _ in wanted]
+    if len(set(names)) < len(names):
+        raise RepoError(f"store names must differ (have {', '.join(names)})")
+    if not 1 <= min_replicas <= replicas:
+        raise RepoError(f"need 1 <= min-replicas <= replicas (have {min_replicas} and {replicas})")
+    if min_replicas > len(wanted):
+        raise RepoError(f"min-replicas {min_replicas} needs at least that many stores "
+                        f"(have {len(wanted)})")
+    if not mount.startswith("/"):
+        raise RepoError(f"the mount {mount!r} must be an absolute path")
+    config = RepoConfig(uuid=str(uuidlib.uuid4()), replicas=replicas, min_replicas=min_replicas,
+                        mount=mount)
+    if database:
+        config = dataclasses.replace(config, database=database)
+    existed = repo_dir.exists()
+    repo_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        write_config(repo_dir, config)
+        engine, lock = _create_database(repo_dir, config, wanted)
+    except BaseException:
+        _remove_contents(repo_dir, existed)  # it was empty: all of it is this init's
         raise
     return RepoContext(dir=repo_dir, config=config, engine=engine, lock=lock)

@@ -11,7 +11,7 @@ import urllib.parse
 from datetime import UTC, datetime
 from typing import Any
 
-from treadle.errors import MissingExtra, require_extra
+from treadle.errors import MissingExtra, RepoError, require_extra
 
 require_extra("sqlalchemy", "sql")
 
@@ -71,12 +71,16 @@ def make_engine(url: str, *, read_only: bool = False) -> sqlalchemy.Engine:
     ``query_only``; PostgreSQL ``default_transaction_read_only``), so a user's own SELECT
     cannot write however it is written.
     """
-    parsed = sqlalchemy.make_url(url)
+    try:
+        parsed = sqlalchemy.make_url(url)
+    except sqlalchemy.exc.ArgumentError:
+        raise RepoError(f"not a database URL: {url!r}") from None
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(parsed, read_only)
     if parsed.get_backend_name() == "postgresql":
         return _postgres_engine(parsed, read_only)
-    return sqlalchemy.create_engine(parsed)
+    raise RepoError(f"unsupported database {parsed.get_backend_name()!r}: use SQLite "
+                    f"(sqlite:///PATH) or PostgreSQL (postgresql+psycopg://...)")
 
 
 def is_sqlite(engine: sqlalchemy.Engine) -> bool:

@@ -369,11 +369,17 @@ def check_store_url(url: str) -> str:
     raise RepoError(f"bad store URL {url!r}: use dir:PATH or http(s)://HOST:PORT")
 
 
+def check_store_name(name: str) -> str:
+    """Return ``name`` if it may name a store, else RepoError."""
+    if _STORE_NAME.fullmatch(name) is None:
+        raise RepoError(f"bad store name {name!r}: use letters, digits, '_', '.' and '-'")
+    return name
+
+
 def add_store(conn: Connection, repo_dir: Path, repo_uuid: str, name: str, url: str, *,
               host: str = "", priority: int = 0) -> StoreRow:
     """Add a store row; a dir store's directory gets its layout and ``store.toml`` first."""
-    if _STORE_NAME.fullmatch(name) is None:
-        raise RepoError(f"bad store name {name!r}: use letters, digits, '_', '.' and '-'")
+    check_store_name(name)
     check_store_url(url)
     if any(row.name == name for row in load_stores(conn)):
         raise RepoError(f"there is already a store named {name}")
