@@ -21,10 +21,10 @@ from sqlalchemy import select
 from tests.repo.test_fetch import DATA, corrupt, object_path, put_object, replica_state
 
 from treadle.cli import main
-from treadle.cli.repo_get import output_name, parse_file_argument
+from treadle.cli.repo_get import parse_file_argument
 from treadle.errors import RepoDataError, UsageError
 from treadle.repo.context import RepoContext, open_context
-from treadle.repo.fetch import vpath
+from treadle.repo.fetch import output_name, vpath
 from treadle.repo.schema import audit_events, replicas
 from treadle.repo.stores import add_store, set_store
 

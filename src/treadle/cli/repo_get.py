@@ -41,13 +41,6 @@ def parse_file_argument(text: str, mount: Callable[[], str]) -> int:
     return int(match.group("fileid"))
 
 
-def output_name(fileid: int, extension: str) -> str:
-    """``<fileid>.<ext>``, or ``<fileid>`` when the file has no extension."""
-    if "/" in extension or "\0" in extension:
-        raise RepoDataError(f"fileid {fileid}: refusing the extension {extension!r}")
-    return f"{fileid}.{extension}" if extension else str(fileid)
-
-
 class _Source(Protocol):
     """Where files come from: a repository directory, or a service with ``--from``."""
 
@@ -77,12 +70,9 @@ class _RepositorySource:
         return self.ctx.config.mount
 
     def save(self, fileid: int, directory: Path) -> Path:
-        from treadle.repo.fetch import fetch_to, file_info
+        from treadle.repo.fetch import save_file
 
-        info = file_info(self.ctx, fileid)
-        dest = directory / output_name(fileid, info.extension)
-        fetch_to(self.ctx, info.checksum, dest, timeout=self.timeout, report=_warn)
-        return dest
+        return save_file(self.ctx, fileid, directory, timeout=self.timeout, report=_warn)
 
     def close(self) -> None:
         self.ctx.close()
@@ -105,7 +95,7 @@ class _ServiceSource:
 
     def save(self, fileid: int, directory: Path) -> Path:
         from treadle.repo.checksums import parse_checksum
-        from treadle.repo.fetch import save_stream
+        from treadle.repo.fetch import output_name, save_stream
 
         meta = self.client.meta(fileid)
         try:

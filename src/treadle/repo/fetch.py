@@ -424,6 +424,25 @@ def fetch_to(ctx: RepoContext, checksum: str, dest: Path, *, timeout: float = 60
         raise
 
 
+def output_name(fileid: int, extension: str) -> str:
+    """``<fileid>.<ext>``, or ``<fileid>`` when the file has no extension: what ``get`` writes.
+
+    RepoDataError for an extension that would leave the directory (one from a service could).
+    """
+    if "/" in extension or "\0" in extension:
+        raise RepoDataError(f"fileid {fileid}: refusing the extension {extension!r}")
+    return f"{fileid}.{extension}" if extension else str(fileid)
+
+
+def save_file(ctx: RepoContext, fileid: int, directory: Path, *, timeout: float = 60.0,
+              report: Report | None = None) -> Path:
+    """Write file ``fileid`` verified as ``directory/<fileid>.<ext>`` (fetch_to); its path."""
+    info = file_info(ctx, fileid)
+    dest = directory / output_name(fileid, info.extension)
+    fetch_to(ctx, info.checksum, dest, timeout=timeout, report=report)
+    return dest
+
+
 def save_stream(stream: BinaryIO, checksum: str, size: int, dest: Path) -> None:
     """Write ``stream`` to ``dest`` through a temp file, only if it is exactly object ``checksum``.
 
