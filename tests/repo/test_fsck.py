@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, select, text
+from tests.repo.test_get import serving
 
 from treadle.cli import main
 from treadle.repo import schema
@@ -462,3 +463,34 @@ def test_help_has_examples(capsys: pytest.CaptureFixture[str]) -> None:
 def test_not_a_repository(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     status, _, err = fsck_cli(tmp_path, capsys=capsys)
     assert status == 1 and "not a repository" in err
+
+
+# -- a store served over HTTP ----------------------------------------------------------------
+
+
+def test_an_http_store_is_checked_repaired_into_and_unreachable_when_stopped(
+        repo: RepoContext, repo_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    remote = DirStore("h", tmp_path / "remote", repo.config.uuid)
+    remote.init_layout()
+    held, _ = put(repo, b"held by h", stores=("a",))
+    rewrite_later = remote.object_path(remote.write_stream(io.BytesIO(b"held by h")).checksum)
+    short, _ = put(repo, b"copied to h", stores=("a",))
+    with serving(tmp_path / "serve.log", "--store", str(remote.root)) as url:
+        with repo.engine.begin() as conn:
+            h = add_store(conn, repo.dir, repo.config.uuid, "h", url, priority=-1).storeid
+            set_store(conn, "b", state="readonly")  # so h is the only store that can take a copy
+            conn.execute(schema.replicas.insert().values(checksum=held, storeid=h, state="OK"))
+        status, _, err = fsck_cli(repo_dir, "--full", "--repair", capsys=capsys)
+        assert status == 1, err
+        assert f"({short}): had 1 of 2 OK replicas: copied to h" in err
+        assert remote.object_path(short).read_bytes() == b"copied to h"
+        assert replica_states(repo, short) == {"a": "OK", "h": "OK"}
+        rewrite(rewrite_later, b"held by X")
+        status, _, err = fsck_cli(repo_dir, capsys=capsys)
+        assert status == 0, err  # a HEAD sees the right size
+        status, _, err = fsck_cli(repo_dir, "--full", capsys=capsys)
+        assert status == 2 and "its bytes hash to" in err
+        assert replica_states(repo, held) == {"a": "OK", "h": "BAD"}
+    status, _, err = fsck_cli(repo_dir, "--full", capsys=capsys)
+    assert status == 2 and err.count("store h") == 1 and "unreachable" in err
+    assert replica_states(repo, short) == {"a": "OK", "h": "OK"}  # a server that is down is not wrong

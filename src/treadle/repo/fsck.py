@@ -545,7 +545,15 @@ class _Run:
         row = and_(replicas.c.checksum == checksum, replicas.c.storeid == storeid)
         with self.ctx.engine.begin() as conn:
             conn.execute(replicas.update().where(row).values(state="DELETING"))
-        store.delete(checksum)
+        try:
+            store.delete(checksum)
+        except (RepoError, RepoDataError, OSError) as e:
+            # e.g. a store served over HTTP, which deletes nothing: the replica stays as it was
+            with self.ctx.engine.begin() as conn:
+                conn.execute(replicas.update().where(row).values(state=states[storeid]))
+            self._find(Finding("draining", f"{what}: {copied}not removed from store {name}: {e}",
+                               REMAINS, checksum, storeid, fileid))
+            return
         with self.ctx.engine.begin() as conn:
             conn.execute(replicas.delete().where(row))
             self._find(Finding("repaired", f"{what}: {copied}removed from store {name} "
