@@ -71,7 +71,7 @@ def load_config(repo_dir: Path) -> RepoConfig:
     return config
 
 
-def _toml_value(value: int | str) -> str:
+def toml_value(value: int | str) -> str:
     """An int, or a TOML basic string: quote, backslash and control characters escaped."""
     if isinstance(value, int):
         return str(value)
@@ -80,22 +80,31 @@ def _toml_value(value: int | str) -> str:
     return f'"{escaped}"'
 
 
-def write_config(repo_dir: Path, config: RepoConfig) -> None:
-    """Write ``REPO/repo.toml`` atomically: a temp file, fsynced, renamed over the old one."""
-    path = Path(repo_dir) / CONFIG_NAME
-    text = "".join(f"{f.name} = {_toml_value(getattr(config, f.name))}\n"
-                   for f in dataclasses.fields(RepoConfig))
-    tmp = path.with_name(f".{CONFIG_NAME}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
+def write_text_atomically(path: Path, text: str, mode: int = 0o644) -> None:
+    """Replace ``path`` with ``text`` so that a crash leaves the old file or the new one.
+
+    A temp file (made with ``mode`` from its first byte) is fsynced and renamed over ``path``,
+    and the directory is fsynced so that the rename itself survives a power loss.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with open(fd, "w", encoding="utf-8") as f:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
+    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def write_config(repo_dir: Path, config: RepoConfig) -> None:
+    """Write ``REPO/repo.toml`` atomically."""
+    text = "".join(f"{f.name} = {toml_value(getattr(config, f.name))}\n"
+                   for f in dataclasses.fields(RepoConfig))
+    write_text_atomically(Path(repo_dir) / CONFIG_NAME, text)
 
 
 def database_url(repo_dir: Path, config: RepoConfig) -> str:

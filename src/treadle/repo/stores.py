@@ -20,11 +20,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, RowMapping, func, select
 
 from treadle.errors import RepoDataError, RepoError, StoreUnreachable
 from treadle.repo import schema
 from treadle.repo.checksums import ALGORITHM, CHUNK, Hasher, format_checksum, object_relpath
+from treadle.repo.config import toml_value, write_text_atomically
 
 STORE_STATES = ("up", "readonly", "draining", "down")
 REPLICA_STATES = ("CREATING", "OK", "SUSPECT", "BAD", "DELETING")
@@ -107,16 +108,6 @@ def read_store_toml(root: Path) -> dict[str, str]:
     return {key: str(data.get(key, "")) for key in ("uuid", "repository")}
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dirs([path.parent])
-
-
 def fsync_dirs(paths: Iterable[Path]) -> None:
     """fsync each directory once, so the renames into it survive a power loss."""
     for path in set(paths):
@@ -171,8 +162,8 @@ class DirStore:
                                 f"({identity['repository']})")
             return identity["uuid"]
         store_uuid = str(uuidlib.uuid4())
-        _write_atomically(self.root / STORE_TOML,
-                          f'uuid = "{store_uuid}"\nrepository = "{self.repo_uuid}"\n')
+        write_text_atomically(self.root / STORE_TOML, f"uuid = {toml_value(store_uuid)}\n"
+                                                      f"repository = {toml_value(self.repo_uuid)}\n")
         self._checked = True
         return store_uuid
 
@@ -328,8 +319,7 @@ def _subdirs(path: Path) -> list[Path]:
         return sorted(Path(e.path) for e in entries if e.is_dir())
 
 
-def _row(mapping: object) -> StoreRow:
-    m = dict(mapping)  # type: ignore[call-overload]  # a RowMapping
+def _row(m: RowMapping) -> StoreRow:
     return StoreRow(storeid=m["storeid"], name=m["name"], url=m["url"], host=m["host"],
                     state=m["state"], priority=m["priority"], uuid=m["uuid"])
 
