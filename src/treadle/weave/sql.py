@@ -11,9 +11,10 @@ import logging
 import os
 from collections.abc import Callable, Iterator
 from functools import partial
-from typing import Any
+from pathlib import Path
+from typing import Any, NamedTuple
 
-from treadle.errors import require_extra
+from treadle.errors import RepoError, require_extra
 from treadle.weave.datasets import Dataset, Query
 from treadle.weave.diagnostics import error
 from treadle.weave.nest import CurrentScript, File
@@ -22,11 +23,29 @@ log = logging.getLogger("treadle.weave.data")
 
 DEFAULT_QUERY_FORMAT = "SELECT {fields} FROM {table} WHERE {filters}"
 SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
+REPO_PREFIX = "repo:"
 
 
-def resolve_database(host: str | None, name: str | None) -> tuple[str, str | None]:
-    """(SQLAlchemy URL, directory for relative paths or None) for a host/alias/file/name."""
+class Database(NamedTuple):
+    """Where an SQL dataset's rows come from, as :func:`resolve_database` found it."""
+
+    url: str
+    base_dir: str | None  # relative paths of the rows are taken from here (None: the cwd)
+    mount: str | None = None  # set when the database is a repository's: the prefix of vpaths
+
+
+def resolve_database(host: str | None, name: str | None) -> Database:
+    """The database of a host/alias/repository/file/name, first match wins (docs/weaver.md).
+
+    A repository (a directory holding repo.toml, or ``repo:PATH``, given directly or as the
+    target of an alias) is recognised before a plain file; then ``name`` is ignored.
+    treadle.repo is imported here, not with treadle.weave: scripts without SQL never load it.
+    """
+    from treadle.repo.config import is_repository
+
     script = CurrentScript()
+    if host and host.startswith(REPO_PREFIX):
+        return _repository(host[len(REPO_PREFIX):])
     if host and "://" in host:
         from sqlalchemy.engine import make_url
 
@@ -34,16 +53,20 @@ def resolve_database(host: str | None, name: str | None) -> tuple[str, str | Non
         if url.database is None and name:
             url = url.set(database=name)
         if url.get_backend_name() == "sqlite" and url.database:
-            return url.render_as_string(hide_password=False), os.path.dirname(
-                os.path.abspath(url.database))
-        return url.render_as_string(hide_password=False), None
+            return Database(url.render_as_string(hide_password=False),
+                            os.path.dirname(os.path.abspath(url.database)))
+        return Database(url.render_as_string(hide_password=False), None)
     if host:
         bound = script.config.db_aliases.get(host) or os.environ.get(f"TREADLE_DB_{host.upper()}")
         if bound:
+            if bound.startswith(REPO_PREFIX) or is_repository(Path(bound)):
+                return _repository(bound.removeprefix(REPO_PREFIX))
             return resolve_database(bound if "://" in bound else f"sqlite:///{bound}", name)
+        if is_repository(Path(host)):
+            return _repository(host)
         if os.path.isfile(host):
             path = os.path.abspath(host)
-            return f"sqlite:///{path}", os.path.dirname(path)
+            return Database(f"sqlite:///{path}", os.path.dirname(path))
     searched = []
     if name:
         for directory in (script.directory, os.getcwd()):
@@ -51,14 +74,27 @@ def resolve_database(host: str | None, name: str | None) -> tuple[str, str | Non
                 candidate = os.path.join(directory, name + suffix)
                 searched.append(candidate)
                 if os.path.isfile(candidate):
-                    return f"sqlite:///{candidate}", directory
+                    return Database(f"sqlite:///{candidate}", directory)
     what = f"host {host!r}" if host else "no host"
+    tried = f", and none of {', '.join(searched)} exists" if searched else ""
     raise error(
         f"cannot find the database ({what}, name {name!r}): it is no URL, no bound alias, no "
-        f"file{', and none of ' + ', '.join(searched) + ' exists' if searched else ''}. "
+        f"repository, no file{tried}. "
         f"Bind an alias with --db {host or 'ALIAS'}=URL or TREADLE_DB_{(host or 'ALIAS').upper()}"
         f"=URL, or give a SQLAlchemy URL"
     )
+
+
+def _repository(path: str) -> Database:
+    """A repository's database: the URL of its repo.toml (a relative SQLite path resolved)."""
+    from treadle.repo.config import database_url, load_config
+
+    repo_dir = Path(path).absolute()
+    try:
+        config = load_config(repo_dir)
+    except RepoError as e:
+        raise error(str(e)) from None
+    return Database(database_url(repo_dir, config), str(repo_dir), config.mount)
 
 
 class SQLDataset(Dataset):
@@ -83,12 +119,12 @@ class SQLDataset(Dataset):
         self._keep_alive = keep_alive
         self._path = path
         self._order_by = order_by
-        self._url, self._base_dir = self._make_url()
+        self._url, self._base_dir, self._mount = self._find_database()
         self._engine: Any = None
         self._table: Any = None
         self._connection: Any = None
 
-    def _make_url(self) -> tuple[str, str | None]:
+    def _find_database(self) -> Database:
         return resolve_database(self._host, self._dbname)
 
     def _sql_source(self) -> SQLDataset:
@@ -98,14 +134,15 @@ class SQLDataset(Dataset):
     def connect(self) -> Any:
         """Open the engine (once per compile) and reflect the table (once)."""
         if self._engine is None:
-            from sqlalchemy import MetaData, Table, create_engine
+            from sqlalchemy import MetaData, Table
             from sqlalchemy.exc import NoSuchTableError, SQLAlchemyError
 
             script = CurrentScript()
-            engine = script.sql_engines.get(self._url)
+            key = self._url if self._mount is None else REPO_PREFIX + self._url
+            engine = script.sql_engines.get(key)
             try:
                 if engine is None:
-                    engine = script.sql_engines[self._url] = create_engine(self._url)
+                    engine = script.sql_engines[key] = self._new_engine()
                 self._table = Table(self._table_name, MetaData(), autoload_with=engine)
             except NoSuchTableError:
                 raise error(f"the database {self._display_url()} has no table "
@@ -117,6 +154,16 @@ class SQLDataset(Dataset):
         if self._keep_alive and self._connection is None:
             self._connection = self._engine.connect()
         return self._engine
+
+    def _new_engine(self) -> Any:
+        """A repository's database is opened read-only: a compile only ever reads it."""
+        if self._mount is not None:
+            from treadle.repo.db import make_engine
+
+            return make_engine(self._url, read_only=True)
+        from sqlalchemy import create_engine
+
+        return create_engine(self._url)
 
     def disconnect(self) -> None:
         """Close the kept connection, if any."""
@@ -132,7 +179,9 @@ class SQLDataset(Dataset):
     def _column(self, name: str) -> Any:
         cols = self._table.c
         if not isinstance(name, str) or name not in cols:
-            raise error(f"table {self._table_name!r} has no field {name!r}; its fields are "
+            hint = (" (vpath is computed from fileid: filter on fileid)"
+                    if name == "vpath" and self._mount is not None else "")
+            raise error(f"table {self._table_name!r} has no field {name!r}{hint}; its fields are "
                         f"{', '.join(c.name for c in cols)}")
         return cols[name]
 
@@ -168,12 +217,17 @@ class SQLDataset(Dataset):
         if order_by is None:
             order_by = self._order_by
         columns = [self._column(n) for n in fields] if fields else list(self._table.c)
+        with_vpath = self._mount is not None and "fileid" in self._table.c
+        if with_vpath and "fileid" not in [c.name for c in columns]:
+            columns.append(self._table.c["fileid"])  # every row of a repository carries its vpath
         if path is None and "path" not in [c.name for c in columns]:
-            if "path" not in self._table.c:
-                raise error(f"table {self._table_name!r} has no 'path' column; give path= "
-                            f"(a template such as '/data/{{id}}' or a function); its fields "
-                            f"are {', '.join(c.name for c in self._table.c)}")
-            columns.append(self._table.c["path"])
+            if "path" in self._table.c:
+                columns.append(self._table.c["path"])
+            elif not with_vpath:
+                neither = " nor a 'fileid'" if self._mount is not None else ""
+                raise error(f"table {self._table_name!r} has no 'path'{neither} column; give "
+                            f"path= (a template such as '/data/{{id}}' or a function); its "
+                            f"fields are {', '.join(c.name for c in self._table.c)}")
         order = self._order(order_by)
         if self._query_format != DEFAULT_QUERY_FORMAT:
             rows = self._run_custom(columns, chain, order)
@@ -238,8 +292,12 @@ class SQLDataset(Dataset):
             yield row
 
     def _file(self, row: dict[str, Any], path: Any) -> File:
+        if self._mount is not None and row.get("fileid") is not None:
+            from treadle.repo.fetch import vpath  # SQLAlchemy is there: the rows came through it
+
+            row["vpath"] = vpath(self._mount, row["fileid"])
         if path is None:
-            value = row.get("path")
+            value = row["path"] if "path" in row else row.get("vpath")
         elif callable(path):
             value = path(self, row)
         else:
@@ -265,9 +323,9 @@ SQLDataSet = SQLDataset
 class MySQLDataset(SQLDataset):
     """``mysql+pymysql://user:password@host/name`` (driver: the treadle[mysql] extra)."""
 
-    def _make_url(self) -> tuple[str, str | None]:
+    def _find_database(self) -> Database:
         from sqlalchemy.engine import URL
 
         url = URL.create("mysql+pymysql", username=self._user, password=self._password,
                          host=self._host, database=self._dbname)
-        return url.render_as_string(hide_password=False), None
+        return Database(url.render_as_string(hide_password=False), None)
