@@ -11,7 +11,7 @@ import io
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -24,6 +24,7 @@ from treadle.repo import schema
 from treadle.repo.context import RepoContext, open_context
 from treadle.repo.db import is_sqlite, utcnow
 from treadle.repo.fsck import fsck
+from treadle.repo.ingest import ingest
 from treadle.repo.stores import DirStore, add_store, set_store
 
 DAY = 24 * 3600
@@ -494,3 +495,28 @@ def test_an_http_store_is_checked_repaired_into_and_unreachable_when_stopped(
     status, _, err = fsck_cli(repo_dir, "--full", capsys=capsys)
     assert status == 2 and err.count("store h") == 1 and "unreachable" in err
     assert replica_states(repo, short) == {"a": "OK", "h": "OK"}  # a server that is down is not wrong
+
+
+def test_an_ingest_while_a_store_was_away_is_topped_up_once_it_is_back(
+        repo_dir: Path, make_files: Callable[..., list[Path]], capsys: pytest.CaptureFixture[str]) -> None:
+    b_root = repo_dir / "stores" / "b"
+    b_root.rename(repo_dir / "b-away")
+    sources = make_files(5, size=5000)
+    with open_context(repo_dir, write=True) as ctx:
+        added = ingest(ctx, None, table="images", files=[str(p) for p in sources]).fileids
+    status, _, err = fsck_cli(repo_dir, "--repair", capsys=capsys)
+    assert status == 2 and "store b is unreachable" in err
+    assert err.count("1 of 2 OK replicas; no further store could take a copy") == 5
+    (repo_dir / "b-away").rename(b_root)
+    status, _, err = fsck_cli(repo_dir, "--repair", capsys=capsys)
+    assert status == 1, err
+    assert err.count("had 1 of 2 OK replicas: copied to b") == 5
+    status, _, err = fsck_cli(repo_dir, "--full", capsys=capsys)
+    assert status == 0, err
+    with open_context(repo_dir) as ctx:
+        b = store_of(ctx, "b")
+        for fileid, source in zip(added, sources, strict=True):
+            with ctx.engine.connect() as conn:
+                checksum = conn.execute(select(schema.files.c.checksum)
+                                        .where(schema.files.c.fileid == fileid)).scalar_one()
+            assert b.object_path(checksum).read_bytes() == source.read_bytes()

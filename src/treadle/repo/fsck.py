@@ -315,13 +315,13 @@ class _Run:
         """Act on one replica's verdict: note a good check, mark a bad replica BAD."""
         if replica.storeid in self.unreachable:
             return  # the store went away while this replica's check was in flight
+        if verdict.problem == "unreachable":
+            self._unreachable(replica.storeid, verdict.detail)
+            return
         self.result.checked += 1
         self.result.hashed_bytes += verdict.hashed
         store = self.opened[replica.storeid]
         where = f"replica of {replica.checksum} on store {self._name(replica.storeid)}"
-        if verdict.problem == "unreachable":
-            self._unreachable(replica.storeid, verdict.detail)
-            return
         if verdict.problem is None:
             if self.full or replica.state == "SUSPECT":
                 verified.append({"rid": replica.replicaid, "was": replica.state, "now": utcnow(),
@@ -698,6 +698,8 @@ class _Run:
                        fileid, checksum) for fileid, checksum in conn.execute(query)]
             for name in schema.user_tables(conn):
                 table = schema.reflect_user_table(conn, name)
+                if "fileid" not in table.c:
+                    continue  # not made by treadle: nothing here names a file
                 for column in table.c:
                     if column.name != "fileid" and schema.column_kind(column) != "fileid":
                         continue
@@ -728,7 +730,8 @@ def fsck(ctx: RepoContext, *, full: bool = False, repair: bool = False, gc: bool
     """Check (and with ``repair``/``gc`` mend) the repository of ``ctx``; see the module doc.
 
     ``max_time`` (seconds) bounds the replica checks, the part that grows with the data; the
-    database-wide counts that follow always run, so the exit status stays honest. ``sample``
+    database-wide counts that follow always run, so the exit status stays honest. Since only
+    a rehash sets ``lastcheck``, it is runs with ``full`` that take turns over the replicas. ``sample``
     checks a random percentage of the OK replicas; ``store`` limits the run to one store;
     ``jobs`` is the number of hashing threads (default: the core count). ``repair`` and ``gc``
     write objects and delete them, so they need the writer lock (``open_context(write=True)``).
