@@ -10,6 +10,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
@@ -520,3 +522,26 @@ def test_an_ingest_while_a_store_was_away_is_topped_up_once_it_is_back(
                 checksum = conn.execute(select(schema.files.c.checksum)
                                         .where(schema.files.c.fileid == fileid)).scalar_one()
             assert b.object_path(checksum).read_bytes() == source.read_bytes()
+
+
+def test_a_sample_always_includes_suspect_replicas(repo: RepoContext) -> None:
+    for i in range(20):
+        put(repo, f"object {i}".encode())
+    suspect, _ = put(repo, b"under suspicion")
+    with repo.engine.begin() as conn:
+        conn.execute(schema.replicas.update().where(schema.replicas.c.checksum == suspect)
+                     .values(state="SUSPECT"))
+    result = fsck(repo, sample=0.001)
+    assert result.checked >= 2 and replica_states(repo, suspect) == {"a": "OK", "b": "OK"}
+    assert [f.kind for f in result.findings] == ["suspect", "suspect"] and result.exit_status == 1
+
+
+def test_the_command_exits_with_fscks_status(repo: RepoContext, repo_dir: Path) -> None:
+    checksum, fileid = put(repo, b"one copy left", stores=("a",))
+    done = subprocess.run([sys.executable, "-m", "treadle", "repo", "fsck", str(repo_dir), "--json"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.splitlines()[-1].endswith("1 underreplicated; 0 files lost; exit status 2")
+    report = json.loads(done.stdout)
+    assert report["exit_status"] == 2 and report["findings"][0]["fileid"] == fileid
+    assert report["findings"][0]["checksum"] == checksum
