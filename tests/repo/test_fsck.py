@@ -135,6 +135,7 @@ def test_an_unreachable_store_is_reported_once_and_its_replicas_are_left(
     status, _, err = fsck_cli(repo_dir, "--full", capsys=capsys)
     assert status == 2
     assert err.count("store b is unreachable") == 1
+    assert [kind for kind, _, _ in events(repo)] == ["unreachable"]
     assert all(replica_states(repo, c) == {"a": "OK", "b": "OK"} for c in checksums)
     b_root.with_name("b-away").rename(b_root)
     status, _, err = fsck_cli(repo_dir, "--full", capsys=capsys)

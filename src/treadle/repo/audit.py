@@ -11,7 +11,10 @@ from sqlalchemy import Connection
 from treadle.repo import schema
 from treadle.repo.db import utcnow
 
-KINDS = ("missing", "corrupt", "suspect", "repaired", "orphan", "underreplicated", "lost", "invariant")
+# "unreachable" (a store that could not be checked) and "draining" (a draining store that
+# could not be emptied yet) are recorded too, so the history shows why a run left work undone.
+KINDS = ("missing", "corrupt", "suspect", "repaired", "orphan", "underreplicated", "lost", "invariant",
+         "unreachable", "draining")
 
 
 def record(conn: Connection, kind: str, *, fileid: int | None = None, checksum: str | None = None,

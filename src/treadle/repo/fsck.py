@@ -50,8 +50,7 @@ FIXED, REMAINS, GRACE_PERIOD = "fixed", "remains", "grace"
 class Finding:
     """One thing fsck found, as reported on stderr and (with an audit kind) in ``audit_events``.
 
-    ``kind`` is an audit kind (treadle.repo.audit.KINDS) or ``unreachable`` / ``draining``,
-    which the audit trail has no kind for and which are reported on stderr only.
+    ``kind`` is one of the audit trail's kinds (treadle.repo.audit.KINDS).
     """
 
     kind: str
@@ -184,8 +183,6 @@ class _Run:
         """Report ``finding`` and record it (in ``conn``'s transaction when given)."""
         self.result.findings.append(finding)
         self.report(finding.message)
-        if finding.kind not in audit.KINDS:
-            return
         if conn is not None:
             self._record(conn, finding)
             return
