@@ -37,6 +37,7 @@ from treadle.repo.checksums import CHUNK
 from treadle.repo.config import FORMAT
 from treadle.repo.context import RepoContext
 from treadle.repo.http import (
+    MAX_HEAD,
     Handler,
     ObjectBody,
     ObjectInfo,
@@ -57,16 +58,28 @@ DRAIN_TIMEOUT = 10.0  # on SIGINT/SIGTERM, transfers in flight may finish for th
 READ_SIZE = 64 * 1024
 SMALL_SEGMENT = 64 * 1024  # a segment this small is read and written; sendfile costs more
 INFO_CACHE_SIZE = 4096
+# How long a request may wait for a replica's bytes, across fetch's retries, before it is a 503:
+# the client is waiting, and a vfs or get client retries on its own (docs/vfs.md)
+FETCH_TIMEOUT = 2.0
+
+
+@contextlib.contextmanager
+def _database_errors() -> Iterator[None]:
+    """Database failures as StoreUnreachable (503), never "no such file" (404) nor a bug (500).
+
+    Covers fetch's look-ups too: a damaged database file is a DatabaseError, not only an
+    OperationalError.
+    """
+    try:
+        yield
+    except sqlalchemy.exc.DBAPIError as e:
+        raise StoreUnreachable(f"cannot read the repository database: {e.orig}") from None
 
 
 @contextlib.contextmanager
 def _database(ctx: RepoContext) -> Iterator[sqlalchemy.Connection]:
-    """A connection whose failures are StoreUnreachable (503), never "no such file" (404)."""
-    try:
-        with ctx.engine.connect() as conn:
-            yield conn
-    except sqlalchemy.exc.DBAPIError as e:
-        raise StoreUnreachable(f"cannot read the repository database: {e.orig}") from None
+    with _database_errors(), ctx.engine.connect() as conn:
+        yield conn
 
 
 class RepoLookup:
@@ -89,7 +102,8 @@ class RepoLookup:
             if info is not None:
                 self._infos.move_to_end(fileid)
                 return info
-        info = fetch.file_info(self.ctx, fileid)
+        with _database_errors():
+            info = fetch.file_info(self.ctx, fileid)
         with self._lock:
             self._infos[fileid] = info
             while len(self._infos) > INFO_CACHE_SIZE:
@@ -107,7 +121,8 @@ class RepoLookup:
         return ObjectInfo(info.checksum, info.size, info.media_type, info.created_at)
 
     def blob(self, checksum: str) -> ObjectInfo:
-        return ObjectInfo(checksum, fetch.object_size(self.ctx, checksum))
+        with _database_errors():
+            return ObjectInfo(checksum, fetch.object_size(self.ctx, checksum))
 
     def meta(self, fileid: int) -> dict[str, Any]:
         info = self._file_info(fileid)
@@ -244,7 +259,10 @@ class _Connection:
             else:
                 wait = head_deadline - time.monotonic()
             try:
-                data = await asyncio.wait_for(self.reader.read(READ_SIZE), max(wait, 0.0))
+                # a head is read in MAX_HEAD pieces, so h11 refuses one that is too long
+                # after at most one piece more than its limit
+                size = MAX_HEAD if in_head else READ_SIZE
+                data = await asyncio.wait_for(self.reader.read(size), max(wait, 0.0))
             except (TimeoutError, ConnectionError) as e:
                 raise _Closed() from e
             if in_head and head_deadline is None:
@@ -265,6 +283,7 @@ class Server:
         self.log = log or (lambda line: print(line, file=sys.stderr, flush=True))
         self.pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="serve")
         self.connections: set[_Connection] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
         self.stopping = False
         self._store_write = threading.Lock()
 
@@ -277,12 +296,17 @@ class Server:
             await self._refuse(connection)
             return
         self.connections.add(connection)
+        task = asyncio.current_task()
+        if task is not None:
+            self.tasks.add(task)
         try:
             await self._serve(connection)
         except (_Closed, ConnectionError, h11.ProtocolError):
             pass
         finally:
             self.connections.discard(connection)
+            if task is not None:
+                self.tasks.discard(task)
             if connection.h11.our_state in (h11.SEND_BODY, h11.ERROR):
                 writer.transport.abort()  # a body cut short: end it now, buffered bytes too
             else:
@@ -316,12 +340,11 @@ class Server:
                      f"{event.target.decode('ascii', 'replace')[:300]} {status} {sent} "
                      f"{time.monotonic() - started:.3f}s")
             connection.busy = False
-            if self.stopping or connection.h11.our_state is h11.MUST_CLOSE:
+            if self.stopping or not _body_done(connection.h11):
                 return
-            try:
-                connection.h11.start_next_cycle()
-            except h11.LocalProtocolError:
-                return  # the request body was not read (an answer before a PUT's body)
+            if connection.h11.our_state is h11.MUST_CLOSE:
+                return
+            connection.h11.start_next_cycle()
 
     async def _protocol_error(self, connection: _Connection, error: h11.RemoteProtocolError) -> None:
         if connection.h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
@@ -363,14 +386,14 @@ class Server:
             return _Source(file=await self._blocking(self.store.open_read, body.checksum))
         assert self.ctx is not None
         ctx = self.ctx
-        candidates = await self._blocking(fetch.candidates, ctx, body.checksum)
+        candidates = await self._blocking(_candidates, ctx, body.checksum)
         for candidate in candidates:
             if candidate.path is not None and (candidate.trusted or not body.whole):
                 # a part of an object cannot be verified; whole objects are, unless trusted
                 with contextlib.suppress(OSError):
                     return _Source(file=await self._blocking(open, candidate.path, "rb"))
-        stream = await self._blocking(lambda: fetch.open_verified(ctx, body.checksum,
-                                                                  report=self.log))
+        stream = await self._blocking(lambda: fetch.open_verified(
+            ctx, body.checksum, timeout=FETCH_TIMEOUT, report=self.log))
         return _Source(stream=stream)
 
     async def _send_object(self, connection: _Connection, plan: Plan, body: ObjectBody) -> int:
@@ -487,6 +510,25 @@ class Server:
             await asyncio.sleep(0.05)
         for connection in list(self.connections):
             connection.writer.transport.abort()
+        if self.tasks:  # their reads end with the aborted transports; let them return
+            await asyncio.wait(self.tasks, timeout=1.0)
+
+
+def _candidates(ctx: RepoContext, checksum: str) -> list[fetch.Candidate]:
+    with _database_errors():
+        return fetch.candidates(ctx, checksum)
+
+
+def _body_done(connection: h11.Connection) -> bool:
+    """Whether the request's body has been read to its end, reading only what is buffered.
+
+    A GET's empty body ends at once; a body the answer did not need (a refused PUT) would cost
+    a read of all of it, so its connection is closed instead of reused.
+    """
+    while connection.their_state is h11.SEND_BODY:
+        if connection.next_event() is h11.NEED_DATA:
+            return False
+    return connection.their_state is h11.DONE
 
 
 class _Segment:
