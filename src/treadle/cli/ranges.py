@@ -27,8 +27,14 @@ AMOUNT = click.IntRange(0, 10**9)
 SECONDS = click.FloatRange(0, 10**9)
 """A duration; a billion seconds is thirty years."""
 
+TIMEOUT = click.FloatRange(0, 10**9, min_open=True)
+"""A time to wait for something that must be given a chance: more than zero."""
+
+DAYS = click.FloatRange(0, 10**6, min_open=True)
+"""A lifetime in days (a token's), more than zero."""
+
 PRIORITY = click.IntRange(-(1 << 31), (1 << 31) - 1)
-"""A task priority: larger runs first; negative is allowed, as in Work Queue."""
+"""A priority: a task's (larger runs first, as in Work Queue) or a store's (lower is read first)."""
 
 RATE = click.FloatRange(0, 10**9)
 """A non-negative rate or multiplier (MB/s, fast-abort multiples)."""

@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from treadle.cli import CONTEXT_SETTINGS
+from treadle.cli.ranges import SECONDS
 
 
 @click.command("fsck", context_settings=CONTEXT_SETTINGS)
@@ -23,12 +24,12 @@ from treadle.cli import CONTEXT_SETTINGS
               help="Copy objects short of replicas from a good copy; empty draining stores.")
 @click.option("--gc", is_flag=True,
               help="Delete orphan objects, temp files and CREATING rows older than 24 h.")
-@click.option("--max-time", type=click.FloatRange(min=0), metavar="S",
+@click.option("--max-time", type=SECONDS, metavar="S",
               help="Stop visiting replicas after S seconds; the next run goes on from there.")
 @click.option("--sample", type=click.FloatRange(min=0, max=100, min_open=True), metavar="P",
               help="Check a random P percent of the replicas.")
 @click.option("--store", "store", metavar="NAME", help="Check only the replicas of this store.")
-@click.option("--wait", type=click.FloatRange(min=0), default=0.0, show_default=True, metavar="S",
+@click.option("--wait", type=SECONDS, default=0.0, show_default=True, metavar="S",
               help="With --repair or --gc: wait up to S seconds for another writer to finish.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the findings and counts as one JSON object on stdout.")

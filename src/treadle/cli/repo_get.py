@@ -19,6 +19,7 @@ from typing import Protocol
 
 import click
 
+from treadle.cli.ranges import TIMEOUT
 from treadle.errors import RepoDataError, RepoError, UsageError
 
 _FILEID = r"[1-9][0-9]{0,18}"
@@ -118,7 +119,7 @@ class _ServiceSource:
 @click.option("--from", "service_url", metavar="URL", help="Read through a treadle repo serve at URL.")
 @click.option("-o", "--output", default=".", show_default=True, metavar="DIR|-",
               help="Directory to write <fileid>.<ext> into (made if missing); - writes one file to stdout.")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True,
+@click.option("--timeout", type=TIMEOUT, default=60.0, show_default=True,
               metavar="S", help="Retry unreachable stores for up to S seconds; wait at most min(10, S) s for "
                    "any one answer.")
 @click.option("--token-file", metavar="FILE",

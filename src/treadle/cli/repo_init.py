@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from treadle.cli import CONTEXT_SETTINGS
+from treadle.cli.ranges import COUNT
 from treadle.errors import RepoError, require_extra
 
 
@@ -24,9 +25,9 @@ def parse_store(text: str) -> tuple[str, str]:
 @click.option("--store", "stores", multiple=True, metavar="NAME=URL",
               help="A store: dir:PATH (relative to DIR) or http(s)://HOST:PORT; repeat for more "
                    "[default: a=dir:stores/a].")
-@click.option("--replicas", type=click.IntRange(min=1), default=1, show_default=True, metavar="R",
+@click.option("--replicas", type=COUNT, default=1, show_default=True, metavar="R",
               help="Copies wanted of each file, on distinct stores.")
-@click.option("--min-replicas", type=click.IntRange(min=1), default=1, show_default=True, metavar="M",
+@click.option("--min-replicas", type=COUNT, default=1, show_default=True, metavar="M",
               help="Copies that must be durable before an ingested file is visible.")
 @click.option("--mount", default="/bxgrid", show_default=True, metavar="PATH",
               help="The prefix of vpaths (PATH/fileid/N).")

@@ -5,12 +5,13 @@ from __future__ import annotations
 import click
 
 from treadle.cli import CONTEXT_SETTINGS
+from treadle.cli.ranges import SECONDS
 from treadle.errors import require_extra
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("repo", type=click.Path(file_okay=False))
-@click.option("--wait", type=click.FloatRange(min=0), default=0, show_default=True, metavar="S",
+@click.option("--wait", type=SECONDS, default=0, show_default=True, metavar="S",
               help="Wait up to S seconds for another writer to finish.")
 def command(repo: str, wait: float) -> None:
     """Apply the schema changes that REPO's database lacks, in one transaction.

@@ -18,6 +18,7 @@ from typing import Any
 import click
 
 from treadle.cli import CONTEXT_SETTINGS
+from treadle.cli.ranges import AMOUNT
 from treadle.errors import RepoError, require_extra
 
 FORMATS = ("table", "csv", "jsonl")
@@ -87,7 +88,7 @@ def _split_columns(text: str | None) -> list[str] | None:
               help="Keep rows where COL is not NULL (repeatable).")
 @click.option("--columns", metavar="A,B", help="Show these columns (fileid and vpath always).")
 @click.option("--order", metavar="COL", help="Sort by COL (NULLs last), then by fileid.")
-@click.option("--limit", type=click.IntRange(min=0), metavar="N", help="Show at most N rows.")
+@click.option("--limit", type=AMOUNT, metavar="N", help="Show at most N rows.")
 @click.option("--count", is_flag=True, help="Print only the number of matching rows.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS),
               help="Output format [default: table on a terminal, else csv].")

@@ -11,13 +11,14 @@ from dataclasses import asdict
 import click
 
 from treadle.cli import CONTEXT_SETTINGS
+from treadle.cli.ranges import PRIORITY, SECONDS
 from treadle.errors import require_extra
 
 require_extra("sqlalchemy", "sql")  # before treadle.repo, so that its absence is one line
 
 from treadle.repo.stores import STORE_STATES, StoreRow  # noqa: E402
 
-_WAIT = click.option("--wait", type=click.FloatRange(min=0), default=0, show_default=True, metavar="S",
+_WAIT = click.option("--wait", type=SECONDS, default=0, show_default=True, metavar="S",
                      help="Wait up to S seconds for another writer to finish.")
 
 
@@ -41,7 +42,7 @@ def command() -> None:
 @click.argument("name")
 @click.argument("url")
 @click.option("--host", default="", metavar="H", help="The machine the store is local to [default: any].")
-@click.option("--priority", type=int, default=0, show_default=True, metavar="P",
+@click.option("--priority", type=PRIORITY, default=0, show_default=True, metavar="P",
               help="Readers try lower priorities first.")
 @_WAIT
 def add(repo: str, name: str, url: str, host: str, priority: int, wait: float) -> None:
@@ -98,7 +99,7 @@ def list_stores(repo: str, as_json: bool) -> None:
 @click.option("--state", type=click.Choice(STORE_STATES),
               help="up; readonly (read, no new replicas); draining (fsck --repair moves its "
                    "replicas away); down (skipped).")
-@click.option("--priority", type=int, metavar="P", help="Readers try lower priorities first.")
+@click.option("--priority", type=PRIORITY, metavar="P", help="Readers try lower priorities first.")
 @_WAIT
 def set_(repo: str, name: str, state: str | None, priority: int | None, wait: float) -> None:
     """Change the state or priority of the store NAME.
