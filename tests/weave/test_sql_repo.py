@@ -13,7 +13,6 @@ from sqlalchemy import insert
 from sqlalchemy.exc import SQLAlchemyError
 
 # the repository tests' fixtures, so that these run on both databases too
-from tests.repo.conftest import database_url, postgres_server  # noqa: F401
 from tests.repo.test_query import insert_rows
 
 from treadle.errors import WeaverError
@@ -52,7 +51,7 @@ def script(tmp_path: Path) -> Iterator[Script]:
 
 
 @pytest.fixture
-def repo(tmp_path: Path, database_url: str | None,  # noqa: F811  (the imported fixture)
+def repo(tmp_path: Path, database_url: str | None,
          script: Script) -> tuple[Path, list[int]]:
     """A repository made on each database, and the fileids of its ``images``."""
     path = tmp_path / "thumbs.repo"
