@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import functools
 import json
+import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -29,17 +30,19 @@ _INT = re.compile(r"[+-]?[0-9]+")
 _REAL = re.compile(r"[+-]?(?:[0-9]+[.]?[0-9]*|[.][0-9]+)(?:[eE][+-]?[0-9]+)?")
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ManifestRow:
     """One row to ingest: its place, its source file and its metadata fields (``path`` excluded).
 
-    ``problem`` is set when the row itself is unusable (no ``path``, a nested value, a name that
-    does not match ``--name-regex``); ``where`` is what every message about the row starts with.
+    ``source`` is the path as given; ``path`` is the file to read (``source`` resolved against the
+    manifest's directory; a string, as rows are many and cheap). ``problem`` is set when the row
+    itself is unusable (no ``path``, a nested value, a name that does not match
+    ``--name-regex``); ``where`` is what every message about the row starts with.
     """
 
     where: str
     source: str
-    path: Path
+    path: str
     values: dict[str, Value] = field(default_factory=dict)
     problem: str | None = None
 
@@ -115,7 +118,7 @@ def files_manifest(paths: Iterable[str], name_regex: str | None = None) -> Manif
                 problem = f"does not match --name-regex {name_regex!r}"
             else:
                 values = match.groupdict()
-        rows.append(ManifestRow(where=given, source=given, path=Path(given), values=values,
+        rows.append(ManifestRow(where=given, source=given, path=given, values=values,
                                 problem=problem))
     return Manifest("--files", lambda: iter(rows))
 
@@ -131,12 +134,13 @@ def _cannot_read(path: Path, e: BaseException) -> RepoError:
     return RepoError(f"{path}: cannot read the manifest: {_reason(e)}")
 
 
-def _row_from_fields(manifest: Path, line: int, fields: Mapping[str, object]) -> ManifestRow:
-    """A row from one record's fields (CSV text or a JSON object's values)."""
+def _row_from_fields(manifest: str, base: str, line: int, fields: Mapping[str, object]) -> ManifestRow:
+    """A row from one record's fields (CSV text or a JSON object's values); ``base`` is the
+    manifest's directory, against which ``path`` is resolved."""
     where = f"{manifest}:{line}"
     given = fields.get(PATH_FIELD)
     if not isinstance(given, str) or not given:
-        return ManifestRow(where, "", Path(), problem=f"no {PATH_FIELD!r} given")
+        return ManifestRow(where, "", "", problem=f"no {PATH_FIELD!r} given")
     values: dict[str, Value] = {}
     problem = None
     for name, value in fields.items():
@@ -148,7 +152,7 @@ def _row_from_fields(manifest: Path, line: int, fields: Mapping[str, object]) ->
             values[name] = value
         elif problem is None:
             problem = f"column {name!r}: a nested value ({type(value).__name__}) is not allowed"
-    return ManifestRow(where, given, manifest.parent / given, values, problem)
+    return ManifestRow(where, given, os.path.join(base, given), values, problem)
 
 
 def _check_csv_header(path: Path) -> None:
@@ -173,6 +177,7 @@ def _read_csv(path: Path) -> Iterator[ManifestRow]:
         with open(path, encoding="utf-8-sig", newline="") as f:
             reader = csv.reader(f, dialect="excel")
             header = next(reader, None) or []
+            name, base = str(path), str(path.parent)
             while True:
                 line = reader.line_num + 1
                 try:
@@ -180,24 +185,24 @@ def _read_csv(path: Path) -> Iterator[ManifestRow]:
                 except StopIteration:
                     return
                 except csv.Error as e:
-                    yield ManifestRow(f"{path}:{line}", "", Path(), problem=str(e))
+                    yield ManifestRow(f"{path}:{line}", "", "", problem=str(e))
                     continue
                 if not record:
                     continue  # a blank line
                 if len(record) != len(header):
-                    yield ManifestRow(f"{path}:{line}", "", Path(),
+                    yield ManifestRow(f"{path}:{line}", "", "",
                                       problem=f"{len(record)} fields where the header has {len(header)}")
                     continue
-                yield _row_from_fields(path, line, dict(zip(header, record, strict=True)))
+                yield _row_from_fields(name, base, line, dict(zip(header, record, strict=True)))
     except (OSError, UnicodeDecodeError) as e:
         raise _cannot_read(path, e) from None
 
 
 def _json_object_row(path: Path, line: int, obj: object) -> ManifestRow:
     if not isinstance(obj, dict):
-        return ManifestRow(f"{path}:{line}", "", Path(),
+        return ManifestRow(f"{path}:{line}", "", "",
                            problem=f"a JSON {type(obj).__name__}, not an object")
-    return _row_from_fields(path, line, obj)
+    return _row_from_fields(str(path), str(path.parent), line, obj)
 
 
 def _read_json_lines(path: Path) -> Iterator[ManifestRow]:
@@ -210,7 +215,7 @@ def _read_json_lines(path: Path) -> Iterator[ManifestRow]:
                 try:
                     obj = json.loads(text)
                 except json.JSONDecodeError as e:
-                    yield ManifestRow(f"{path}:{line}", "", Path(), problem=f"not JSON: {e.msg}")
+                    yield ManifestRow(f"{path}:{line}", "", "", problem=f"not JSON: {e.msg}")
                     continue
                 yield _json_object_row(path, line, obj)
     except (OSError, UnicodeDecodeError) as e:
@@ -257,13 +262,21 @@ def _read_json_array(path: Path) -> Iterator[ManifestRow]:
             raise RepoError(f"{path}:{line}: expected ',' or ']' in the JSON array")
 
 
+def _to_int(value: Value) -> int | None:
+    """The 64-bit integer a value spells (decimal digits, no spaces or underscores), else None."""
+    if isinstance(value, str):
+        if _INT.fullmatch(value) is None:
+            return None
+        number = int(value)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    else:
+        return None
+    return number if INT64_MIN <= number <= INT64_MAX else None
+
+
 def _is_int(value: Value) -> bool:
-    if isinstance(value, bool):
-        return False
-    if isinstance(value, int):
-        return INT64_MIN <= value <= INT64_MAX
-    return isinstance(value, str) and _INT.fullmatch(value) is not None and \
-        INT64_MIN <= int(value) <= INT64_MAX
+    return _to_int(value) is not None
 
 
 def _is_real(value: Value) -> bool:
@@ -311,9 +324,9 @@ def convert(value: Value, kind: str) -> Typed:
     if kind == "text":
         return value if isinstance(value, str) else json.dumps(value)
     if kind in ("int", "fileid"):
-        if not _is_int(value):
+        number = _to_int(value)
+        if number is None:
             raise ValueError(f"{value!r} is not an integer" + (" of 64 bits" if _is_real(value) else ""))
-        number = int(value)  # type: ignore[arg-type]  # _is_int: an int or decimal digits
         if kind == "fileid" and number < 1:
             raise ValueError(f"{value!r} is not a fileid (a positive integer)")
         return number
