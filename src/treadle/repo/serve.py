@@ -61,6 +61,9 @@ INFO_CACHE_SIZE = 4096
 # How long a request may wait for a replica's bytes, across fetch's retries, before it is a 503:
 # the client is waiting, and a vfs or get client retries on its own (docs/vfs.md)
 FETCH_TIMEOUT = 2.0
+# A replica chosen for an object is used again for this long without asking the database; a
+# replica marked SUSPECT or a store set down meanwhile is noticed once it passes
+RECENT_TTL = 5.0
 
 
 @contextlib.contextmanager
@@ -82,6 +85,14 @@ def _database(ctx: RepoContext) -> Iterator[sqlalchemy.Connection]:
         yield conn
 
 
+class NotCached(Exception):
+    """A look-up in RepoLookup.cache_only() mode that would need the database."""
+
+
+class _Flag(threading.local):
+    active = False
+
+
 class RepoLookup:
     """The handler's questions answered from a repository's database.
 
@@ -95,6 +106,19 @@ class RepoLookup:
         self.ctx = ctx
         self._infos: OrderedDict[int, fetch.FileInfo] = OrderedDict()
         self._lock = threading.Lock()
+        self._cache_only = _Flag()
+
+    @contextlib.contextmanager
+    def cache_only(self) -> Iterator[None]:
+        """Within: answer from the cache or raise NotCached, never touch the database.
+
+        Lets the server plan a request for a known file in the event loop, without a thread.
+        """
+        self._cache_only.active = True
+        try:
+            yield
+        finally:
+            self._cache_only.active = False
 
     def _file_info(self, fileid: int) -> fetch.FileInfo:
         with self._lock:
@@ -102,6 +126,8 @@ class RepoLookup:
             if info is not None:
                 self._infos.move_to_end(fileid)
                 return info
+        if self._cache_only.active:
+            raise NotCached()
         with _database_errors():
             info = fetch.file_info(self.ctx, fileid)
         with self._lock:
@@ -284,6 +310,8 @@ class Server:
         self.pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="serve")
         self.connections: set[_Connection] = set()
         self.tasks: set[asyncio.Task[None]] = set()
+        # checksum -> (replica file, trusted, until when): the last replica chosen for it
+        self._recent: OrderedDict[str, tuple[Path, bool, float]] = OrderedDict()
         self.stopping = False
         self._store_write = threading.Lock()
 
@@ -356,7 +384,9 @@ class Server:
 
     async def _respond(self, connection: _Connection, request: h11.Request) -> tuple[int, int]:
         try:
-            plan = await self._blocking(self.handler.plan, request)
+            plan = self._plan_from_cache(request)
+            if plan is None:
+                plan = await self._blocking(self.handler.plan, request)
             if isinstance(plan, Upload):
                 plan = await self._receive(connection, plan)
             return plan.status, await self._send_plan(connection, plan)
@@ -368,6 +398,17 @@ class Server:
                 raise _Closed() from e
             await self._send_plan(connection, error_plan(500, "internal error (see the server's log)"))
             return 500, 0
+
+    def _plan_from_cache(self, request: h11.Request) -> Plan | Upload | None:
+        """The plan for a file whose row is cached, made here; None when it needs a thread."""
+        lookup = self.handler.lookup
+        if not isinstance(lookup, RepoLookup) or not request.target.startswith(b"/v1/files/"):
+            return None
+        try:
+            with lookup.cache_only():
+                return self.handler.plan(request)
+        except NotCached:
+            return None
 
     async def _send_plan(self, connection: _Connection, plan: Plan) -> int:
         """Send ``plan``; the number of body bytes sent."""
@@ -386,15 +427,29 @@ class Server:
             return _Source(file=await self._blocking(self.store.open_read, body.checksum))
         assert self.ctx is not None
         ctx = self.ctx
+        recent = self._recent.get(body.checksum)
+        if recent is not None and recent[2] > time.monotonic() and (recent[1] or not body.whole):
+            try:  # opened moments ago: no thread, no database (what keeps small ranges fast)
+                return _Source(file=open(recent[0], "rb"))  # noqa: SIM115 - closed by _Source
+            except OSError:
+                del self._recent[body.checksum]
         candidates = await self._blocking(_candidates, ctx, body.checksum)
         for candidate in candidates:
             if candidate.path is not None and (candidate.trusted or not body.whole):
                 # a part of an object cannot be verified; whole objects are, unless trusted
                 with contextlib.suppress(OSError):
-                    return _Source(file=await self._blocking(open, candidate.path, "rb"))
+                    file = await self._blocking(open, candidate.path, "rb")
+                    self._remember(body.checksum, candidate.path, candidate.trusted)
+                    return _Source(file=file)
         stream = await self._blocking(lambda: fetch.open_verified(
             ctx, body.checksum, timeout=FETCH_TIMEOUT, report=self.log))
         return _Source(stream=stream)
+
+    def _remember(self, checksum: str, path: Path, trusted: bool) -> None:
+        self._recent[checksum] = (path, trusted, time.monotonic() + RECENT_TTL)
+        self._recent.move_to_end(checksum)
+        while len(self._recent) > INFO_CACHE_SIZE:
+            self._recent.popitem(last=False)
 
     async def _send_object(self, connection: _Connection, plan: Plan, body: ObjectBody) -> int:
         try:
