@@ -41,15 +41,15 @@ def database_url() -> None:
 class Service:
     """A ``treadle repo serve`` process; its URL, its access log, a SIGTERM that must exit 0."""
 
-    def __init__(self, args: list[str], log: Path, env: dict[str, str] | None = None):
+    def __init__(self, args: list[str], log: Path, *, scheme: str = "http"):
         self.log_path = log
         with open(log, "w") as err:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "treadle", "repo", "serve", *args, "--bind", "127.0.0.1:0"],
-                stdout=subprocess.PIPE, stderr=err, text=True, env=env)
+                stdout=subprocess.PIPE, stderr=err, text=True)
         assert self.process.stdout is not None
         self.url = self.process.stdout.readline().strip()
-        assert self.url.startswith("http://127.0.0.1:"), self.log()
+        assert self.url.startswith(f"{scheme}://127.0.0.1:"), self.log()
         self.port = urlsplit(self.url).port
 
     def connect(self) -> http.client.HTTPConnection:
@@ -331,3 +331,47 @@ def test_unsafe_binds_are_refused(repo_dir: Path, capsys: pytest.CaptureFixture[
 def test_repo_or_store_not_both(repo_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     status, err = _treadle(capsys, "repo", "serve", str(repo_dir), "--store", str(repo_dir / "stores" / "a"))
     assert status == 1 and "one of them" in err
+
+
+def test_connections_beyond_the_limit_get_503(repo_dir: Path, sources: list[Path], tmp_path: Path) -> None:
+    server = Service([str(repo_dir), "--no-auth", "--max-connections", "1"], tmp_path / "serve.log")
+    try:
+        first = server.connect()
+        assert get(first, "/v1/health")[0].status == 200  # holds the one slot, kept alive
+        response, body = get(server.connect(), "/v1/health")
+        assert response.status == 503 and b"too many connections" in body
+        assert get(first, "/v1/files/2")[0].status == 200
+        first.close()
+        wait_for(lambda: get(server.connect(), "/v1/health")[0].status == 200,
+                 what="the slot to be free again")
+    finally:
+        assert server.stop() == 0, server.log()
+
+
+def test_sigterm_stops_accepting_and_exits_0(service: Service, token: str) -> None:
+    idle = service.connect()
+    assert get(idle, "/v1/health")[0].status == 200
+    service.process.send_signal(signal.SIGTERM)
+    assert service.process.wait(timeout=15) == 0
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", service.port), timeout=5)
+
+
+def test_tls(repo_dir: Path, sources: list[Path], token: str, tmp_path: Path,
+             monkeypatch: pytest.MonkeyPatch) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    server = Service([str(repo_dir), "--tls-cert", str(cert), "--tls-key", str(key)],
+                     tmp_path / "serve.log", scheme="https")
+    try:
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # trust the test's own certificate
+        stream, _ = ServiceClient(server.url, token).open_file(1)
+        with stream:
+            assert stream.read() == sources[0].read_bytes()  # sendfile falls back to writes
+        monkeypatch.delenv("SSL_CERT_FILE")
+        with pytest.raises(StoreUnreachable, match="certificate verify failed"):
+            ServiceClient(server.url, token).health()
+    finally:
+        assert server.stop() == 0, server.log()
