@@ -11,6 +11,7 @@ import json
 import os
 import shlex
 import signal
+import sys
 import threading
 from types import FrameType
 
@@ -148,7 +149,7 @@ def command(repo: str, inputs: tuple[str, ...], files: bool, table: str, key: st
             except KeyboardInterrupt:
                 click.echo(f"treadle: interrupted; the current batch was abandoned, the ones before it "
                            f"are in. Resume with: {resume}", err=True)
-                raise click.exceptions.Exit(INTERRUPTED) from None
+                sys.exit(INTERRUPTED)
     finally:
         ctx.close()
     if as_json:
@@ -158,4 +159,4 @@ def command(repo: str, inputs: tuple[str, ...], files: bool, table: str, key: st
                    f"{result.bytes:,} bytes; ingest {result.ingest_id})")
     if result.interrupted:
         click.echo(f"treadle: interrupted; every batch so far is in. Resume with: {resume}", err=True)
-        raise click.exceptions.Exit(INTERRUPTED)
+        sys.exit(INTERRUPTED)

@@ -304,7 +304,7 @@ class _IngestRun:
             column = schema.files.c.source
             query = select(func.count(func.distinct(schema.files.c.source))).select_from(
                 table.join(schema.files, table.c.fileid == schema.files.c.fileid))
-        distinct = list(dict.fromkeys(v for v in wanted if v))
+        distinct = list(dict.fromkeys(v for v in wanted if v is not None and v != ""))
         present = 0
         with self.ctx.engine.connect() as conn:
             for start in range(0, len(distinct), BATCH_ROWS):
