@@ -226,7 +226,8 @@ _SPACE = re.compile(r"\s*")
 
 
 def _skip_space(text: str, pos: int) -> int:
-    return _SPACE.match(text, pos).end()  # type: ignore[union-attr]  # \s* matches everywhere
+    match = _SPACE.match(text, pos)  # \s* matches everywhere, if only the empty string
+    return match.end() if match else pos
 
 
 def _read_json_array(path: Path) -> Iterator[ManifestRow]:
