@@ -73,7 +73,11 @@ class ServiceClient:
     def __init__(self, url: str, token: str | None = None, timeout: float = 10.0, *,
                  token_source: str | None = None):
         parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        try:
+            port = parts.port
+        except ValueError:
+            port = -1
+        if parts.scheme not in ("http", "https") or not parts.hostname or port == -1:
             raise RepoError(f"not a service URL: {url!r} (expected http(s)://HOST:PORT)")
         self.url = url.rstrip("/")
         self.token = token
@@ -81,7 +85,7 @@ class ServiceClient:
         self.token_source = token_source or describe_token_source()
         self._https = parts.scheme == "https"
         self._host = parts.hostname
-        self._port = parts.port
+        self._port = port
         self._prefix = parts.path.rstrip("/")
 
     def _connection(self) -> http.client.HTTPConnection:
