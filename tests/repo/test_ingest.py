@@ -188,6 +188,18 @@ def test_skip_bad_reports_bad_rows_and_goes_on(
     assert count(repo_dir, "t") == BATCH_ROWS + 9
 
 
+def test_a_first_batch_of_only_bad_rows_leaves_the_table_to_the_next(
+        repo_dir: Path, make_files: MakeFiles, tmp_path: Path, writer: RepoContext) -> None:
+    paths = make_files(BATCH_ROWS + 2, size=10)
+    rows = [{"path": f"src/{p.name}", "n": i if i >= BATCH_ROWS else "", "label": ""} for i, p in enumerate(paths)]
+    for row in rows[:BATCH_ROWS]:
+        row["path"] = "src/missing.dat"
+    result = ingest(writer, write_manifest(tmp_path / "m.csv", rows), table="t", skip_bad=True)
+    assert (result.added, result.skipped, len(result.warnings)) == (2, BATCH_ROWS, BATCH_ROWS)
+    # the types come from the batch that made the table: n is int there
+    assert rows_of(repo_dir, "SELECT n FROM t ORDER BY n") == [(BATCH_ROWS,), (BATCH_ROWS + 1,)]
+
+
 def test_a_key_repeated_in_the_manifest_is_a_bad_value(
         repo_dir: Path, make_files: MakeFiles, tmp_path: Path, writer: RepoContext) -> None:
     a, b = make_files(2)

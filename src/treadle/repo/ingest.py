@@ -348,7 +348,7 @@ class _IngestRun:
         work = [item for item in work if item.problem is None]
         self._make_durable(targets, executor)
         with self.ctx.engine.begin() as conn:
-            added = self._commit(conn, work, targets)
+            added = self._commit(conn, work)
         self.result.skipped += len(items) - len(added)
         self.result.added += len(added)
         self.result.fileids.extend(added)
@@ -364,8 +364,8 @@ class _IngestRun:
 
     def _check(self, items: list[_Item]) -> None:
         """Types, key repeats, presence by key, link targets: each problem is set on its item."""
-        if self.table is None and not self.types:
-            self._decide_types(items)
+        if self.table is None:
+            self._decide_types(items)  # until a batch adds rows and so creates the table
         for item in items:
             if item.problem is not None:
                 continue
@@ -382,8 +382,8 @@ class _IngestRun:
                     item.problem = f"column {self.key!r}: the key {item.key!r} appears earlier in the manifest"
                 else:
                     self.keys_seen.add(item.key)
-        if self.key is not None and self.table is not None:
-            self._find_present(items)
+        if self.key is not None and self.table is not None and not self.new_table:
+            self._find_present(items)  # a table this run made holds only keys it has seen
         for item in items:
             if item.problem is None and item.stat_error is not None and not self._skipped_unread(item):
                 item.problem = item.stat_error
@@ -584,12 +584,14 @@ class _IngestRun:
 
     # --- step 5: one transaction ----------------------------------------------------------------
 
-    def _commit(self, conn: Connection, items: list[_Item], targets: list[tuple[StoreRow, Store]]) -> list[int]:
+    def _commit(self, conn: Connection, items: list[_Item]) -> list[int]:
         """Record the batch: objects, replicas, files, user rows, links, counters; the new fileids."""
-        table = self._ensure_table(conn)
         new = self._drop_present(conn, items)
         copies = {item.copy.checksum: item.copy for item in items if item.copy is not None}
-        self._record_objects(conn, copies)
+        self._record_objects(conn, copies)  # present rows' objects too: a lost one is restored
+        if not new and self.table is None:
+            return []  # a batch with nothing to add does not decide the new table's columns
+        table = self._ensure_table(conn)
         if not new:
             return []
         now = utcnow()
@@ -653,8 +655,7 @@ class _IngestRun:
     def _drop_present(self, conn: Connection, items: list[_Item]) -> list[_Item]:
         """The items to add: without those already present (same key and bytes, or same source and bytes)."""
         new: list[_Item] = []
-        if self.key is None and not self.new_table:
-            assert self.table is not None
+        if self.key is None and self.table is not None and not self.new_table:
             sources = list({item.row.source for item in items})
             known = set()
             if sources:
