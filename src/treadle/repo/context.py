@@ -9,13 +9,14 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import uuid as uuidlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from sqlalchemy import Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from treadle.errors import RepoError, StoreUnreachable
 from treadle.repo.config import SQLITE_PREFIX, RepoConfig, database_url, load_config, write_config
@@ -33,6 +34,15 @@ from treadle.repo.stores import (
 )
 
 DEFAULT_STORE = ("a", "dir:stores/a")
+
+
+@contextmanager
+def database_errors() -> Iterator[None]:
+    """Any failure of the database driver as StoreUnreachable, for code that reads the database."""
+    try:
+        yield
+    except DBAPIError as e:
+        raise StoreUnreachable(f"cannot read the repository database: {e.orig}") from None
 
 
 @dataclass
@@ -54,9 +64,17 @@ class RepoContext:
         environment (the HTTP client is imported only by the repositories that use it)."""
         if row.url.startswith(("http://", "https://")):
             from treadle.repo.remote import HttpStore, read_token
-            store: Store = HttpStore(row.name, row.url, read_token())
+            store: Store = HttpStore(row.name, row.url, read_token(), repo_uuid=self.config.uuid)
             return store
         return dir_store(row, self.dir, self.config.uuid)
+
+    @contextmanager
+    def reading(self) -> Iterator[Connection]:
+        """A connection whose failures read as "unreachable" (StoreUnreachable), never as "no such
+        file" nor as treadle's bug: a damaged database file is a DatabaseError, not only an
+        OperationalError, and a reader (get, serve, vfs) must answer EIO/503 for both."""
+        with database_errors(), self.engine.connect() as conn:
+            yield conn
 
     def close(self) -> None:
         """Release the writer lock (if held) and the database connections."""

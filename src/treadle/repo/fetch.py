@@ -31,8 +31,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -92,16 +91,6 @@ class Candidate:
     path: Path | None
 
 
-@contextmanager
-def _database(ctx: RepoContext) -> Iterator[sqlalchemy.Connection]:
-    """A connection whose failures read as "unreachable", never as "no such file"."""
-    try:
-        with ctx.engine.connect() as conn:
-            yield conn
-    except sqlalchemy.exc.OperationalError as e:
-        raise StoreUnreachable(f"cannot read the repository database: {e.orig}") from None
-
-
 def _as_utc(moment: datetime) -> datetime:
     """A stored time in UTC: SQLite gives it back without a zone, PostgreSQL in the session's."""
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
@@ -111,7 +100,7 @@ def file_info(ctx: RepoContext, fileid: int) -> FileInfo:
     """The row of ``fileid``; FileAbsent when there is none or it was deleted."""
     if not 1 <= fileid <= LARGEST_FILEID:
         raise FileAbsent(f"no such file: fileid {fileid}")
-    with _database(ctx) as conn:
+    with ctx.reading() as conn:
         row = conn.execute(
             select(files.c.fileid, files.c.checksum, files.c.size, files.c.extension,
                    files.c.media_type, files.c.created_at, files.c.state)
@@ -124,7 +113,7 @@ def file_info(ctx: RepoContext, fileid: int) -> FileInfo:
 
 def object_size(ctx: RepoContext, checksum: str) -> int:
     """The size the database records for an object; FileAbsent when it knows no such object."""
-    with _database(ctx) as conn:
+    with ctx.reading() as conn:
         size = conn.execute(select(objects.c.size).where(objects.c.checksum == checksum)).scalar()
     if size is None:
         raise FileAbsent(f"no such object: {checksum}")
@@ -162,7 +151,7 @@ def _is_trusted(ctx: RepoContext, store: DirStore, checksum: str,
 def candidates(ctx: RepoContext, checksum: str, *, host: str | None = None) -> list[Candidate]:
     """The replicas of ``checksum`` a reader on ``host`` (default: this one) tries, in order."""
     here = socket.gethostname() if host is None else host
-    with _database(ctx) as conn:
+    with ctx.reading() as conn:
         stores_by_id = {row.storeid: row for row in load_stores(conn)}
         found = conn.execute(
             select(replicas.c.storeid, replicas.c.state, replicas.c.lastcheck, replicas.c.check_stat)

@@ -28,14 +28,13 @@ from pathlib import Path
 from typing import Any, BinaryIO, cast
 
 import h11
-import sqlalchemy
 from sqlalchemy import func, select
 
 from treadle.errors import FileAbsent, RepoDataError, RepoError, StoreUnreachable
 from treadle.repo import fetch
 from treadle.repo.checksums import CHUNK
 from treadle.repo.config import FORMAT
-from treadle.repo.context import RepoContext
+from treadle.repo.context import RepoContext, database_errors
 from treadle.repo.http import (
     MAX_HEAD,
     Handler,
@@ -64,25 +63,6 @@ FETCH_TIMEOUT = 2.0
 # A replica chosen for an object is used again for this long without asking the database; a
 # replica marked SUSPECT or a store set down meanwhile is noticed once it passes
 RECENT_TTL = 5.0
-
-
-@contextlib.contextmanager
-def _database_errors() -> Iterator[None]:
-    """Database failures as StoreUnreachable (503), never "no such file" (404) nor a bug (500).
-
-    Covers fetch's look-ups too: a damaged database file is a DatabaseError, not only an
-    OperationalError.
-    """
-    try:
-        yield
-    except sqlalchemy.exc.DBAPIError as e:
-        raise StoreUnreachable(f"cannot read the repository database: {e.orig}") from None
-
-
-@contextlib.contextmanager
-def _database(ctx: RepoContext) -> Iterator[sqlalchemy.Connection]:
-    with _database_errors(), ctx.engine.connect() as conn:
-        yield conn
 
 
 class NotCached(Exception):
@@ -128,7 +108,7 @@ class RepoLookup:
                 return info
         if self._cache_only.active:
             raise NotCached()
-        with _database_errors():
+        with database_errors():
             info = fetch.file_info(self.ctx, fileid)
         with self._lock:
             self._infos[fileid] = info
@@ -137,7 +117,7 @@ class RepoLookup:
         return info
 
     def health(self) -> dict[str, Any]:
-        with _database(self.ctx) as conn:
+        with self.ctx.reading() as conn:
             conn.execute(select(func.count()).select_from(files).where(files.c.fileid == 0))
         return {"status": "ok", "uuid": self.ctx.config.uuid, "format": self.ctx.config.format,
                 "schema": CURRENT_VERSION, "mount": self.ctx.config.mount}
@@ -147,12 +127,12 @@ class RepoLookup:
         return ObjectInfo(info.checksum, info.size, info.media_type, info.created_at)
 
     def blob(self, checksum: str) -> ObjectInfo:
-        with _database_errors():
+        with database_errors():
             return ObjectInfo(checksum, fetch.object_size(self.ctx, checksum))
 
     def meta(self, fileid: int) -> dict[str, Any]:
         info = self._file_info(fileid)
-        with _database(self.ctx) as conn:
+        with self.ctx.reading() as conn:
             ok = conn.execute(select(func.count()).select_from(replicas).where(
                 replicas.c.checksum == info.checksum, replicas.c.state == "OK")).scalar_one()
         return {"fileid": info.fileid, "size": info.size, "checksum": info.checksum,
@@ -161,13 +141,13 @@ class RepoLookup:
                 "replicas_ok": ok}
 
     def fileids(self, after: int, limit: int) -> list[int]:
-        with _database(self.ctx) as conn:
+        with self.ctx.reading() as conn:
             return list(conn.execute(
                 select(files.c.fileid).where(files.c.fileid > after, files.c.state == "OK")
                 .order_by(files.c.fileid).limit(limit)).scalars())
 
     def table_fileids(self, table: str, after: int, limit: int) -> list[dict[str, Any]]:
-        with _database(self.ctx) as conn:
+        with self.ctx.reading() as conn:
             try:
                 user = reflect_user_table(conn, table)
             except RepoError as e:
@@ -570,7 +550,7 @@ class Server:
 
 
 def _candidates(ctx: RepoContext, checksum: str) -> list[fetch.Candidate]:
-    with _database_errors():
+    with database_errors():
         return fetch.candidates(ctx, checksum)
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import os
 import re
 import secrets
 import tomllib
@@ -20,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from treadle.errors import RepoError
+from treadle.repo.config import write_text_atomically
 
 TOKENS_NAME = "tokens.toml"
 PREFIX = "trt_"
@@ -96,18 +96,7 @@ def _write_tokens(path: Path, entries: list[TokenEntry]) -> None:
         if entry.expires is not None:
             lines.append(f'expires = "{entry.expires.isoformat()}"')
         lines.append("")
-    tmp = path.with_name(f".{TOKENS_NAME}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write("\n".join(lines))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    write_text_atomically(path, "\n".join(lines), mode=0o600)
 
 
 def create_token(directory: Path, scope: str, *, name: str | None = None,
