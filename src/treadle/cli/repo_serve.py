@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from treadle.cli import CONTEXT_SETTINGS
+from treadle.cli.ranges import COUNT
 from treadle.errors import require_extra
 
 
@@ -36,18 +37,18 @@ def is_loopback(host: str) -> bool:
 
 @click.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("repo", required=False, type=click.Path(file_okay=False, path_type=Path))
-@click.option("--store", "store_dir", type=click.Path(file_okay=False, path_type=Path),
+@click.option("--store", "store_dir", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
               help="Serve this one store directory (GET, HEAD and PUT of blobs) instead of a REPO.")
 @click.option("--bind", default="127.0.0.1:8765", show_default=True, metavar="HOST:PORT",
               help="Address to listen on; port 0 picks a free one.")
-@click.option("--tls-cert", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+@click.option("--tls-cert", type=click.Path(dir_okay=False, exists=True, path_type=Path), metavar="FILE",
               help="Serve HTTPS with this certificate chain (PEM).")
-@click.option("--tls-key", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+@click.option("--tls-key", type=click.Path(dir_okay=False, exists=True, path_type=Path), metavar="FILE",
               help="The private key of --tls-cert (PEM).")
 @click.option("--no-auth", is_flag=True, help="Answer requests without a token (loopback only).")
 @click.option("--insecure-http", is_flag=True,
               help="Allow plain HTTP on a non-loopback address (tokens cross the network in clear).")
-@click.option("--max-connections", type=click.IntRange(min=1), default=256, show_default=True,
+@click.option("--max-connections", type=COUNT, default=256, show_default=True,
               metavar="N", help="Answer 503 to connections beyond N open at once.")
 def command(repo: Path | None, store_dir: Path | None, bind: str, tls_cert: Path | None,
             tls_key: Path | None, no_auth: bool, insecure_http: bool, max_connections: int) -> None:

@@ -14,11 +14,12 @@ from pathlib import Path
 import click
 
 from treadle.cli import CONTEXT_SETTINGS
+from treadle.cli.ranges import DAYS
 from treadle.errors import RepoError, require_extra
 
 _where = [click.argument("repo", required=False, type=click.Path(file_okay=False, path_type=Path)),
           click.option("--store", "store_dir", type=click.Path(file_okay=False, path_type=Path),
-                       help="The tokens of this store directory (served with serve --store).")]
+                       metavar="DIR", help="The tokens of this store directory (served with serve --store).")]
 
 
 def _target(f: Callable[..., None]) -> Callable[..., None]:
@@ -67,7 +68,7 @@ def command() -> None:
 @click.option("--scope", type=click.Choice(["read", "write"]), required=True,
               help="read: GET and HEAD; write: also PUT (stores served with --store).")
 @click.option("--name", metavar="NAME", help="A name to list and revoke it by [default: SCOPE-N].")
-@click.option("--expires", type=click.FloatRange(min=0, min_open=True), metavar="DAYS",
+@click.option("--expires", type=DAYS, metavar="DAYS",
               help="Refuse the token after this many days [default: never].")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
               help="Write the token to FILE (mode 0600) instead of printing it.")

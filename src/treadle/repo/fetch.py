@@ -79,8 +79,8 @@ class Candidate:
     """One replica a reader may try: its store, and whether its bytes may be used unhashed.
 
     ``path`` is the object's file when the store is a local directory (the service sends it
-    with ``sendfile``, the vfs passes it through). ``trusted`` follows docs/vfs.md's rule:
-    fsck or ingest verified the replica within ``verify_max_age_days`` and the file's size,
+    with ``sendfile``, the vfs passes it through). ``trusted`` follows the rule of docs/repo.md,
+    "Which copies are trusted without rehashing": fsck or ingest verified the replica within ``verify_max_age_days`` and the file's size,
     mtime and inode are still those seen then. ``get`` hashes what it writes regardless.
     """
 

@@ -63,7 +63,7 @@ class Finding:
 
 @dataclass
 class FsckResult:
-    """What a run found and did; ``exit_status`` is the command's (docs/repo.md, "fsck")."""
+    """What a run found and did; ``exit_status`` is the command's (docs/repo.md, "fsck: audit, repair, garbage")."""
 
     findings: list[Finding] = field(default_factory=list)
     lost: list[int] = field(default_factory=list)  # fileids whose object has no OK replica

@@ -1,6 +1,6 @@
 """The HTTP service's answers, without sockets: an h11 request in, a response plan out.
 
-Like h11 itself (STYLE.md §1), this module does no I/O of its own: it checks a request's text,
+Like h11 itself, this module does no I/O of its own: it checks a request's text,
 asks a :class:`Lookup` what the repository holds and says what to send: a status, headers, and
 either bytes or a segment of an object. ``serve.py`` runs it and moves the bytes (docs/repo.md).
 
@@ -257,7 +257,7 @@ def _etag_matches(header: str, etag: str) -> bool:
 def _single_range(header: str, size: int) -> tuple[int, int] | None | str:
     """(first, last) of one satisfiable range, None to send the whole object, "416" if none fits.
 
-    Several ranges get the whole object (RFC 9110 §14.2 allows it), as does a malformed header,
+    Several ranges get the whole object (RFC 9110, section 14.2, allows it), as does a malformed header,
     which the RFC says to ignore.
     """
     match = _RANGE.fullmatch(header.strip())

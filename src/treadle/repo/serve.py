@@ -2,8 +2,8 @@
 
 This module moves bytes and nothing else decides anything here: the handler says what to
 answer, :mod:`treadle.repo.fetch` says which replica to read and whether it can be trusted
-unhashed (docs/vfs.md's rule), and this module reads sockets, runs database look-ups in a
-thread pool and sends object bodies: ``loop.sendfile`` for a trusted replica in a dir store,
+unhashed (docs/repo.md, "Which copies are trusted without rehashing"), and this module reads
+sockets, runs database look-ups in a thread pool and sends object bodies: ``loop.sendfile`` for a trusted replica in a dir store,
 hashed-as-sent for anything else, cut short before its last byte when the hash is wrong so that
 a client that does not verify still never gets a complete wrong body (docs/repo.md).
 """
@@ -58,7 +58,7 @@ READ_SIZE = 64 * 1024
 SMALL_SEGMENT = 64 * 1024  # a segment this small is read and written; sendfile costs more
 INFO_CACHE_SIZE = 4096
 # How long a request may wait for a replica's bytes, across fetch's retries, before it is a 503:
-# the client is waiting, and a vfs or get client retries on its own (docs/vfs.md)
+# the client is waiting, and a vfs or get client retries on its own (docs/repo.md, "Get")
 FETCH_TIMEOUT = 2.0
 # A replica chosen for an object is used again for this long without asking the database; a
 # replica marked SUSPECT or a store set down meanwhile is noticed once it passes
