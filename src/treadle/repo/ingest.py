@@ -227,9 +227,9 @@ class _IngestRun:
         executor = ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="ingest")
         try:
             for number, batch in enumerate(self._batches(), start=1):
-                self._ingest_batch(number, batch, executor)
                 if self.stop.is_set():
-                    break
+                    break  # asked to stop before this batch began: the ones before it are in
+                self._ingest_batch(number, batch, executor)
         except BaseException as e:
             # copies still queued are dropped; the batch's transaction was rolled back or never opened
             executor.shutdown(wait=False, cancel_futures=True)
