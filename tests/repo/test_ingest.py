@@ -344,16 +344,20 @@ def test_too_few_usable_stores_fail_the_batch_before_its_transaction(
 
 def test_a_store_failing_in_the_middle_of_a_batch_counts_against_min_replicas(
         repo_dir: Path, make_files: MakeFiles, writer: RepoContext) -> None:
-    write_config(repo_dir, dataclasses.replace(load_config(repo_dir), min_replicas=2))
-    writer.config = load_config(repo_dir)
-    paths = make_files(3)
+    paths = make_files(6)
     # b answers its check but cannot take objects: its objects/ is a file
     objects = repo_dir / "stores" / "b" / "objects"
     shutil.rmtree(objects)
     objects.write_text("not a directory")
+    result = ingest(writer, None, files=[str(p) for p in paths[:3]], table="t")
+    assert result.added == 3
+    assert len(result.warnings) == 1 and result.warnings[0].startswith("store b did not take ")
+    assert count(repo_dir, "replicas") == 3
+    write_config(repo_dir, dataclasses.replace(load_config(repo_dir), min_replicas=2))
+    writer.config = load_config(repo_dir)
     with pytest.raises(StoreUnreachable, match="only 1 of min_replicas=2 stores is usable for"):
-        ingest(writer, None, files=[str(p) for p in paths], table="t")
-    assert count(repo_dir, "files") == 0
+        ingest(writer, None, files=[str(p) for p in paths[3:]], table="t")
+    assert count(repo_dir, "files") == 3
 
 
 def test_a_lost_object_is_restored_by_ingesting_its_bytes_again(

@@ -213,6 +213,7 @@ class _IngestRun:
         self.copied: dict[StatKey, _Copy] = {}
         self.stores: dict[tuple[int, str], Store] = {}
         self.unreachable_said: set[str] = set()
+        self.failures_said: set[str] = set()
         self.link_tables: dict[str, Table] = {}
         self.result = IngestResult(ingest_id=0, table=table)
         self.total = 0
@@ -532,7 +533,7 @@ class _IngestRun:
                 item.copy = cached
             else:
                 pending.setdefault(item.stat_key, []).append(item)
-        failed_stores: set[str] = set()
+        failed_stores: dict[str, str] = {}  # store name -> why, shared by the batch's copies
         futures: dict[StatKey, Future[_Copy]] = {
             stat_key: executor.submit(_copy_source, group[0].row.path, group[0].row.source, targets,
                                        failed_stores)
@@ -562,9 +563,10 @@ class _IngestRun:
             if copy is None:
                 continue
             for name, reason in copy.failures.items():
-                message = f"store {name} did not take {copy.checksum}: {reason}"
-                if message not in self.result.warnings:
-                    self._warn(message)
+                if name not in self.failures_said:
+                    self.failures_said.add(name)
+                    self._warn(f"store {name} did not take {item.row.source}: {reason}; it is skipped "
+                               f"for the rest of the batch (treadle repo fsck --repair adds its copies later)")
             if len(copy.written) < needed:
                 failures = "; ".join(f"{n}: {r}" for n, r in copy.failures.items())
                 raise StoreUnreachable(f"only {len(copy.written)} of min_replicas={needed} stores "
@@ -729,7 +731,7 @@ class _IngestRun:
 
 
 def _copy_source(path: str, source: str, targets: list[tuple[StoreRow, Store]],
-                 failed_stores: set[str]) -> _Copy:
+                 failed_stores: dict[str, str]) -> _Copy:
     """Write one source into the first store (hashing as it goes), then into the next ones.
 
     Runs in a pool thread. A source that cannot be opened raises _SourceError (a bad row); a
@@ -757,13 +759,12 @@ def _copy_source(path: str, source: str, targets: list[tuple[StoreRow, Store]],
     origin = first.object_path(written.checksum) if isinstance(first, DirStore) else Path(path)
     for row, store in rest:
         if row.name in failed_stores:
-            copy.failures[row.name] = "failed earlier in this batch"
+            copy.failures[row.name] = failed_stores[row.name]
             continue
         try:
             copy.written[row.storeid] = store.put_file(origin, written.checksum, written.size)
         except (OSError, RepoDataError) as e:
-            failed_stores.add(row.name)
-            copy.failures[row.name] = str(e)
+            failed_stores[row.name] = copy.failures[row.name] = str(e)
     return copy
 
 
