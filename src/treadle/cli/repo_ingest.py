@@ -18,6 +18,7 @@ from types import FrameType
 import click
 
 from treadle.cli import CONTEXT_SETTINGS
+from treadle.cli.ranges import COUNT, SECONDS
 from treadle.errors import RepoError, require_extra
 
 INTERRUPTED = 130
@@ -95,7 +96,7 @@ class StopOnSignal:
 @click.option("--types", "types", multiple=True, metavar="COL=TYPE",
               help="Fix a column's type (int, real, text, fileid) instead of inferring it; repeatable.")
 @click.option("--index", multiple=True, metavar="COL", help="Index this column too; repeatable.")
-@click.option("-j", "--jobs", type=click.IntRange(min=1), metavar="N",
+@click.option("-j", "--jobs", type=COUNT, metavar="N",
               help="Threads copying, hashing and fsyncing files [default: 4 per core, at least 8].")
 @click.option("--name-regex", metavar="RE",
               help="With --files: searched in each path; its named groups become columns.")
@@ -104,7 +105,7 @@ class StopOnSignal:
                    "already set are pointed at the new file.")
 @click.option("--skip-existing", is_flag=True, help="Skip present keys without reading their files.")
 @click.option("--skip-bad", is_flag=True, help="Report bad rows and go on with the rest.")
-@click.option("--wait", type=click.FloatRange(min=0), default=0, show_default=True, metavar="S",
+@click.option("--wait", type=SECONDS, default=0, show_default=True, metavar="S",
               help="Wait up to S seconds for another writer to finish.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with what was done.")
 def command(repo: str, inputs: tuple[str, ...], files: bool, table: str, key: str | None,

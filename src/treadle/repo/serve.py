@@ -458,8 +458,7 @@ class Server:
             await connection.send(h11.Data(data=data))
             return
         # h11 frames the body; the bytes themselves go from the file to the socket in the kernel
-        # h11's sendfile support passes through any object with a length, not only bytes
-        segment = h11.Data(data=_Segment(body.length))  # type: ignore[arg-type]
+        segment = h11.Data(data=_Segment(body.length))  # type: ignore[arg-type]  # h11's sendfile support passes any object with a length
         for piece in connection.h11.send_with_data_passthrough(segment) or []:
             if isinstance(piece, _Segment):
                 await asyncio.get_running_loop().sendfile(connection.writer.transport, file,
