@@ -7,22 +7,11 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import delete
+from tests._cli import run_cli as run
 
-from treadle.cli import main
 from treadle.repo import schema
 from treadle.repo.config import load_config
 from treadle.repo.context import open_context
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    """Run ``treadle ARGV`` in-process: (exit status, stdout, stderr)."""
-    try:
-        main(list(argv))
-        status = 0
-    except SystemExit as e:
-        status = int(e.code or 0)
-    out, err = capsys.readouterr()
-    return status, out, err
 
 
 def test_init_makes_a_repository_with_its_stores(tmp_path: Path, capsys: pytest.CaptureFixture[str],

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, select, text
+from tests._cli import run_cli
 from tests.repo.test_get import serving
 
-from treadle.cli import main
 from treadle.repo import schema
 from treadle.repo.context import RepoContext, open_context
 from treadle.repo.db import is_sqlite, utcnow
@@ -34,10 +34,7 @@ DAY = 24 * 3600
 
 def fsck_cli(repo: Path, *args: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
     """Run ``treadle repo fsck REPO ARGS`` in-process: (exit status, stdout, stderr)."""
-    with pytest.raises(SystemExit) as exited:
-        main(["repo", "fsck", str(repo), *args])
-    out, err = capsys.readouterr()
-    return int(exited.value.code or 0), out, err
+    return run_cli(capsys, "repo", "fsck", str(repo), *args)
 
 
 @pytest.fixture
@@ -459,8 +456,7 @@ def test_repair_waits_for_the_writer_lock(repo_dir: Path, capsys: pytest.Capture
 
 
 def test_help_has_examples(capsys: pytest.CaptureFixture[str]) -> None:
-    main(["repo", "fsck", "--help"])
-    out = capsys.readouterr().out
+    _, out, _ = run_cli(capsys, "repo", "fsck", "--help")
     assert "Examples:" in out and "treadle repo fsck images.repo --repair --gc" in out
 
 

@@ -18,9 +18,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import select
+from tests._cli import run_cli
 from tests.repo.test_fetch import DATA, corrupt, object_path, put_object, replica_state
 
-from treadle.cli import main
 from treadle.cli.repo_get import parse_file_argument
 from treadle.errors import RepoDataError, UsageError
 from treadle.repo.context import RepoContext, open_context
@@ -31,13 +31,7 @@ from treadle.repo.stores import add_store, set_store
 
 def get(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
     """Run ``treadle repo get ARGS``; (exit status, stdout, stderr)."""
-    try:
-        main(["repo", "get", *args])
-        status = 0
-    except SystemExit as e:
-        status = int(e.code or 0)
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
+    return run_cli(capsys, "repo", "get", *args)
 
 
 @pytest.fixture

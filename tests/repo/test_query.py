@@ -20,8 +20,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, insert, select
+from tests._cli import run_cli as cli
 
-from treadle.cli import main
 from treadle.cli.repo_query import parse_where
 from treadle.errors import RepoError
 from treadle.repo import query, schema
@@ -301,17 +301,6 @@ def test_sql_that_returns_nothing_is_refused(people) -> None:
 
 
 # --- the command line ------------------------------------------------------------------------
-
-def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """Run ``treadle ARGS`` in this process: (exit status, stdout, stderr)."""
-    try:
-        main([*args])
-        status = 0
-    except SystemExit as e:
-        status = int(e.code or 0)
-    out, err = capsys.readouterr()
-    return status, out, err
-
 
 def test_cli_csv_jsonl_table_and_count(people, capsys: pytest.CaptureFixture[str]) -> None:
     ctx, rows = people

@@ -6,8 +6,8 @@ import stat
 from pathlib import Path
 
 import pytest
+from tests._cli import run_cli as treadle
 
-from treadle.cli import main
 from treadle.errors import RepoError
 from treadle.repo.tokens import (
     ALLOWED,
@@ -74,17 +74,6 @@ def test_a_damaged_tokens_file_is_named(tmp_path: Path) -> None:
     tokens_path(tmp_path).write_text('[[token]]\nname = "x"\n')
     with pytest.raises(RepoError, match="tokens.toml: a \\[\\[token\\]\\] needs"):
         load_tokens(tokens_path(tmp_path))
-
-
-def treadle(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    """Run ``treadle ARGV`` in-process: (exit status, stdout, stderr)."""
-    try:
-        main(list(argv))
-        status = 0
-    except SystemExit as e:
-        status = int(e.code or 0)
-    out, err = capsys.readouterr()
-    return status, out, err
 
 
 @pytest.fixture
