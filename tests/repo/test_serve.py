@@ -23,9 +23,10 @@ from treadle.cli import main
 from treadle.errors import FileAbsent, RepoDataError, RepoError, StoreUnreachable
 from treadle.repo import fetch
 from treadle.repo.checksums import hash_file
+from treadle.repo.client import ServiceClient
 from treadle.repo.context import open_context
 from treadle.repo.ingest import ingest
-from treadle.repo.remote import HttpStore, ServiceClient
+from treadle.repo.remote import HttpStore
 from treadle.repo.schema import replicas
 from treadle.repo.tokens import create_token
 

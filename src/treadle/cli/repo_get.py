@@ -83,7 +83,7 @@ class _ServiceSource:
     """Files read from a ``treadle repo serve``, verified here against the checksum it states."""
 
     def __init__(self, url: str, token_file: str | None, timeout: float):
-        from treadle.repo.remote import ServiceClient, describe_token_source, read_token
+        from treadle.repo.client import ServiceClient, describe_token_source, read_token
 
         self.client = ServiceClient(url, read_token(token_file), timeout,
                                     token_source=describe_token_source(token_file))

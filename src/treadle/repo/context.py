@@ -63,7 +63,8 @@ class RepoContext:
         """The Store for ``row``: ``dir:PATH``, or ``http(s)://`` with the client token from the
         environment (the HTTP client is imported only by the repositories that use it)."""
         if row.url.startswith(("http://", "https://")):
-            from treadle.repo.remote import HttpStore, read_token
+            from treadle.repo.client import read_token
+            from treadle.repo.remote import HttpStore
             store: Store = HttpStore(row.name, row.url, read_token(), repo_uuid=self.config.uuid)
             return store
         return dir_store(row, self.dir, self.config.uuid)
