@@ -104,6 +104,16 @@ class StoreUnreachable(RepoDataError):
     """
 
 
+class VfsError(TreadleError):
+    """``treadle vfs`` itself failed: no mode works here, the mount or the tracer failed.
+
+    Exit status 125, the convention of ``env`` and ``timeout``, so that a caller can tell it from
+    the command's own statuses (docs/vfs.md).
+    """
+
+    exit_status = 125
+
+
 # extra name -> the package it installs, for the message of MissingExtra
 EXTRAS = {"allpairs": "numpy", "sql": "SQLAlchemy", "condor": "htcondor",
           "postgres": "psycopg"}
