@@ -25,9 +25,10 @@ demo: setup
 	$(BIN)/python examples/demo.py
 
 # The reference tools (cctools 9.9) are needed by the differential and
-# interoperability tests, and a PostgreSQL server by the repository tests (they
-# start their own, in a temporary directory); install them when we are root and
-# they are missing.
+# interoperability tests, a PostgreSQL server by the repository tests (they
+# start their own, in a temporary directory), and FUSE, a C compiler (static too),
+# libseccomp's resolver and strace by the vfs tests; install them when we are
+# root and they are missing.
 system-packages:
 	@if ! command -v makeflow >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
@@ -36,6 +37,12 @@ system-packages:
 	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 			--no-install-recommends postgresql >/dev/null; \
+	fi
+	@missing=""; for p in fuse3 gcc libc6-dev seccomp strace; do \
+		dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends $$missing >/dev/null; \
 	fi
 
 # A one-node Slurm cluster on this machine (root only): the tests marked `slurm`
