@@ -131,7 +131,11 @@ PASSTHROUGH = 1 << 37
 FOPEN_DIRECT_IO = 1 << 0
 FOPEN_KEEP_CACHE = 1 << 1
 FOPEN_CACHE_DIR = 1 << 3
+FOPEN_NOFLUSH = 1 << 5
+FOPEN_PARALLEL_DIRECT_WRITES = 1 << 6
 FOPEN_PASSTHROUGH = 1 << 7
+# The only flags a passthrough open may carry (the kernel's FOPEN_PASSTHROUGH_MASK).
+PASSTHROUGH_OPEN_FLAGS = FOPEN_PASSTHROUGH | FOPEN_DIRECT_IO | FOPEN_PARALLEL_DIRECT_WRITES | FOPEN_NOFLUSH
 
 GETATTR_FH = 1 << 0
 
@@ -603,7 +607,9 @@ class Connection:
             raise ValueError("reply_init without an unanswered INIT")
         minor = min(init.minor, NEWEST_MINOR)
         offered = init.flags | (init.flags2 << 32 if init.flags & INIT_EXT else 0)
-        wanted = ASYNC_READ | PARALLEL_DIROPS | DO_READDIRPLUS | MAX_PAGES
+        wanted = ASYNC_READ | PARALLEL_DIROPS | DO_READDIRPLUS
+        if minor >= 28:
+            wanted |= MAX_PAGES
         if passthrough and minor >= 40:
             wanted |= PASSTHROUGH
         flags = wanted & offered
@@ -662,9 +668,20 @@ class Connection:
         return self._reply(unique, body)
 
     def reply_open(self, unique: int, fh: int, open_flags: int, backing_id: int = 0) -> bytes:
-        """An OPEN or OPENDIR answer; ``backing_id`` (7.40+) with ``FOPEN_PASSTHROUGH``."""
-        if backing_id and self._negotiated() < 40:
-            raise ValueError(f"a backing id needs 7.40, the connection speaks 7.{self.minor}")
+        """An OPEN or OPENDIR answer; ``FOPEN_PASSTHROUGH`` goes with a ``backing_id``.
+
+        The kernel fails the open (EIO) when a passthrough open carries any flag outside
+        ``PASSTHROUGH_OPEN_FLAGS`` (``FOPEN_KEEP_CACHE`` included: the page cache is the
+        backing file's), or when passthrough was not negotiated; both are refused here.
+        """
+        passthrough = bool(open_flags & FOPEN_PASSTHROUGH)
+        if passthrough != bool(backing_id):
+            raise ValueError("FOPEN_PASSTHROUGH and a backing id go together")
+        if passthrough and not self.passthrough:
+            raise ValueError("passthrough was not negotiated on this connection")
+        if passthrough and open_flags & ~PASSTHROUGH_OPEN_FLAGS:
+            raise ValueError(f"open flags {open_flags:#x} are not allowed with FOPEN_PASSTHROUGH")
+        self._negotiated()
         return self._reply(unique, _OPEN_OUT.pack(fh, open_flags, backing_id))
 
     def reply_data(self, unique: int, data: bytes) -> bytes:
