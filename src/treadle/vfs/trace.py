@@ -1,0 +1,748 @@
+"""Trace mode: the command runs under ptrace and a seccomp filter, for hosts without FUSE.
+
+How it works (docs/vfs.md, "Mode trace"): the tracer forks the command and seizes it with
+``PTRACE_SEIZE`` (fork, vfork, clone, exec and seccomp events, ``EXITKILL`` so that nothing runs
+on untraced if the tracer dies). The child installs the filter of :mod:`treadle.vfs.bpf`, built
+from :data:`treadle.vfs.syscalls.TABLE`, and execs. Path-free calls run natively; every other
+call stops at its seccomp event, where the tracer reads its path arguments, resolves relative
+names through ``/proc/<tid>/cwd`` and ``/proc/<tid>/fd/<n>``, and then either lets it run,
+rewrites its paths into the materialised view (:mod:`treadle.vfs.view`), or skips it with the
+errno a read-only mount would give. Results that reveal the view (``getcwd``, ``readlink`` of
+``/proc`` links) are translated back at the call's exit stop. Unknown numbers get ENOSYS and
+one warning, Parrot's policy: the layer fails closed.
+
+A rewritten path goes into a scratch area that the tracer maps into each thread once (an
+injected ``mmap``), never below the stack pointer, which is unsafe on small stacks. The
+argument register is restored at the exit stop, because compiled code may rely on the kernel
+keeping it. Everything is ctypes over libc; x86-64 only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import os
+import platform
+import re
+import secrets
+import signal
+import struct
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from treadle.errors import VfsError
+from treadle.vfs import bpf, process
+from treadle.vfs.cache import Cache
+from treadle.vfs.namespace import Attr, Namespace
+from treadle.vfs.syscalls import MAX_KNOWN, TABLE, Syscall
+from treadle.vfs.view import View
+
+# ptrace requests and options (<linux/ptrace.h>)
+_PTRACE_CONT = 7
+_PTRACE_GETREGS = 12
+_PTRACE_SETREGS = 13
+_PTRACE_SYSCALL = 24
+_PTRACE_GETEVENTMSG = 0x4201
+_PTRACE_SEIZE = 0x4206
+_PTRACE_LISTEN = 0x4208
+_OPTIONS = (0x1       # TRACESYSGOOD: exit stops say so
+            | 0x2     # TRACEFORK
+            | 0x4     # TRACEVFORK
+            | 0x8     # TRACECLONE
+            | 0x10    # TRACEEXEC
+            | 0x80    # TRACESECCOMP
+            | 0x100000)  # EXITKILL
+_EVENT_FORK, _EVENT_VFORK, _EVENT_CLONE, _EVENT_EXEC = 1, 2, 3, 4
+_EVENT_SECCOMP = 7
+_EVENT_STOP = 128
+_WALL = 0x40000000
+_SYSCALL_EXIT = signal.SIGTRAP | 0x80
+_GROUP_STOPS = (signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU)
+
+# x86-64 numbers and flags the tracer itself needs
+_SYS_MMAP = 9
+_EXEC_CALLS = frozenset({59, 322, 134})
+_READLINK, _READLINKAT = 89, 267
+_RENAMES = frozenset({82, 264, 316})
+_LINKS = frozenset({86, 265})
+_CREATES = frozenset({83, 258, 88, 266, 133, 259})
+_REMOVES = frozenset({84, 87, 263})
+_UTIMENSAT = 280
+_AT_FDCWD = -100
+_AT_EMPTY_PATH = 0x1000
+_AT_FLAG_ARG = {262: 3, 332: 2, 268: 3, 452: 3, 260: 4, 280: 3, 439: 3, 463: 2, 464: 2,
+                465: 2, 466: 2, 468: 4, 469: 4, 265: 4, 322: 4, 428: 2, 303: 4}
+_O_ACCMODE, _O_CREAT, _O_EXCL, _O_TRUNC, _O_DIRECTORY = 0o3, 0o100, 0o200, 0o1000, 0o200000
+_W_OK = 2
+_ST_RDONLY, _ST_VALID = 0x1, 0x20  # statfs f_flags: the kernel adds ST_VALID
+_PATH_MAX = 4096
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+_AREA = 4 * _PATH_MAX  # two rewritten paths per call (a rename's or a link's), with room
+_NEG = 1 << 64
+_PROC_LINK = re.compile(r"/proc/(self|thread-self|\d+)(/task/\d+)?/(cwd|exe|root|fd/\d+)")
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+_libc.ptrace.restype = ctypes.c_long
+
+
+class _Iovec(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+
+
+_libc.process_vm_readv.argtypes = [ctypes.c_int, ctypes.POINTER(_Iovec), ctypes.c_ulong,
+                                   ctypes.POINTER(_Iovec), ctypes.c_ulong, ctypes.c_ulong]
+_libc.process_vm_readv.restype = ctypes.c_ssize_t
+_libc.process_vm_writev.argtypes = _libc.process_vm_readv.argtypes
+_libc.process_vm_writev.restype = ctypes.c_ssize_t
+
+
+class _Regs(ctypes.Structure):
+    """``struct user_regs_struct`` of x86-64 (``<sys/user.h>``)."""
+
+    _fields_ = [(name, ctypes.c_ulonglong) for name in (
+        "r15 r14 r13 r12 rbp rbx r11 r10 r9 r8 rax rcx rdx rsi rdi orig_rax rip cs eflags "
+        "rsp ss fs_base gs_base ds es fs gs").split()]
+
+
+_ARGS = ("rdi", "rsi", "rdx", "r10", "r8", "r9")
+
+
+def _arg(regs: _Regs, index: int) -> int:
+    return int(getattr(regs, _ARGS[index]))
+
+
+def _fd_arg(regs: _Regs, index: int) -> int:
+    """An ``int`` argument (a dirfd) as the kernel reads it: the low 32 bits, signed."""
+    value = _arg(regs, index) & 0xFFFFFFFF
+    return value - (1 << 32) if value & 0x80000000 else value
+
+
+class _Refuse(Exception):
+    """Skip the call: it returns ``-errno``."""
+
+    def __init__(self, err: int) -> None:
+        super().__init__(err)
+        self.errno = err
+
+
+def _ptrace(request: int, tid: int, addr: int = 0, data: object = None) -> int:
+    result = _libc.ptrace(request, tid, addr, data)
+    if result == -1:
+        err = ctypes.get_errno()
+        if err:
+            raise OSError(err, f"ptrace({request:#x}, {tid}): {os.strerror(err)}")
+    return int(result)
+
+
+@dataclass
+class _Thread:
+    """What the tracer keeps per traced thread."""
+
+    tid: int
+    area: int = 0  # the scratch area's address, 0 until the first rewrite
+    at_exit: Callable[[int, _Regs], None] | None = None
+    restore: dict[str, int] = field(default_factory=dict)  # argument registers to put back
+
+
+@dataclass
+class _Where:
+    """One path argument, located: its normalised absolute form and whether it reaches M."""
+
+    text: str  # normalised absolute path
+    mount: str | None  # the mount it lies under
+    through: bool  # it walked through M (a ``..`` out of it), so the kernel must get ``text``
+    slash: bool  # it ended in "/", which the kernel treats as "must be a directory"
+
+    def target(self, view: View) -> str:
+        """The path the kernel should resolve instead."""
+        real = view.to_view(self.text) if self.mount else self.text
+        return real + "/" if self.slash and real != "/" else real
+
+
+class Tracer:
+    """The event loop over every traced thread of one command (module docstring)."""
+
+    def __init__(self, view: View, report: Callable[[str], None]) -> None:
+        self.view = view
+        self.report = report
+        self.threads: dict[int, _Thread] = {}
+        self.traps = 0
+        self._warned: set[int] = set()
+        self._statfs = self._statfs_bytes()
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def run(self, child: int) -> int:
+        """Trace until ``child`` (the command) exits; its wait status."""
+        self.threads[child] = _Thread(child)
+        while True:
+            tid, status = os.waitpid(-1, _WALL)
+            if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+                self.threads.pop(tid, None)
+                if tid == child:
+                    return status
+                continue
+            if not os.WIFSTOPPED(status):
+                continue
+            try:
+                self._stopped(tid, status)
+            except ProcessLookupError:
+                self.threads.pop(tid, None)  # killed (SIGKILL) while we looked at it
+
+    def _stopped(self, tid: int, status: int) -> None:
+        sig = os.WSTOPSIG(status)
+        event = status >> 16
+        thread = self.threads.get(tid)
+        if thread is None:  # a new child or thread, often seen before its creator's event
+            thread = self.threads[tid] = _Thread(tid)
+            if event == _EVENT_STOP:
+                _ptrace(_PTRACE_CONT, tid)
+                return
+        if sig == _SYSCALL_EXIT:
+            self._exit_stop(thread)
+        elif sig == signal.SIGTRAP and event == _EVENT_SECCOMP:
+            self.traps += 1
+            self._syscall(thread)
+        elif sig == signal.SIGTRAP and event in (_EVENT_FORK, _EVENT_VFORK, _EVENT_CLONE):
+            new = ctypes.c_ulong()
+            _ptrace(_PTRACE_GETEVENTMSG, tid, 0, ctypes.byref(new))
+            self.threads.setdefault(new.value, _Thread(new.value))
+            _ptrace(_PTRACE_CONT, tid)
+        elif sig == signal.SIGTRAP and event == _EVENT_EXEC:
+            former = ctypes.c_ulong()
+            _ptrace(_PTRACE_GETEVENTMSG, tid, 0, ctypes.byref(former))
+            self.threads.pop(former.value, None)
+            self.threads[tid] = _Thread(tid)  # a new address space: no scratch area yet
+            _ptrace(_PTRACE_CONT, tid)
+        elif event == _EVENT_STOP:
+            if sig in _GROUP_STOPS:
+                _ptrace(_PTRACE_LISTEN, tid)  # stays stopped until SIGCONT, as untraced
+            else:
+                _ptrace(_PTRACE_CONT, tid)
+        else:  # a signal on its way to the thread
+            _ptrace(_PTRACE_CONT, tid, 0, sig)
+
+    def _exit_stop(self, thread: _Thread) -> None:
+        action, thread.at_exit = thread.at_exit, None
+        regs = self._regs(thread.tid)
+        if action is not None:
+            action(thread.tid, regs)
+        for name, value in thread.restore.items():
+            setattr(regs, name, value)
+        thread.restore.clear()
+        _ptrace(_PTRACE_SETREGS, thread.tid, 0, ctypes.byref(regs))
+        _ptrace(_PTRACE_CONT, thread.tid)
+
+    # -- one trapped call ------------------------------------------------------------------
+
+    def _syscall(self, thread: _Thread) -> None:
+        regs = self._regs(thread.tid)
+        nr = int(regs.orig_rax)
+        call = TABLE.get(nr)
+        try:
+            if call is None:
+                self._unknown(nr)
+            elif call.cls == "P":
+                if self._path_call(thread, regs, call):
+                    return
+            elif call.cls == "F":
+                self._fd_call(thread, regs, call)
+            elif call.under_m == "translate":  # getcwd
+                self._resume_to_exit(thread, self._getcwd_result)
+                return
+            elif call.under_m != "native":
+                raise _Refuse(errno.ENOSYS)
+        except _Refuse as refusal:
+            regs.orig_rax = _NEG - 1
+            regs.rax = -refusal.errno % _NEG
+            _ptrace(_PTRACE_SETREGS, thread.tid, 0, ctypes.byref(regs))
+        _ptrace(_PTRACE_CONT, thread.tid)
+
+    def _unknown(self, nr: int) -> None:
+        if nr not in self._warned:
+            self._warned.add(nr)
+            limit = f"above {MAX_KNOWN}, " if nr > MAX_KNOWN else ""
+            self.report(f"treadle vfs: system call {nr} ({limit}unknown to trace mode) "
+                        f"refused with ENOSYS")
+        raise _Refuse(errno.ENOSYS)
+
+    def _resume_to_exit(self, thread: _Thread,
+                        action: Callable[[int, _Regs], None] | None) -> None:
+        thread.at_exit = action
+        _ptrace(_PTRACE_SYSCALL, thread.tid)
+
+    def _path_call(self, thread: _Thread, regs: _Regs, call: Syscall) -> bool:
+        """Handle a class-P call; True when it was resumed here (to its exit stop)."""
+        places = self._locate_all(thread.tid, regs, call)
+        if not places:
+            return False
+        touched = [(i, w) for i, w in places if w is not None and (w.mount or w.through)]
+        if not touched:
+            if call.nr in (_READLINK, _READLINKAT):
+                return self._readlink(thread, regs, call, places)
+            return False
+        under = [(i, w) for i, w in touched if w.mount]
+        if under:
+            self._decide(thread, regs, call, under, len(places))
+        rewrites = {i: w.target(self.view) for i, w in touched}
+        self._rewrite(thread, regs, rewrites)
+        return True
+
+    def _locate_all(self, tid: int, regs: _Regs, call: Syscall
+                    ) -> list[tuple[int, _Where | None]]:
+        """Each path argument (index, where it resolves); None for one the kernel will judge."""
+        found = []
+        for role in call.roles:
+            if role[0] != "p":
+                continue
+            index = int(role[1:])
+            dirfd = _dirfd_index(call, index)
+            found.append((index, self._locate(tid, regs, call, index, dirfd)))
+        return found
+
+    def _locate(self, tid: int, regs: _Regs, call: Syscall, index: int,
+                dirfd: int | None) -> _Where | None:
+        address = _arg(regs, index)
+        if address == 0:
+            if call.nr == _UTIMENSAT:  # utimensat(fd, NULL, ...) changes the fd's file
+                self._refuse_view_fd(tid, _fd_arg(regs, 0))
+            return None
+        raw = self._read_string(tid, address)
+        if raw is None:
+            return None  # unreadable or too long: the kernel answers EFAULT or ENAMETOOLONG
+        if not raw:
+            if call.nr in _AT_FLAG_ARG and call.under_m == "erofs" and dirfd is not None \
+                    and _arg(regs, _AT_FLAG_ARG[call.nr]) & _AT_EMPTY_PATH:
+                self._refuse_view_fd(tid, _fd_arg(regs, dirfd))
+            return None
+        text = os.fsdecode(raw)
+        if not text.startswith("/"):
+            fd = _AT_FDCWD if dirfd is None else _fd_arg(regs, dirfd)
+            link = f"/proc/{tid}/cwd" if fd == _AT_FDCWD else f"/proc/{tid}/fd/{fd}"
+            try:
+                base = os.readlink(link)
+            except OSError:
+                return None  # a bad dirfd: the kernel says EBADF
+            text = self.view.to_mount(base).rstrip("/") + "/" + text
+        normal, through = self._normalise(text)
+        mount = self.view.mount_of(normal)
+        return _Where(normal, mount, through and not mount, raw.endswith(b"/"))
+
+    def _normalise(self, path: str) -> tuple[str, bool]:
+        """``path`` with ``.``, ``..`` and repeated slashes resolved lexically (M has no
+        symlinks), and whether the walk passed through M."""
+        parts: list[str] = []
+        through = False
+        dots = ".." in path
+        for part in path.split("/"):
+            if part in ("", "."):
+                continue
+            if part == "..":
+                if dots and not through and self.view.mount_of("/" + "/".join(parts)):
+                    through = True
+                if parts:
+                    parts.pop()
+                continue
+            parts.append(part)
+        return "/" + "/".join(parts), through
+
+    def _decide(self, thread: _Thread, regs: _Regs, call: Syscall,
+                under: list[tuple[int, _Where]], paths: int) -> None:
+        """Materialise what a call under M needs, or refuse it (raises :class:`_Refuse`)."""
+        action = call.under_m
+        where = under[0][1]
+        if action == "materialise":
+            self._open(thread, regs, call, where)
+        elif action in ("placeholder", "watch"):
+            attr = self._exists(where.text)
+            if _wants_write(thread.tid, regs, call):
+                raise _Refuse(errno.EROFS)
+            self._soft(lambda: self.view.placeholder(where.text), attr.kind)
+        elif action == "chdir":
+            if self._exists(where.text).kind != "dir":
+                raise _Refuse(errno.ENOTDIR)
+            self._soft(lambda: self.view.placeholder(where.text), "dir")
+        elif action == "statfs":
+            self._exists(where.text)
+            self._write(thread.tid, _arg(regs, 1), self._statfs)
+            raise _Refuse(0)
+        elif action == "erofs":
+            self._read_only(call, under, paths)
+        elif action == "eopnotsupp":
+            self._exists(where.text)
+            raise _Refuse(errno.EOPNOTSUPP)
+        else:  # eperm: mounts and administration naming M (a documented gap)
+            raise _Refuse(errno.EPERM)
+
+    def _open(self, thread: _Thread, regs: _Regs, call: Syscall, where: _Where) -> None:
+        flags = _open_flags(thread.tid, regs, call, self._read)
+        writes = flags & _O_ACCMODE != 0 or flags & _O_TRUNC or call.write_intent is True
+        try:
+            attr = self.view.stat(where.text)
+        except OSError as e:
+            if e.errno == errno.ENOENT and flags & _O_CREAT:
+                self._exists(os.path.dirname(where.text))
+                raise _Refuse(errno.EROFS) from None
+            raise _Refuse(e.errno or errno.EIO) from None
+        if flags & _O_CREAT and flags & _O_EXCL:
+            raise _Refuse(errno.EEXIST)
+        if attr.kind == "dir":
+            if writes:
+                raise _Refuse(errno.EISDIR)
+            self._soft(lambda: self.view.materialise(where.text), "dir")
+            return
+        if flags & _O_DIRECTORY or where.slash:
+            raise _Refuse(errno.ENOTDIR)
+        if writes:
+            raise _Refuse(errno.EROFS)
+        if call.nr in _EXEC_CALLS:  # mode 0444: the kernel refuses with EACCES itself
+            self._soft(lambda: self.view.placeholder(where.text), "file")
+        else:
+            self._soft(lambda: self.view.materialise(where.text), "file")
+
+    def _read_only(self, call: Syscall, under: list[tuple[int, _Where]], paths: int) -> None:
+        """The errno a read-only mount gives a change under M (docs/vfs.md)."""
+        if call.nr in _RENAMES or call.nr in _LINKS:
+            if len(under) < paths:  # one end outside M
+                if call.nr in _LINKS and under[0][0] != _last_path(call):
+                    self._exists(under[0][1].text)  # linking out of M: the source must exist
+                    raise _Refuse(errno.EXDEV)
+                if call.nr in _RENAMES:
+                    raise _Refuse(errno.EXDEV)
+            if call.nr in _LINKS and under[0][0] != _last_path(call):
+                self._exists(under[0][1].text)
+            new = under[-1][1]
+            if call.nr in _LINKS and under[-1][0] == _last_path(call):
+                self._exists(os.path.dirname(new.text))
+                if self._present(new.text):
+                    raise _Refuse(errno.EEXIST)
+            raise _Refuse(errno.EROFS)
+        where = under[0][1]
+        if call.nr in _CREATES:
+            self._exists(os.path.dirname(where.text))
+            if self._present(where.text):
+                raise _Refuse(errno.EEXIST)
+        elif call.nr in _REMOVES:
+            self._exists(os.path.dirname(where.text))
+        else:
+            self._exists(where.text)
+        raise _Refuse(errno.EROFS)
+
+    def _exists(self, path: str) -> Attr:
+        """The namespace's attributes of ``path``, or the call fails with its errno."""
+        try:
+            return self.view.stat(path)
+        except OSError as e:
+            raise _Refuse(e.errno or errno.EIO) from None
+
+    def _present(self, path: str) -> bool:
+        try:
+            self.view.stat(path)
+        except OSError as e:
+            if e.errno in (errno.ENOENT, errno.ENOTDIR):
+                return False
+            raise _Refuse(e.errno or errno.EIO) from None
+        return True
+
+    def _soft(self, make: Callable[[], object], kind: str) -> None:
+        """Materialise; a failure of the namespace becomes the call's errno, and one of the
+        view itself (its disk) EIO with a line saying why."""
+        try:
+            make()
+        except OSError as e:
+            if e.filename is not None and self.view.contains(os.fsdecode(e.filename)):
+                self.report(f"treadle vfs: the view {self.view.root}: {e.strerror}")
+                raise _Refuse(errno.EIO) from None
+            raise _Refuse(e.errno or errno.EIO) from None
+
+    def _fd_call(self, thread: _Thread, regs: _Regs, call: Syscall) -> None:
+        if call.write_intent is True or _wants_write(thread.tid, regs, call):
+            self._refuse_view_fd(thread.tid, _fd_arg(regs, 0))
+
+    def _refuse_view_fd(self, tid: int, fd: int) -> None:
+        """EROFS when ``fd`` (or the working directory, for AT_FDCWD) lies in the view."""
+        link = f"/proc/{tid}/cwd" if fd == _AT_FDCWD else f"/proc/{tid}/fd/{fd}"
+        with contextlib.suppress(OSError):
+            if self.view.contains(os.readlink(link)):
+                raise _Refuse(errno.EROFS)
+
+    # -- rewriting and translating ---------------------------------------------------------
+
+    def _rewrite(self, thread: _Thread, regs: _Regs, paths: dict[int, str]) -> None:
+        """Point the call's path arguments at new strings in the thread's scratch area."""
+        if not thread.area:
+            self._inject_area(thread, regs)
+            return
+        offset = 0
+        for index, text in paths.items():
+            data = os.fsencode(text) + b"\0"
+            if len(data) > _AREA // 2:
+                raise _Refuse(errno.ENAMETOOLONG)
+            self._write(thread.tid, thread.area + offset, data)
+            name = _ARGS[index]
+            thread.restore[name] = int(getattr(regs, name))
+            setattr(regs, name, thread.area + offset)
+            offset += _AREA // 2
+        _ptrace(_PTRACE_SETREGS, thread.tid, 0, ctypes.byref(regs))
+        nr = int(regs.orig_rax)
+        self._resume_to_exit(thread, self._readlink_result(regs) if nr in (
+            _READLINK, _READLINKAT) else None)
+
+    def _inject_area(self, thread: _Thread, regs: _Regs) -> None:
+        """Make the thread map its scratch area, then run the same call again from scratch."""
+        saved = _Regs.from_buffer_copy(regs)
+        regs.orig_rax = _SYS_MMAP
+        regs.rdi, regs.rsi = 0, _AREA
+        regs.rdx = 0x1 | 0x2  # PROT_READ | PROT_WRITE
+        regs.r10 = 0x02 | 0x20  # MAP_PRIVATE | MAP_ANONYMOUS
+        regs.r8, regs.r9 = _NEG - 1, 0
+        _ptrace(_PTRACE_SETREGS, thread.tid, 0, ctypes.byref(regs))
+
+        def mapped(_tid: int, after: _Regs) -> None:
+            result = int(after.rax)
+            if result >= _NEG - 4095:
+                self.report(f"treadle vfs: no scratch memory in process {thread.tid}: "
+                            f"{os.strerror(_NEG - result)}")
+                saved.orig_rax, saved.rax = _NEG - 1, _NEG - errno.ENOMEM
+            else:
+                thread.area = result
+                saved.rip -= 2  # back onto the syscall instruction: the call traps again
+                saved.rax = saved.orig_rax
+            ctypes.memmove(ctypes.addressof(after), ctypes.addressof(saved), ctypes.sizeof(saved))
+
+        self._resume_to_exit(thread, mapped)
+
+    def _getcwd_result(self, tid: int, regs: _Regs) -> None:
+        length = int(regs.rax)
+        if length >= _NEG - 4095 or length == 0:
+            return
+        data = self._read(tid, int(regs.rdi), length)
+        if data is None:
+            return
+        real = os.fsdecode(data.rstrip(b"\0"))
+        if not self.view.contains(real):
+            return
+        shown = os.fsencode(self.view.to_mount(real)) + b"\0"
+        if len(shown) > int(regs.rsi):
+            regs.rax = _NEG - errno.ERANGE
+            return
+        self._write(tid, int(regs.rdi), shown)
+        regs.rax = len(shown)
+
+    def _readlink(self, thread: _Thread, regs: _Regs, call: Syscall,
+                  places: list[tuple[int, _Where | None]]) -> bool:
+        """readlink of a ``/proc`` link: translate a view target back to M at the exit stop."""
+        where = places[0][1]
+        if where is None or not _PROC_LINK.fullmatch(where.text):
+            return False
+        self._resume_to_exit(thread, self._readlink_result(regs))
+        return True
+
+    def _readlink_result(self, entry: _Regs) -> Callable[[int, _Regs], None]:
+        buffer_arg = 1 if int(entry.orig_rax) == _READLINK else 2
+        buffer, size = _arg(entry, buffer_arg), _arg(entry, buffer_arg + 1)
+
+        def translate(tid: int, regs: _Regs) -> None:
+            length = int(regs.rax)
+            if length >= _NEG - 4095 or length == 0:
+                return
+            data = self._read(tid, buffer, length)
+            if data is None or not self.view.contains(os.fsdecode(data)):
+                return
+            shown = os.fsencode(self.view.to_mount(os.fsdecode(data)))[:size]
+            self._write(tid, buffer, shown)
+            regs.rax = len(shown)
+
+        return translate
+
+    # -- memory and registers --------------------------------------------------------------
+
+    def _regs(self, tid: int) -> _Regs:
+        regs = _Regs()
+        _ptrace(_PTRACE_GETREGS, tid, 0, ctypes.byref(regs))
+        return regs
+
+    def _read(self, tid: int, address: int, size: int) -> bytes | None:
+        buf = ctypes.create_string_buffer(size)
+        local = _Iovec(ctypes.cast(buf, ctypes.c_void_p), size)
+        remote = _Iovec(address, size)
+        got = _libc.process_vm_readv(tid, ctypes.byref(local), 1, ctypes.byref(remote), 1, 0)
+        return buf.raw[:got] if got == size else None
+
+    def _read_string(self, tid: int, address: int) -> bytes | None:
+        """A NUL-terminated string, read a page at a time so that no read crosses into an
+        unmapped page; None when unreadable or longer than PATH_MAX."""
+        data = b""
+        while len(data) <= _PATH_MAX:
+            size = _PAGE - (address % _PAGE)
+            chunk = self._read(tid, address, size)
+            if chunk is None:
+                return None
+            end = chunk.find(b"\0")
+            if end >= 0:
+                return data + chunk[:end]
+            data += chunk
+            address += size
+        return None
+
+    def _write(self, tid: int, address: int, data: bytes) -> None:
+        buf = ctypes.create_string_buffer(data, len(data))
+        local = _Iovec(ctypes.cast(buf, ctypes.c_void_p), len(data))
+        remote = _Iovec(address, len(data))
+        if _libc.process_vm_writev(tid, ctypes.byref(local), 1, ctypes.byref(remote), 1,
+                                   0) != len(data):
+            raise _Refuse(errno.EFAULT)
+
+    def _statfs_bytes(self) -> bytes:
+        """``struct statfs`` (x86-64) with the values fuse mode reports."""
+        values = self.view.namespace.statfs()
+        return struct.pack(
+            "<qqQQQQQiiqqq4q", values.get("f_type", 0x65735546), values.get("f_bsize", 4096),
+            values.get("f_blocks", 0), values.get("f_bfree", 0), values.get("f_bavail", 0),
+            values.get("f_files", 0), values.get("f_ffree", 0), 0, 0,
+            values.get("f_namemax", 255), values.get("f_frsize", 4096),
+            values.get("f_flag", 0) | _ST_RDONLY | _ST_VALID, 0, 0, 0, 0)
+
+
+def _dirfd_index(call: Syscall, path_index: int) -> int | None:
+    """The argument holding the dirfd that path argument ``path_index`` is relative to."""
+    roles = call.roles
+    position = roles.index(f"p{path_index}")
+    if position and roles[position - 1][0] == "d":
+        return int(roles[position - 1][1:])
+    return None
+
+
+def _last_path(call: Syscall) -> int:
+    return max(int(r[1:]) for r in call.roles if r[0] == "p")
+
+
+def _wants_write(tid: int, regs: _Regs, call: Syscall) -> bool:
+    """Whether a call whose arguments decide (docs/vfs.md) asks to write."""
+    rule = call.write_intent
+    if not isinstance(rule, str):
+        return bool(rule)
+    kind, _, index = rule.partition(":")
+    value = _arg(regs, int(index))
+    if kind == "mode":
+        return bool(value & _W_OK)
+    if kind == "request":
+        return True  # only the mutating ioctl requests trap
+    return bool(value & _O_ACCMODE or value & _O_TRUNC)
+
+
+def _open_flags(tid: int, regs: _Regs, call: Syscall,
+                read: Callable[[int, int, int], bytes | None]) -> int:
+    rule = call.write_intent
+    if not isinstance(rule, str):
+        return _O_CREAT | _O_TRUNC | os.O_WRONLY if rule else 0
+    kind, _, index = rule.partition(":")
+    if kind == "how":  # openat2: struct open_how starts with the u64 flags
+        data = read(tid, _arg(regs, int(index)), 8)
+        if data is None:
+            raise _Refuse(errno.EFAULT)
+        return int(struct.unpack("<Q", data)[0])
+    return _arg(regs, int(index))
+
+
+# -- running a command -----------------------------------------------------------------------
+
+def trace_available() -> tuple[bool, str]:
+    """Whether trace mode works here, and why (for ``treadle vfs doctor`` and ``auto``).
+
+    Tries it: a child installs the real filter under ``PTRACE_SEIZE`` and makes one trapped
+    call, which must reach this process as a seccomp stop.
+    """
+    if platform.machine() != "x86_64":
+        return False, f"trace mode needs x86-64, this is {platform.machine()}"
+    with contextlib.suppress(OSError):
+        if "trace" not in Path("/proc/sys/kernel/seccomp/actions_avail").read_text().split():
+            return False, "the kernel's seccomp lacks the TRACE action"
+    program = bpf.build_filter(TABLE)
+    ready_r, ready_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.close(ready_w)
+        os.read(ready_r, 1)
+        try:
+            bpf.install(program)
+        except OSError:
+            os._exit(3)
+        os.getcwd()
+        os._exit(0)
+    os.close(ready_r)
+    try:
+        try:
+            _ptrace(_PTRACE_SEIZE, pid, 0, _OPTIONS)
+        except OSError as e:
+            return False, f"ptrace refused ({e.strerror}: Yama's ptrace_scope, or a container)"
+        os.write(ready_w, b"x")
+        _, status = os.waitpid(pid, _WALL)
+        if os.WIFEXITED(status):
+            return False, "a seccomp filter could not be installed"
+        if os.WIFSTOPPED(status) and status >> 16 == _EVENT_SECCOMP:
+            return True, "ptrace and seccomp filters with the TRACE action work"
+        return False, f"unexpected trial stop (wait status {status:#x})"
+    finally:
+        os.close(ready_w)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, _WALL)
+
+
+def run_trace(namespace: Namespace, cache: Cache, argv: list[str], env: dict[str, str], *,
+              report: Callable[[str], None]) -> int:
+    """Run ``argv`` under the tracer with M's tree in a per-run view; the command's status.
+
+    Exit status follows :mod:`treadle.vfs.process`. A failure of the tracer itself kills the
+    command (``EXITKILL``, then every leftover) and raises VfsError (exit 125).
+    """
+    if platform.machine() != "x86_64":
+        raise VfsError(f"trace mode needs x86-64, this is {platform.machine()}")
+    program = bpf.build_filter(TABLE)
+    root = cache.view_dir(f"{os.getpid()}-{secrets.token_hex(4)}")
+    view = View(namespace, cache, root)
+    process.become_subreaper()
+    ready_r, ready_w = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child; it only ever leaves by exec or _exit
+        try:
+            os.close(ready_w)
+            if os.read(ready_r, 1) != b"x":
+                os._exit(125)
+            os.close(ready_r)
+            bpf.install(program)
+        except BaseException as exc:  # noqa: BLE001 - a forked child must reach os._exit
+            with contextlib.suppress(OSError):
+                os.write(2, f"treadle vfs: cannot start traced: {exc}\n".encode())
+            os._exit(125)
+        process.exec_child(argv, env)
+    os.close(ready_r)
+    tracer = Tracer(view, report)
+    try:
+        try:
+            _ptrace(_PTRACE_SEIZE, child, 0, _OPTIONS)
+        except OSError as e:  # the child sees the pipe close unwritten and exits untraced
+            raise VfsError(f"trace mode: cannot trace the command: {e.strerror}") from None
+        else:
+            os.write(ready_w, b"x")
+        finally:
+            os.close(ready_w)
+        with process.SignalForwarder(child):
+            status = tracer.run(child)
+        return process.exit_status(status)
+    except VfsError:
+        raise
+    except Exception as exc:
+        raise VfsError(f"trace mode: the tracer failed: {exc!r}") from exc
+    finally:
+        process.kill_leftovers()
+        view.remove()
+        namespace.stats["traps"] = namespace.stats.get("traps", 0) + tracer.traps
