@@ -156,10 +156,8 @@ def examine() -> Report:
     report.findings.append(_seccomp())
     report.findings.append(_io_uring())
     report.findings.append(_mode_check("trace", trace_available))
-    reasons: list[str] = []
     try:
-        report.auto = choose_mode("auto", reasons.append)
+        report.auto, report.auto_why = choose_mode("auto")
     except VfsError as e:
-        reasons.append(str(e))
-    report.auto_why = "; ".join(reasons)
+        report.auto_why = str(e)
     return report

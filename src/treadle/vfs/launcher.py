@@ -56,8 +56,7 @@ def parse_mount(text: str) -> tuple[str, str]:
 
 
 def _normalise(mount: str) -> str:
-    if not mount.startswith("/"):
-        raise VfsError(f"mount point {mount!r} is not an absolute path")
+    """``mount`` (absolute: from parse_mount or a repository's checked settings) made canonical."""
     clean = posixpath.normpath(mount)
     if clean.startswith("//"):
         clean = "/" + clean.lstrip("/")
@@ -96,36 +95,31 @@ def outer_mount(mount: str) -> str | None:
     return None
 
 
-def choose_mode(wanted: str, report: Callable[[str], None] | None = None) -> str:
-    """The mode to run in: ``wanted`` if it can work here, or for ``auto`` fuse, else trace.
+def choose_mode(wanted: str) -> tuple[str, str]:
+    """The mode to run in and why: ``wanted`` if it can work here, for ``auto`` fuse, else trace.
 
     VfsError names what is missing. Each mode's check lives in its module, imported only here.
     """
     if wanted not in MODES:
         raise VfsError(f"unknown mode {wanted!r} (expected one of {', '.join(MODES)})")
-    reasons = []
+    refused = ""
     if wanted in ("auto", "fuse"):
         from treadle.vfs.fusemode import fuse_available
 
         ok, why = fuse_available()
         if ok:
-            if report is not None:
-                report(f"mode fuse: {why}")
-            return "fuse"
+            return "fuse", why
         if wanted == "fuse":
             raise VfsError(f"mode fuse cannot work here: {why}")
-        reasons.append(f"fuse: {why}")
+        refused = f"fuse: {why}"
     from treadle.vfs.trace import trace_available
 
     ok, why = trace_available()
     if ok:
-        if report is not None:
-            report(f"mode trace: {why}" + (f" ({reasons[0]})" if reasons else ""))
-        return "trace"
+        return "trace", why + (f" (not {refused})" if refused else "")
     if wanted == "trace":
         raise VfsError(f"mode trace cannot work here: {why}")
-    reasons.append(f"trace: {why}")
-    raise VfsError("no mode works here: " + "; ".join(reasons))
+    raise VfsError(f"no mode works here: {refused}; trace: {why}")
 
 
 def _say(line: str) -> None:
@@ -172,7 +166,9 @@ def run(options: RunOptions, argv: list[str]) -> int:
         _write_stats(options.stats, {"mode": "none", "exit_status": status})
         return status
 
-    mode = choose_mode(options.mode, verbose)
+    mode, why = choose_mode(options.mode)
+    if verbose is not None:
+        verbose(f"mode {mode}: {why}")
     from treadle.vfs.cache import Cache, default_cache_dir, parse_size
     from treadle.vfs.namespace import Namespace
 
@@ -188,7 +184,9 @@ def run(options: RunOptions, argv: list[str]) -> int:
         from treadle.vfs.trace import run_trace
 
         status = run_trace(namespace, cache, argv, env, report=report)
-    _write_stats(options.stats, {"mode": mode, "exit_status": status, **namespace.stats})
+    _write_stats(options.stats, {"mode": mode, "exit_status": status,
+                                 "passthrough": namespace.stats.get("passthrough_opens", 0) > 0,
+                                 **namespace.stats})
     return status
 
 
@@ -211,7 +209,7 @@ def run_plain(argv: list[str], env: dict[str, str]) -> int:
 
 
 def _write_stats(path: Path | None, summary: dict[str, object]) -> None:
-    """``--stats FILE``: the run's summary as one JSON object (docs/vfs.md, "--stats")."""
+    """``--stats FILE``: the run's summary as one JSON object (docs/vfs.md, "Statistics")."""
     if path is None:
         return
     try:

@@ -33,6 +33,9 @@ _PYTHON_IGNORES = (signal.SIGPIPE, signal.SIGXFSZ)
 # blocked on a FUSE request, so only a process stuck in the kernel elsewhere takes longer.
 _REAP_TIMEOUT = 10.0
 
+# waitpid flag (linux/wait.h): reap clone children and tracees too, whatever their exit signal.
+_WALL = 0x40000000
+
 
 def become_subreaper() -> None:
     """Make this process the one that inherits the command's orphans (``PR_SET_CHILD_SUBREAPER``).
@@ -163,7 +166,7 @@ def _reap() -> bool:
     """Reap every child that has ended; whether any child is left."""
     while True:
         try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
+            pid, _ = os.waitpid(-1, os.WNOHANG | _WALL)
         except ChildProcessError:
             return False
         if pid == 0:
