@@ -8,6 +8,7 @@ prints :mod:`treadle.vfs.doctor`'s findings. Both import their module when they 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import click
@@ -62,8 +63,7 @@ def command() -> None:
 @click.option("--verbose", "-v", is_flag=True, help="Say which mode was chosen and why.")
 @click.argument("argv", metavar="-- COMMAND [ARGS]...", nargs=-1, required=True,
                 type=click.UNPROCESSED)
-@click.pass_context
-def run(ctx: click.Context, mounts: tuple[str, ...], mode: str, cache: Path | None,
+def run(mounts: tuple[str, ...], mode: str, cache: Path | None,
         cache_size: str | None, verify: str, timeout: float, token_file: str | None,
         stats: Path | None, verbose: bool, argv: tuple[str, ...]) -> None:
     """Run COMMAND with repository paths visible under each mount point.
@@ -82,13 +82,12 @@ def run(ctx: click.Context, mounts: tuple[str, ...], mode: str, cache: Path | No
     options = RunOptions(mounts=[parse_mount(m) for m in mounts], mode=mode, cache=cache,
                          cache_size=cache_size, verify=verify, timeout=timeout,
                          token_file=token_file, stats=stats, verbose=verbose)
-    ctx.exit(launch(options, list(argv)))
+    sys.exit(launch(options, list(argv)))
 
 
 @command.command(context_settings=CONTEXT_SETTINGS)
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as one JSON object.")
-@click.pass_context
-def doctor(ctx: click.Context, as_json: bool) -> None:
+def doctor(as_json: bool) -> None:
     """Say which modes work on this host, and why; exit 1 when none does.
 
     \b
@@ -104,4 +103,4 @@ def doctor(ctx: click.Context, as_json: bool) -> None:
     else:
         for line in report.lines():
             click.echo(line)
-    ctx.exit(0 if report.works else 1)
+    sys.exit(0 if report.works else 1)
