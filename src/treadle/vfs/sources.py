@@ -12,6 +12,7 @@ StoreUnreachable when it could not say, RepoError when a service refused the tok
 
 from __future__ import annotations
 
+import base64
 import http.client
 import shutil
 import threading
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 from urllib.parse import quote
 
-from treadle.errors import FileAbsent, RepoError, StoreUnreachable, VfsError
+from treadle.errors import FileAbsent, RepoDataError, RepoError, StoreUnreachable, VfsError
 from treadle.repo.checksums import CHUNK, format_checksum
 from treadle.repo.client import ServiceClient, describe_token_source, read_token
 
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from treadle.repo.context import RepoContext
 
 HTTP_MOUNT = "/bxgrid"  # an http source's default mount point (docs/vfs.md)
+ANSWER_WAIT = 10.0  # longest wait for one answer of a service; the namespace retries until --timeout
 META_THREADS = 8  # parallel metadata requests when a service's listing names fileids only
 
 
@@ -121,7 +123,7 @@ class LocalSource:
 
     has_replicas = True
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, timeout: float):
         from treadle.repo.config import is_repository, load_config
 
         if not is_repository(path):
@@ -134,6 +136,7 @@ class LocalSource:
         self.uuid = config.uuid
         self.default_mount = config.mount
         self.label = str(path)
+        self._timeout = timeout
         self._ctx: RepoContext | None = None
         self._lock = threading.Lock()
         self._known: dict[int, FileMeta] = {}
@@ -257,10 +260,11 @@ class LocalSource:
                        store.object_path(row.checksum))
 
     def fetch(self, meta: FileMeta, out: BinaryIO) -> None:
-        """The object from the repository's own failover (fetch.open_verified): any store."""
+        """The object from the repository's own failover (fetch.open_verified): any store, tried
+        until ``timeout``; a replica with wrong bytes is marked SUSPECT there."""
         from treadle.repo import fetch
 
-        with fetch.open_verified(self._context(), meta.checksum) as stream:
+        with fetch.open_verified(self._context(), meta.checksum, timeout=self._timeout) as stream:
             shutil.copyfileobj(stream, out, CHUNK)
 
 
@@ -289,7 +293,7 @@ class HttpSource:
         with self._lock:
             if self._client is None:
                 self._client = ServiceClient(
-                    self._url, read_token(self._token_file), self._timeout,
+                    self._url, read_token(self._token_file), min(self._timeout, ANSWER_WAIT),
                     token_source=describe_token_source(self._token_file))
             return self._client
 
@@ -383,10 +387,11 @@ class HttpSource:
     def fetch(self, meta: FileMeta, out: BinaryIO) -> None:
         service = self._service()
         if meta.fileid:
-            stream, _ = service.open_file(meta.fileid)
+            stream, headers = service.open_file(meta.fileid)
         else:
-            stream, _ = service.open_blob(meta.checksum)
+            stream, headers = service.open_blob(meta.checksum)
         try:
+            _check_digest(headers.get("repr-digest"), meta.checksum, self.label)
             while True:
                 try:
                     chunk = stream.read(CHUNK)
@@ -397,6 +402,26 @@ class HttpSource:
                 out.write(chunk)  # the cache's disk: its OSError (ENOSPC) is the cache's
         finally:
             stream.close()
+
+
+def _check_digest(header: str | None, checksum: str, where: str) -> None:
+    """RepoDataError when the service's ``Repr-Digest`` names other bytes than ``checksum``.
+
+    The body is hashed anyway (the cache verifies every fill); this catches a service that
+    answers for another object before any byte is written.
+    """
+    if header is None:
+        return
+    for item in header.split(","):
+        name, _, value = item.strip().partition("=")
+        if name.strip().lower() != "sha-256":
+            continue
+        try:
+            digest = base64.b64decode(value.strip().strip(":"), validate=True).hex()
+        except ValueError:
+            raise RepoDataError(f"{where}: a malformed Repr-Digest {header!r}") from None
+        if format_checksum(digest) != checksum:
+            raise RepoDataError(f"{where}: the service sent sha256:{digest} for {checksum}")
 
 
 def _json_object(body: bytes, where: str) -> dict[str, Any]:
@@ -439,4 +464,4 @@ def open_source(spec: str, *, token_file: str | None, timeout: float) -> Source:
             return HttpSource(spec, token_file, timeout)
         except RepoError as e:
             raise VfsError(str(e)) from None
-    return LocalSource(Path(spec.removeprefix("repo:")).expanduser().absolute())
+    return LocalSource(Path(spec.removeprefix("repo:")).expanduser().absolute(), timeout)
