@@ -112,17 +112,25 @@ def test_vfs_s_own_failure_is_125_in_one_line(filled_repo: Filled, tmp_path: Pat
 # --- signals and leftovers -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+@pytest.mark.parametrize(("signum", "to_group"), [
+    (signal.SIGINT, False), (signal.SIGTERM, False), (signal.SIGHUP, False),
+    (signal.SIGINT, True),  # Ctrl-C at a terminal: the whole process group gets it
+])
 def test_a_signal_to_vfs_reaches_the_command(mode: str, filled_repo: Filled, tmp_path: Path,
-                                             signum: int) -> None:
+                                             signum: int, to_group: bool) -> None:
     m = _mount(tmp_path)
     run = subprocess.Popen(vfs_argv("run", "--mode", mode, "-m", f"{m}={filled_repo.path}", "--",
                                     "sh", "-c", "echo $$ > ready; exec sleep 300"),
-                           cwd=tmp_path, env=_env(tmp_path), stderr=subprocess.PIPE, text=True)
+                           cwd=tmp_path, env=_env(tmp_path), stderr=subprocess.PIPE, text=True,
+                           start_new_session=True)
     try:
         command = int(wait_for(lambda: _read(tmp_path / "ready"), what="the command to start"))
         wait_for(lambda: _exe(command) == "sleep", what="the command to become sleep")
-        run.send_signal(signum)
+        assert os.getpgid(command) == run.pid  # the command stays in vfs's process group
+        if to_group:
+            os.killpg(run.pid, signum)
+        else:
+            run.send_signal(signum)
         assert run.wait(TIMEOUT) == 128 + signum
         assert not alive(command)
     finally:
