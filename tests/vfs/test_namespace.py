@@ -9,13 +9,26 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import http.server
 import os
+import subprocess
+import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
+from tests._wait import wait_for
 from tests.vfs.conftest import Filled
 
+from treadle.repo import fetch
+from treadle.repo.checksums import object_relpath
+from treadle.repo.context import RepoContext, init_repository, open_context
+from treadle.repo.ingest import ingest
+from treadle.repo.schema import replicas
+from treadle.vfs import namespace
 from treadle.vfs.cache import Cache
 from treadle.vfs.namespace import DIR_MODE, FILE_MODE, ROOT_INO, Attr, Namespace
 from treadle.vfs.sources import open_source
@@ -155,4 +168,239 @@ def test_stats_count_fetches_and_hits(served_repo: tuple[Filled, str], tmp_path:
     assert ns.stats["fetches"] == 1 and ns.stats["fetch_bytes"] == size
     assert ns.stats["cache_hits"] == 1 and ns.stats["opens"] == 2
     assert os.stat(ns.open_file(ino)).st_mode & 0o222 == 0
+    ns.close()
+
+
+# -- failures (docs/vfs.md, "Failures") ----------------------------------------------------
+
+
+def _two_store_repo(where: Path) -> tuple[Path, bytes, int]:
+    """A repository keeping each object in two local stores: (its path, the bytes, the fileid)."""
+    data = b"the one image\n" * 3000
+    (where / "src").mkdir(parents=True)
+    (where / "src" / "one.jpg").write_bytes(data)
+    repo = where / "two.repo"
+    init_repository(repo, stores=[("a", "dir:stores/a"), ("b", "dir:stores/b")],
+                    replicas=2).close()
+    with open_context(repo, write=True) as ctx:
+        result = ingest(ctx, None, table="images", files=[str(where / "src" / "one.jpg")])
+    return repo, data, result.fileids[0]
+
+
+def _corrupt(path: Path, keep_stat: bool = True) -> None:
+    """Change a replica's bytes in place; its size and mtime (and inode) stay when asked."""
+    before = path.stat()
+    path.chmod(0o644)
+    with open(path, "r+b") as f:
+        first = f.read(1)
+        f.seek(0)
+        f.write(bytes([first[0] ^ 0xFF]))
+    path.chmod(before.st_mode & 0o777)
+    if keep_stat:
+        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+
+def _replica_states(repo: Path) -> list[str]:
+    with open_context(repo) as ctx, ctx.reading() as conn:
+        return sorted(conn.execute(select(replicas.c.state)).scalars())
+
+
+def test_a_corrupt_replica_gives_the_next_one_or_eio(tmp_path: Path) -> None:
+    repo, data, fileid = _two_store_repo(tmp_path)
+    lines: list[str] = []
+    ns = _namespace(str(repo), tmp_path / "cache", lines, verify="always", timeout=1)
+    ino = ns.resolve(f"/bxgrid/fileid/{fileid}").ino
+    first = ns.open_file(ino)
+    ns.close()
+    _corrupt(first)  # the stat ingest recorded still matches: only --verify always sees it
+    ns = _namespace(str(repo), tmp_path / "cache", lines, verify="always", timeout=1)
+    ino = ns.resolve(f"/bxgrid/fileid/{fileid}").ino
+    second = ns.open_file(ino)
+    assert second != first and second.read_bytes() == data
+    assert any("marked SUSPECT" in line for line in lines)
+    assert _replica_states(repo) == ["OK", "SUSPECT"]
+    ns.close()
+    _corrupt(second, keep_stat=False)  # now untrusted, so hashed even with --verify auto
+    lines.clear()
+    ns = _namespace(str(repo), tmp_path / "cache", lines, timeout=1)
+    assert _errno(ns.open_file, ns.resolve(f"/bxgrid/fileid/{fileid}").ino) == errno.EIO
+    assert ns.stats["eio"] == 1 and lines
+    assert [p for p in (tmp_path / "cache" / "objects").rglob("*") if p.is_file()] == []
+    ns.close()
+
+
+def test_verify_auto_trusts_only_what_fsck_or_ingest_checked(tmp_path: Path) -> None:
+    repo, data, fileid = _two_store_repo(tmp_path)
+    ns = _namespace(str(repo), tmp_path / "cache", [])
+    ino = ns.resolve(f"/bxgrid/fileid/{fileid}").ino
+    path = ns.open_file(ino)
+    assert ns.stats["bytes_hashed"] == 0  # trusted: used in place unhashed
+    ns.close()
+    os.utime(path, ns=(0, path.stat().st_mtime_ns + 1000))  # same bytes, another mtime
+    ns = _namespace(str(repo), tmp_path / "cache", [])
+    ino = ns.resolve(f"/bxgrid/fileid/{fileid}").ino
+    assert ns.open_file(ino) == path and ns.open_file(ino) == path
+    assert ns.stats["bytes_hashed"] == len(data)  # hashed once per run
+    ns.close()
+    ns = _namespace(str(repo), tmp_path / "cache", [], verify="always")
+    ino = ns.resolve(f"/bxgrid/fileid/{fileid}").ino
+    ns.open_file(ino)
+    ns.open_file(ino)
+    assert ns.stats["bytes_hashed"] == len(data)
+    ns.close()
+
+
+def test_a_service_serving_corrupt_bytes_gives_eio(served_repo: tuple[Filled, str],
+                                                   tmp_path: Path) -> None:
+    filled, url = served_repo
+    fileid = min(filled.files)
+    with open_context(filled.path) as ctx:
+        checksum = ctx_file_checksum(ctx, fileid)
+    _corrupt(filled.path / "stores" / "a" / object_relpath(checksum))
+    lines: list[str] = []
+    ns = _namespace(url, tmp_path / "cache", lines, timeout=1)
+    assert _errno(ns.open_file, ns.resolve(f"/bxgrid/fileid/{fileid}").ino) == errno.EIO
+    assert ns.cache.lookup(checksum) is None and lines
+    ns.close()
+
+
+def ctx_file_checksum(ctx: RepoContext, fileid: int) -> str:
+    return fetch.file_info(ctx, fileid).checksum
+
+
+def test_a_missing_store_is_eio_not_enoent(filled_repo: Filled, tmp_path: Path) -> None:
+    fileid = min(filled_repo.files)
+    lines: list[str] = []
+    ns = _namespace(str(filled_repo.path), tmp_path / "cache", lines, timeout=1)
+    ino = ns.resolve(f"/bxgrid/fileid/{fileid}").ino
+    (filled_repo.path / "stores" / "a").rename(filled_repo.path / "elsewhere")
+    assert _errno(ns.open_file, ino) == errno.EIO
+    assert lines and all("fileid" not in line or "absent" not in line for line in lines)
+    ns.close()
+
+
+def _stop(server: subprocess.Popen[str]) -> None:
+    server.terminate()
+    server.wait(30)
+
+
+def _serve(repo: Path, bind: str) -> tuple[subprocess.Popen[str], str]:
+    server = subprocess.Popen([sys.executable, "-m", "treadle", "repo", "serve", str(repo),
+                               "--bind", bind, "--no-auth"],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert server.stdout is not None
+    return server, server.stdout.readline().strip()
+
+
+def test_a_stopped_service_is_eio_then_fails_fast_then_recovers(filled_repo: Filled,
+                                                                 tmp_path: Path) -> None:
+    server, url = _serve(filled_repo.path, "127.0.0.1:0")
+    lines: list[str] = []
+    ns = _namespace(url, tmp_path / "cache", lines, timeout=1)
+    try:
+        some = sorted(filled_repo.files)
+        ns.resolve(f"/bxgrid/fileid/{some[0]}")
+        _stop(server)
+        started = time.monotonic()
+        assert _errno(ns.resolve, f"/bxgrid/fileid/{some[1]}") == errno.EIO
+        assert time.monotonic() - started >= 1  # retried for --timeout first
+        assert len(lines) == 1 and url in lines[0]
+        started = time.monotonic()
+        assert _errno(ns.resolve, f"/bxgrid/fileid/{some[2]}") == errno.EIO
+        assert time.monotonic() - started < 0.5  # down: at once
+        server, _ = _serve(filled_repo.path, url.removeprefix("http://"))
+
+        def answers() -> bool:
+            try:
+                return ns.resolve(f"/bxgrid/fileid/{some[2]}").size > 0
+            except OSError as e:
+                assert e.errno == errno.EIO
+                return False
+        wait_for(answers, timeout=20, what="the background probe to find the service again")
+    finally:
+        ns.close()
+        _stop(server)
+
+
+class _Refusing(http.server.BaseHTTPRequestHandler):
+    """A server that is up but failing: every request gets 503."""
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        self.send_response(503)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_HEAD = do_GET
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base's name
+        pass
+
+
+def test_a_failing_service_is_eio(tmp_path: Path) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Refusing)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    lines: list[str] = []
+    ns = _namespace(f"http://127.0.0.1:{server.server_address[1]}", tmp_path / "c", lines,
+                    timeout=0.5)
+    try:
+        assert _errno(ns.resolve, "/bxgrid/fileid/1") == errno.EIO
+        assert _errno(ns.resolve, "/bxgrid/sha256/" + "a" * 64) == errno.EIO
+        assert len(lines) == 1 and "503" in lines[0]
+    finally:
+        ns.close()
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_a_refused_token_is_eacces_said_once(filled_repo: Filled, tmp_path: Path) -> None:
+    token = tmp_path / "t"
+    token.write_text("wrong\n")
+    server = subprocess.Popen([sys.executable, "-m", "treadle", "repo", "serve",
+                               str(filled_repo.path), "--bind", "127.0.0.1:0"],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert server.stdout is not None
+        url = server.stdout.readline().strip()
+        lines: list[str] = []
+        source = open_source(url, token_file=str(token), timeout=1)
+        ns = Namespace([("/bxgrid", source)], Cache(tmp_path / "c", None), report=lines.append)
+        for fileid in sorted(filled_repo.files)[:3]:
+            assert _errno(ns.resolve, f"/bxgrid/fileid/{fileid}") == errno.EACCES
+        assert len(lines) == 1 and url in lines[0] and str(token) in lines[0]
+        ns.close()
+    finally:
+        _stop(server)
+
+
+def test_absent_answers_expire_so_new_ingests_appear(filled_repo: Filled,
+                                                     tmp_path: Path) -> None:
+    ns = _namespace(str(filled_repo.path), tmp_path / "cache", [])
+    new = max(filled_repo.files) + 1
+    assert _errno(ns.resolve, f"/bxgrid/fileid/{new}") == errno.ENOENT
+    (tmp_path / "new.txt").write_bytes(b"new\n")
+    with open_context(filled_repo.path, write=True) as ctx:
+        assert ingest(ctx, None, table="more", files=[str(tmp_path / "new.txt")]).fileids == [new]
+    wait_for(lambda: _found(ns, f"/bxgrid/fileid/{new}"), timeout=5,
+             what="the new file to appear")
+    ns.close()
+
+
+def _found(ns: Namespace, path: str) -> bool:
+    try:
+        ns.resolve(path)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def test_listings_cross_pages(filled_repo: Filled, tmp_path: Path,
+                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(namespace, "PAGE", 5)
+    ns = _namespace(str(filled_repo.path), tmp_path / "cache", [])
+    entries = ns.listdir(ns.resolve("/bxgrid/fileid").ino, 0, 1000)
+    assert [n for n, _, _ in entries][2:] == [str(i) for i in sorted(filled_repo.files)]
+    assert [a.size for _, a, _ in entries][2:] == \
+        [len(filled_repo.files[i][0]) for i in sorted(filled_repo.files)]
     ns.close()
