@@ -27,14 +27,17 @@ from pathlib import Path
 from treadle.vfs.cache import Cache
 from treadle.vfs.namespace import Attr, Namespace
 
-LIST_LIMIT = 1_000_000  # entries a listing fills at most, like Parrot's directory limit
+LIST_LIMIT = 1_000_000  # entries a first listing fills at most (docs/vfs.md)
 _PAGE = 10_000
 _SHA256_XATTR = "user.treadle.sha256"
 
-# How far a view path has been made: a placeholder or bare directory, then the object or
-# a filled listing.
-_MADE = 1
-_FULL = 2
+# How far a view path has been made: a listed file (size, mode, mtime: what a listing and
+# ``find`` need), a placeholder (its xattrs too) or bare directory, then the object or a
+# filled listing. Listed files get their xattrs only when looked at, since a listing may
+# name a million.
+_LISTED = 1
+_MADE = 2
+_FULL = 3
 
 
 class View:
@@ -82,8 +85,13 @@ class View:
     def placeholder(self, path: str) -> Attr:
         """Make ``path`` exist in the view: a directory, or a file's metadata stand-in."""
         attr = self.namespace.resolve(path)
-        if self._made.get(path, 0) < _MADE:
+        made = self._made.get(path, 0)
+        if made < _LISTED:
             self._make(path, attr)
+        elif made < _MADE:
+            with self._writable(self.root + path):
+                self._xattrs(self.root + path, attr)
+            self._made[path] = _MADE
         return attr
 
     def materialise(self, path: str) -> Attr:
@@ -119,20 +127,28 @@ class View:
         if mount is not None and path != mount:
             self._restore_mtime(parent)
 
-    def _new_placeholder(self, real: str, attr: Attr) -> None:
+    def _new_placeholder(self, real: str, attr: Attr, xattrs: bool = True) -> None:
         try:
             fd = os.open(real, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         except FileExistsError:
             return  # made already (the object, or by a listing)
         try:
             os.ftruncate(fd, attr.size)
-            self._decorate(fd, attr)
+            if xattrs:
+                self._xattrs(fd, attr)
+            ns = int(attr.mtime * 1e9)
+            os.utime(fd, ns=(ns, ns))
             os.fchmod(fd, attr.mode & 0o7777)
         finally:
             os.close(fd)
 
     def _decorate(self, target: str | int, attr: Attr) -> None:
         """Give a view entry the xattrs and the mtime that the namespace reports for it."""
+        self._xattrs(target, attr)
+        ns = int(attr.mtime * 1e9)
+        os.utime(target, ns=(ns, ns))
+
+    def _xattrs(self, target: str | int, attr: Attr) -> None:
         if self._xattrs_work:
             for name in self.namespace.listxattr(attr.ino):
                 try:
@@ -142,8 +158,6 @@ class View:
                         raise
                     self._xattrs_work = False  # this filesystem keeps no user xattrs
                     break
-        ns = int(attr.mtime * 1e9)
-        os.utime(target, ns=(ns, ns))
 
     def _restore_mtime(self, path: str) -> None:
         """Creating an entry touched its directory's mtime: give it back the namespace's."""
@@ -163,16 +177,17 @@ class View:
                 offset = page[-1][2]
                 for name, child, _next in page:
                     child_path = path.rstrip("/") + "/" + name
-                    if self._made.get(child_path, 0) >= _MADE:
+                    if self._made.get(child_path, 0) >= _LISTED:
                         continue
                     if child.kind == "dir":
                         with contextlib.suppress(FileExistsError):
                             os.mkdir(real + "/" + name, 0o755)
                         self._decorate(real + "/" + name, child)
                         os.chmod(real + "/" + name, child.mode & 0o7777)
+                        self._made[child_path] = _MADE
                     else:
-                        self._new_placeholder(real + "/" + name, child)
-                    self._made[child_path] = _MADE
+                        self._new_placeholder(real + "/" + name, child, xattrs=False)
+                        self._made[child_path] = _LISTED
                 made += len(page)
         self._restore_mtime(path)
 
@@ -202,20 +217,21 @@ class View:
             return self.cache.fill(checksum, attr.size, lambda out: shutil.copyfileobj(src, out))
 
     @contextlib.contextmanager
-    def _writable(self, directory: str) -> Iterator[None]:
-        """Let this process add entries to a view directory that shows mode 0555.
+    def _writable(self, path: str) -> Iterator[None]:
+        """Let this process change a view entry that shows mode 0555 or 0444 (add entries to a
+        directory, xattrs to a file).
 
-        root ignores the mode; anyone else opens the directory for the moment of the change.
+        root ignores the mode; anyone else opens it up for the moment of the change.
         """
         if self._privileged:
             yield
             return
-        mode = os.stat(directory).st_mode & 0o7777
-        os.chmod(directory, mode | 0o200)
+        mode = os.stat(path).st_mode & 0o7777
+        os.chmod(path, mode | 0o200)
         try:
             yield
         finally:
-            os.chmod(directory, mode)
+            os.chmod(path, mode)
 
     def remove(self) -> None:
         """Remove the view root and everything made in it (the run is over)."""
