@@ -299,8 +299,11 @@ def test_a_stopped_service_is_eio_then_fails_fast_then_recovers(filled_repo: Fil
     ns = _namespace(url, tmp_path / "cache", lines, timeout=1)
     try:
         some = sorted(filled_repo.files)
-        ns.resolve(f"/bxgrid/fileid/{some[0]}")
+        seen = ns.resolve(f"/bxgrid/fileid/{some[0]}")
+        ns.open_file(seen.ino)
         _stop(server)
+        assert ns.getattr(seen.ino) == seen  # what was seen still answers
+        assert ns.open_file(seen.ino).read_bytes() == filled_repo.files[some[0]][0]
         started = time.monotonic()
         assert _errno(ns.resolve, f"/bxgrid/fileid/{some[1]}") == errno.EIO
         assert time.monotonic() - started >= 1  # retried for --timeout first

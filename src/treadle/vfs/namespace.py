@@ -43,6 +43,7 @@ DIR_MODE = 0o40555
 FILE_MODE = 0o100444
 PAGE = 10_000  # fileids asked of a source at once (docs/vfs.md)
 ABSENT_TTL = 1.0  # an absent answer is believed this long, so new ingests appear
+ABSENT_KEPT = 10_000  # absent answers remembered before the expired ones are dropped
 PROBE_EVERY = 5.0  # a source that is down is tried again this often, in the background
 BACKOFF_FIRST = 0.1
 BACKOFF_MAX = 5.0
@@ -139,7 +140,8 @@ class _State:
     nodes: dict[int, _Node] = field(default_factory=dict)
     parents: dict[int, int] = field(default_factory=dict)
     absent: dict[tuple[int, str], float] = field(default_factory=dict)
-    blobs: dict[tuple[int, str], FileMeta] = field(default_factory=dict)
+    metas: dict[_Node, FileMeta] = field(default_factory=dict)
+    reported: set[str] = field(default_factory=set)
     tables: set[tuple[int, str]] = field(default_factory=set)
     members: set[tuple[int, str, int]] = field(default_factory=set)
     pages: dict[tuple[int, str], list[_Page]] = field(default_factory=dict)
@@ -232,20 +234,28 @@ class Namespace:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     guard.mark_down()
-                    raise self._eio(f"{label}: {what}: {e}") from None
+                    raise self._eio(f"{label}: {what}", e) from None
                 time.sleep(min(delay, left))
                 delay = min(delay * 2, BACKOFF_MAX)
             except RepoDataError as e:
-                raise self._eio(f"{label}: {what}: {e}") from None
+                raise self._eio(f"{label}: {what}", e) from None
+            except OSError as e:  # the cache's own disk (the sources wrap their errors)
+                raise self._eio(f"{label}: {what}", e) from None
             except RepoError as e:
                 if not guard.refusal_reported:
                     guard.refusal_reported = True
                     self.report(str(e))
                 raise OSError(errno.EACCES, str(e)) from None
 
-    def _eio(self, line: str) -> OSError:
+    def _eio(self, what: str, why: object) -> OSError:
+        """EIO, said on stderr once per object (``what``) however often it is asked for."""
         self._count("eio")
-        self.report(line)
+        line = f"{what}: {why}"
+        with self._lock:
+            first = what not in self._state.reported
+            self._state.reported.add(what)
+        if first:
+            self.report(line)
         return OSError(errno.EIO, line)
 
     def _count(self, name: str, amount: int = 1) -> None:
@@ -261,20 +271,22 @@ class Namespace:
         return Attr(ino, "file", FILE_MODE, meta.size, meta.mtime, 1)
 
     def _meta(self, node: _Node) -> FileMeta:
+        """A file's, object's or replica's metadata, asked once and kept for the run (objects
+        never change), so that what was seen still answers while its source is down."""
+        known = self._state.metas.get(node)
+        if known is not None:
+            return known
         source = self._sources[node.mount]
         if node.kind == "file":
-            return self._ask(node.mount, f"fileid {node.number}",
+            meta = self._ask(node.mount, f"fileid {node.number}",
                              lambda: source.file(node.number))
-        if node.kind == "blob":
-            key = (node.mount, node.name)
-            known = self._state.blobs.get(key)
-            if known is None:
-                known = self._ask(node.mount, f"sha256 {node.name}",
-                                  lambda: source.blob(node.name))
-                self._state.blobs[key] = known
-            return known
-        return self._ask(node.mount, f"replica {node.number}",
-                         lambda: source.replica(node.number)).meta
+        elif node.kind == "blob":
+            meta = self._ask(node.mount, f"sha256 {node.name}", lambda: source.blob(node.name))
+        else:
+            meta = self._ask(node.mount, f"replica {node.number}",
+                             lambda: source.replica(node.number)).meta
+        self._state.metas[node] = meta
+        return meta
 
     def getattr(self, ino: int) -> Attr:
         """The attributes of inode ``ino`` (a file's from its source, kept for the run)."""
@@ -299,6 +311,9 @@ class Namespace:
     def lookup(self, parent: int, name: str) -> Attr:
         """The entry ``name`` of directory ``parent``; ENOENT, ENOTDIR, EIO or EACCES."""
         self._count("lookups")
+        return self._lookup(parent, name)
+
+    def _lookup(self, parent: int, name: str) -> Attr:
         node = self._node(parent)
         if not node.is_dir:
             raise OSError(errno.ENOTDIR, f"not a directory: inode {parent}")
@@ -312,10 +327,18 @@ class Namespace:
             child = self._child(node, name)
         except OSError as e:
             if e.errno == errno.ENOENT:
-                self._state.absent[key] = time.monotonic() + ABSENT_TTL
+                self._remember_absent(key)
             raise
         ino = self._ino(child, parent)
         return self._dir_attr(ino) if child.is_dir else self.getattr(ino)
+
+    def _remember_absent(self, key: tuple[int, str]) -> None:
+        now = time.monotonic()
+        with self._lock:
+            absent = self._state.absent
+            if len(absent) >= ABSENT_KEPT:  # a program probing many names: drop the expired
+                self._state.absent = absent = {k: t for k, t in absent.items() if t > now}
+            absent[key] = now + ABSENT_TTL
 
     def _child(self, node: _Node, name: str) -> _Node:
         absent = OSError(errno.ENOENT, f"no {name!r} here")
@@ -334,10 +357,11 @@ class Namespace:
             raise absent
         if node.kind == "fileid":
             number, ext = self._split(name)
-            meta = self._ask(m, f"fileid {number}", lambda: source.file(number))
-            if ext is not None and ext != meta.extension:
+            file = _Node("file", m, number=number)
+            if ext is not None and ext != self._meta(file).extension:
                 raise absent
-            return _Node("file", m, number=number)
+            self._meta(file)
+            return file
         if node.kind == "sha256":
             if not _HEX.fullmatch(name):
                 raise absent
@@ -349,10 +373,11 @@ class Namespace:
             return _Node("tabledir", m, name=name)
         if node.kind == "tabledir":
             number, ext = self._split(name)
-            meta = self._ask(m, f"fileid {number}", lambda: source.file(number))
-            if ext != (meta.extension or None) or not self._in_table(m, node.name, number):
+            file = _Node("file", m, number=number)
+            if ext != (self._meta(file).extension or None) \
+                    or not self._in_table(m, node.name, number):
                 raise absent
-            return _Node("file", m, number=number)
+            return file
         if node.kind == "replica":
             if not _NUMBER.fullmatch(name):
                 raise absent
@@ -431,7 +456,7 @@ class Namespace:
                 if len(entries) >= limit:
                     break
                 try:
-                    entries.append((name, self.lookup(ino, name), index + 3))
+                    entries.append((name, self._lookup(ino, name), index + 3))
                 except OSError as e:
                     if e.errno != errno.ENOENT:
                         raise
@@ -524,10 +549,12 @@ class Namespace:
     def open_file(self, ino: int) -> Path:
         """A local file holding exactly the object's bytes, for the modes to read or pass on.
 
-        A trusted local replica is used in place; an untrusted one (or any, with
-        ``verify="always"``) is hashed at its first open in this run; otherwise the cache,
-        filled from the source and verified before it gets its name. EIO when no copy with the
-        right bytes can be had, and wrong bytes are never returned.
+        In order: a copy already in the cache (trusted while its stat matches its fill); a
+        local replica in place, trusted unhashed when fsck or ingest checked it recently
+        (docs/repo.md), else hashed at its first open in this run; a fill of the cache from the
+        source, verified before it gets its name. With ``verify="always"`` every copy is hashed
+        at its first open in the run. EIO when no copy with the right bytes can be had: wrong
+        bytes are never returned.
         """
         self._count("opens")
         node = self._node(ino)
@@ -541,12 +568,10 @@ class Namespace:
             problem = None if replica.path in self._state.verified else \
                 self._check(replica.path, meta)
             if problem is not None:  # shown for diagnosis, but never with wrong bytes
-                raise self._eio(f"{source.label}: replica {node.number}: {problem}")
+                raise self._eio(f"{source.label}: replica {node.number}", problem)
             return replica.path
-        local = self._local(node.mount, meta)
-        if local is not None:
-            return local
-        return self._cached(node.mount, meta)
+        return self._from_cache(meta) or self._local(node.mount, meta) \
+            or self._fill(node.mount, meta)
 
     def _local(self, m: int, meta: FileMeta) -> Path | None:
         source = self._sources[m]
@@ -589,14 +614,18 @@ class Namespace:
             self._state.verified.add(path)
         return None
 
-    def _cached(self, m: int, meta: FileMeta) -> Path:
+    def _from_cache(self, meta: FileMeta) -> Path | None:
         found = self.cache.lookup(meta.checksum)
-        if found is not None:
-            if self.verify == "auto" or found in self._state.verified \
-                    or self._check(found, meta) is None:
-                self._count("cache_hits")
-                return found
-            found.unlink(missing_ok=True)  # changed under us, stat and all: fill it again
+        if found is None:
+            return None
+        if self.verify == "always" and found not in self._state.verified \
+                and self._check(found, meta) is not None:
+            found.unlink(missing_ok=True)  # changed with its stat kept: fill it again
+            return None
+        self._count("cache_hits")
+        return found
+
+    def _fill(self, m: int, meta: FileMeta) -> Path:
         source = self._sources[m]
         fetched = [0]
 
@@ -606,7 +635,8 @@ class Namespace:
 
         def fill() -> Path:
             # wrong bytes are worth another try: the replica that gave them is now SUSPECT
-            for attempt in range(1, FETCH_ATTEMPTS + 1):
+            attempt = 1
+            while True:
                 try:
                     return self.cache.fill(meta.checksum, meta.size, writer)
                 except (CacheFull, FileAbsent, StoreUnreachable):
@@ -614,8 +644,8 @@ class Namespace:
                 except RepoDataError as e:
                     if attempt == FETCH_ATTEMPTS:
                         raise
+                    attempt += 1
                     self.report(f"{source.label}: {meta.checksum}: {e}; trying again")
-            raise RepoDataError(f"{meta.checksum}: no attempt made")
 
         path = self._ask(m, meta.checksum, fill)
         if fetched[0]:

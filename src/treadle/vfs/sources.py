@@ -142,11 +142,17 @@ class LocalSource:
         self._known: dict[int, FileMeta] = {}
 
     def _context(self) -> RepoContext:
+        """The open repository; a schema it cannot read is RepoDataError (EIO), not a refusal."""
         with self._lock:
             if self._ctx is None:
                 from treadle.repo.context import open_context
 
-                self._ctx = open_context(self.path)
+                try:
+                    self._ctx = open_context(self.path)
+                except (StoreUnreachable, RepoDataError):
+                    raise
+                except RepoError as e:
+                    raise RepoDataError(str(e)) from None
             return self._ctx
 
     def file(self, fileid: int) -> FileMeta:
