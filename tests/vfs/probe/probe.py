@@ -18,6 +18,9 @@ libc = ctypes.CDLL(None, use_errno=True)
 libc.syscall.restype = ctypes.c_long
 AT_FDCWD = -100
 BUFSZ = 4096
+# glibc's names (strerrorname_np) where Python's table picks an alias of the same number
+ERRNO_NAMES = {**errno.errorcode, errno.EOPNOTSUPP: "EOPNOTSUPP", errno.EDEADLK: "EDEADLK",
+               errno.EAGAIN: "EAGAIN"}
 
 
 class Target:
@@ -48,7 +51,7 @@ def read_fields(fd: int) -> str:
             total += len(chunk)
         out = f" read={total} hash={digest:016x}"
     except OSError as e:
-        out = f" read={errno.errorcode[e.errno or 0]}"
+        out = f" read={ERRNO_NAMES[e.errno or 0]}"
     try:
         st = os.fstat(fd)
         out += mode_fields(st.st_mode, st.st_size)
@@ -65,7 +68,7 @@ def run_case(tokens: list[str], target: Target, root: str, outside: str) -> str:
         if target.dir_of:
             dirfd = os.open(target.dir_of, os.O_RDONLY | os.O_DIRECTORY)
     except OSError as e:
-        return f" setup={errno.errorcode[e.errno or 0]}"
+        return f" setup={ERRNO_NAMES[e.errno or 0]}"
     keep: list[object] = []  # buffers that must live until the call returns
 
     def buffer(size: int) -> ctypes.Array[ctypes.c_char]:
@@ -137,7 +140,7 @@ def run_case(tokens: list[str], target: Target, root: str, outside: str) -> str:
     ret = libc.syscall(ctypes.c_long(int(tokens[1], 0)), *(ctypes.c_long(x) for x in args))
     err = ctypes.get_errno()
     if ret < 0:
-        return f" ret=-1 errno={errno.errorcode.get(err, str(err))}"
+        return f" ret=-1 errno={ERRNO_NAMES.get(err, str(err))}"
     out = " ret=ok" if marks & {"R", "W"} else f" ret={ret}"
     if "R" in marks:
         out += read_fields(ret)
@@ -158,7 +161,7 @@ def run_case(tokens: list[str], target: Target, root: str, outside: str) -> str:
         try:
             out += escaped("cwd", os.getcwd().encode(), root.encode())
         except OSError as e:
-            out += f" cwd={errno.errorcode[e.errno or 0]}"
+            out += f" cwd={ERRNO_NAMES[e.errno or 0]}"
     return out
 
 
