@@ -13,7 +13,16 @@ import pytest
 
 from treadle.errors import RepoDataError, RepoError, StoreUnreachable
 from treadle.repo.context import open_context
-from treadle.repo.stores import DirStore, add_store, fsync_dirs, set_store
+from treadle.repo.stores import (
+    DirStore,
+    Staged,
+    add_store,
+    fsync_dirs,
+    fsync_files,
+    set_store,
+    stage,
+    sync_filesystem,
+)
 
 
 def _checksum(data: bytes) -> str:
@@ -138,3 +147,40 @@ def test_store_rows_add_and_set(repo_dir: Path) -> None:
         opened.check()
         far = ctx.open_store(ctx.stores()[3])
         assert (type(far).__name__, far.name) == ("HttpStore", "far")
+
+
+def test_stage_writes_every_store_from_one_read_and_names_nothing_until_placed(tmp_path: Path) -> None:
+    stores = [DirStore(name, tmp_path / name, "repo-uuid") for name in ("a", "b")]
+    for s in stores:
+        s.init_layout()
+    data = os.urandom((2 << 20) + 7)  # more than one chunk
+    source = io.BytesIO(data)
+    checksum, size, outcomes = stage(source, stores)
+    assert (checksum, size) == (_checksum(data), len(data))
+    assert source.tell() == len(data)  # read once, not once per store
+    staged = [o for o in outcomes if isinstance(o, Staged)]
+    assert len(staged) == 2
+    for s, one in zip(stores, staged, strict=True):
+        assert list(s.iter_objects()) == []  # no name before the caller made the bytes durable
+        assert list(s.iter_temp()) == [one.temp] and one.temp.read_bytes() == data
+        assert sync_filesystem(s.root) or fsync_files([one.temp]) is None
+        written = s.place(one)
+        path = s.object_path(checksum)
+        assert written.created and path.read_bytes() == data and list(s.iter_temp()) == []
+        assert stat.S_IMODE(path.stat().st_mode) == 0o444
+        assert written.stat is not None and written.stat.inode == path.stat().st_ino
+        assert s.size_of(checksum) == len(data)
+
+
+def test_a_store_that_fails_while_staging_leaves_the_others_their_copy(tmp_path: Path) -> None:
+    good, bad = DirStore("a", tmp_path / "a", "repo-uuid"), DirStore("b", tmp_path / "b", "repo-uuid")
+    for s in (good, bad):
+        s.init_layout()
+    (bad.root / "tmp").rmdir()
+    (bad.root / "tmp").write_text("not a directory")
+    checksum, _, (ok, failed) = stage(io.BytesIO(b"bytes"), [good, bad])
+    assert isinstance(ok, Staged) and isinstance(failed, str) and failed
+    assert good.place(ok).created and good.size_of(checksum) == 5
+    again = stage(io.BytesIO(b"bytes"), [good])[2][0]
+    assert isinstance(again, Staged)
+    assert not good.place(again).created and list(good.iter_temp()) == []  # present: temp dropped

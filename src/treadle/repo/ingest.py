@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Connection, Index, Table, and_, bindparam, func, select
 
@@ -39,12 +40,25 @@ from treadle.repo.manifest import (
     infer_types,
     open_manifest,
 )
-from treadle.repo.stores import DirStore, Store, StoreRow, Written, fsync_dirs
+from treadle.repo.stores import (
+    DirStore,
+    Staged,
+    Store,
+    StoreRow,
+    Written,
+    fsync_dirs,
+    fsync_files,
+    stage,
+    sync_filesystem,
+)
 
 BATCH_ROWS = 500
 BATCH_BYTES = 256 << 20
 # stores that take new replicas; readonly, draining and down ones do not (docs/repo.md, "Stores")
 WRITABLE_STATE = "up"
+
+# the order of the values _insert_files takes for each ``files`` row
+FILE_COLUMNS = ("checksum", "size", "extension", "media_type", "state", "created_at", "ingest_id", "source")
 
 Progress = Callable[[str], None]
 StatKey = tuple[int, int, int, int, int]  # device, inode, size, mtime_ns, ctime_ns
@@ -143,6 +157,7 @@ class _Copy:
     size: int
     written: dict[int, Written]  # storeid -> outcome
     failures: dict[str, str]  # store name -> why it did not take the object
+    staged: dict[int, Staged] = field(default_factory=dict)  # storeid -> bytes in its tmp/, to place
 
 
 class _SourceError(Exception):
@@ -345,9 +360,10 @@ class _IngestRun:
         work = [item for item in work if item.problem is None]
         targets = self._usable_stores() if work else []
         self._copy(work, targets, executor)
+        self._make_durable(work, targets, executor)
+        self._check_replica_counts(work)
         self._refuse_or_skip_bad(work)
         work = [item for item in work if item.problem is None]
-        self._make_durable(targets, executor)
         with self.ctx.engine.begin() as conn:
             added = self._commit(conn, work)
         self.result.skipped += len(items) - len(added)
@@ -553,7 +569,6 @@ class _IngestRun:
             for future in futures.values():
                 future.cancel()
             raise
-        self._check_replica_counts(items)
 
     def _check_replica_counts(self, items: list[_Item]) -> None:
         """Every object must be durable in min_replicas stores; fewer fail the batch."""
@@ -572,16 +587,60 @@ class _IngestRun:
                 raise StoreUnreachable(f"only {len(copy.written)} of min_replicas={needed} stores "
                                        f"is usable for {item.row.source}: {failures}")
 
-    def _make_durable(self, targets: list[tuple[StoreRow, Store]], executor: ThreadPoolExecutor) -> None:
-        """fsync every directory that received a rename, in parallel (one fsync costs a disk flush)."""
-        dirs: set[Path] = set()
-        for _row, store in targets:
-            if isinstance(store, DirStore):
-                dirs.update(store.dirs_touched)
-                store.dirs_touched.clear()
-        ordered = sorted(dirs)
-        chunks = [ordered[i::self.jobs] for i in range(self.jobs)]
-        for future in [executor.submit(fsync_dirs, chunk) for chunk in chunks if chunk]:
+    def _make_durable(self, items: list[_Item], targets: list[tuple[StoreRow, Store]],
+                      executor: ThreadPoolExecutor) -> None:
+        """Make the batch's staged objects durable, name them, and make the names durable.
+
+        Per dir store: one syncfs (so every temp file's bytes are on disk before any of them
+        gets its object name), the renames, then one more syncfs (so the names are on disk
+        before the transaction makes rows refer to them). Where syncfs is missing, the same two
+        steps fsync each temp file and then each directory that received a rename. Both
+        guarantees hold either way: bytes are durable before their name exists, and a row is
+        visible only after its bytes and their name are durable (docs/repo.md, "Ingest").
+        Each store's renames run in one thread of their own: on one directory tree, more
+        threads only contend for its locks (4,000 renames: 0.18 s in one thread, 0.28 s in 8).
+        """
+        copies = list({id(item.copy): item.copy for item in items if item.copy is not None}.values())
+        placing: list[Future[None]] = []
+        stores: list[DirStore] = []
+        for row, store in targets:
+            if not isinstance(store, DirStore):
+                continue
+            staged = [(copy, copy.staged.pop(row.storeid)) for copy in copies if row.storeid in copy.staged]
+            try:
+                if not sync_filesystem(store.root):
+                    self._in_parallel(executor, fsync_files, [one.temp for _, one in staged])
+            except OSError as e:
+                for copy, one in staged:
+                    one.temp.unlink(missing_ok=True)
+                    self._store_failed(copy, row.name, str(e))
+                continue
+            placing.append(executor.submit(self._place, row, store, staged))
+            stores.append(store)
+        for future in placing:
+            future.result()
+        for store in stores:
+            if not sync_filesystem(store.root):
+                self._in_parallel(executor, fsync_dirs, sorted(store.dirs_touched))
+            store.dirs_touched.clear()
+
+    def _place(self, row: StoreRow, store: DirStore, staged: list[tuple[_Copy, Staged]]) -> None:
+        """Name one store's staged objects (a pool thread); a failure is recorded, not raised."""
+        for copy, one in staged:
+            try:
+                copy.written[row.storeid] = store.place(one)
+            except OSError as e:
+                self._store_failed(copy, row.name, str(e))
+
+    @staticmethod
+    def _store_failed(copy: _Copy, name: str, reason: str) -> None:
+        copy.failures.setdefault(name, reason)
+
+    def _in_parallel(self, executor: ThreadPoolExecutor, work: Callable[[list[Any]], None],
+                     things: Sequence[Any]) -> None:
+        """``work`` on ``self.jobs`` slices of ``things`` in the pool (each call may wait for a disk)."""
+        slices = [list(things[i::self.jobs]) for i in range(self.jobs)]
+        for future in [executor.submit(work, part) for part in slices if part]:
             future.result()
 
     # --- step 5: one transaction ----------------------------------------------------------------
@@ -597,18 +656,16 @@ class _IngestRun:
         if not new:
             return []
         now = utcnow()
-        rows = [{"checksum": item.copied.checksum, "size": item.copied.size,
-                 "extension": (extension := _extension(item.row.source)),
-                 "media_type": _media_type(extension),
-                 "state": "OK", "created_at": now, "ingest_id": self.result.ingest_id,
-                 "source": item.row.source} for item in new]
+        ingest_id = self.result.ingest_id
+        rows = [(item.copied.checksum, item.copied.size, (extension := _extension(item.row.source)),
+                 _media_type(extension), "OK", now, ingest_id, item.row.source) for item in new]
         fileids = self._insert_files(conn, rows)
         columns = [c for c in table.c.keys() if c != "fileid"]
         fresh = [(item, fileid) for item, fileid in zip(new, fileids, strict=True) if item.present is None]
         replaced = [(item, fileid) for item, fileid in zip(new, fileids, strict=True) if item.present is not None]
         if fresh:
-            conn.execute(table.insert(), [{"fileid": fileid, **{c: item.values.get(c) for c in columns}}
-                                          for item, fileid in fresh])
+            _insert_many(conn, table, ["fileid", *columns],
+                         [(fileid, *map(item.values.get, columns)) for item, fileid in fresh])
         for item, fileid in replaced:
             assert self.key is not None
             conn.execute(table.update().where(table.c[self.key] == item.key)
@@ -620,8 +677,8 @@ class _IngestRun:
         self.result.bytes += size
         return fileids
 
-    def _insert_files(self, conn: Connection, rows: Sequence[Mapping[str, object]]) -> list[int]:
-        """Insert ``files`` rows; their new fileids, in the order of ``rows``.
+    def _insert_files(self, conn: Connection, rows: Sequence[Sequence[object]]) -> list[int]:
+        """Insert ``files`` rows (tuples in the order of FILE_COLUMNS); their new fileids, in order.
 
         One executemany and one SELECT rather than RETURNING, which SQLite can only honour row by
         row when the order matters. The order is sure because this process holds the writer lock:
@@ -629,7 +686,7 @@ class _IngestRun:
         """
         files = schema.files
         before = conn.execute(select(func.coalesce(func.max(files.c.fileid), 0))).scalar_one()
-        conn.execute(files.insert(), rows)
+        _insert_many(conn, files, FILE_COLUMNS, rows)
         fileids = [int(f) for f in conn.execute(
             select(files.c.fileid).where(files.c.fileid > before).order_by(files.c.fileid)).scalars()]
         if len(fileids) != len(rows):
@@ -732,40 +789,72 @@ class _IngestRun:
 
 def _copy_source(path: str, source: str, targets: list[tuple[StoreRow, Store]],
                  failed_stores: dict[str, str]) -> _Copy:
-    """Write one source into the first store (hashing as it goes), then into the next ones.
+    """Write one source into every target store from one read (hashing as it goes).
 
-    Runs in a pool thread. A source that cannot be opened raises _SourceError (a bad row); a
-    replica store that fails is recorded in the copy and in ``failed_stores`` (so the rest of
-    the batch does not try it again); a failure of the first store fails the batch.
+    Runs in a pool thread. Dir stores get the bytes staged in their ``tmp/`` (named later, once
+    durable: ``_IngestRun._make_durable``); other stores get a verified ``put_file`` from the
+    source. A source that cannot be read raises _SourceError (a bad row); a store that fails is
+    recorded in the copy and in ``failed_stores`` (so the rest of the batch does not try it
+    again), and counts against ``min_replicas``.
     """
-    (first_row, first), *rest = targets
+    failures = {row.name: failed_stores[row.name] for row, _ in targets if row.name in failed_stores}
+    dir_targets = [(row, store) for row, store in targets
+                   if isinstance(store, DirStore) and row.name not in failures]
     try:
-        src = open(path, "rb")
-    except OSError as e:
-        raise _SourceError(f"cannot read {source}: {e.strerror or e}") from None
-    with src:
-        try:
-            if isinstance(first, DirStore):
-                written = first.write_stream(src)
+        with open(path, "rb") as src:
+            if dir_targets:
+                checksum, size, outcomes = stage(src, [store for _, store in dir_targets])
             else:
                 checksum, size = hash_file(Path(path))
-                written = first.put_file(Path(path), checksum, size)
-        except (OSError, RepoDataError) as e:
-            raise StoreUnreachable(f"store {first.name} did not take {source}: {e}") from None
-    if not written.created and isinstance(first, DirStore):
-        # found in place, perhaps renamed there by a run that died before its directory fsync
-        first.dirs_touched.add(first.object_path(written.checksum).parent)
-    copy = _Copy(written.checksum, written.size, {first_row.storeid: written}, {})
-    origin = first.object_path(written.checksum) if isinstance(first, DirStore) else Path(path)
-    for row, store in rest:
-        if row.name in failed_stores:
-            copy.failures[row.name] = failed_stores[row.name]
+                outcomes = []
+    except OSError as e:
+        raise _SourceError(f"cannot read {source}: {e.strerror or e}") from None
+    copy = _Copy(checksum, size, {}, failures)
+    for (row, _), outcome in zip(dir_targets, outcomes, strict=True):
+        if isinstance(outcome, Staged):
+            copy.staged[row.storeid] = outcome
+        else:
+            failed_stores[row.name] = copy.failures[row.name] = outcome
+    for row, store in targets:
+        if isinstance(store, DirStore) or row.name in copy.failures:
             continue
         try:
-            copy.written[row.storeid] = store.put_file(origin, written.checksum, written.size)
+            copy.written[row.storeid] = store.put_file(Path(path), checksum, size)
         except (OSError, RepoDataError) as e:
             failed_stores[row.name] = copy.failures[row.name] = str(e)
     return copy
+
+
+def _insert_many(conn: Connection, table: Table, columns: Sequence[str],
+                 rows: Sequence[Sequence[object]]) -> None:
+    """INSERT ``rows`` (tuples in the order of ``columns``) with one DBAPI executemany.
+
+    The statement is compiled once per call and each column's bind processor is looked up
+    once, rather than SQLAlchemy building and processing a parameter dict per row: on the
+    metadata path (many rows, few bytes) that per-row work was most of an ingest's time. The
+    values are still bound parameters, in the paramstyle of whichever database this is.
+    """
+    dialect = conn.dialect
+    compiled = table.insert().compile(dialect=dialect, column_keys=list(columns))
+    processors = [(i, process) for i, name in enumerate(columns)
+                  if (process := table.c[name].type.bind_processor(dialect)) is not None]
+    values = [_processed(row, processors) for row in rows] if processors else list(rows)
+    params: list[Any]
+    if compiled.positional:
+        order = [columns.index(name) for name in compiled.positiontup or ()]
+        params = values if order == list(range(len(columns))) else \
+            [tuple(row[i] for i in order) for row in values]
+    else:
+        params = [dict(zip(columns, row, strict=True)) for row in values]
+    conn.exec_driver_sql(str(compiled), params)
+
+
+def _processed(row: Sequence[object], processors: Sequence[tuple[int, Callable[[Any], Any]]]) -> tuple[object, ...]:
+    """``row`` with the values of the columns that have a bind processor passed through it."""
+    out = list(row)
+    for i, process in processors:
+        out[i] = process(out[i])
+    return tuple(out)
 
 
 def _is_regular(st: os.stat_result) -> bool:
