@@ -57,13 +57,6 @@ class Syscall:
     write_intent: bool | str
     under_m: str
 
-    def arg(self, role: str) -> int | None:
-        """The argument index of the first role of this kind (``"p"``, ``"d"``, ...), or None."""
-        for r in self.roles:
-            if r[0] == role:
-                return int(r[1:])
-        return None
-
 
 # Names by number, from unistd_64.h (0..450) and the kernel's syscall_64.tbl (451..469).
 # An empty name is a number x86-64 never assigned.
