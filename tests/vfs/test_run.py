@@ -189,6 +189,34 @@ def test_nesting_leaves_the_mount_to_the_outer_run(mode: str, filled_repo: Fille
     assert json.loads((tmp_path / "inner.json").read_text())["mode"] == "none"
 
 
+def test_a_mount_inside_an_outer_run_s_is_125(mode: str, filled_repo: Filled,
+                                              tmp_path: Path) -> None:
+    m = _mount(tmp_path)
+    inner = vfs_argv("run", "-m", f"{m}/fileid/inner={filled_repo.path}", "--", "touch", "ran")
+    res = subprocess.run(vfs_argv("run", "--mode", mode, "-m", f"{m}={filled_repo.path}", "--",
+                                  "sh", "-c", '"$@"; echo "inner exit $?"', "sh", *inner),
+                         cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True,
+                         timeout=TIMEOUT)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == "inner exit 125\n"
+    assert f"lies inside {m}" in res.stderr
+    assert not (tmp_path / "ran").exists()
+
+
+def test_stats_summarise_the_run(mode: str, filled_repo: Filled, tmp_path: Path) -> None:
+    m = _mount(tmp_path)
+    fileid = next(iter(filled_repo.files))
+    res = vfs(tmp_path, "run", "--mode", mode, "--stats", "run.json", "-m",
+              f"{m}={filled_repo.path}", "--", "cat", f"{m}/fileid/{fileid}", f"{m}/fileid/{fileid}")
+    assert res.returncode == 0, res.stderr
+    stats = json.loads((tmp_path / "run.json").read_text())
+    assert stats["mode"] == mode and stats["exit_status"] == 0
+    assert stats["opens"] >= 1 and stats["lookups"] >= 1 and stats["eio"] == 0
+    assert isinstance(stats["passthrough"], bool)
+    if mode == "trace":
+        assert stats["traps"] > 0
+
+
 def test_a_run_with_http_mounts_only_imports_no_sqlalchemy(
         mode: str, served_repo: tuple[Filled, str], tmp_path: Path) -> None:
     filled, url = served_repo
