@@ -407,3 +407,36 @@ def test_listings_cross_pages(filled_repo: Filled, tmp_path: Path,
     assert [a.size for _, a, _ in entries][2:] == \
         [len(filled_repo.files[i][0]) for i in sorted(filled_repo.files)]
     ns.close()
+
+
+def test_a_full_cache_disk_is_eio(served_repo: tuple[Filled, str], tmp_path: Path) -> None:
+    filled, url = served_repo
+    fileid = max(filled.files)
+    cache = tmp_path / "small"
+    cache.mkdir()
+    code = f"""
+import errno, os, subprocess
+from pathlib import Path
+from treadle.vfs.cache import Cache
+from treadle.vfs.namespace import Namespace
+from treadle.vfs.sources import open_source
+subprocess.run(["mount", "-t", "tmpfs", "-o", "size=128k", "none", {str(cache)!r}], check=True)
+lines = []
+ns = Namespace([("/bxgrid", open_source({url!r}, token_file=None, timeout=1))],
+               Cache(Path({str(cache)!r}), None), timeout=1, report=lines.append)
+ino = ns.resolve("/bxgrid/fileid/{fileid}").ino
+ballast = os.open({str(cache)!r} + "/ballast", os.O_WRONLY | os.O_CREAT)
+try:  # the disk fills up after the start
+    while True:
+        os.write(ballast, bytes(4096))
+except OSError:
+    os.close(ballast)
+try:
+    ns.open_file(ino)
+except OSError as e:
+    print(errno.errorcode[e.errno], lines)
+"""
+    result = subprocess.run(["unshare", "-m", "--propagation", "private", sys.executable, "-c",
+                             code], capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("EIO ") and f"cache full: {cache}" in result.stdout
