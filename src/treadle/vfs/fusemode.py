@@ -55,6 +55,7 @@ MS_BIND = 4096
 MS_REC = 16384
 MS_PRIVATE = 1 << 18
 MNT_DETACH = 2
+AT_FDCWD = -100
 PR_SET_PDEATHSIG = 1
 SYS_OPEN_TREE = 428
 SYS_MOVE_MOUNT = 429
@@ -168,37 +169,68 @@ def _targets(mounts: Iterable[str]) -> list[str]:
     return targets
 
 
-def _synthesize(missing: list[str]) -> None:
-    """Make the missing directories exist inside this namespace only, never on the host.
+class _Synthetic:
+    """Missing mount points made to exist inside this namespace only, never on the host.
 
     A tmpfs goes over the deepest existing ancestor, holding a bind mount of each of that
     ancestor's original entries (symbolic links re-created) plus the empty directories, and is
     then made read-only; when the ancestor is ``/`` the process changes root into the tmpfs,
     because a mount stacked on the root is not followed from it. The working directory is
-    entered again by name, as bubblewrap does.
+    entered again by name, as bubblewrap does. ``undo`` puts the host's view back once the
+    command is over, so that what the launcher writes afterwards (``--stats``) lands there.
     """
-    cwd = os.getcwd()
-    by_parent: dict[str, list[str]] = {}
-    for target in missing:
-        by_parent.setdefault(os.path.dirname(target), []).append(os.path.basename(target))
-    for parent, names in by_parent.items():
+
+    def __init__(self) -> None:
+        self.parents: list[str] = []
+        self._old_root: int | None = None
+        self._old_cwd: int | None = None
+
+    def make(self, missing: list[str]) -> None:
+        if not missing:
+            return
+        cwd = os.getcwd()
+        self._old_cwd = os.open(".", os.O_PATH | os.O_CLOEXEC)
+        by_parent: dict[str, list[str]] = {}
+        for target in missing:
+            by_parent.setdefault(os.path.dirname(target), []).append(os.path.basename(target))
+        for parent, names in by_parent.items():
+            self._cover(parent, names)
+        with contextlib.suppress(OSError):
+            os.chdir(cwd)
+
+    def _cover(self, parent: str, names: list[str]) -> None:
         original = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         tmpfs = _new_tmpfs()
         try:
-            _move_mount(tmpfs, -100, parent)  # AT_FDCWD
+            _move_mount(tmpfs, AT_FDCWD, parent)
+            self.parents.append(parent)
             for entry in os.listdir(original):
                 _carry(original, tmpfs, entry)
             for name in names:
                 os.mkdir(name, 0o555, dir_fd=tmpfs)
             if parent == "/":
+                self._old_root = os.open("/", os.O_PATH | os.O_CLOEXEC)
                 os.fchdir(tmpfs)
                 _check(_libc.chroot(b"."), "chroot")
         finally:
             os.close(original)
             os.close(tmpfs)
         _mount("none", parent, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, None)
-    with contextlib.suppress(OSError):
-        os.chdir(cwd)
+
+    def undo(self) -> None:
+        for parent in reversed(self.parents):
+            if parent != "/":
+                _libc.umount2(os.fsencode(parent), ctypes.c_int(MNT_DETACH))
+        if self._old_root is not None:
+            os.fchdir(self._old_root)
+            _check(_libc.chroot(b"."), "chroot")
+            os.close(self._old_root)
+            self._old_root = None
+        if self._old_cwd is not None:
+            os.fchdir(self._old_cwd)
+            os.close(self._old_cwd)
+            self._old_cwd = None
+        self.parents.clear()
 
 
 def _carry(original: int, tmpfs: int, entry: str) -> None:
@@ -241,10 +273,10 @@ def _bind_targets(targets: list[str]) -> None:
     trees = []
     try:
         for target in targets:
-            trees.append(_open_tree(-100, first + target, OPEN_TREE_CLONE))
+            trees.append(_open_tree(AT_FDCWD, first + target, OPEN_TREE_CLONE))
         _check(_libc.umount2(os.fsencode(first), ctypes.c_int(MNT_DETACH)), f"umount {first}")
         for tree, target in zip(trees, targets, strict=True):
-            _move_mount(tree, -100, target)
+            _move_mount(tree, AT_FDCWD, target)
     finally:
         for tree in trees:
             os.close(tree)
@@ -579,13 +611,17 @@ async def _run(namespace: Namespace, dev: int, argv: list[str], env: dict[str, s
                passthrough: bool | None, report: Callable[[str], None]) -> int:
     loop = asyncio.get_running_loop()
     daemon = _Daemon(namespace, dev, passthrough, report, loop)
-    targets = _targets(namespace.mounts)
+    synthetic = _Synthetic()
     try:
-        _synthesize([t for t in targets if not os.path.lexists(t)])
+        targets = _targets(namespace.mounts)
+        synthetic.make([t for t in targets if not os.path.lexists(t)])
         _mount_fuse(dev, targets[0])
-    except OSError as e:
+    except (OSError, VfsError) as e:
+        synthetic.undo()
         daemon.stop()
-        raise VfsError(f"cannot mount {', '.join(targets)}: {e.strerror}") from None
+        if isinstance(e, VfsError):
+            raise
+        raise VfsError(f"cannot mount {', '.join(namespace.mounts)}: {e.strerror}") from None
     daemon.start()  # /dev/fuse can be read only once it is mounted
     try:
         try:
@@ -609,6 +645,7 @@ async def _run(namespace: Namespace, dev: int, argv: list[str], env: dict[str, s
     finally:
         for target in reversed(targets):
             _libc.umount2(os.fsencode(target), ctypes.c_int(MNT_DETACH))
+        synthetic.undo()
         daemon.stop()
 
 
