@@ -92,7 +92,8 @@ def test_relative_names_and_dirfds(filled_repo: Filled, tmp_path: Path) -> None:
         inner = os.open("images", os.O_RDONLY, dir_fd=fd)
         print(sorted(os.listdir(inner))[:2])
         print(os.stat("3.jpg", dir_fd=inner).st_size)
-        print(len(os.listdir(".")), os.getxattr("4", "user.treadle.fileid"))
+        print(len(os.listdir(".")), os.getxattr("4", "user.treadle.fileid"),
+              sorted(os.listxattr("2")), os.getxattr("2", "user.treadle.sha256").decode())
         print(os.path.exists("../../" + M.lstrip("/") + "/fileid/5"), os.stat("../..").st_ino)
     """)
     assert result.returncode == 0, result.stderr
@@ -103,7 +104,8 @@ def test_relative_names_and_dirfds(filled_repo: Filled, tmp_path: Path) -> None:
     assert lines[2] == f"['images'] {m}/table"
     assert lines[3] == str(sorted(f"{n}.{ext}" for n, (_, ext) in filled_repo.files.items())[:2])
     assert lines[4] == str(len(filled_repo.files[3][0]))
-    assert lines[5] == f"{len(filled_repo.files)} b'4'"
+    assert lines[5] == f"{len(filled_repo.files)} b'4' " \
+        f"['user.treadle.fileid', 'user.treadle.sha256'] {lines[1]}"
     assert lines[6] == f"True {os.stat('/').st_ino}"
 
 

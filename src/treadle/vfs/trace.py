@@ -71,6 +71,8 @@ _LINKS = frozenset({86, 265})
 _CREATES = frozenset({83, 258, 88, 266, 133, 259})
 _REMOVES = frozenset({84, 87, 263})
 _UTIMENSAT = 280
+_XATTR_READS = {191: True, 192: True, 194: False, 195: False}  # True: getxattr, else list
+_XATTR_AT_READS = frozenset({464, 465})  # struct xattr_args: left to the placeholder's own
 _AT_FDCWD = -100
 _AT_EMPTY_PATH = 0x1000
 _AT_FLAG_ARG = {262: 3, 332: 2, 268: 3, 452: 3, 260: 4, 280: 3, 439: 3, 463: 2, 464: 2,
@@ -121,12 +123,19 @@ def _fd_arg(regs: _Regs, index: int) -> int:
     return value - (1 << 32) if value & 0x80000000 else value
 
 
-class _Refuse(Exception):
-    """Skip the call: it returns ``-errno``."""
+class _Return(Exception):
+    """Skip the call: the tracer answered it, and it returns ``value``."""
+
+    def __init__(self, value: int) -> None:
+        super().__init__(value)
+        self.value = value
+
+
+class _Refuse(_Return):
+    """Skip the call: it fails with ``err``."""
 
     def __init__(self, err: int) -> None:
-        super().__init__(err)
-        self.errno = err
+        super().__init__(-err)
 
 
 def _ptrace(request: int, tid: int, addr: int = 0, data: object = None) -> int:
@@ -256,9 +265,9 @@ class Tracer:
                 return
             elif call.under_m != "native":
                 raise _Refuse(errno.ENOSYS)
-        except _Refuse as refusal:
+        except _Return as answer:
             regs.orig_rax = _NEG - 1
-            regs.rax = -refusal.errno % _NEG
+            regs.rax = answer.value % _NEG
             _ptrace(_PTRACE_SETREGS, thread.tid, 0, ctypes.byref(regs))
         _ptrace(_PTRACE_CONT, thread.tid)
 
@@ -361,7 +370,10 @@ class Tracer:
             attr = self._exists(where.text)
             if _wants_write(thread.tid, regs, call):
                 raise _Refuse(errno.EROFS)
-            self._soft(lambda: self.view.placeholder(where.text), attr.kind)
+            if call.nr in _XATTR_READS:
+                self._xattr_answer(thread.tid, regs, call.nr, attr)
+            xattrs = call.nr in _XATTR_AT_READS
+            self._soft(lambda: self.view.placeholder(where.text, xattrs=xattrs), attr.kind)
         elif action == "chdir":
             if self._exists(where.text).kind != "dir":
                 raise _Refuse(errno.ENOTDIR)
@@ -369,7 +381,7 @@ class Tracer:
         elif action == "statfs":
             self._exists(where.text)
             self._write(thread.tid, _arg(regs, 1), self._statfs)
-            raise _Refuse(0)
+            raise _Return(0)
         elif action == "erofs":
             self._read_only(call, under, paths)
         elif action == "eopnotsupp":
@@ -377,6 +389,28 @@ class Tracer:
             raise _Refuse(errno.EOPNOTSUPP)
         else:  # eperm: mounts and administration naming M (a documented gap)
             raise _Refuse(errno.EPERM)
+
+    def _xattr_answer(self, tid: int, regs: _Regs, nr: int, attr: Attr) -> None:
+        """Answer getxattr and listxattr from the namespace, as fuse mode does: a view file
+        that is a hard-linked replica carries no xattrs of its own."""
+        namespace = self.view.namespace
+        if _XATTR_READS[nr]:
+            name = self._read_string(tid, _arg(regs, 1))
+            if name is None:
+                raise _Refuse(errno.EFAULT)
+            try:
+                value = namespace.getxattr(attr.ino, os.fsdecode(name))
+            except OSError as e:
+                raise _Refuse(e.errno or errno.EIO) from None
+            buffer, size = _arg(regs, 2), _arg(regs, 3)
+        else:
+            value = b"".join(os.fsencode(n) + b"\0" for n in namespace.listxattr(attr.ino))
+            buffer, size = _arg(regs, 1), _arg(regs, 2)
+        if size:
+            if size < len(value):
+                raise _Refuse(errno.ERANGE)
+            self._write(tid, buffer, value)
+        raise _Return(len(value))
 
     def _open(self, thread: _Thread, regs: _Regs, call: Syscall, where: _Where) -> None:
         flags = _open_flags(thread.tid, regs, call, self._read)

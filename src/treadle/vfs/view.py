@@ -5,8 +5,10 @@ to a directory fd under M. So each run has a view root ``<cache>/views/<run>/`` 
 tree appears as real directories and files, made on demand by the tracer before the call that
 needs them proceeds; the kernel then resolves relative names by itself.
 
-* A metadata call gets a **placeholder**: a sparse file of the right size, mode 0444, the
-  file's mtime and its ``user.treadle.*`` xattrs, so ``stat`` and ``getxattr`` answer natively.
+* A metadata call gets a **placeholder**: a sparse file of the right size, mode 0444 and the
+  file's mtime, so ``stat`` answers natively. The tracer answers path-based ``getxattr`` and
+  ``listxattr`` itself; the newest ``*xattrat`` calls find the ``user.treadle.*`` xattrs set
+  on the placeholder.
 * An open or an exec gets the **object**: the verified local file that the namespace gives,
   hard-linked into place (copied into the cache first when it sits on another filesystem).
 * A directory that is opened is **listed** once: its entries appear as placeholders.
@@ -31,11 +33,10 @@ LIST_LIMIT = 1_000_000  # entries a first listing fills at most (docs/vfs.md)
 _PAGE = 10_000
 _SHA256_XATTR = "user.treadle.sha256"
 
-# How far a view path has been made: a listed file (size, mode, mtime: what a listing and
-# ``find`` need), a placeholder (its xattrs too) or bare directory, then the object or a
-# filled listing. Listed files get their xattrs only when looked at, since a listing may
-# name a million.
-_LISTED = 1
+# How far a view path has been made: a file's stand-in (size, mode, mtime: what stat and a
+# listing need), a stand-in with its xattrs or a directory (xattrs included: they are few),
+# then the object or a filled listing.
+_BARE = 1
 _MADE = 2
 _FULL = 3
 
@@ -82,13 +83,15 @@ class View:
         """What ``path`` under M is (OSError with the namespace's errno), making nothing."""
         return self.namespace.resolve(path)
 
-    def placeholder(self, path: str) -> Attr:
-        """Make ``path`` exist in the view: a directory, or a file's metadata stand-in."""
+    def placeholder(self, path: str, *, xattrs: bool = False) -> Attr:
+        """Make ``path`` exist in the view: a directory, or a file's metadata stand-in, which
+        carries the ``user.treadle.*`` xattrs when ``xattrs`` asks (path-based xattr reads are
+        answered by the tracer; only the newest ``*xattrat`` calls read them from the file)."""
         attr = self.namespace.resolve(path)
         made = self._made.get(path, 0)
-        if made < _LISTED:
+        if made < _BARE:
             self._make(path, attr)
-        elif made < _MADE:
+        if xattrs and self._made[path] < _MADE:
             with self._writable(self.root + path):
                 self._xattrs(self.root + path, attr)
             self._made[path] = _MADE
@@ -121,21 +124,20 @@ class View:
                     os.mkdir(real, 0o755)
                 self._decorate(real, attr)
                 os.chmod(real, attr.mode & 0o7777)
+                self._made[path] = _MADE
             else:
                 self._new_placeholder(real, attr)
-        self._made[path] = _MADE
+                self._made[path] = _BARE
         if mount is not None and path != mount:
             self._restore_mtime(parent)
 
-    def _new_placeholder(self, real: str, attr: Attr, xattrs: bool = True) -> None:
+    def _new_placeholder(self, real: str, attr: Attr) -> None:
         try:
             fd = os.open(real, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         except FileExistsError:
             return  # made already (the object, or by a listing)
         try:
             os.ftruncate(fd, attr.size)
-            if xattrs:
-                self._xattrs(fd, attr)
             ns = int(attr.mtime * 1e9)
             os.utime(fd, ns=(ns, ns))
             os.fchmod(fd, attr.mode & 0o7777)
@@ -177,7 +179,7 @@ class View:
                 offset = page[-1][2]
                 for name, child, _next in page:
                     child_path = path.rstrip("/") + "/" + name
-                    if self._made.get(child_path, 0) >= _LISTED:
+                    if self._made.get(child_path, 0) >= _BARE:
                         continue
                     if child.kind == "dir":
                         with contextlib.suppress(FileExistsError):
@@ -186,8 +188,8 @@ class View:
                         os.chmod(real + "/" + name, child.mode & 0o7777)
                         self._made[child_path] = _MADE
                     else:
-                        self._new_placeholder(real + "/" + name, child, xattrs=False)
-                        self._made[child_path] = _LISTED
+                        self._new_placeholder(real + "/" + name, child)
+                        self._made[child_path] = _BARE
                 made += len(page)
         self._restore_mtime(path)
 
