@@ -32,6 +32,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "allpairs": ("allpairs", "Compare every item of set A with every item of set B."),
     "wavefront": ("wavefront", "Compute a 2-D recurrence, each cell once its neighbours are done."),
     "repo": ("repo", "Ingest, query, fetch, check and serve a data repository."),
+    "vfs": ("vfs", "Run an unmodified program with repository paths visible."),
 }
 
 
