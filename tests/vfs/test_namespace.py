@@ -440,3 +440,34 @@ except OSError as e:
                              code], capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("EIO ") and f"cache full: {cache}" in result.stdout
+
+
+def test_concurrent_opens_fetch_once(served_repo: tuple[Filled, str], tmp_path: Path) -> None:
+    filled, url = served_repo
+    fileid = max(filled.files)
+    ns = _namespace(url, tmp_path / "cache", [])
+    ino = ns.resolve(f"/bxgrid/fileid/{fileid}").ino
+    results: list[bytes] = []
+    threads = [threading.Thread(target=lambda: results.append(ns.open_file(ino).read_bytes()))
+               for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert results == [filled.files[fileid][0]] * 8
+    assert ns.stats["fetches"] == 1 and ns.stats["cache_hits"] == 7
+    ns.close()
+
+
+def test_verify_always_rehashes_a_cached_copy(served_repo: tuple[Filled, str],
+                                              tmp_path: Path) -> None:
+    filled, url = served_repo
+    fileid = max(filled.files)
+    ns = _namespace(url, tmp_path / "cache", [])
+    cached = ns.open_file(ns.resolve(f"/bxgrid/fileid/{fileid}").ino)
+    ns.close()
+    _corrupt(cached)  # its fill's stat still matches: only --verify always can tell
+    ns = _namespace(url, tmp_path / "cache", [], verify="always")
+    again = ns.open_file(ns.resolve(f"/bxgrid/fileid/{fileid}").ino)
+    assert again.read_bytes() == filled.files[fileid][0] and ns.stats["fetches"] == 1
+    ns.close()
