@@ -64,7 +64,9 @@ typecheck: setup
 test-fast: setup
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow and not reference and not slurm"
 
+# vfs doctor first: which vfs modes this machine allows, so that skipped vfs tests show why.
 test: setup system-packages docs typecheck
+	-$(BIN)/treadle vfs doctor
 	OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
 		$(BIN)/python -m pytest -q -p no:cacheprovider
 
