@@ -82,6 +82,7 @@ _W_OK = 2
 _ST_RDONLY, _ST_VALID = 0x1, 0x20  # statfs f_flags: the kernel adds ST_VALID
 _PATH_MAX = 4096
 _PAGE = os.sysconf("SC_PAGE_SIZE")
+_FIRST_READ = 256  # most paths are shorter: read this much first, then whole pages
 _AREA = 4 * _PATH_MAX  # two rewritten paths per call (a rename's or a link's), with room
 _NEG = 1 << 64
 _PROC_LINK = re.compile(r"/proc/(self|thread-self|\d+)(/task/\d+)?/(cwd|exe|root|fd/\d+)")
@@ -182,6 +183,9 @@ class Tracer:
         self.traps = 0
         self._warned: set[int] = set()
         self._statfs = self._statfs_bytes()
+        self._page = ctypes.create_string_buffer(_PAGE)
+        self._local = _Iovec(ctypes.addressof(self._page), _PAGE)
+        self._remote = _Iovec(0, 0)
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -601,18 +605,25 @@ class Tracer:
         return regs
 
     def _read(self, tid: int, address: int, size: int) -> bytes | None:
-        buf = ctypes.create_string_buffer(size)
-        local = _Iovec(ctypes.cast(buf, ctypes.c_void_p), size)
-        remote = _Iovec(address, size)
+        """``size`` bytes of the thread's memory, or None when they cannot all be read."""
+        if size > _PAGE:
+            buf = ctypes.create_string_buffer(size)
+            local = _Iovec(ctypes.addressof(buf), size)
+        else:  # the common case reuses one buffer: a stop costs tens of microseconds
+            buf, local = self._page, self._local
+            local.len = size
+        remote = self._remote
+        remote.base, remote.len = address, size
         got = _libc.process_vm_readv(tid, ctypes.byref(local), 1, ctypes.byref(remote), 1, 0)
-        return buf.raw[:got] if got == size else None
+        return ctypes.string_at(buf, size) if got == size else None
 
     def _read_string(self, tid: int, address: int) -> bytes | None:
-        """A NUL-terminated string, read a page at a time so that no read crosses into an
-        unmapped page; None when unreadable or longer than PATH_MAX."""
+        """A NUL-terminated string, read in pieces that never cross into the next page (it may
+        be unmapped); None when unreadable or longer than PATH_MAX."""
         data = b""
+        piece = _FIRST_READ
         while len(data) <= _PATH_MAX:
-            size = _PAGE - (address % _PAGE)
+            size = min(piece, _PAGE - (address % _PAGE))
             chunk = self._read(tid, address, size)
             if chunk is None:
                 return None
@@ -621,6 +632,7 @@ class Tracer:
                 return data + chunk[:end]
             data += chunk
             address += size
+            piece = _PAGE
         return None
 
     def _write(self, tid: int, address: int, data: bytes) -> None:
