@@ -310,7 +310,9 @@ def test_a_stopped_service_is_eio_then_fails_fast_then_recovers(filled_repo: Fil
         assert len(lines) == 1 and url in lines[0]
         started = time.monotonic()
         assert _errno(ns.resolve, f"/bxgrid/fileid/{some[2]}") == errno.EIO
+        assert _errno(ns.resolve, f"/bxgrid/fileid/{some[2]}") == errno.EIO
         assert time.monotonic() - started < 0.5  # down: at once
+        assert len(lines) == 2  # one line per object
         server, _ = _serve(filled_repo.path, url.removeprefix("http://"))
 
         def answers() -> bool:
@@ -348,8 +350,9 @@ def test_a_failing_service_is_eio(tmp_path: Path) -> None:
                     timeout=0.5)
     try:
         assert _errno(ns.resolve, "/bxgrid/fileid/1") == errno.EIO
+        assert _errno(ns.resolve, "/bxgrid/fileid/1") == errno.EIO
         assert _errno(ns.resolve, "/bxgrid/sha256/" + "a" * 64) == errno.EIO
-        assert len(lines) == 1 and "503" in lines[0]
+        assert len(lines) == 2 and "503" in lines[0] and "fileid 1" in lines[0]
     finally:
         ns.close()
         server.shutdown()

@@ -31,7 +31,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, TypeVar
 
-from treadle.errors import FileAbsent, RepoDataError, RepoError, StoreUnreachable, VfsError
+from treadle.errors import (
+    FileAbsent,
+    RepoDataError,
+    RepoError,
+    StoreUnreachable,
+    TreadleError,
+    VfsError,
+)
 from treadle.repo.checksums import CHUNK, Hasher, parse_checksum
 from treadle.vfs.cache import Cache, CacheFull
 from treadle.vfs.sources import FileMeta, Source
@@ -111,7 +118,7 @@ class _Guard:
         while not self._stop.wait(PROBE_EVERY):
             try:
                 self.source.fileids(0, 1)
-            except (StoreUnreachable, RepoDataError, RepoError):
+            except (TreadleError, OSError):
                 continue
             self.down = False
             return
@@ -221,8 +228,7 @@ class Namespace:
         guard = self._guards[mount]
         label = guard.source.label
         if guard.down:
-            self._count("eio")
-            raise OSError(errno.EIO, f"{label} is unreachable (retried in the background)")
+            raise self._eio(f"{label}: {what}", "unreachable (tried again every 5 s)")
         deadline = time.monotonic() + self.timeout
         delay = BACKOFF_FIRST
         while True:
