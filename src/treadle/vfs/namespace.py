@@ -621,7 +621,10 @@ class Namespace:
         return None
 
     def _from_cache(self, meta: FileMeta) -> Path | None:
-        found = self.cache.lookup(meta.checksum)
+        try:
+            found = self.cache.lookup(meta.checksum)
+        except RepoDataError as e:  # its database: a cache that cannot be read is no copy
+            raise self._eio(f"cache {self.cache.root}", e) from None
         if found is None:
             return None
         if self.verify == "always" and found not in self._state.verified \
