@@ -51,6 +51,7 @@ class View:
         self._prefix = self.root + "/"
         self._mounts = sorted(namespace.mounts, key=len, reverse=True)
         self._made: dict[str, int] = {}
+        self._attrs: dict[str, Attr] = {}  # what each made path is
         self._privileged = os.geteuid() == 0
         self._xattrs_work = True
 
@@ -80,14 +81,19 @@ class View:
     # -- materialisation -------------------------------------------------------------------
 
     def stat(self, path: str) -> Attr:
-        """What ``path`` under M is (OSError with the namespace's errno), making nothing."""
-        return self.namespace.resolve(path)
+        """What ``path`` under M is (OSError with the namespace's errno), making nothing.
+
+        What the view holds already is known: present metadata holds for the whole run
+        (objects never change), so only new names are walked in the namespace.
+        """
+        attr = self._attrs.get(path)
+        return attr if attr is not None else self.namespace.resolve(path)
 
     def placeholder(self, path: str, *, xattrs: bool = False) -> Attr:
         """Make ``path`` exist in the view: a directory, or a file's metadata stand-in, which
         carries the ``user.treadle.*`` xattrs when ``xattrs`` asks (path-based xattr reads are
         answered by the tracer; only the newest ``*xattrat`` calls read them from the file)."""
-        attr = self.namespace.resolve(path)
+        attr = self.stat(path)
         made = self._made.get(path, 0)
         if made < _BARE:
             self._make(path, attr)
@@ -114,22 +120,26 @@ class View:
         parent = os.path.dirname(path)
         if mount is not None and path != mount:
             if self._made.get(parent, 0) < _MADE:
-                self._make(parent, self.namespace.resolve(parent))
+                self._make(parent, self.stat(parent))
         else:
             os.makedirs(self.root + parent, exist_ok=True)
         real = self.root + path
         with self._writable(self.root + parent):
             if attr.kind == "dir":
-                with contextlib.suppress(FileExistsError):
-                    os.mkdir(real, 0o755)
-                self._decorate(real, attr)
-                os.chmod(real, attr.mode & 0o7777)
+                self._new_dir(real, attr)
                 self._made[path] = _MADE
             else:
                 self._new_placeholder(real, attr)
                 self._made[path] = _BARE
+        self._attrs[path] = attr
         if mount is not None and path != mount:
             self._restore_mtime(parent)
+
+    def _new_dir(self, real: str, attr: Attr) -> None:
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(real, 0o755)
+        self._decorate(real, attr)
+        os.chmod(real, attr.mode & 0o7777)
 
     def _new_placeholder(self, real: str, attr: Attr) -> None:
         try:
@@ -163,7 +173,7 @@ class View:
 
     def _restore_mtime(self, path: str) -> None:
         """Creating an entry touched its directory's mtime: give it back the namespace's."""
-        attr = self.namespace.resolve(path)
+        attr = self.stat(path)
         ns = int(attr.mtime * 1e9)
         os.utime(self.root + path, ns=(ns, ns))
 
@@ -182,14 +192,12 @@ class View:
                     if self._made.get(child_path, 0) >= _BARE:
                         continue
                     if child.kind == "dir":
-                        with contextlib.suppress(FileExistsError):
-                            os.mkdir(real + "/" + name, 0o755)
-                        self._decorate(real + "/" + name, child)
-                        os.chmod(real + "/" + name, child.mode & 0o7777)
+                        self._new_dir(real + "/" + name, child)
                         self._made[child_path] = _MADE
                     else:
                         self._new_placeholder(real + "/" + name, child)
                         self._made[child_path] = _BARE
+                    self._attrs[child_path] = child
                 made += len(page)
         self._restore_mtime(path)
 
