@@ -166,6 +166,7 @@ class _Where:
     mount: str | None  # the mount it lies under
     through: bool  # it walked through M (a ``..`` out of it), so the kernel must get ``text``
     slash: bool  # it ended in "/", which the kernel treats as "must be a directory"
+    inside: bool = False  # relative to a directory in the view, no "..": fine as it is
 
     def target(self, view: View) -> str:
         """The path the kernel should resolve instead."""
@@ -301,7 +302,9 @@ class Tracer:
         under = [(i, w) for i, w in touched if w.mount]
         if under:
             self._decide(thread, regs, call, under, len(places))
-        rewrites = {i: w.target(self.view) for i, w in touched}
+        rewrites = {i: w.target(self.view) for i, w in touched if not w.inside}
+        if not rewrites:
+            return False  # the kernel resolves it in the view by itself, now it is made
         self._rewrite(thread, regs, rewrites)
         return True
 
@@ -340,10 +343,14 @@ class Tracer:
                 base = os.readlink(link)
             except OSError:
                 return None  # a bad dirfd: the kernel says EBADF
+            inside = self.view.contains(base) and b".." not in raw
             text = self.view.to_mount(base).rstrip("/") + "/" + text
+        else:
+            inside = False
         normal, through = self._normalise(text)
         mount = self.view.mount_of(normal)
-        return _Where(normal, mount, through and not mount, raw.endswith(b"/"))
+        return _Where(normal, mount, through and not mount, raw.endswith(b"/"),
+                      inside and mount is not None)
 
     def _normalise(self, path: str) -> tuple[str, bool]:
         """``path`` with ``.``, ``..`` and repeated slashes resolved lexically (M has no
