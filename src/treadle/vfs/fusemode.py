@@ -33,6 +33,7 @@ import threading
 from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from treadle.errors import VfsError
@@ -316,6 +317,7 @@ class _Daemon:
         self.pool = ThreadPoolExecutor(SERVE_THREADS, thread_name_prefix="treadle-vfs")
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._files: dict[int, _OpenFile] = {}
+        self._objects: dict[int, Path] = {}  # inode -> its object's verified file, for the run
         self._handles = itertools.count(1)
         self._uid, self._gid = os.geteuid(), os.getegid()
         self._reading = False
@@ -403,7 +405,7 @@ class _Daemon:
             case fp.Statx(unique=unique, nodeid=nodeid):
                 self._spawn(unique, self._statx(unique, nodeid))
             case fp.Open():
-                self._spawn(request.unique, self._open(request))
+                self._open_known(request)
             case fp.OpenDir(unique=unique, nodeid=nodeid):
                 self._spawn(unique, self._opendir(unique, nodeid))
             case fp.ReadDir() | fp.ReadDirPlus():
@@ -468,9 +470,30 @@ class _Daemon:
         return self.conn.reply_statx(unique, attr, attr_timeout=self._timeout(attr),
                                      uid=self._uid, gid=self._gid)
 
+    def _open_known(self, request: fp.Open) -> None:
+        """Answer OPEN at once when this run already has the object's verified file, else ask
+        the namespace in a task. Objects never change, so the file found at the first open
+        serves every later one (V6 in docs/vfs.md), unless it has gone meanwhile (an evicted
+        cache copy): then the namespace is asked again."""
+        path = self._objects.get(request.nodeid)
+        if path is not None:
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                del self._objects[request.nodeid]
+            else:
+                self._write(self._opened(request.unique, fd))
+                return
+        self._spawn(request.unique, self._open(request))
+
     async def _open(self, request: fp.Open) -> bytes:
         path = await self._call(self.namespace.open_file, request.nodeid)
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        self._objects[request.nodeid] = path
+        return self._opened(request.unique, fd)
+
+    def _opened(self, unique: int, fd: int) -> bytes:
+        """The OPEN reply for the object's file ``fd``: passthrough, or the daemon reads it."""
         backing_id = self._backing_open(fd) if self.passthrough else 0
         fh = next(self._handles)
         if backing_id:
@@ -481,7 +504,7 @@ class _Daemon:
         else:
             self._files[fh] = _OpenFile(fd, 0)
             flags = fp.FOPEN_KEEP_CACHE
-        return self.conn.reply_open(request.unique, fh, flags, backing_id)
+        return self.conn.reply_open(unique, fh, flags, backing_id)
 
     def _backing_open(self, fd: int) -> int:
         """The kernel's backing id for ``fd``, or 0 after switching to daemon reads for good."""
