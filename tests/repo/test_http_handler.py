@@ -141,6 +141,7 @@ def test_metadata_listings_and_health(handler: Handler, ctx: RepoContext) -> Non
     assert body("/v1/list/fileid?after=2&limit=2") == {"fileids": [3], "next": None}
     assert body("/v1/list/table/images?after=1") == {
         "fileids": [{"fileid": 2, "extension": "jpg"}, {"fileid": 3, "extension": "jpg"}], "next": None}
+    assert body("/v1/list/tables") == {"tables": ["images"]}
     assert body("/v1/health") == {"status": "ok", "uuid": ctx.config.uuid, "format": 1,
                                   "schema": body("/v1/health")["schema"],  # type: ignore[index]
                                   "mount": "/bxgrid"}

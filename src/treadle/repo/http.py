@@ -44,6 +44,7 @@ _ROUTES = [(name, re.compile(pattern)) for name, pattern in (
     ("meta", rf"/v1/meta/({_ID})"),
     ("list", r"/v1/list/fileid"),
     ("table", r"/v1/list/table/([^/]+)"),
+    ("tables", r"/v1/list/tables"),
     ("health", r"/v1/health"),
 )]
 _AFTER = re.compile(rf"0|{_ID}")
@@ -81,6 +82,7 @@ class Lookup(Protocol):
     def meta(self, fileid: int) -> dict[str, Any]: ...
     def fileids(self, after: int, limit: int) -> list[int]: ...
     def table_fileids(self, table: str, after: int, limit: int) -> list[dict[str, Any]]: ...
+    def tables(self) -> list[str]: ...
 
 
 @dataclass(frozen=True)
@@ -185,6 +187,8 @@ class Handler:
             return json_plan(200, self.lookup.health())
         if route == "meta":
             return json_plan(200, self.lookup.meta(_fileid(match.group(1))))
+        if route == "tables":
+            return json_plan(200, {"tables": self.lookup.tables()})
         if route in ("list", "table"):
             after, limit = _paging(query)
             if route == "list":

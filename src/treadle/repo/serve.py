@@ -47,7 +47,7 @@ from treadle.repo.http import (
     stored_plan,
 )
 from treadle.repo.migrations import CURRENT_VERSION
-from treadle.repo.schema import files, reflect_user_table, replicas
+from treadle.repo.schema import files, reflect_user_table, replicas, user_tables
 from treadle.repo.stores import DirStore, fsync_dirs, read_store_toml
 from treadle.repo.tokens import TokenChecker, tokens_path
 
@@ -159,6 +159,10 @@ class RepoLookup:
                 .order_by(user.c.fileid).limit(limit)).all()
         return [{"fileid": row.fileid, "extension": row.extension or ""} for row in rows]
 
+    def tables(self) -> list[str]:
+        with self.ctx.reading() as conn:
+            return user_tables(conn)
+
 
 class StoreLookup:
     """The handler's questions answered from one bare store (``serve --store DIR``): blobs only."""
@@ -177,7 +181,7 @@ class StoreLookup:
     def _no_files(self, *_: object) -> Any:
         raise FileAbsent("this server serves one store: it has blobs, not files")
 
-    file = meta = fileids = table_fileids = _no_files
+    file = meta = fileids = table_fileids = tables = _no_files
 
     def blob(self, checksum: str) -> ObjectInfo:
         size = self.store.size_of(checksum)
