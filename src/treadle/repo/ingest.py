@@ -335,21 +335,20 @@ class _IngestRun:
         """Rows in batches of BATCH_ROWS rows or BATCH_BYTES bytes of files, stat-ed on the way."""
         batch: list[_Item] = []
         size = 0
+        # a file named by many rows of a batch is stat-ed once (it is copied once too)
+        stats: dict[str, tuple[os.stat_result | None, str | None]] = {}
         for row in self.manifest.rows():
             item = _Item(row, problem=row.problem)
             if item.problem is None:
-                try:
-                    item.stat = os.stat(row.path)
-                except OSError as e:
-                    item.stat_error = f"cannot read {row.source}: {e.strerror or e}"
-                else:
-                    if not _is_regular(item.stat):
-                        item.stat, item.stat_error = None, f"{row.source} is not a regular file"
+                known = stats.get(row.path)
+                if known is None:
+                    known = stats[row.path] = _stat_source(row)
+                item.stat, item.stat_error = known
             batch.append(item)
             size += item.size
             if len(batch) >= BATCH_ROWS or size >= BATCH_BYTES:
                 yield batch
-                batch, size = [], 0
+                batch, size, stats = [], 0, {}
         if batch:
             yield batch
 
@@ -857,8 +856,15 @@ def _processed(row: Sequence[object], processors: Sequence[tuple[int, Callable[[
     return tuple(out)
 
 
-def _is_regular(st: os.stat_result) -> bool:
-    return stat.S_ISREG(st.st_mode)
+def _stat_source(row: ManifestRow) -> tuple[os.stat_result | None, str | None]:
+    """The stat of a row's file, or why it cannot be ingested (missing, not a regular file)."""
+    try:
+        st = os.stat(row.path)
+    except OSError as e:
+        return None, f"cannot read {row.source}: {e.strerror or e}"
+    if not stat.S_ISREG(st.st_mode):
+        return None, f"{row.source} is not a regular file"
+    return st, None
 
 
 def _extension(source: str) -> str:
