@@ -68,10 +68,11 @@ def test_programs_see_the_ingested_bytes(filled_repo: Filled, tmp_path: Path) ->
     m = _mount(tmp_path)
     script = f"""
         sha256sum {m}/fileid/* ; ls -l {m}/fileid ; find {m}/table -type f | sort
-        cat {m}/fileid/1 | sha256sum
+        cp {m}/fileid/2 {tmp_path}/copied ; cat {m}/fileid/1 | sha256sum
     """
     result = trace(tmp_path, filled_repo.path, "sh", "-c", script)
     assert result.returncode == 0, result.stderr
+    assert (tmp_path / "copied").read_bytes() == filled_repo.files[2][0]
     lines = result.stdout.splitlines()
     for fileid, (data, ext) in filled_repo.files.items():
         assert f"{hashlib.sha256(data).hexdigest()}  {m}/fileid/{fileid}" in lines
