@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -386,3 +387,31 @@ def test_a_listing_of_20000_fileids_comes_in_pages(many_files, tmp_path):
                                 f"cat {mount}/fileid/{MANY}"])
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == [str(MANY + 2), str(MANY), "tiny"]
+
+
+def test_a_signal_interrupts_a_waiting_request(tmp_path):
+    """A look-up waiting on an unreachable service is cancelled by INTERRUPT when the caller
+    gets a signal: the program's handler runs at once instead of after the retries."""
+    with socket.socket() as probe:  # a port nothing listens on: connections are refused
+        probe.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    mount = tmp_path / "m"
+    mount.mkdir()
+    script = f"""
+import os, signal, time
+class Alarm(Exception):
+    pass
+def ring(signum, frame):
+    raise Alarm()
+signal.signal(signal.SIGALRM, ring)
+signal.setitimer(signal.ITIMER_REAL, 0.3)
+start = time.monotonic()
+try:
+    os.stat({str(mount / "fileid" / "2")!r})
+    print("answered")
+except Alarm:
+    print("interrupted", time.monotonic() - start < 2.0)
+"""
+    done, _ = _run(tmp_path, [(mount, url)], ["python3", "-c", script], timeout=4.0)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["interrupted", "True"]

@@ -321,6 +321,7 @@ class _Daemon:
         self._handles = itertools.count(1)
         self._uid, self._gid = os.geteuid(), os.getegid()
         self._reading = False
+        self._closed = False
         for key in ("passthrough_opens", "daemon_reads"):
             namespace.stats.setdefault(key, 0)
 
@@ -331,7 +332,9 @@ class _Daemon:
 
     def stop(self) -> None:
         """Stop serving and close /dev/fuse, which aborts the connection: calls still in flight
-        get ENOTCONN, so no thread stays blocked on the mount."""
+        get ENOTCONN, so no thread or process stays blocked on the mount. Idempotent."""
+        if self._closed:
+            return
         if self._reading:
             self.loop.remove_reader(self.dev)
             self._reading = False
@@ -340,6 +343,7 @@ class _Daemon:
         for unique in list(self._files):
             self._close(unique)
         os.close(self.dev)
+        self._closed = True  # cancelled tasks still answering must not write to a reused fd
         self.pool.shutdown(wait=False, cancel_futures=True)
 
     def fail(self, why: str) -> None:
@@ -368,6 +372,8 @@ class _Daemon:
                 return
 
     def _write(self, reply: bytes) -> None:
+        if self._closed:
+            return
         try:
             os.write(self.dev, reply)
         except OSError as e:
@@ -658,6 +664,9 @@ async def _run(namespace: Namespace, dev: int, argv: list[str], env: dict[str, s
         with process.SignalForwarder(pid):
             failure = await _first(_wait_exit(pid, loop), daemon.failed)
         if failure is not None:
+            # abort first: a process killed while its request is with the daemon waits for an
+            # answer that would never come
+            daemon.stop()
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         _, status = os.waitpid(pid, 0)
