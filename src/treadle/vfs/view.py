@@ -47,7 +47,7 @@ class View:
     def __init__(self, namespace: Namespace, cache: Cache, root: Path) -> None:
         self.namespace = namespace
         self.cache = cache
-        self.root = str(root)
+        self.root = os.path.realpath(root)  # as /proc shows cwds and fds, symlinks resolved
         self._prefix = self.root + "/"
         self._mounts = sorted(namespace.mounts, key=len, reverse=True)
         self._made: dict[str, int] = {}
