@@ -112,7 +112,7 @@ def test_relative_names_and_dirfds(filled_repo: Filled, tmp_path: Path) -> None:
 
 def test_writes_are_refused_as_on_a_read_only_mount(filled_repo: Filled, tmp_path: Path) -> None:
     result = python(tmp_path, filled_repo.path, f"""
-        import errno, os
+        import errno, glob, os
         def t(name, f):
             try:
                 f()
@@ -138,6 +138,10 @@ def test_writes_are_refused_as_on_a_read_only_mount(filled_repo: Filled, tmp_pat
         t("fchmod", lambda: os.fchmod(os.open(f, os.O_RDONLY), 0o777))
         t("futime", lambda: os.utime(os.open(f, os.O_RDONLY), (0, 0)))
         t("write-dir", lambda: os.open(M + "/fileid", os.O_RDWR))
+        t("proc-reopen", lambda: os.open(f"/proc/self/fd/{{os.open(f, os.O_RDONLY)}}", os.O_RDWR))
+        view, = glob.glob({str(tmp_path / 'cache' / 'views')!r} + "/*" + f)
+        t("view-write", lambda: open(view, "r+"))
+        t("view-read", lambda: print(len(open(view, "rb").read())))
         print("access", os.access(f, os.R_OK), os.access(f, os.W_OK), os.access(f, os.X_OK))
         t("exec", lambda: os.execv(f, [f]))
         t("missing", lambda: os.stat(M + "/fileid/999999"))
@@ -151,6 +155,7 @@ def test_writes_are_refused_as_on_a_read_only_mount(filled_repo: Filled, tmp_pat
         "truncate EROFS", "rename EROFS", "rename-out EXDEV", "rename-in EXDEV", "link-out EXDEV",
         "unlink EROFS", "mkdir EROFS", "mkdir-existing EEXIST", "chmod EROFS", "utime EROFS",
         "setxattr EROFS", "fchmod EROFS", "futime EROFS", "write-dir EISDIR",
+        "proc-reopen EROFS", "view-write EROFS", str(len(filled_repo.files[1][0])), "view-read ok",
         "access True False False", "exec EACCES", "missing ENOENT", "open-missing ENOENT",
         "not-a-dir ENOTDIR", "1", "statvfs ok"]
     assert not (tmp_path / "x").exists() and not (tmp_path / "l").exists()

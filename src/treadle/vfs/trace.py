@@ -348,9 +348,23 @@ class Tracer:
         else:
             inside = False
         normal, through = self._normalise(text)
+        if call.nr not in (_READLINK, _READLINKAT):
+            normal = self._unmask(tid, normal)
         mount = self.view.mount_of(normal)
         return _Where(normal, mount, through and not mount, raw.endswith(b"/"),
                       inside and mount is not None)
+
+    def _unmask(self, tid: int, path: str) -> str:
+        """A path that reaches the view other than through M (the view's own name, or a
+        ``/proc`` link to a file in it) stands for the M path: it is just as read-only."""
+        target = path
+        if _PROC_LINK.fullmatch(path):
+            own = path.replace("/proc/thread-self/", f"/proc/{tid}/task/{tid}/", 1)
+            try:
+                target = os.readlink(own.replace("/proc/self/", f"/proc/{tid}/", 1))
+            except OSError:
+                return path
+        return self.view.to_mount(target) if self.view.contains(target) else path
 
     def _normalise(self, path: str) -> tuple[str, bool]:
         """``path`` with ``.``, ``..`` and repeated slashes resolved lexically (M has no
