@@ -97,7 +97,7 @@ class StopOnSignal:
               help="Fix a column's type (int, real, text, fileid) instead of inferring it; repeatable.")
 @click.option("--index", multiple=True, metavar="COL", help="Index this column too; repeatable.")
 @click.option("-j", "--jobs", type=COUNT, metavar="N",
-              help="Threads copying, hashing and fsyncing files [default: 4 per core, at least 8].")
+              help="Threads reading, hashing and writing files [default: 4 per core, at least 8].")
 @click.option("--name-regex", metavar="RE",
               help="With --files: searched in each path; its named groups become columns.")
 @click.option("--replace", is_flag=True,
