@@ -1,7 +1,7 @@
 """Mode ``fuse``: a FUSE mount at each mount point, in a mount namespace of the run's own.
 
 The kernel routes every path walk under a mount point through the mount, so this mode is
-complete by construction (docs/vfs.md, "Mode fuse"). The launcher process enters a private
+complete by construction (docs/vfs.md, "Fuse mode"). The launcher process enters a private
 mount namespace (and a user namespace when not root), mounts one FUSE connection, and serves
 it from an asyncio loop in this process while the command runs as a child in the same
 namespace. The mount dies with the namespace: a crashed run leaves nothing on the host.
