@@ -293,6 +293,16 @@ def test_init_without_passthrough_when_told_so() -> None:
     assert not conn.passthrough and _init_reply(reply)[-2:] == (0, 0)
 
 
+def test_init_passes_the_stack_depth_asked_for() -> None:
+    conn = fp.Connection()
+    conn.receive(init_message(45))
+    assert _init_reply(conn.reply_init(1, stack_depth=2))[-1] == 2
+    conn = fp.Connection()
+    conn.receive(init_message(45))
+    with pytest.raises(ValueError, match="stack depth of 3"):
+        conn.reply_init(1, stack_depth=3)
+
+
 def test_reply_init_needs_an_unanswered_init() -> None:
     with pytest.raises(ValueError):
         fp.Connection().reply_init(1)
@@ -452,14 +462,28 @@ class _TinyFs:
     FILE = Node(2, 0o100444, len(CONTENT), 1_700_000_000.25, 1)
     ROOT = Node(1, 0o40555, 0, 1_700_000_000.0, 2)
 
-    def __init__(self, fd: int, backing: Path, passthrough: bool) -> None:
+    def __init__(self, fd: int, backing: Path, passthrough: bool, stack_depth: int) -> None:
         self.fd = fd
         self.backing = os.open(backing, os.O_RDONLY | os.O_CLOEXEC)
         self.conn = fp.Connection()
         self.want_passthrough = passthrough
+        self.stack_depth = stack_depth
         self.seen: dict[str, int] = {}
+        self.failures: list[str] = []
 
     def serve(self) -> None:
+        """Answer until unmounted; closing the device on the way out aborts the connection.
+
+        A request already read from the device waits for its answer uninterruptibly, even
+        against SIGKILL; without the close, a daemon thread that died would leave the
+        process that made the request (this very one) stuck for good.
+        """
+        try:
+            self._loop()
+        finally:
+            os.close(self.fd)
+
+    def _loop(self) -> None:
         while True:
             try:
                 data = os.read(self.fd, fp.READ_BUFFER_SIZE)
@@ -469,19 +493,23 @@ class _TinyFs:
                 return  # ENODEV: unmounted
             request = self.conn.receive(data)
             self.seen[type(request).__name__] = self.seen.get(type(request).__name__, 0) + 1
-            reply = self.answer(request)
+            try:
+                reply = self.answer(request)
+            except Exception as e:  # the program gets EIO, the test gets the reason
+                self.failures.append(f"{request}: {e!r}")
+                reply = self.conn.reply_error(getattr(request, "unique", 0), errno.EIO)
             if reply is not None:
                 try:
                     os.write(self.fd, reply)
                 except FileNotFoundError:  # the request was interrupted meanwhile
                     pass
 
-    def answer(self, r: fp.Request) -> bytes | None:  # noqa: PLR0911 - one branch per request kind
+    def answer(self, r: fp.Request) -> bytes | None:
         c = self.conn
         node = {1: self.ROOT, 2: self.FILE}
         match r:
             case fp.Init():
-                return c.reply_init(r.unique, passthrough=self.want_passthrough)
+                return c.reply_init(r.unique, passthrough=self.want_passthrough, stack_depth=self.stack_depth)
             case fp.Lookup(unique=u, nodeid=1, name=b"object"):
                 return c.reply_entry(u, self.FILE, entry_timeout=300, attr_timeout=300)
             case fp.Lookup():
@@ -557,56 +585,81 @@ def _exercise(mnt: Path) -> dict[str, object]:
     }
 
 
-def _child(mnt: Path, backing: Path, passthrough: bool, out: int) -> None:
+@dataclass(frozen=True)
+class Setup:
+    """How the child mounts and serves: passthrough wanted, its stack depth, the backing file on an overlayfs."""
+
+    passthrough: bool = True
+    stack_depth: int = 1
+    overlay: bool = False
+    exercise: Callable[[Path], dict[str, object]] = _exercise
+
+
+def _mount(libc: ctypes.CDLL, source: bytes, target: Path, fstype: bytes, flags: int, options: bytes) -> None:
+    if libc.mount(source, os.fsencode(target), fstype, flags, options) != 0:
+        raise OSError(ctypes.get_errno(), f"mount {fstype.decode()} on {target}")
+
+
+def _child(tmp: Path, setup: Setup, out: int) -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.unshare(CLONE_NEWNS) != 0 or libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None) != 0:
         raise OSError(ctypes.get_errno(), "private mount namespace")
+    mnt, backing = tmp / "mnt", tmp / "lower" / "backing"
+    if setup.overlay:
+        options = f"lowerdir={tmp / 'lower'},upperdir={tmp / 'upper'},workdir={tmp / 'work'}".encode()
+        _mount(libc, b"overlay", tmp / "overlay", b"overlay", 0, options)
+        backing = tmp / "overlay" / "backing"
     fd = os.open("/dev/fuse", os.O_RDWR | os.O_CLOEXEC)
     options = f"fd={fd},rootmode=40000,user_id=0,group_id=0".encode()
-    if libc.mount(b"treadle-test", os.fsencode(mnt), b"fuse.treadle-test", MS_NOSUID | MS_NODEV, options) != 0:
-        raise OSError(ctypes.get_errno(), "mount fuse")
-    fs = _TinyFs(fd, backing, passthrough)
+    _mount(libc, b"treadle-test", mnt, b"fuse.treadle-test", MS_NOSUID | MS_NODEV, options)
+    fs = _TinyFs(fd, backing, setup.passthrough, setup.stack_depth)
     daemon = threading.Thread(target=fs.serve, daemon=True)
     daemon.start()
-    facts = _exercise(mnt)
-    facts |= {"passthrough": fs.conn.passthrough, "minor": fs.conn.minor, "seen": fs.seen}
+    facts = setup.exercise(mnt)
+    facts |= {"passthrough": fs.conn.passthrough, "minor": fs.conn.minor, "seen": fs.seen,
+              "failures": fs.failures}
     os.write(out, json.dumps(facts).encode())
 
 
-def _run_mounted(tmp_path: Path, passthrough: bool) -> dict[str, object]:
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    backing = tmp_path / "backing"
-    backing.write_bytes(CONTENT)
+def _run_mounted(tmp_path: Path, setup: Setup) -> dict[str, object]:
+    """Run ``setup`` in a forked child with its own mount namespace; the facts it saw."""
+    for name in ("mnt", "lower", "upper", "work", "overlay"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "lower" / "backing").write_bytes(CONTENT)
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: its own mount namespace, which dies (with the mount) when it exits
         status = 0
         try:
             os.close(read_end)
-            _child(mnt, backing, passthrough, write_end)
-        except BaseException as e:  # noqa: BLE001 - report anything to the parent, never run pytest on
+            _child(tmp_path, setup, write_end)
+        except BaseException as e:  # report anything to the parent; never run pytest on
             os.write(write_end, json.dumps({"error": repr(e)}).encode())
             status = 1
         os._exit(status)
     os.close(write_end)
+    def reaped() -> bool:
+        return os.waitpid(pid, os.WNOHANG)[0] == pid
+
     try:
-        wait_for(lambda: os.waitpid(pid, os.WNOHANG)[0] == pid, timeout=30, what="the mounted child to finish")
+        wait_for(reaped, timeout=30, what="the mounted child to finish")
     except AssertionError:
         os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
+        wait_for(reaped, timeout=10, what="the killed child to be reaped")
         raise
     with os.fdopen(read_end, "rb") as f:
         facts: dict[str, object] = json.loads(f.read() or b"{}")
     assert "error" not in facts, facts["error"]
-    assert not any(mnt.iterdir())  # nothing stayed mounted outside the child's namespace
+    # nothing stayed mounted outside the child's namespace
+    assert not any((tmp_path / "mnt").iterdir()) and not any((tmp_path / "overlay").iterdir())
     return facts
 
 
 @pytest.mark.parametrize("passthrough", [True, False], ids=["passthrough", "daemon-reads"])
 def test_the_kernel_accepts_every_reply(tmp_path: Path, passthrough: bool) -> None:
     _need_fuse()
-    facts = _run_mounted(tmp_path, passthrough)
+    facts = _run_mounted(tmp_path, Setup(passthrough=passthrough))
+    assert facts["failures"] == []
     assert facts["listing"] == ["object"] and facts["bytes_ok"] is True
     assert (facts["size"], facts["statx_size"]) == (len(CONTENT), len(CONTENT))
     assert facts["mode"] == 0o100444 and facts["mtime_ns"] == 1_700_000_000_250_000_000
@@ -620,3 +673,25 @@ def test_the_kernel_accepts_every_reply(tmp_path: Path, passthrough: bool) -> No
         assert "Read" not in seen  # the kernel read the backing file itself
     else:
         pytest.skip(f"the kernel (FUSE 7.{facts['minor']}) did not offer passthrough")
+
+
+def _read_once(mnt: Path) -> dict[str, object]:
+    try:
+        return {"read": (mnt / "object").read_bytes() == CONTENT}
+    except OSError as e:
+        return {"read": errno.errorcode[e.errno or 0]}
+
+
+@pytest.mark.parametrize("depth", [1, 2])
+def test_a_backing_file_on_overlayfs_needs_stack_depth_2(tmp_path: Path, depth: int) -> None:
+    """The kernel takes a backing file only from a filesystem stacked less deep than we said."""
+    _need_fuse()
+    facts = _run_mounted(tmp_path, Setup(stack_depth=depth, overlay=True, exercise=_read_once))
+    if not facts["passthrough"]:
+        pytest.skip(f"the kernel (FUSE 7.{facts['minor']}) did not offer passthrough")
+    failures, seen = facts["failures"], facts["seen"]
+    assert isinstance(failures, list) and isinstance(seen, dict)
+    if depth == 1:  # ELOOP at FUSE_DEV_IOC_BACKING_OPEN; our daemon answers that open EIO
+        assert facts["read"] == "EIO" and len(failures) == 1 and "Too many levels" in failures[0]
+    else:
+        assert facts["read"] is True and failures == [] and "Read" not in seen

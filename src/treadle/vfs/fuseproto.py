@@ -592,19 +592,24 @@ class Connection:
         return tuple(items)
 
     # -- replying -------------------------------------------------------------------------
-    def reply_init(self, unique: int, *, passthrough: bool = True, max_background: int = 0,
-                   congestion_threshold: int = 0) -> bytes:
+    def reply_init(self, unique: int, *, passthrough: bool = True, stack_depth: int = 1,
+                   max_background: int = 0, congestion_threshold: int = 0) -> bytes:
         """Answer INIT: the minor we speak, and the features of docs/vfs.md the kernel offered.
 
         We ask for asynchronous reads, parallel directory operations, READDIRPLUS,
-        1 MiB requests and (from 7.40, when ``passthrough``) passthrough with a stack
-        depth of 1: backing files may sit on one stacked filesystem (an overlayfs).
-        No writeback cache, POSIX ACLs or export support. ``max_background`` and
+        1 MiB requests (from 7.28) and, from 7.40 when ``passthrough``, passthrough with
+        ``stack_depth``. The kernel takes a backing file only from a filesystem stacked
+        less deep than that: with 1, a backing file on an overlayfs (a container's root)
+        is refused with ELOOP at FUSE_DEV_IOC_BACKING_OPEN; with 2 (the kernel's
+        maximum) it is taken, and nothing can be stacked on our mount in turn. No
+        writeback cache, POSIX ACLs or export support. ``max_background`` and
         ``congestion_threshold`` 0 keep the kernel's defaults.
         """
         init = self._init
         if init is None or self.minor is not None:
             raise ValueError("reply_init without an unanswered INIT")
+        if stack_depth not in (1, 2):
+            raise ValueError(f"a passthrough stack depth of {stack_depth} (the kernel allows 1 or 2)")
         minor = min(init.minor, NEWEST_MINOR)
         offered = init.flags | (init.flags2 << 32 if init.flags & INIT_EXT else 0)
         wanted = ASYNC_READ | PARALLEL_DIROPS | DO_READDIRPLUS
@@ -623,7 +628,7 @@ class Connection:
             max_background, congestion_threshold, MAX_REQUEST_BYTES, 1,
             MAX_PAGES_WANTED if flags & MAX_PAGES else 0, 0,
             flags >> 32 if minor >= 36 else 0,
-            1 if self.passthrough else 0)
+            stack_depth if self.passthrough else 0)
         return self._reply(unique, body)
 
     def reply_error(self, unique: int, errno: int) -> bytes:
