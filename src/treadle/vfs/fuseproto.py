@@ -235,6 +235,8 @@ class Init:
 
 @dataclass(frozen=True)
 class Lookup:
+    """Look ``name`` up in the directory ``nodeid``: ``reply_entry`` or an error."""
+
     unique: int
     nodeid: int
     name: bytes
@@ -257,6 +259,8 @@ class BatchForget:
 
 @dataclass(frozen=True)
 class GetAttr:
+    """The attributes of ``nodeid`` (``fh`` when asked through an open file)."""
+
     unique: int
     nodeid: int
     fh: int | None
@@ -264,6 +268,8 @@ class GetAttr:
 
 @dataclass(frozen=True)
 class Statx:
+    """GETATTR's successor (7.39+), sent when a caller wants more than the basic fields."""
+
     unique: int
     nodeid: int
     fh: int | None
@@ -273,6 +279,8 @@ class Statx:
 
 @dataclass(frozen=True)
 class Open:
+    """Open the file ``nodeid`` (``flags`` as given to open(2)): ``reply_open``."""
+
     unique: int
     nodeid: int
     flags: int
@@ -280,6 +288,8 @@ class Open:
 
 @dataclass(frozen=True)
 class Read:
+    """``size`` bytes at ``offset`` of the open file ``fh`` (never sent for a passthrough open)."""
+
     unique: int
     nodeid: int
     fh: int
@@ -289,6 +299,8 @@ class Read:
 
 @dataclass(frozen=True)
 class Release:
+    """The last close of the open file ``fh``."""
+
     unique: int
     nodeid: int
     fh: int
@@ -296,6 +308,8 @@ class Release:
 
 @dataclass(frozen=True)
 class Flush:
+    """A close(2) of a descriptor of ``fh``: nothing to write back in a read-only file."""
+
     unique: int
     nodeid: int
     fh: int
@@ -303,6 +317,8 @@ class Flush:
 
 @dataclass(frozen=True)
 class OpenDir:
+    """Open the directory ``nodeid``: ``reply_open``."""
+
     unique: int
     nodeid: int
     flags: int
@@ -310,6 +326,8 @@ class OpenDir:
 
 @dataclass(frozen=True)
 class ReadDir:
+    """Entries from ``offset`` (0 or a ``next_offset`` we gave), at most ``size`` bytes."""
+
     unique: int
     nodeid: int
     fh: int
@@ -319,6 +337,8 @@ class ReadDir:
 
 @dataclass(frozen=True)
 class ReadDirPlus:
+    """READDIR with each entry's attributes; each entry counts as a lookup."""
+
     unique: int
     nodeid: int
     fh: int
@@ -328,6 +348,8 @@ class ReadDirPlus:
 
 @dataclass(frozen=True)
 class ReleaseDir:
+    """The last close of the open directory ``fh``."""
+
     unique: int
     nodeid: int
     fh: int
@@ -335,6 +357,8 @@ class ReleaseDir:
 
 @dataclass(frozen=True)
 class StatFs:
+    """statfs(2) of the filesystem."""
+
     unique: int
     nodeid: int
 
@@ -351,6 +375,8 @@ class GetXattr:
 
 @dataclass(frozen=True)
 class ListXattr:
+    """The names of ``nodeid``'s extended attributes; ``size`` 0 asks only for their length."""
+
     unique: int
     nodeid: int
     size: int
@@ -358,6 +384,8 @@ class ListXattr:
 
 @dataclass(frozen=True)
 class Access:
+    """access(2) of ``nodeid`` with ``mask`` (R_OK, W_OK, X_OK)."""
+
     unique: int
     nodeid: int
     mask: int
@@ -373,6 +401,8 @@ class Interrupt:
 
 @dataclass(frozen=True)
 class Destroy:
+    """The filesystem is going away; answer, then expect nothing more."""
+
     unique: int
 
 
