@@ -417,8 +417,9 @@ def test_differential(mode: str, kind: str, vfs_run: None, built: dict[str, Path
 def test_documented_differences_agree_between_modes(kind: str, vfs_run: None,
                                                     built: dict[str, Path], filled_repo: Filled,
                                                     oracle_tree: Path, tmp_path: Path) -> None:
-    """Handles (no export support) and file_getattr (no FS_IOC_FSGETXATTR on FUSE) get
-    EOPNOTSUPP in both modes, where a local filesystem answers: compared between the modes."""
+    """file_getattr (no FS_IOC_FSGETXATTR on FUSE) gets EOPNOTSUPP in both modes, where a
+    local filesystem answers, and name_to_handle_at gives a handle in both (its bytes differ
+    from the oracle's): compared between the modes."""
     fuse = run_probe("fuse", kind, built, filled_repo, oracle_tree, tmp_path / "fuse")
     trace = run_probe("trace", kind, built, filled_repo, oracle_tree, tmp_path / "trace")
     diff = differences(fuse, trace, "~")

@@ -143,7 +143,7 @@ _PATH: dict[int, tuple[str, bool | str, str]] = {
     195: ("p0", False, "placeholder"),
     464: ("d0 p1", False, "placeholder"),
     465: ("d0 p1", False, "placeholder"),
-    468: ("d0 p1", False, "placeholder"),
+    468: ("d0 p1", False, "eopnotsupp"),
     # working directory
     80: ("p0", False, "chdir"),
     # namespace changes
@@ -183,7 +183,7 @@ _PATH: dict[int, tuple[str, bool | str, str]] = {
     # watches, handles
     254: ("p1", False, "watch"),
     301: ("d3 p4", False, "watch"),
-    303: ("d0 p1", False, "eopnotsupp"),
+    303: ("d0 p1", False, "placeholder"),
     # mounts, administration (mount's data and quotactl's addr may also hold paths)
     155: ("p0 p1", True, "eperm"),
     161: ("p0", False, "eperm"),

@@ -27,6 +27,7 @@ import platform
 import re
 import secrets
 import signal
+import stat
 import struct
 import sys
 from collections.abc import Callable
@@ -72,12 +73,19 @@ _CREATES = frozenset({83, 258, 88, 266, 133, 259})
 _REMOVES = frozenset({84, 87, 263})
 _UTIMENSAT = 280
 _XATTR_READS = {191: True, 192: True, 194: False, 195: False}  # True: getxattr, else list
-_XATTR_AT_READS = frozenset({464, 465})  # struct xattr_args: left to the placeholder's own
+_XATTR_AT_READS = {464: True, 465: False}  # getxattrat (struct xattr_args), listxattrat
+_XATTR_ARGS = struct.Struct("<QII")  # struct xattr_args: value, size, flags
+_USELIB, _TRUNCATE, _RMDIR, _UNLINK, _UNLINKAT = 134, 76, 84, 87, 263
+_IOCTL, _FTRUNCATE, _FALLOCATE = 16, 77, 285
+_FS_IOC32_SETFLAGS = 0x40046602  # the 32-bit twin: only compat tasks' ioctl knows it
+_AT_REMOVEDIR = 0x200
+_RENAME_NOREPLACE = 0x1
 _AT_FDCWD = -100
 _AT_EMPTY_PATH = 0x1000
 _AT_FLAG_ARG = {262: 3, 332: 2, 268: 3, 452: 3, 260: 4, 280: 3, 439: 3, 463: 2, 464: 2,
                 465: 2, 466: 2, 468: 4, 469: 4, 265: 4, 322: 4, 428: 2, 303: 4}
 _O_ACCMODE, _O_CREAT, _O_EXCL, _O_TRUNC, _O_DIRECTORY = 0o3, 0o100, 0o200, 0o1000, 0o200000
+_O_PATH = 0o10000000
 _W_OK = 2
 _ST_RDONLY, _ST_VALID = 0x1, 0x20  # statfs f_flags: the kernel adds ST_VALID
 _PATH_MAX = 4096
@@ -187,6 +195,7 @@ class Tracer:
         self._page = ctypes.create_string_buffer(_PAGE)
         self._local = _Iovec(ctypes.addressof(self._page), _PAGE)
         self._remote = _Iovec(0, 0)
+        self._uselib = _uselib_implemented()
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -291,6 +300,8 @@ class Tracer:
 
     def _path_call(self, thread: _Thread, regs: _Regs, call: Syscall) -> bool:
         """Handle a class-P call; True when it was resumed here (to its exit stop)."""
+        if call.nr == _USELIB and not self._uselib:
+            raise _Refuse(errno.ENOSYS)  # compiled out: the kernel looks at no path
         places = self._locate_all(thread.tid, regs, call)
         if not places:
             return False
@@ -301,7 +312,7 @@ class Tracer:
             return False
         under = [(i, w) for i, w in touched if w.mount]
         if under:
-            self._decide(thread, regs, call, under, len(places))
+            self._decide(thread, regs, call, places, under)
         rewrites = {i: w.target(self.view) for i, w in touched if not w.inside}
         if not rewrites:
             return False  # the kernel resolves it in the view by itself, now it is made
@@ -331,9 +342,10 @@ class Tracer:
         if raw is None:
             return None  # unreadable or too long: the kernel answers EFAULT or ENAMETOOLONG
         if not raw:
-            if call.nr in _AT_FLAG_ARG and call.under_m == "erofs" and dirfd is not None \
+            if call.nr in _AT_FLAG_ARG and dirfd is not None \
+                    and (call.under_m == "erofs" or call.nr in _XATTR_AT_READS) \
                     and _arg(regs, _AT_FLAG_ARG[call.nr]) & _AT_EMPTY_PATH:
-                self._refuse_view_fd(tid, _fd_arg(regs, dirfd))
+                return self._fd_where(tid, _fd_arg(regs, dirfd))
             return None
         text = os.fsdecode(raw)
         if not text.startswith("/"):
@@ -353,6 +365,19 @@ class Tracer:
         mount = self.view.mount_of(normal)
         return _Where(normal, mount, through and not mount, raw.endswith(b"/"),
                       inside and mount is not None)
+
+    def _fd_where(self, tid: int, fd: int) -> _Where | None:
+        """The file an fd (or the working directory) stands for, when it lies in the view: an
+        ``AT_EMPTY_PATH`` call acts on it as on its M path."""
+        link = f"/proc/{tid}/cwd" if fd == _AT_FDCWD else f"/proc/{tid}/fd/{fd}"
+        try:
+            real = os.readlink(link)
+        except OSError:
+            return None  # a bad fd: the kernel says EBADF
+        if not self.view.contains(real):
+            return None
+        path = self.view.to_mount(real)
+        return _Where(path, self.view.mount_of(path), False, False, inside=True)
 
     def _unmask(self, tid: int, path: str) -> str:
         """A path that reaches the view other than through M (the view's own name, or a
@@ -385,7 +410,8 @@ class Tracer:
         return "/" + "/".join(parts), through
 
     def _decide(self, thread: _Thread, regs: _Regs, call: Syscall,
-                under: list[tuple[int, _Where]], paths: int) -> None:
+                places: list[tuple[int, _Where | None]], under: list[tuple[int, _Where]]
+                ) -> None:
         """Materialise what a call under M needs, or refuse it (raises :class:`_Refuse`)."""
         action = call.under_m
         where = under[0][1]
@@ -395,10 +421,9 @@ class Tracer:
             attr = self._exists(where.text)
             if _wants_write(thread.tid, regs, call):
                 raise _Refuse(errno.EROFS)
-            if call.nr in _XATTR_READS:
+            if call.nr in _XATTR_READS or call.nr in _XATTR_AT_READS:
                 self._xattr_answer(thread.tid, regs, call.nr, attr)
-            xattrs = call.nr in _XATTR_AT_READS
-            self._soft(lambda: self.view.placeholder(where.text, xattrs=xattrs), attr.kind)
+            self._soft(lambda: self.view.placeholder(where.text), attr.kind)
         elif action == "chdir":
             if self._exists(where.text).kind != "dir":
                 raise _Refuse(errno.ENOTDIR)
@@ -408,7 +433,7 @@ class Tracer:
             self._write(thread.tid, _arg(regs, 1), self._statfs)
             raise _Return(0)
         elif action == "erofs":
-            self._read_only(call, under, paths)
+            self._read_only(regs, call, places, under)
         elif action == "eopnotsupp":
             self._exists(where.text)
             raise _Refuse(errno.EOPNOTSUPP)
@@ -416,26 +441,42 @@ class Tracer:
             raise _Refuse(errno.EPERM)
 
     def _xattr_answer(self, tid: int, regs: _Regs, nr: int, attr: Attr) -> None:
-        """Answer getxattr and listxattr from the namespace, as fuse mode does: a view file
-        that is a hard-linked replica carries no xattrs of its own."""
+        """Answer getxattr, listxattr and their ``*at`` forms from the namespace, as fuse mode
+        does: a view file that is a hard-linked replica carries no xattrs of its own."""
         namespace = self.view.namespace
-        if _XATTR_READS[nr]:
-            name = self._read_string(tid, _arg(regs, 1))
+        at = nr in _XATTR_AT_READS  # one more argument: the AT_* flags after the path
+        if _XATTR_READS.get(nr) or _XATTR_AT_READS.get(nr):
+            name = self._read_string(tid, _arg(regs, 1 + 2 * at))
             if name is None:
                 raise _Refuse(errno.EFAULT)
+            if at:
+                buffer, size = self._xattr_args(tid, regs)
+            else:
+                buffer, size = _arg(regs, 2), _arg(regs, 3)
             try:
                 value = namespace.getxattr(attr.ino, os.fsdecode(name))
             except OSError as e:
                 raise _Refuse(e.errno or errno.EIO) from None
-            buffer, size = _arg(regs, 2), _arg(regs, 3)
         else:
             value = b"".join(os.fsencode(n) + b"\0" for n in namespace.listxattr(attr.ino))
-            buffer, size = _arg(regs, 1), _arg(regs, 2)
+            buffer, size = _arg(regs, 1 + 2 * at), _arg(regs, 2 + 2 * at)
         if size:
             if size < len(value):
                 raise _Refuse(errno.ERANGE)
             self._write(tid, buffer, value)
         raise _Return(len(value))
+
+    def _xattr_args(self, tid: int, regs: _Regs) -> tuple[int, int]:
+        """getxattrat's value buffer and size, from its ``struct xattr_args``."""
+        if _arg(regs, 5) < _XATTR_ARGS.size:
+            raise _Refuse(errno.EINVAL)
+        data = self._read(tid, _arg(regs, 4), _XATTR_ARGS.size)
+        if data is None:
+            raise _Refuse(errno.EFAULT)
+        value, size, flags = _XATTR_ARGS.unpack(data)
+        if flags:
+            raise _Refuse(errno.EINVAL)
+        return value, size
 
     def _open(self, thread: _Thread, regs: _Regs, call: Syscall, where: _Where) -> None:
         flags = _open_flags(thread.tid, regs, call, self._read)
@@ -463,33 +504,62 @@ class Tracer:
         else:
             self._soft(lambda: self.view.materialise(where.text), "file")
 
-    def _read_only(self, call: Syscall, under: list[tuple[int, _Where]], paths: int) -> None:
-        """The errno a read-only mount gives a change under M (docs/vfs.md)."""
-        if call.nr in _RENAMES or call.nr in _LINKS:
-            if len(under) < paths:  # one end outside M
-                if call.nr in _LINKS and under[0][0] != _last_path(call):
-                    self._exists(under[0][1].text)  # linking out of M: the source must exist
-                    raise _Refuse(errno.EXDEV)
-                if call.nr in _RENAMES:
-                    raise _Refuse(errno.EXDEV)
-            if call.nr in _LINKS and under[0][0] != _last_path(call):
-                self._exists(under[0][1].text)
-            new = under[-1][1]
-            if call.nr in _LINKS and under[-1][0] == _last_path(call):
-                self._exists(os.path.dirname(new.text))
-                if self._present(new.text):
-                    raise _Refuse(errno.EEXIST)
-            raise _Refuse(errno.EROFS)
+    def _read_only(self, regs: _Regs, call: Syscall, places: list[tuple[int, _Where | None]],
+                   under: list[tuple[int, _Where]]) -> None:
+        """The errno a read-only mount gives a change under M (docs/vfs.md), found in the
+        order the kernel checks: names first, then the mount."""
+        if call.nr in _LINKS:
+            self._link(places[0][1], places[-1][1])
+        if call.nr in _RENAMES:
+            self._rename(regs, call, places[0][1], places[-1][1], len(under) < len(places))
+            raise _Refuse(errno.EROFS)  # the mount is checked before the names
         where = under[0][1]
         if call.nr in _CREATES:
             self._exists(os.path.dirname(where.text))
             if self._present(where.text):
                 raise _Refuse(errno.EEXIST)
+        elif call.nr in _REMOVES and where.text == where.mount:
+            # M itself is an entry of a writable host directory, and a mount point
+            removedir = call.nr == _RMDIR or (call.nr == _UNLINKAT and _arg(regs, 2) & _AT_REMOVEDIR)
+            raise _Refuse(errno.EBUSY if removedir else errno.EISDIR)
         elif call.nr in _REMOVES:
             self._exists(os.path.dirname(where.text))
-        else:
-            self._exists(where.text)
+        elif self._exists(where.text).kind == "dir" and call.nr == _TRUNCATE:
+            raise _Refuse(errno.EISDIR)
         raise _Refuse(errno.EROFS)
+
+    def _link(self, old: _Where | None, new: _Where | None) -> None:
+        """link and linkat: the old name must exist, the new one must not, then the mounts."""
+        if old is not None:
+            if old.mount:
+                self._exists(old.text)
+            else:
+                _host_lstat(old.text)
+        if new is not None and new.mount:
+            self._exists(os.path.dirname(new.text))
+            if self._present(new.text):
+                raise _Refuse(errno.EEXIST)
+            raise _Refuse(errno.EROFS)
+        if new is not None and _host_lstat(new.text, missing_ok=True):
+            raise _Refuse(errno.EEXIST)
+        raise _Refuse(errno.EXDEV)
+
+    def _rename(self, regs: _Regs, call: Syscall, old: _Where | None, new: _Where | None,
+                across: bool) -> None:
+        """rename of M itself (a mount point in a host directory), or between M and elsewhere."""
+        if old is None or old.text != old.mount or new is None:
+            if across:
+                raise _Refuse(errno.EXDEV)
+            return
+        if new.mount:
+            raise _Refuse(errno.EXDEV)
+        found = _host_lstat(new.text, missing_ok=True)
+        if found is not None:
+            if call.nr == 316 and _arg(regs, 4) & _RENAME_NOREPLACE:
+                raise _Refuse(errno.EEXIST)
+            if not stat.S_ISDIR(found.st_mode):
+                raise _Refuse(errno.ENOTDIR)
+        raise _Refuse(errno.EBUSY)
 
     def _exists(self, path: str) -> Attr:
         """The namespace's attributes of ``path``, or the call fails with its errno."""
@@ -519,8 +589,15 @@ class Tracer:
             raise _Refuse(e.errno or errno.EIO) from None
 
     def _fd_call(self, thread: _Thread, regs: _Regs, call: Syscall) -> None:
-        if call.write_intent is True or _wants_write(thread.tid, regs, call):
-            self._refuse_view_fd(thread.tid, _fd_arg(regs, 0))
+        tid, fd = thread.tid, _fd_arg(regs, 0)
+        if call.nr == _IOCTL and _arg(regs, 1) & 0xFFFFFFFF == _FS_IOC32_SETFLAGS:
+            if self._fd_where(tid, fd) is not None:
+                raise _Refuse(errno.ENOTTY)
+            return
+        if call.nr in (_FTRUNCATE, _FALLOCATE) and _fd_cannot_write(tid, fd):
+            return  # the kernel refuses it (EINVAL, EBADF) before it looks at the mount
+        if call.write_intent is True or _wants_write(tid, regs, call):
+            self._refuse_view_fd(tid, fd)
 
     def _refuse_view_fd(self, tid: int, fd: int) -> None:
         """EROFS when ``fd`` (or the working directory, for AT_FDCWD) lies in the view."""
@@ -673,6 +750,39 @@ class Tracer:
             values.get("f_files", 0), values.get("f_ffree", 0), 0, 0,
             values.get("f_namemax", 255), values.get("f_frsize", 4096),
             values.get("f_flag", 0) | _ST_RDONLY | _ST_VALID, 0, 0, 0, 0)
+
+
+def _host_lstat(path: str, *, missing_ok: bool = False) -> os.stat_result | None:
+    """``lstat`` of a path outside M, whose errno the call fails with (None: absent, allowed)."""
+    try:
+        return os.lstat(path)
+    except FileNotFoundError:
+        if missing_ok and os.path.isdir(os.path.dirname(path)):
+            return None
+        raise _Refuse(errno.ENOENT) from None
+    except OSError as e:
+        raise _Refuse(e.errno or errno.EIO) from None
+
+
+def _fd_cannot_write(tid: int, fd: int) -> bool:
+    """Whether a thread's fd was opened without write access (its flags in ``/proc``)."""
+    try:
+        with open(f"/proc/{tid}/fdinfo/{fd}", "rb") as info:
+            for line in info:
+                if line.startswith(b"flags:"):
+                    flags = int(line.split()[1], 8)
+                    return flags & _O_ACCMODE == os.O_RDONLY or bool(flags & _O_PATH)
+    except (OSError, ValueError):
+        pass
+    return False
+
+
+def _uselib_implemented() -> bool:
+    """Whether this kernel has ``uselib`` (mostly compiled out: then ENOSYS, whatever the path)."""
+    _libc.syscall.restype = ctypes.c_long
+    ctypes.set_errno(0)
+    _libc.syscall(ctypes.c_long(_USELIB), ctypes.c_long(0))
+    return ctypes.get_errno() != errno.ENOSYS
 
 
 def _dirfd_index(call: Syscall, path_index: int) -> int | None:

@@ -6,9 +6,8 @@ tree appears as real directories and files, made on demand by the tracer before 
 needs them proceeds; the kernel then resolves relative names by itself.
 
 * A metadata call gets a **placeholder**: a sparse file of the right size, mode 0444 and the
-  file's mtime, so ``stat`` answers natively. The tracer answers path-based ``getxattr`` and
-  ``listxattr`` itself; the newest ``*xattrat`` calls find the ``user.treadle.*`` xattrs set
-  on the placeholder.
+  file's mtime, so ``stat`` answers natively. The tracer answers ``getxattr``, ``listxattr``
+  and their ``*at`` forms itself, from the namespace.
 * An open or an exec gets the **object**: the verified local file that the namespace gives,
   hard-linked into place (copied into the cache first when it sits on another filesystem).
 * A directory that is opened is **listed** once: its entries appear as placeholders.
@@ -34,8 +33,8 @@ _PAGE = 10_000
 _SHA256_XATTR = "user.treadle.sha256"
 
 # How far a view path has been made: a file's stand-in (size, mode, mtime: what stat and a
-# listing need), a stand-in with its xattrs or a directory (xattrs included: they are few),
-# then the object or a filled listing.
+# listing need), a directory (with its xattrs: they are few), then the object or a filled
+# listing.
 _BARE = 1
 _MADE = 2
 _FULL = 3
@@ -89,18 +88,12 @@ class View:
         attr = self._attrs.get(path)
         return attr if attr is not None else self.namespace.resolve(path)
 
-    def placeholder(self, path: str, *, xattrs: bool = False) -> Attr:
-        """Make ``path`` exist in the view: a directory, or a file's metadata stand-in, which
-        carries the ``user.treadle.*`` xattrs when ``xattrs`` asks (path-based xattr reads are
-        answered by the tracer; only the newest ``*xattrat`` calls read them from the file)."""
+    def placeholder(self, path: str) -> Attr:
+        """Make ``path`` exist in the view: a directory, or a file's metadata stand-in (xattr
+        reads are answered by the tracer from the namespace)."""
         attr = self.stat(path)
-        made = self._made.get(path, 0)
-        if made < _BARE:
+        if self._made.get(path, 0) < _BARE:
             self._make(path, attr)
-        if xattrs and self._made[path] < _MADE:
-            with self._writable(self.root + path):
-                self._xattrs(self.root + path, attr)
-            self._made[path] = _MADE
         return attr
 
     def materialise(self, path: str) -> Attr:
