@@ -405,6 +405,19 @@ def test_equal_bytes_share_one_object(repo_dir: Path, tmp_path: Path, writer: Re
     assert (count(repo_dir, "files"), count(repo_dir, "objects"), count(repo_dir, "replicas")) == (6, 1, 2)
 
 
+def test_extension_is_the_last_suffix_of_the_name_lower_case(repo_dir: Path, tmp_path: Path,
+                                                            writer: RepoContext) -> None:
+    names = ["x.tar.GZ", ".hidden", "..two.Txt", "plain", "ends.", "d.ir/file", "d.ir/.dot.PNG"]
+    for name in names:
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_bytes(name.encode())
+    manifest = write_manifest(tmp_path / "m.csv", [{"path": name} for name in names])
+    assert ingest(writer, manifest, table="t").added == len(names)
+    assert rows_of(repo_dir, "SELECT source, extension, media_type FROM files ORDER BY fileid") == [
+        ("x.tar.GZ", "gz", None), (".hidden", "", None), ("..two.Txt", "txt", "text/plain"),
+        ("plain", "", None), ("ends.", "", None), ("d.ir/file", "", None), ("d.ir/.dot.PNG", "png", "image/png")]
+
+
 def test_refused_names_and_options(repo_dir: Path, make_files: MakeFiles, tmp_path: Path,
                                    writer: RepoContext, capsys: pytest.CaptureFixture[str]) -> None:
     (path,) = make_files(1)

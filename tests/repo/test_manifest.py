@@ -18,10 +18,10 @@ from treadle.repo.manifest import (
     Value,
     columns_of,
     convert,
-    convert_row,
     files_manifest,
     infer_types,
     open_manifest,
+    row_converter,
 )
 
 
@@ -158,20 +158,25 @@ def test_numbers_beyond_64_bits_are_not_int() -> None:
     ("abc", "int", "'abc' is not an integer"), ("1.5", "int", "'1.5' is not an integer of 64 bits"),
     (" 1", "int", "' 1' is not an integer"), ("1_000", "int", "is not an integer"),
     ("x", "real", "'x' is not a number"), ("0", "fileid", "'0' is not a fileid"),
-    ("nan", "real", "'nan' is not a number"),
+    ("nan", "real", "'nan' is not a number"), ("\u0661\u0662", "int", "is not an integer"),
+    ("+", "int", "'\\+' is not an integer"), ("1 ", "int", "is not an integer"),
 ])
 def test_values_that_do_not_convert_say_why(value: str, kind: str, reason: str) -> None:
     with pytest.raises(ValueError, match=reason):
         convert(value, kind)
 
 
-def test_convert_row_names_the_row_and_column() -> None:
+def test_signed_decimal_text_is_an_int() -> None:
+    assert [convert(v, "int") for v in ("+5", "-0012", "0", str(-(1 << 63)))] == [5, -12, 0, -(1 << 63)]
+
+
+def test_row_converter_names_the_row_and_column() -> None:
     row = _rows({"subject": "12", "camera": "nikon"}, {"subject": "twelve"})
-    assert convert_row(row[0], {"subject": "int", "camera": "text"}) == {"subject": 12, "camera": "nikon"}
+    assert row_converter({"subject": "int", "camera": "text"})(row[0]) == {"subject": 12, "camera": "nikon"}
     with pytest.raises(BadRow, match=r"^m.csv:3: column 'subject': 'twelve' is not an integer$"):
-        convert_row(row[1], {"subject": "int"})
+        row_converter({"subject": "int"})(row[1])
     with pytest.raises(BadRow, match="column 'camera': the table has no such column"):
-        convert_row(row[0], {"subject": "int"})
+        row_converter({"subject": "int"})(row[0])
 
 
 # --- round trips -------------------------------------------------------------------------------
@@ -225,7 +230,7 @@ def test_inferred_ints_convert_back_to_themselves(values: list[int], blanks: int
     rows = _rows(*[{"n": str(v)} for v in values], *[{"n": ""} for _ in range(blanks)])
     types = infer_types(rows, ["n"])
     assert types == {"n": "int"}
-    assert [convert_row(r, types).get("n") for r in rows] == [*values, *[None] * blanks]
+    assert [row_converter(types)(r).get("n") for r in rows] == [*values, *[None] * blanks]
 
 
 @settings(max_examples=100, deadline=None)
@@ -234,7 +239,7 @@ def test_inferred_reals_convert_back_to_themselves(values: list[float]) -> None:
     rows = _rows(*[{"x": repr(v)} for v in values])
     types = infer_types(rows, ["x"])
     assert types == {"x": "real"}  # a float's repr always has a point or an exponent
-    assert [convert_row(r, {"x": "real"})["x"] for r in rows] == values
+    assert [row_converter({"x": "real"})(r)["x"] for r in rows] == values
 
 
 @settings(max_examples=100, deadline=None)
@@ -243,4 +248,4 @@ def test_text_that_is_not_all_numbers_is_text_and_kept_as_is(values: list[str]) 
     rows = _rows(*[{"t": v} for v in values], {"t": "not a number"})
     types = infer_types(rows, ["t"])
     assert types == {"t": "text"}
-    assert [convert_row(r, types)["t"] for r in rows] == [v or None for v in values] + ["not a number"]
+    assert [row_converter(types)(r)["t"] for r in rows] == [v or None for v in values] + ["not a number"]

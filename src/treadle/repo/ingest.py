@@ -36,10 +36,10 @@ from treadle.repo.manifest import (
     Typed,
     columns_of,
     convert,
-    convert_row,
     files_manifest,
     infer_types,
     open_manifest,
+    row_converter,
 )
 from treadle.repo.stores import (
     DirStore,
@@ -158,6 +158,7 @@ class _Copy:
     written: dict[int, Written]  # storeid -> outcome
     failures: dict[str, str]  # store name -> why it did not take the object
     staged: dict[int, Staged] = field(default_factory=dict)  # storeid -> bytes in its tmp/, to place
+    recorded: bool = False  # in objects and replicas by a batch of this run that committed
 
 
 class _SourceError(Exception):
@@ -223,6 +224,7 @@ class _IngestRun:
         self.command = command
         self.table: Table | None = None
         self.types: dict[str, str] = {}
+        self.convert_row = row_converter({})  # set with the types, once they are known
         self.new_table = False
         self.keys_seen: set[Typed] = set()
         self.copied: dict[StatKey, _Copy] = {}
@@ -295,6 +297,7 @@ class _IngestRun:
                             f"(columns: {', '.join(types)})")
         self.table = table
         self.types = types
+        self.convert_row = row_converter(types)
 
     def _say_resuming(self) -> None:
         """How far an earlier run came: rows present by key, or by source without a key.
@@ -357,7 +360,8 @@ class _IngestRun:
         work = [item for item in items if item.problem is None and not self._skipped_unread(item)]
         self._refuse_or_skip_bad(items)
         work = [item for item in work if item.problem is None]
-        targets = self._usable_stores() if work else []
+        # stores are looked at only when there is something to write to them
+        targets = self._usable_stores() if any(item.stat_key not in self.copied for item in work) else []
         self._copy(work, targets, executor)
         self._make_durable(work, targets, executor)
         self._check_replica_counts(work)
@@ -365,6 +369,8 @@ class _IngestRun:
         work = [item for item in work if item.problem is None]
         with self.ctx.engine.begin() as conn:
             added = self._commit(conn, work)
+        for item in work:
+            item.copied.recorded = True
         self.result.skipped += len(items) - len(added)
         self.result.added += len(added)
         self.result.fileids.extend(added)
@@ -386,7 +392,7 @@ class _IngestRun:
             if item.problem is not None:
                 continue
             try:
-                item.values = convert_row(item.row, self.types)
+                item.values = self.convert_row(item.row)
             except BadRow as e:
                 item.problem = e.reason
                 continue
@@ -426,6 +432,7 @@ class _IngestRun:
                 raise RepoError(f"--index {name}: the manifest has no such column "
                                 f"(columns: {', '.join(types) or 'none'})")
         self.types = types
+        self.convert_row = row_converter(types)
 
     def _find_present(self, items: list[_Item]) -> None:
         """Mark the items whose key is in the table already, with that row's fileid and checksum."""
@@ -606,6 +613,8 @@ class _IngestRun:
             if not isinstance(store, DirStore):
                 continue
             staged = [(copy, copy.staged.pop(row.storeid)) for copy in copies if row.storeid in copy.staged]
+            if not staged:
+                continue  # a batch of files copied by earlier batches: they are durable already
             try:
                 if not sync_filesystem(store.root):
                     self._in_parallel(executor, fsync_files, [one.temp for _, one in staged])
@@ -647,8 +656,11 @@ class _IngestRun:
     def _commit(self, conn: Connection, items: list[_Item]) -> list[int]:
         """Record the batch: objects, replicas, files, user rows, links, counters; the new fileids."""
         new = self._drop_present(conn, items)
-        copies = {item.copy.checksum: item.copy for item in items if item.copy is not None}
-        self._record_objects(conn, copies)  # present rows' objects too: a lost one is restored
+        # present rows' objects too: a lost one is restored. A copy an earlier batch recorded is
+        # there still (this process holds the writer lock), however many rows name its file.
+        copies = {item.copy.checksum: item.copy for item in items
+                  if item.copy is not None and not item.copy.recorded}
+        self._record_objects(conn, copies)
         if not new and self.table is None:
             return []  # a batch with nothing to add does not decide the new table's columns
         table = self._ensure_table(conn)
@@ -686,8 +698,8 @@ class _IngestRun:
         files = schema.files
         before = conn.execute(select(func.coalesce(func.max(files.c.fileid), 0))).scalar_one()
         _insert_many(conn, files, FILE_COLUMNS, rows)
-        fileids = [int(f) for f in conn.execute(
-            select(files.c.fileid).where(files.c.fileid > before).order_by(files.c.fileid)).scalars()]
+        fileids = list(conn.execute(
+            select(files.c.fileid).where(files.c.fileid > before).order_by(files.c.fileid)).scalars().all())
         if len(fileids) != len(rows):
             raise RuntimeError(f"inserted {len(rows)} files but found {len(fileids)} new fileids: "
                                f"another process wrote the database without the writer lock")
@@ -837,7 +849,12 @@ def _insert_many(conn: Connection, table: Table, columns: Sequence[str],
     compiled = table.insert().compile(dialect=dialect, column_keys=list(columns))
     processors = [(i, process) for i, name in enumerate(columns)
                   if (process := table.c[name].type.bind_processor(dialect)) is not None]
-    values = [_processed(row, processors) for row in rows] if processors else list(rows)
+    values: list[Sequence[object]] = list(rows)
+    if processors and rows:
+        by_column = list(zip(*rows, strict=True))
+        for i, process in processors:
+            by_column[i] = _processed(by_column[i], process)
+        values = list(zip(*by_column, strict=True))
     params: list[Any]
     if compiled.positional:
         order = [columns.index(name) for name in compiled.positiontup or ()]
@@ -848,11 +865,19 @@ def _insert_many(conn: Connection, table: Table, columns: Sequence[str],
     conn.exec_driver_sql(str(compiled), params)
 
 
-def _processed(row: Sequence[object], processors: Sequence[tuple[int, Callable[[Any], Any]]]) -> tuple[object, ...]:
-    """``row`` with the values of the columns that have a bind processor passed through it."""
-    out = list(row)
-    for i, process in processors:
-        out[i] = process(out[i])
+def _processed(column: Sequence[object], process: Callable[[Any], Any]) -> tuple[object, ...]:
+    """One column's values passed through its bind processor.
+
+    A value that is the very object before it is not processed again: a batch's rows share one
+    ``created_at``, and its processing (to UTC, to text) cost more than the row's insert.
+    """
+    out: list[object] = []
+    last: object = out  # an object no column holds
+    done: object = None
+    for value in column:
+        if value is not last:
+            last, done = value, process(value)
+        out.append(done)
     return tuple(out)
 
 
@@ -868,8 +893,14 @@ def _stat_source(row: ManifestRow) -> tuple[os.stat_result | None, str | None]:
 
 
 def _extension(source: str) -> str:
-    """The source name's last suffix, lower case, without its dot ("" for none)."""
-    return os.path.splitext(source)[1][1:].lower()
+    """The source name's last suffix, lower case, without its dot ("" for none).
+
+    What ``os.path.splitext`` gives (dots that begin the name start no suffix), found with two
+    string searches: this runs for every row, and splitext's generality cost more than the row.
+    """
+    name = source[source.rfind(os.sep) + 1:].lstrip(".")
+    _, dot, suffix = name.rpartition(".")
+    return suffix.lower() if dot else ""
 
 
 @functools.lru_cache(maxsize=1024)

@@ -26,7 +26,6 @@ Typed = int | float | str | None  # a field converted to its column's type
 
 PATH_FIELD = "path"
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
-_INT = re.compile(r"[+-]?[0-9]+")
 _REAL = re.compile(r"[+-]?(?:[0-9]+[.]?[0-9]*|[.][0-9]+)(?:[eE][+-]?[0-9]+)?")
 
 
@@ -134,13 +133,25 @@ def _cannot_read(path: Path, e: BaseException) -> RepoError:
     return RepoError(f"{path}: cannot read the manifest: {_reason(e)}")
 
 
-def _row_from_fields(manifest: str, base: str, line: int, fields: Mapping[str, object]) -> ManifestRow:
-    """A row from one record's fields (CSV text or a JSON object's values); ``base`` is the
-    manifest's directory, against which ``path`` is resolved."""
-    where = f"{manifest}:{line}"
+def _resolver(base: str) -> Callable[[str], str]:
+    """How a manifest in directory ``base`` turns a ``path`` field into the file to read.
+
+    ``os.path.join(base, given)``, with the prefix joined once per manifest rather than once per
+    row: rows are many (an absolute ``given`` stands as it is, as with join).
+    """
+    prefix = os.path.join(base, "")
+    return lambda given: given if given.startswith(os.sep) else prefix + given
+
+
+def _no_path(where: str) -> ManifestRow:
+    return ManifestRow(where, "", "", problem=f"no {PATH_FIELD!r} given")
+
+
+def _row_from_fields(where: str, resolve: Callable[[str], str], fields: Mapping[str, object]) -> ManifestRow:
+    """A row from a JSON object's fields: numbers and text kept, nested values a problem."""
     given = fields.get(PATH_FIELD)
     if not isinstance(given, str) or not given:
-        return ManifestRow(where, "", "", problem=f"no {PATH_FIELD!r} given")
+        return _no_path(where)
     values: dict[str, Value] = {}
     problem = None
     for name, value in fields.items():
@@ -152,7 +163,7 @@ def _row_from_fields(manifest: str, base: str, line: int, fields: Mapping[str, o
             values[name] = value
         elif problem is None:
             problem = f"column {name!r}: a nested value ({type(value).__name__}) is not allowed"
-    return ManifestRow(where, given, os.path.join(base, given), values, problem)
+    return ManifestRow(where, given, resolve(given), values, problem)
 
 
 def _check_csv_header(path: Path) -> None:
@@ -177,7 +188,10 @@ def _read_csv(path: Path) -> Iterator[ManifestRow]:
         with open(path, encoding="utf-8-sig", newline="") as f:
             reader = csv.reader(f, dialect="excel")
             header = next(reader, None) or []
-            name, base = str(path), str(path.parent)
+            if PATH_FIELD not in header:  # the file changed since open_manifest looked at it
+                raise RepoError(f"{path}:1: no {PATH_FIELD!r} column")
+            at, width = header.index(PATH_FIELD), len(header)
+            name, resolve = str(path), _resolver(str(path.parent))
             while True:
                 line = reader.line_num + 1
                 try:
@@ -185,30 +199,38 @@ def _read_csv(path: Path) -> Iterator[ManifestRow]:
                 except StopIteration:
                     return
                 except csv.Error as e:
-                    yield ManifestRow(f"{path}:{line}", "", "", problem=str(e))
+                    yield ManifestRow(f"{name}:{line}", "", "", problem=str(e))
                     continue
                 if not record:
                     continue  # a blank line
-                if len(record) != len(header):
-                    yield ManifestRow(f"{path}:{line}", "", "",
-                                      problem=f"{len(record)} fields where the header has {len(header)}")
+                if len(record) != width:
+                    yield ManifestRow(f"{name}:{line}", "", "",
+                                      problem=f"{len(record)} fields where the header has {width}")
                     continue
-                yield _row_from_fields(name, base, line, dict(zip(header, record, strict=True)))
+                given = record[at]
+                if not given:
+                    yield _no_path(f"{name}:{line}")
+                    continue
+                # CSV fields are all text: none needs the checks of a JSON value
+                values: dict[str, Value] = dict(zip(header, record, strict=False))  # as wide: checked
+                del values[PATH_FIELD]
+                yield ManifestRow(f"{name}:{line}", given, resolve(given), values)
     except (OSError, UnicodeDecodeError) as e:
         raise _cannot_read(path, e) from None
 
 
-def _json_object_row(path: Path, line: int, obj: object) -> ManifestRow:
+def _json_object_row(path: Path, line: int, obj: object, resolve: Callable[[str], str]) -> ManifestRow:
     if not isinstance(obj, dict):
         return ManifestRow(f"{path}:{line}", "", "",
                            problem=f"a JSON {type(obj).__name__}, not an object")
-    return _row_from_fields(str(path), str(path.parent), line, obj)
+    return _row_from_fields(f"{path}:{line}", resolve, obj)
 
 
 def _read_json_lines(path: Path) -> Iterator[ManifestRow]:
     """One row per non-blank line, each a flat JSON object."""
     try:
         with open(path, encoding="utf-8-sig") as f:
+            resolve = _resolver(str(path.parent))
             for line, text in enumerate(f, start=1):
                 if not text.strip():
                     continue
@@ -217,7 +239,7 @@ def _read_json_lines(path: Path) -> Iterator[ManifestRow]:
                 except json.JSONDecodeError as e:
                     yield ManifestRow(f"{path}:{line}", "", "", problem=f"not JSON: {e.msg}")
                     continue
-                yield _json_object_row(path, line, obj)
+                yield _json_object_row(path, line, obj, resolve)
     except (OSError, UnicodeDecodeError) as e:
         raise _cannot_read(path, e) from None
 
@@ -240,6 +262,7 @@ def _read_json_array(path: Path) -> Iterator[ManifestRow]:
     except (OSError, UnicodeDecodeError) as e:
         raise _cannot_read(path, e) from None
     decoder = json.JSONDecoder()
+    resolve = _resolver(str(path.parent))
     pos = _skip_space(text, 0)
     if text[pos:pos + 1] != "[":
         raise RepoError(f"{path}:1: not a JSON array")
@@ -252,7 +275,7 @@ def _read_json_array(path: Path) -> Iterator[ManifestRow]:
             obj, pos = decoder.raw_decode(text, pos)
         except json.JSONDecodeError as e:
             raise RepoError(f"{path}:{e.lineno}: not JSON: {e.msg}") from None
-        yield _json_object_row(path, line, obj)
+        yield _json_object_row(path, line, obj, resolve)
         pos = _skip_space(text, pos)
         if text[pos:pos + 1] == ",":
             pos = _skip_space(text, pos + 1)
@@ -266,8 +289,11 @@ def _read_json_array(path: Path) -> Iterator[ManifestRow]:
 def _to_int(value: Value) -> int | None:
     """The 64-bit integer a value spells (decimal digits, no spaces or underscores), else None."""
     if isinstance(value, str):
-        if _INT.fullmatch(value) is None:
-            return None
+        # str.isdigit alone would take other scripts' digits; int() alone, spaces and underscores
+        if not (value.isdigit() and value.isascii()):  # unsigned, the common case, first
+            digits = value[1:] if value[:1] in ("+", "-") else ""
+            if not (digits.isdigit() and digits.isascii()):
+                return None
         number = int(value)
     elif isinstance(value, int) and not isinstance(value, bool):
         number = value
@@ -318,44 +344,84 @@ def infer_types(rows: Iterable[ManifestRow], columns: Iterable[str],
     return types
 
 
+Converter = Callable[[Value], Typed]
+
+
+def _to_text(value: Value) -> str | None:
+    if value is None or value == "":
+        return None
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _to_int_column(value: Value) -> int | None:
+    if value is None or value == "":
+        return None
+    number = _to_int(value)
+    if number is None:
+        raise ValueError(f"{value!r} is not an integer" + (" of 64 bits" if _is_real(value) else ""))
+    return number
+
+
+def _to_fileid(value: Value) -> int | None:
+    number = _to_int_column(value)
+    if number is not None and number < 1:
+        raise ValueError(f"{value!r} is not a fileid (a positive integer)")
+    return number
+
+
+def _to_real(value: Value) -> float | None:
+    if value is None or value == "":
+        return None
+    if not _is_real(value):
+        raise ValueError(f"{value!r} is not a number")
+    return float(value)  # _is_real: a number or its decimal text
+
+
+_CONVERTERS: dict[str, Converter] = {"text": _to_text, "int": _to_int_column, "fileid": _to_fileid,
+                                     "real": _to_real}
+
+
+def converter(kind: str) -> Converter:
+    """The function that turns a value into what a column of type ``kind`` holds (empty: None).
+
+    It raises ValueError saying why a value does not convert. Chosen once per column rather
+    than per value, as a manifest has many rows and few columns.
+    """
+    try:
+        return _CONVERTERS[kind]
+    except KeyError:
+        raise ValueError(f"unknown column type {kind!r}") from None
+
+
 def convert(value: Value, kind: str) -> Typed:
     """``value`` as a column of type ``kind`` holds it; ValueError saying why it does not convert."""
-    if is_empty(value):
-        return None
-    if kind == "text":
-        return value if isinstance(value, str) else json.dumps(value)
-    if kind in ("int", "fileid"):
-        number = _to_int(value)
-        if number is None:
-            raise ValueError(f"{value!r} is not an integer" + (" of 64 bits" if _is_real(value) else ""))
-        if kind == "fileid" and number < 1:
-            raise ValueError(f"{value!r} is not a fileid (a positive integer)")
-        return number
-    if kind == "real":
-        if not _is_real(value):
-            raise ValueError(f"{value!r} is not a number")
-        return float(value)  # type: ignore[arg-type]  # _is_real: a number or its decimal text
-    raise ValueError(f"unknown column type {kind!r}")
+    return converter(kind)(value)
 
 
-def convert_row(row: ManifestRow, types: Mapping[str, str]) -> dict[str, Typed]:
-    """A row's fields converted to ``types``; RepoError naming the row, column and reason.
+def row_converter(types: Mapping[str, str]) -> Callable[[ManifestRow], dict[str, Typed]]:
+    """A function converting a row's fields to ``types``; it raises BadRow naming the row, column and reason.
 
-    A field the types do not name is an error too: the table has no column for it.
+    A field the types do not name is an error too (unless empty): the table has no column for it.
+    The columns' converters are looked up here, once per table.
     """
-    out: dict[str, Typed] = {}
-    for name, value in row.values.items():
-        kind = types.get(name)
-        if kind is None:
-            if is_empty(value):
-                continue
-            raise BadRow(row, f"column {name!r}: the table has no such column "
-                              f"(columns: {', '.join(types) or 'none'})")
-        try:
-            out[name] = convert(value, kind)
-        except ValueError as e:
-            raise BadRow(row, f"column {name!r}: {e}") from None
-    return out
+    converters = {name: converter(kind) for name, kind in types.items()}
+    columns = ", ".join(types) or "none"
+
+    def convert_row(row: ManifestRow) -> dict[str, Typed]:
+        out: dict[str, Typed] = {}
+        for name, value in row.values.items():
+            to_column = converters.get(name)
+            if to_column is None:
+                if is_empty(value):
+                    continue
+                raise BadRow(row, f"column {name!r}: the table has no such column (columns: {columns})")
+            try:
+                out[name] = to_column(value)
+            except ValueError as e:
+                raise BadRow(row, f"column {name!r}: {e}") from None
+        return out
+
+    return convert_row
 
 
 class BadRow(RepoError):
