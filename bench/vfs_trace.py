@@ -6,7 +6,8 @@
   ``strace --seccomp-bpf -f -e trace=%file -o /dev/null`` running ``find`` over the same host
   tree plus a plain copy of the repository's files (what M shows, as ordinary files).
   Target: trace mode's time <= 1.5x strace's. Each trace run starts from nothing: its view,
-  and the 10,000 placeholders of the first listing, are part of what is measured.
+  the interpreter's start-up and the repository's first listing are part of what is
+  measured (a listing makes no files in the view: the tracer writes the entries).
 * V8: one ImageMagick ``convert`` thumbnail of a JPEG under M, against the same command on
   the plain file. Target <= 6x.
 

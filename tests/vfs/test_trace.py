@@ -309,3 +309,40 @@ def test_a_host_symlink_into_m(filled_repo: Filled, tmp_path: Path) -> None:
 def test_m_in_its_parents_listing(filled_repo: Filled, tmp_path: Path) -> None:
     result = python(tmp_path, filled_repo.path, "import os; print(M[1:] in os.listdir('/'))")
     assert result.stdout.strip() == "True"
+
+
+def test_listings_come_from_the_namespace(filled_repo: Filled, tmp_path: Path) -> None:
+    """The tracer writes listings of M's directories (the view holds only looked-up names), and
+    directory streams behave as on a real directory: rewinddir, telldir and seekdir, both
+    getdents, a buffer too small for one entry."""
+    result = python(tmp_path, filled_repo.path, """
+        import ctypes, os
+        os.stat(M + "/fileid/3")
+        print(sorted(os.listdir(M + "/fileid"), key=int))
+        libc = ctypes.CDLL(None, use_errno=True)
+        vp, cl = ctypes.c_void_p, ctypes.c_long
+        libc.opendir.restype = libc.readdir.restype = vp
+        libc.readdir.argtypes = libc.telldir.argtypes = libc.rewinddir.argtypes = [vp]
+        libc.telldir.restype = cl
+        libc.seekdir.argtypes = [vp, cl]
+        d = libc.opendir((M + "/fileid").encode())
+        def name():
+            entry = libc.readdir(d)
+            return ctypes.string_at(entry + 19).decode() if entry else None
+        first = [name() for _ in range(5)]
+        mark = libc.telldir(d)
+        rest = iter(name, None)
+        after = list(rest)
+        libc.seekdir(d, mark)
+        again = name()
+        libc.rewinddir(d)
+        print(first[:2], len(first) + len(after), again == after[0], name())
+        fd = os.open(M + "/fileid", os.O_RDONLY | os.O_DIRECTORY)
+        buf = ctypes.create_string_buffer(8192)
+        print(libc.syscall(217, fd, buf, 10), ctypes.get_errno() == 22)
+        print(libc.syscall(78, fd, buf, 8192) > 0, libc.syscall(78, fd, buf, 8192))
+    """)
+    assert result.returncode == 0, result.stderr
+    ids = sorted(filled_repo.files)
+    assert result.stdout.splitlines() == [
+        str([str(i) for i in ids]), f"['.', '..'] {len(ids) + 2} True .", "-1 True", "True 0"]

@@ -25,7 +25,7 @@ access mode (``W_OK``), ``request:N`` an ioctl request (see ``TRAPPED_IOCTLS``).
 (the verified object, then run), ``placeholder`` (a metadata stand-in, then run),
 ``statfs`` (answered with fuse mode's values), ``chdir``, ``watch`` (rewritten into the
 view), ``erofs``, ``eopnotsupp``, ``eperm``, ``translate`` (results mapped back to M),
-``enosys``, ``native``.
+``list`` (a view directory's entries written from the namespace), ``enosys``, ``native``.
 """
 
 from __future__ import annotations
@@ -214,8 +214,10 @@ _INDIRECT: dict[int, str] = {
     321: "native", 42: "native", 49: "native", 44: "native", 46: "native", 307: "native",
 }
 
-# Class O: getcwd reports the view's path unless translated; lookup_dcookie is refused.
-_OUTPUT: dict[int, str] = {79: "translate", 212: "enosys"}
+# Class O: getcwd reports the view's path unless translated; a listing of a directory in
+# the view comes from the namespace (the view holds only what was looked up); lookup_dcookie
+# is refused.
+_OUTPUT: dict[int, str] = {79: "translate", 78: "list", 217: "list", 212: "enosys"}
 
 # Assigned numbers that x86-64 no longer implements (the kernel answers ENOSYS itself).
 _OBSOLETE = frozenset({

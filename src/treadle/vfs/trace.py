@@ -65,6 +65,11 @@ _GROUP_STOPS = (signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU)
 
 # x86-64 numbers and flags the tracer itself needs
 _SYS_MMAP = 9
+_SYS_LSEEK = 8
+_GETDENTS64 = 217
+_DIRENT64 = struct.Struct("<QqHB")  # d_ino, d_off, d_reclen, d_type; then the name and NUL
+_DIRENT = struct.Struct("<QqH")  # d_ino, d_off, d_reclen; then name, NUL, pad, d_type last
+_DT_DIR, _DT_REG = 4, 8
 _EXEC_CALLS = frozenset({59, 322, 134})
 _READLINK, _READLINKAT = 89, 267
 _RENAMES = frozenset({82, 264, 316})
@@ -277,6 +282,9 @@ class Tracer:
             elif call.under_m == "translate":  # getcwd
                 self._resume_to_exit(thread, self._getcwd_result)
                 return
+            elif call.under_m == "list":
+                if self._listing(thread, regs):
+                    return
             elif call.under_m != "native":
                 raise _Refuse(errno.ENOSYS)
         except _Return as answer:
@@ -292,6 +300,47 @@ class Tracer:
             self.report(f"treadle vfs: system call {nr} ({limit}unknown to trace mode) "
                         f"refused with ENOSYS")
         raise _Refuse(errno.ENOSYS)
+
+    def _listing(self, thread: _Thread, regs: _Regs) -> bool:
+        """getdents of a directory in the view: write the next entries from the namespace into
+        the caller's buffer; True when the call was resumed here (to its exit stop).
+
+        The view holds only the names looked up in it, so a listing makes no placeholders. The
+        directory's file position is the namespace's cookie: the call becomes ``lseek`` to the
+        cookie after the last entry written, and its exit stop returns the byte count. So
+        ``rewinddir``, ``seekdir``, ``dup`` and ``fork`` behave as on a real directory.
+        """
+        tid, fd = thread.tid, _fd_arg(regs, 0)
+        where = self._fd_where(tid, fd)
+        if where is None or where.mount is None:
+            return False
+        state = _fd_state(tid, fd)
+        if state is None or state[0] & _O_PATH:
+            return False  # the kernel says EBADF
+        try:
+            attr = self.view.stat(where.text)
+            if attr.kind != "dir":
+                return False  # the kernel says ENOTDIR
+            count = _arg(regs, 2) & 0xFFFFFFFF
+            entries = self.view.namespace.listdir(attr.ino, state[1], count // 24 + 1)
+        except OSError as e:
+            raise _Refuse(e.errno or errno.EIO) from None
+        if not entries:
+            raise _Return(0)
+        data, cookie = _dirents(entries, count, int(regs.orig_rax) == _GETDENTS64)
+        if not data:
+            raise _Refuse(errno.EINVAL)  # the buffer holds not even one entry
+        self._write(tid, _arg(regs, 1), data)
+        thread.restore.update(rsi=int(regs.rsi), rdx=int(regs.rdx))
+        regs.orig_rax, regs.rsi, regs.rdx = _SYS_LSEEK, cookie, os.SEEK_SET
+        _ptrace(_PTRACE_SETREGS, tid, 0, ctypes.byref(regs))
+
+        def written(_tid: int, after: _Regs) -> None:
+            if int(after.rax) < _NEG - 4095:
+                after.rax = len(data)
+
+        self._resume_to_exit(thread, written)
+        return True
 
     def _resume_to_exit(self, thread: _Thread,
                         action: Callable[[int, _Regs], None] | None) -> None:
@@ -764,17 +813,43 @@ def _host_lstat(path: str, *, missing_ok: bool = False) -> os.stat_result | None
         raise _Refuse(e.errno or errno.EIO) from None
 
 
-def _fd_cannot_write(tid: int, fd: int) -> bool:
-    """Whether a thread's fd was opened without write access (its flags in ``/proc``)."""
+def _fd_state(tid: int, fd: int) -> tuple[int, int] | None:
+    """A thread's fd: its open flags and file position (from ``/proc``), None when closed."""
     try:
         with open(f"/proc/{tid}/fdinfo/{fd}", "rb") as info:
-            for line in info:
-                if line.startswith(b"flags:"):
-                    flags = int(line.split()[1], 8)
-                    return flags & _O_ACCMODE == os.O_RDONLY or bool(flags & _O_PATH)
-    except (OSError, ValueError):
-        pass
-    return False
+            fields = dict(line.split(b":", 1) for line in info.read().splitlines()[:2])
+        return int(fields[b"flags"], 8), int(fields[b"pos"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _fd_cannot_write(tid: int, fd: int) -> bool:
+    """Whether a thread's fd was opened without write access."""
+    state = _fd_state(tid, fd)
+    return state is not None and (state[0] & _O_ACCMODE == os.O_RDONLY or bool(state[0] & _O_PATH))
+
+
+def _dirents(entries: list[tuple[str, Attr, int]], count: int, wide: bool) -> tuple[bytes, int]:
+    """As many entries as ``count`` bytes hold, as ``getdents64`` (``wide``) or ``getdents``
+    lays them out, and the cookie after the last one."""
+    out = bytearray()
+    cookie = 0
+    for name, attr, after in entries:
+        raw = os.fsencode(name)
+        kind = _DT_DIR if attr.kind == "dir" else _DT_REG
+        if wide:
+            size = (_DIRENT64.size + len(raw) + 1 + 7) & ~7
+            record = _DIRENT64.pack(attr.ino, after, size, kind) + raw
+            record += bytes(size - len(record))
+        else:
+            size = (_DIRENT.size + len(raw) + 2 + 7) & ~7
+            record = _DIRENT.pack(attr.ino, after, size) + raw
+            record += bytes(size - len(record) - 1) + bytes((kind,))
+        if len(out) + size > count:
+            break
+        out += record
+        cookie = after
+    return bytes(out), cookie
 
 
 def _uselib_implemented() -> bool:

@@ -10,7 +10,8 @@ needs them proceeds; the kernel then resolves relative names by itself.
   and their ``*at`` forms itself, from the namespace.
 * An open or an exec gets the **object**: the verified local file that the namespace gives,
   hard-linked into place (copied into the cache first when it sits on another filesystem).
-* A directory that is opened is **listed** once: its entries appear as placeholders.
+* A directory holds only the names looked up in it: the tracer writes every listing of it
+  (``getdents``) from the namespace, so a listing makes nothing.
 
 Every answer comes from :class:`treadle.vfs.namespace.Namespace`, the same one fuse mode
 uses. The view itself is writable by its owner; the tracer refuses write intent into it.
@@ -28,13 +29,10 @@ from pathlib import Path
 from treadle.vfs.cache import Cache
 from treadle.vfs.namespace import Attr, Namespace
 
-LIST_LIMIT = 1_000_000  # entries a first listing fills at most (docs/vfs.md)
-_PAGE = 10_000
 _SHA256_XATTR = "user.treadle.sha256"
 
-# How far a view path has been made: a file's stand-in (size, mode, mtime: what stat and a
-# listing need), a directory (with its xattrs: they are few), then the object or a filled
-# listing.
+# How far a view path has been made: a file's stand-in (size, mode, mtime: what stat
+# needs), a directory (with its xattrs: they are few), then the file's object.
 _BARE = 1
 _MADE = 2
 _FULL = 3
@@ -97,13 +95,11 @@ class View:
         return attr
 
     def materialise(self, path: str) -> Attr:
-        """Make ``path`` fully usable: a file's verified object, or a directory with its entries."""
+        """Make ``path`` fully usable: a file's verified object (a directory needs only itself:
+        the tracer writes its listings from the namespace)."""
         attr = self.placeholder(path)
-        if self._made[path] < _FULL:
-            if attr.kind == "dir":
-                self._fill(path, attr)
-            else:
-                self._link_object(path, attr)
+        if attr.kind != "dir" and self._made[path] < _FULL:
+            self._link_object(path, attr)
             self._made[path] = _FULL
         return attr
 
@@ -169,30 +165,6 @@ class View:
         attr = self.stat(path)
         ns = int(attr.mtime * 1e9)
         os.utime(self.root + path, ns=(ns, ns))
-
-    def _fill(self, path: str, attr: Attr) -> None:
-        """Fill a directory's listing with placeholders, up to :data:`LIST_LIMIT` entries."""
-        real = self.root + path
-        offset, made = 0, 0
-        with self._writable(real):
-            while made < LIST_LIMIT:
-                page = self.namespace.listdir(attr.ino, offset, min(_PAGE, LIST_LIMIT - made))
-                if not page:
-                    break
-                offset = page[-1][2]
-                for name, child, _next in page:
-                    child_path = path.rstrip("/") + "/" + name
-                    if self._made.get(child_path, 0) >= _BARE:
-                        continue
-                    if child.kind == "dir":
-                        self._new_dir(real + "/" + name, child)
-                        self._made[child_path] = _MADE
-                    else:
-                        self._new_placeholder(real + "/" + name, child)
-                        self._made[child_path] = _BARE
-                    self._attrs[child_path] = child
-                made += len(page)
-        self._restore_mtime(path)
 
     def _link_object(self, path: str, attr: Attr) -> None:
         """Put the verified object in place of the placeholder, keeping the view's name."""
