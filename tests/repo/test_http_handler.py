@@ -137,10 +137,17 @@ def test_metadata_listings_and_health(handler: Handler, ctx: RepoContext) -> Non
     meta = body("/v1/meta/3")
     assert meta["fileid"] == 3 and meta["size"] == 1000 and meta["replicas_ok"] == 2  # type: ignore[index]
     assert meta["extension"] == "jpg" and meta["state"] == "OK"  # type: ignore[index]
-    assert body("/v1/list/fileid?limit=2") == {"fileids": [1, 2], "next": 2}
-    assert body("/v1/list/fileid?after=2&limit=2") == {"fileids": [3], "next": None}
-    assert body("/v1/list/table/images?after=1") == {
-        "fileids": [{"fileid": 2, "extension": "jpg"}, {"fileid": 3, "extension": "jpg"}], "next": None}
+    def listed(fileid: int) -> dict[str, object]:
+        """A listing's entry: what /v1/meta says of the file's identity and stat."""
+        full = body(f"/v1/meta/{fileid}")
+        assert isinstance(full, dict)
+        return {key: full[key] for key in ("fileid", "size", "checksum", "extension", "created_at")}
+
+    assert body("/v1/list/fileid?limit=2") == {"fileids": [1, 2], "files": [listed(1), listed(2)],
+                                               "next": 2}
+    assert body("/v1/list/fileid?after=2&limit=2") == {"fileids": [3], "files": [listed(3)],
+                                                       "next": None}
+    assert body("/v1/list/table/images?after=1") == {"fileids": [listed(2), listed(3)], "next": None}
     assert body("/v1/list/tables") == {"tables": ["images"]}
     assert body("/v1/health") == {"status": "ok", "uuid": ctx.config.uuid, "format": 1,
                                   "schema": body("/v1/health")["schema"],  # type: ignore[index]

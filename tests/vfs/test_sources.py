@@ -132,3 +132,38 @@ print(sorted(m for m in sys.modules if m.split(".")[0] == "sqlalchemy"))
                             timeout=60, check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_a_listing_carries_what_a_look_up_gives(served_repo: tuple[Filled, str]) -> None:
+    """Metadata kept from a listing page (local rows, or the service's listing entries) is
+    what a fresh source's look-up of each file says."""
+    filled = served_repo[0]
+    listed, fresh = _both(served_repo)[1:], _both(served_repo)[1:]
+    for lister, asker in zip(listed, fresh, strict=True):
+        lister.fileids(0, 100)
+        lister.table_files("images", 0, 100)
+        for fileid in filled.files:
+            assert lister.file(fileid) == asker.file(fileid)
+        lister.close()
+        asker.close()
+
+
+def test_local_look_ups_keep_the_repository_errors(filled_repo: Filled) -> None:
+    """Deleted is absent; lost is still a file, but not listed."""
+    import sqlite3
+
+    deleted, lost, other = sorted(filled_repo.files)[:3]
+    db_path = filled_repo.path / "metadata.db"
+    with sqlite3.connect(db_path) as db:
+        db.execute("UPDATE files SET state = 'DELETED' WHERE fileid = ?", (deleted,))
+        db.execute("UPDATE files SET state = 'LOST' WHERE fileid = ?", (lost,))
+    db.close()
+    source = open_source(str(filled_repo.path), token_file=None, timeout=5)
+    with pytest.raises(FileAbsent):
+        source.file(deleted)
+    assert source.file(lost).size == len(filled_repo.files[lost][0])
+    listed = [fileid for fileid, _ in source.fileids(0, 100)[0]]
+    assert deleted not in listed and lost not in listed and other in listed
+    with pytest.raises(FileAbsent):
+        source.file(0)
+    source.close()

@@ -80,7 +80,7 @@ class Lookup(Protocol):
     def file(self, fileid: int) -> ObjectInfo: ...
     def blob(self, checksum: str) -> ObjectInfo: ...
     def meta(self, fileid: int) -> dict[str, Any]: ...
-    def fileids(self, after: int, limit: int) -> list[int]: ...
+    def fileids(self, after: int, limit: int) -> list[dict[str, Any]]: ...
     def table_fileids(self, table: str, after: int, limit: int) -> list[dict[str, Any]]: ...
     def tables(self) -> list[str]: ...
 
@@ -192,12 +192,16 @@ class Handler:
         if route in ("list", "table"):
             after, limit = _paging(query)
             if route == "list":
-                ids: list[Any] = self.lookup.fileids(after, limit)
-                last = ids[-1] if ids else None
+                entries = self.lookup.fileids(after, limit)
             else:
-                ids = self.lookup.table_fileids(check_name(match.group(1), "table"), after, limit)
-                last = ids[-1]["fileid"] if ids else None
-            return json_plan(200, {"fileids": ids, "next": last if len(ids) == limit else None})
+                entries = self.lookup.table_fileids(check_name(match.group(1), "table"), after,
+                                                    limit)
+            following = entries[-1]["fileid"] if len(entries) == limit else None
+            if route == "table":
+                return json_plan(200, {"fileids": entries, "next": following})
+            # "fileids" stays a list of numbers for older clients; "files" adds their metadata
+            return json_plan(200, {"fileids": [e["fileid"] for e in entries], "files": entries,
+                                   "next": following})
         checksum = format_checksum(match.group(1)) if route == "blob" else ""
         if method == "PUT":
             return _upload_plan(checksum, headers)

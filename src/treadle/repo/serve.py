@@ -140,11 +140,12 @@ class RepoLookup:
                 "created_at": info.created_at.isoformat(), "state": info.state,
                 "replicas_ok": ok}
 
-    def fileids(self, after: int, limit: int) -> list[int]:
+    def fileids(self, after: int, limit: int) -> list[dict[str, Any]]:
         with self.ctx.reading() as conn:
-            return list(conn.execute(
-                select(files.c.fileid).where(files.c.fileid > after, files.c.state == "OK")
-                .order_by(files.c.fileid).limit(limit)).scalars())
+            rows = conn.execute(
+                select(*_LISTED).where(files.c.fileid > after, files.c.state == "OK")
+                .order_by(files.c.fileid).limit(limit)).all()
+        return [_listed(row) for row in rows]
 
     def table_fileids(self, table: str, after: int, limit: int) -> list[dict[str, Any]]:
         with self.ctx.reading() as conn:
@@ -153,15 +154,25 @@ class RepoLookup:
             except RepoError as e:
                 raise FileAbsent(str(e)) from None
             rows = conn.execute(
-                select(user.c.fileid, files.c.extension)
+                select(*_LISTED)
                 .join(files, files.c.fileid == user.c.fileid)
                 .where(user.c.fileid > after, files.c.state == "OK")
                 .order_by(user.c.fileid).limit(limit)).all()
-        return [{"fileid": row.fileid, "extension": row.extension or ""} for row in rows]
+        return [_listed(row) for row in rows]
 
     def tables(self) -> list[str]:
         with self.ctx.reading() as conn:
             return user_tables(conn)
+
+
+_LISTED = (files.c.fileid, files.c.size, files.c.checksum, files.c.extension, files.c.created_at)
+
+
+def _listed(row: Any) -> dict[str, Any]:
+    """A listing's entry: the fileid with what ``stat`` shows of it, so that a client listing
+    a directory (treadle vfs) needs no request per file (docs/repo.md)."""
+    return {"fileid": row.fileid, "size": row.size, "checksum": row.checksum,
+            "extension": row.extension or "", "created_at": row.created_at.isoformat()}
 
 
 class StoreLookup:

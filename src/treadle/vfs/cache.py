@@ -13,10 +13,12 @@ and inode still match what its fill recorded.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import fcntl
 import io
 import os
+import queue
 import re
 import secrets
 import shutil
@@ -25,16 +27,18 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, cast
 
 from treadle.errors import RepoDataError, VfsError
-from treadle.repo.checksums import CHUNK, Hasher, object_relpath
+from treadle.repo.checksums import Hasher, object_relpath
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
 
 DEFAULT_LIMIT = 10 << 30  # 10 GiB, or 10% of the free space when that is smaller
 DEFAULT_FREE_SHARE = 0.10
+SYNC_FILE_RANGE_WRITE = 2  # <linux/fs.h>: start writeback of the range, do not wait for it
+HASH_QUEUE = 8  # chunks written but not yet hashed: bounds a fill's memory to a few MiB
 _TEMP = re.compile(r"(\d+)\.[0-9a-f]+\.part")
 _RUN = re.compile(r"(\d+)-.*")
 _SIZE = re.compile(r"(\d+)([KMGT]?)(i?B)?", re.IGNORECASE)
@@ -75,24 +79,55 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+_libc = ctypes.CDLL(None, use_errno=True)
+_sync_file_range = _libc.sync_file_range
+_sync_file_range.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+_sync_file_range.restype = ctypes.c_int
+
+
 class _HashingWriter(io.RawIOBase):
-    """A file descriptor that hashes what is written to it: the fill is verified as it lands."""
+    """A file descriptor that hashes what is written to it: the fill is verified as it lands.
+
+    The bytes go to the file at once while a thread of their own hashes them (hashlib lets go
+    of the GIL for large buffers), so receiving the next chunk, writing and hashing overlap
+    instead of taking turns. :meth:`finish` waits for the hash of everything written.
+    """
 
     def __init__(self, fd: int):
         super().__init__()
         self._fd = fd
-        self.hasher = Hasher()
+        self._hasher = Hasher()
+        self._chunks: queue.Queue[bytes | None] = queue.Queue(HASH_QUEUE)
+        self._thread = threading.Thread(target=self._hash, name="cache fill hashing",
+                                        daemon=True)
+        self._thread.start()
 
     def writable(self) -> bool:
         return True
 
     def write(self, data: ReadableBuffer) -> int:
-        view = memoryview(data).cast("B")
+        # bytes cannot change under the hashing thread; any other buffer the caller may reuse
+        chunk = data if isinstance(data, bytes) else bytes(memoryview(data).cast("B"))
+        view = memoryview(chunk)
         written = 0
         while written < len(view):
             written += os.write(self._fd, view[written:])
-        self.hasher.update(bytes(view))
+        self._chunks.put(chunk)
         return written
+
+    def _hash(self) -> None:
+        while (chunk := self._chunks.get()) is not None:
+            start = self._hasher.size
+            self._hasher.update(chunk)
+            # the disk starts on what is written, so that the fsync at the end has little left
+            _sync_file_range(self._fd, start, len(chunk), SYNC_FILE_RANGE_WRITE)
+
+    def finish(self) -> Hasher:
+        """The hash of every byte written, once the hashing thread has caught up (and ended)."""
+        if self._thread.is_alive():
+            self._chunks.put(None)
+            self._thread.join()
+        return self._hasher
 
 
 class Cache:
@@ -207,16 +242,17 @@ class Cache:
         temp = self.root / "tmp" / f"{os.getpid()}.{secrets.token_hex(6)}.part"
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
         try:
+            raw = _HashingWriter(fd)
             try:
-                raw = _HashingWriter(fd)
-                out = io.BufferedWriter(raw, CHUNK)
-                writer(out)
-                out.flush()
-                if raw.hasher.size != size or raw.hasher.checksum != checksum:
-                    raise RepoDataError(f"{checksum}: the bytes fetched are {raw.hasher.size} "
-                                        f"bytes hashing to {raw.hasher.checksum}")
+                # unbuffered: the sources write chunks of 1 MiB, passed on without a copy
+                writer(cast(BinaryIO, raw))
+                hasher = raw.finish()
+                if hasher.size != size or hasher.checksum != checksum:
+                    raise RepoDataError(f"{checksum}: the bytes fetched are {hasher.size} "
+                                        f"bytes hashing to {hasher.checksum}")
                 os.fsync(fd)
             finally:
+                raw.finish()
                 os.close(fd)
             dest = self.object_path(checksum)
             dest.parent.mkdir(parents=True, exist_ok=True)

@@ -184,6 +184,7 @@ def run(options: RunOptions, argv: list[str]) -> int:
         from treadle.vfs.trace import run_trace
 
         status = run_trace(namespace, cache, argv, env, report=report)
+    namespace.close()
     _write_stats(options.stats, {"mode": mode, "exit_status": status,
                                  "passthrough": namespace.stats.get("passthrough_opens", 0) > 0,
                                  **namespace.stats})

@@ -20,6 +20,7 @@ bytes; EACCES when a service refused the token.
 
 from __future__ import annotations
 
+import bisect
 import errno
 import functools
 import posixpath
@@ -126,12 +127,22 @@ class _Guard:
 
 @dataclass
 class _Page:
-    """Part of a listing: the entries after ``after`` and where the next page starts."""
+    """Part of a listing: the entries after ``after`` and where the next page starts.
+
+    ``ids`` are the rows' fileids, in order: the kernel reads a listing a few dozen entries
+    at a time, and each read finds its place in the page by bisection, not by a scan;
+    ``entries`` are made for all rows at the first read.
+    """
 
     after: int
     rows: list[tuple[int, str]]
     next: int | None
     expires: float
+    ids: list[int] = field(init=False)
+    entries: list[tuple[str, Attr, int]] | None = None  # the rows as listdir gives them
+
+    def __post_init__(self) -> None:
+        self.ids = [fileid for fileid, _ in self.rows]
 
     def covers(self, after: int) -> bool:
         if after < self.after:
@@ -152,6 +163,7 @@ class _State:
     tables: set[tuple[int, str]] = field(default_factory=set)
     members: set[tuple[int, str, int]] = field(default_factory=set)
     pages: dict[tuple[int, str], list[_Page]] = field(default_factory=dict)
+    listed: dict[tuple[int, int], tuple[str, Attr, int]] = field(default_factory=dict)
     verified: set[Path] = field(default_factory=set)
 
 
@@ -199,8 +211,10 @@ class Namespace:
         self._ino(_Node("syn", name="/"))
 
     def close(self) -> None:
-        """Stop the background probes of sources that are down."""
+        """Stop the background probes of sources that are down; close the sources."""
         self._stop.set()
+        for source in self._sources:
+            source.close()
 
     # -- inode numbers ------------------------------------------------------------------
 
@@ -490,18 +504,30 @@ class Namespace:
         entries: list[tuple[str, Attr, int]] = []
         while len(entries) < limit:
             page = self._page(node, after)
-            rows = [row for row in page.rows if row[0] > after][:limit - len(entries)]
-            for fileid, ext in rows:
-                name = str(fileid) if node.kind == "fileid" or not ext else f"{fileid}.{ext}"
-                child = self._ino(_Node("file", node.mount, number=fileid), ino)
-                if node.kind == "tabledir":
-                    self._state.members.add((node.mount, node.name, fileid))
-                entries.append((name, self.getattr(child), fileid + 2))
-                after = fileid
+            if page.entries is None:
+                page.entries = [self._listed(ino, node, fileid, ext) for fileid, ext in page.rows]
+            start = bisect.bisect_right(page.ids, after)
+            entries.extend(page.entries[start:start + limit - len(entries)])
+            if entries:
+                after = entries[-1][2] - 2
             if len(entries) >= limit or page.next is None:
                 break
             after = max(after, page.next)
         return entries
+
+    def _listed(self, ino: int, node: _Node, fileid: int, ext: str) -> tuple[str, Attr, int]:
+        """One entry of directory ``ino`` (M/fileid or a table's), made once for the run: its
+        name, inode number and attributes never change, and the kernel lists a directory a
+        few dozen entries per request, over and over."""
+        key = (ino, fileid)
+        made = self._state.listed.get(key)
+        if made is None:
+            name = str(fileid) if node.kind == "fileid" or not ext else f"{fileid}.{ext}"
+            child = self._ino(_Node("file", node.mount, number=fileid), ino)
+            if node.kind == "tabledir":
+                self._state.members.add((node.mount, node.name, fileid))
+            made = self._state.listed[key] = (name, self.getattr(child), fileid + 2)
+        return made
 
     def _page(self, node: _Node, after: int) -> _Page:
         key = (node.mount, node.name)

@@ -16,7 +16,7 @@ import base64
 import http.client
 import shutil
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -108,6 +108,10 @@ class Source(Protocol):
         """Write the object's bytes into ``out``; the caller verifies them."""
         ...
 
+    def close(self) -> None:
+        """Give back what the source holds open (database connections), at the end of a run."""
+        ...
+
 
 def _epoch(moment: datetime) -> float:
     return (moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment).timestamp()
@@ -138,34 +142,58 @@ class LocalSource:
         self.label = str(path)
         self._timeout = timeout
         self._ctx: RepoContext | None = None
+        self._rows: _FileRows | None = None
         self._lock = threading.Lock()
         self._known: dict[int, FileMeta] = {}
 
     def _context(self) -> RepoContext:
         """The open repository; a schema it cannot read is RepoDataError (EIO), not a refusal."""
         with self._lock:
-            if self._ctx is None:
-                from treadle.repo.context import open_context
+            return self._context_locked()
 
-                try:
-                    self._ctx = open_context(self.path)
-                except (StoreUnreachable, RepoDataError):
-                    raise
-                except RepoError as e:
-                    raise RepoDataError(str(e)) from None
-            return self._ctx
+    def _context_locked(self) -> RepoContext:
+        if self._ctx is None:
+            from treadle.repo.context import open_context
+
+            try:
+                self._ctx = open_context(self.path)
+            except (StoreUnreachable, RepoDataError):
+                raise
+            except RepoError as e:
+                raise RepoDataError(str(e)) from None
+        return self._ctx
 
     def file(self, fileid: int) -> FileMeta:
         known = self._known.get(fileid)
         if known is not None:
             return known
-        from treadle.repo import fetch
+        from treadle.repo.fetch import LARGEST_FILEID
 
-        info = fetch.file_info(self._context(), fileid)
-        meta = FileMeta(info.fileid, info.checksum, info.size, info.extension,
-                        _epoch(info.created_at))
+        if not 1 <= fileid <= LARGEST_FILEID:
+            raise FileAbsent(f"no such file: fileid {fileid}")
+        rows = self._file_rows()
+        row = rows.one(fileid)
+        if row is None or row[5] == "DELETED":
+            raise FileAbsent(f"no such file: fileid {fileid}")
+        meta = FileMeta(row[0], row[1], row[2], row[3] or "", rows.epoch(row[4]))
         self._known[fileid] = meta
         return meta
+
+    def _file_rows(self) -> _FileRows:
+        with self._lock:
+            if self._rows is None:
+                self._rows = _FileRows(self._context_locked())
+            return self._rows
+
+    def close(self) -> None:
+        """Give back the database connections."""
+        with self._lock:
+            if self._rows is not None:
+                self._rows.close()
+                self._rows = None
+            if self._ctx is not None:
+                self._ctx.close()
+                self._ctx = None
 
     def blob(self, hexdigest: str) -> FileMeta:
         from treadle.repo import fetch
@@ -174,26 +202,18 @@ class LocalSource:
         return FileMeta(0, checksum, fetch.object_size(self._context(), checksum), "", 0.0)
 
     def fileids(self, after: int, limit: int) -> tuple[list[tuple[int, str]], int | None]:
-        from sqlalchemy import select
+        rows = self._file_rows()
+        return self._known_page(rows.page(after, limit), limit, rows.epoch)
 
-        from treadle.repo.schema import files
-
-        ctx = self._context()
-        with ctx.reading() as conn:
-            rows = conn.execute(
-                select(files.c.fileid, files.c.checksum, files.c.size, files.c.extension,
-                       files.c.created_at)
-                .where(files.c.fileid > after, files.c.state == "OK")
-                .order_by(files.c.fileid).limit(limit)).all()
-        return self._known_page(rows, limit)
-
-    def _known_page(self, rows: Sequence[Any], limit: int) -> tuple[list[tuple[int, str]], int | None]:
-        """A page of file rows, each kept as known: a listing's attributes come with it, not
-        one query per entry."""
+    def _known_page(self, rows: Sequence[Any], limit: int,
+                    epoch: Callable[[Any], float]) -> tuple[list[tuple[int, str]], int | None]:
+        """A page of file rows (fileid, checksum, size, extension, created_at), each kept as
+        known: a listing's attributes come with it, not one query per entry."""
+        known = self._known
         for row in rows:
-            self._known[row.fileid] = FileMeta(row.fileid, row.checksum, row.size,
-                                               row.extension or "", _epoch(row.created_at))
-        return _page([(row.fileid, row.extension or "") for row in rows], limit)
+            if row[0] not in known:
+                known[row[0]] = FileMeta(row[0], row[1], row[2], row[3] or "", epoch(row[4]))
+        return _page([(row[0], row[3] or "") for row in rows], limit)
 
     def tables(self) -> list[str]:
         from treadle.repo.schema import user_tables
@@ -220,7 +240,7 @@ class LocalSource:
                        files.c.created_at)
                 .where(files.c.fileid.in_(select(named.c.fileid)), files.c.state == "OK")
                 .order_by(files.c.fileid).limit(limit)).all()
-        return self._known_page(rows, limit)
+        return self._known_page(rows, limit, _epoch)
 
     def local_object(self, meta: FileMeta, skip: Sequence[Path] = ()) -> tuple[Path, bool] | None:
         from treadle.repo import fetch
@@ -272,6 +292,81 @@ class LocalSource:
 
         with fetch.open_verified(self._context(), meta.checksum, timeout=self._timeout) as stream:
             shutil.copyfileobj(stream, out, CHUNK)
+
+
+class _FileRows:
+    """Rows of ``files`` through one DBAPI connection and statements compiled once.
+
+    A program's first look-up of a name waits for a file's row, and a listing for a page of
+    them; through a SQLAlchemy connection one row took 0.4 ms, most of it the library's own
+    bookkeeping, where the database needs a few microseconds. The statements are compiled
+    once and run with their parameters bound; the connection comes from the repository's
+    engine (with its pragmas and options) and is shared under a lock, so a run holds one
+    connection however many threads ask. Any failure of the database is StoreUnreachable, as
+    for every other read (docs/repo.md). Rows are (fileid, checksum, size, extension,
+    created_at as the driver gives it, state); :meth:`epoch` reads the time.
+    """
+
+    def __init__(self, ctx: RepoContext):
+        from sqlalchemy import bindparam, select
+
+        from treadle.repo.schema import files
+
+        dialect = ctx.engine.dialect
+        columns = select(files.c.fileid, files.c.checksum, files.c.size, files.c.extension,
+                         files.c.created_at, files.c.state)
+        self._one = columns.where(files.c.fileid == bindparam("fileid")).compile(dialect=dialect)
+        self._page = columns.where(files.c.fileid > bindparam("after"), files.c.state == "OK") \
+            .order_by(files.c.fileid).limit(bindparam("limit")).compile(dialect=dialect)
+        self._time: Callable[[Any], Any] | None = \
+            files.c.created_at.type.dialect_impl(dialect).result_processor(dialect, None)
+        self._engine = ctx.engine
+        self._dbapi_error: type[Exception] = dialect.loaded_dbapi.Error
+        self._raw: Any = None
+        self._lock = threading.Lock()
+
+    def epoch(self, created_at: Any) -> float:
+        """Epoch seconds of a row's created_at."""
+        return _epoch(self._time(created_at) if self._time is not None else created_at)
+
+    def one(self, fileid: int) -> Any:
+        """File ``fileid``'s row, or None."""
+        rows = self._run(self._one, {"fileid": fileid})
+        return rows[0] if rows else None
+
+    def page(self, after: int, limit: int) -> list[Any]:
+        """Up to ``limit`` rows of files in state OK above ``after``, by fileid."""
+        return self._run(self._page, {"after": after, "limit": limit})
+
+    def _run(self, compiled: Any, given: dict[str, int]) -> list[Any]:
+        from sqlalchemy.exc import DBAPIError
+
+        params = {**compiled.params, **given}
+        order = compiled.positiontup
+        args = tuple(params[name] for name in order) if order else params
+        with self._lock:
+            try:
+                if self._raw is None:
+                    self._raw = self._engine.raw_connection()
+                cursor = self._raw.cursor()
+                try:
+                    cursor.execute(compiled.string, args)
+                    rows = cursor.fetchall()
+                finally:
+                    cursor.close()
+                self._raw.rollback()  # no transaction left open between questions
+            except (DBAPIError, self._dbapi_error) as e:
+                if self._raw is not None:  # broken or not, the next question starts afresh
+                    self._raw.invalidate()
+                    self._raw = None
+                raise StoreUnreachable(f"cannot read the repository database: {e}") from None
+        return list(rows)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._raw is not None:
+                self._raw.close()
+                self._raw = None
 
 
 class HttpSource:
@@ -329,13 +424,7 @@ class HttpSource:
             return known
         if fileid < 1:
             raise FileAbsent(f"no such file: fileid {fileid}")
-        data = self._service().meta(fileid)
-        try:
-            meta = FileMeta(int(data["fileid"]), str(data["checksum"]), int(data["size"]),
-                            str(data["extension"] or ""),
-                            _epoch(datetime.fromisoformat(str(data["created_at"]))))
-        except (KeyError, ValueError, TypeError) as e:
-            raise StoreUnreachable(f"{self.label}: a bad answer for fileid {fileid}: {e}") from None
+        meta = self._parse_meta(self._service().meta(fileid), f"fileid {fileid}")
         self._known[fileid] = meta
         return meta
 
@@ -352,7 +441,9 @@ class HttpSource:
 
     def fileids(self, after: int, limit: int) -> tuple[list[tuple[int, str]], int | None]:
         data = self._get(f"/v1/list/fileid?after={after}&limit={limit}")
-        try:
+        if "files" in data:
+            return self._listed(_list(data, self.label, "files")), _next(data)
+        try:  # a service older than the listing's metadata
             ids = [int(i) for i in _list(data, self.label)]
         except (ValueError, TypeError) as e:
             raise StoreUnreachable(f"{self.label}: a bad listing: {e}") from None
@@ -368,11 +459,31 @@ class HttpSource:
     def table_files(self, table: str, after: int,
                     limit: int) -> tuple[list[tuple[int, str]], int | None]:
         data = self._get(f"/v1/list/table/{quote(table, safe='')}?after={after}&limit={limit}")
-        try:
-            ids = [int(e["fileid"]) for e in _list(data, self.label)]
+        entries = _list(data, self.label)
+        if all(isinstance(e, dict) and "checksum" in e for e in entries):
+            return self._listed(entries), _next(data)
+        try:  # a service older than the listing's metadata
+            ids = [int(e["fileid"]) for e in entries]
         except (KeyError, ValueError, TypeError) as e:
             raise StoreUnreachable(f"{self.label}: a bad table listing: {e}") from None
         return self._metas(ids), _next(data)
+
+    def _listed(self, entries: list[Any]) -> list[tuple[int, str]]:
+        """(fileid, extension) of a listing whose entries carry their metadata, each kept for
+        the run: a directory listed over HTTP costs one request per page, not per file."""
+        metas = [self._parse_meta(entry, "a listing") for entry in entries]
+        for meta in metas:
+            self._known[meta.fileid] = meta
+        return [(m.fileid, m.extension) for m in metas]
+
+    def _parse_meta(self, data: Any, what: str) -> FileMeta:
+        """FileMeta from a service's JSON (``/v1/meta`` or a listing's entry)."""
+        try:
+            return FileMeta(int(data["fileid"]), str(data["checksum"]), int(data["size"]),
+                            str(data["extension"] or ""),
+                            _epoch(datetime.fromisoformat(str(data["created_at"]))))
+        except (KeyError, ValueError, TypeError) as e:
+            raise StoreUnreachable(f"{self.label}: a bad answer for {what}: {e}") from None
 
     def _metas(self, ids: list[int]) -> list[tuple[int, str]]:
         """(fileid, extension) of each of ``ids``: a service's listings carry no attributes, so
@@ -383,6 +494,9 @@ class HttpSource:
 
     def local_object(self, meta: FileMeta, skip: Sequence[Path] = ()) -> tuple[Path, bool] | None:
         return None
+
+    def close(self) -> None:
+        """Nothing stays open: each request's connection closes with its response."""
 
     def replica_failed(self, meta: FileMeta, path: Path, reason: str) -> str:
         return f"{path}: {reason}"
