@@ -48,7 +48,7 @@ class View:
         self._prefix = self.root + "/"
         self._mounts = sorted(namespace.mounts, key=len, reverse=True)
         self._made: dict[str, int] = {}
-        self._attrs: dict[str, Attr] = {}  # what each made path is
+        self._attrs: dict[str, Attr] = {}  # what each path asked about is
         self._privileged = os.geteuid() == 0
         self._xattrs_work = True
 
@@ -80,11 +80,20 @@ class View:
     def stat(self, path: str) -> Attr:
         """What ``path`` under M is (OSError with the namespace's errno), making nothing.
 
-        What the view holds already is known: present metadata holds for the whole run
-        (objects never change), so only new names are walked in the namespace.
+        Present metadata holds for the whole run (objects never change), so each name is
+        asked once, and a name in a directory already known is one look-up in it.
         """
         attr = self._attrs.get(path)
-        return attr if attr is not None else self.namespace.resolve(path)
+        if attr is not None:
+            return attr
+        parent, _, name = path.rpartition("/")
+        known = self._attrs.get(parent)
+        if known is not None and known.kind == "dir" and name not in ("", ".", ".."):
+            attr = self.namespace.lookup(known.ino, name)  # one step, not a walk from M
+        else:
+            attr = self.namespace.resolve(path)
+        self._attrs[path] = attr
+        return attr
 
     def placeholder(self, path: str) -> Attr:
         """Make ``path`` exist in the view: a directory, or a file's metadata stand-in (xattr
