@@ -360,9 +360,7 @@ class _IngestRun:
         work = [item for item in items if item.problem is None and not self._skipped_unread(item)]
         self._refuse_or_skip_bad(items)
         work = [item for item in work if item.problem is None]
-        # stores are looked at only when there is something to write to them
-        targets = self._usable_stores() if any(item.stat_key not in self.copied for item in work) else []
-        self._copy(work, targets, executor)
+        targets = self._copy(work, executor)
         self._make_durable(work, targets, executor)
         self._check_replica_counts(work)
         self._refuse_or_skip_bad(work)
@@ -370,7 +368,8 @@ class _IngestRun:
         with self.ctx.engine.begin() as conn:
             added = self._commit(conn, work)
         for item in work:
-            item.copied.recorded = True
+            if item.copy is not None:
+                item.copy.recorded = True
         self.result.skipped += len(items) - len(added)
         self.result.added += len(added)
         self.result.fileids.extend(added)
@@ -380,7 +379,7 @@ class _IngestRun:
                       f"{self.result.bytes:,} bytes so far)")
 
     def _skipped_unread(self, item: _Item) -> bool:
-        return item.present is not None and self.skip_existing
+        return self.skip_existing and item.present is not None
 
     # --- step 1: check -------------------------------------------------------------------------
 
@@ -545,16 +544,23 @@ class _IngestRun:
                                    f"is usable: {why}")
         return usable[:config.replicas]
 
-    def _copy(self, items: list[_Item], targets: list[tuple[StoreRow, Store]],
-              executor: ThreadPoolExecutor) -> None:
-        """Copy each distinct source once (threads), sharing the outcome among rows that name it."""
+    def _copy(self, items: list[_Item], executor: ThreadPoolExecutor) -> list[tuple[StoreRow, Store]]:
+        """Copy each distinct source once (threads), sharing the outcome among rows that name it.
+
+        The stores written to are returned; they are looked at only when there is something to
+        write, so a batch of files copied by earlier batches costs no store check.
+        """
         pending: dict[StatKey, list[_Item]] = {}
         for item in items:
-            cached = self.copied.get(item.stat_key)
+            stat_key = item.stat_key
+            cached = self.copied.get(stat_key)
             if cached is not None:
                 item.copy = cached
             else:
-                pending.setdefault(item.stat_key, []).append(item)
+                pending.setdefault(stat_key, []).append(item)
+        if not pending:
+            return []
+        targets = self._usable_stores()
         failed_stores: dict[str, str] = {}  # store name -> why, shared by the batch's copies
         futures: dict[StatKey, Future[_Copy]] = {
             stat_key: executor.submit(_copy_source, group[0].row.path, group[0].row.source, targets,
@@ -575,6 +581,7 @@ class _IngestRun:
             for future in futures.values():
                 future.cancel()
             raise
+        return targets
 
     def _check_replica_counts(self, items: list[_Item]) -> None:
         """Every object must be durable in min_replicas stores; fewer fail the batch."""
@@ -668,7 +675,7 @@ class _IngestRun:
             return []
         now = utcnow()
         ingest_id = self.result.ingest_id
-        rows = [(item.copied.checksum, item.copied.size, (extension := _extension(item.row.source)),
+        rows = [((copy := item.copied).checksum, copy.size, (extension := _extension(item.row.source)),
                  _media_type(extension), "OK", now, ingest_id, item.row.source) for item in new]
         fileids = self._insert_files(conn, rows)
         columns = [c for c in table.c.keys() if c != "fileid"]
@@ -682,7 +689,7 @@ class _IngestRun:
             conn.execute(table.update().where(table.c[self.key] == item.key)
                          .values(fileid=fileid, **{c: item.values.get(c) for c in columns}))
         self._set_links(conn, list(zip(new, fileids, strict=True)))
-        size = sum(item.copied.size for item in new)
+        size = sum(row[1] for row in rows)  # FILE_COLUMNS[1]: size
         conn.execute(schema.ingests.update().where(schema.ingests.c.ingest_id == self.result.ingest_id)
                      .values(rows=schema.ingests.c.rows + len(new), bytes=schema.ingests.c.bytes + size))
         self.result.bytes += size
@@ -847,8 +854,10 @@ def _insert_many(conn: Connection, table: Table, columns: Sequence[str],
     """
     dialect = conn.dialect
     compiled = table.insert().compile(dialect=dialect, column_keys=list(columns))
+    # the dialect's own type, as SQLAlchemy binds it: on SQLite a time becomes its text here,
+    # not in sqlite3's deprecated default adapter, and in the form SQLAlchemy reads back
     processors = [(i, process) for i, name in enumerate(columns)
-                  if (process := table.c[name].type.bind_processor(dialect)) is not None]
+                  if (process := table.c[name].type.dialect_impl(dialect).bind_processor(dialect)) is not None]
     values: list[Sequence[object]] = list(rows)
     if processors and rows:
         by_column = list(zip(*rows, strict=True))

@@ -192,29 +192,29 @@ def _read_csv(path: Path) -> Iterator[ManifestRow]:
                 raise RepoError(f"{path}:1: no {PATH_FIELD!r} column")
             at, width = header.index(PATH_FIELD), len(header)
             name, resolve = str(path), _resolver(str(path.parent))
+            line = reader.line_num + 1  # where the next record starts
             while True:
-                line = reader.line_num + 1
                 try:
-                    record = next(reader)
-                except StopIteration:
+                    for record in reader:  # a for loop: rows are many, and next() costs more
+                        start, line = line, reader.line_num + 1
+                        if not record:
+                            continue  # a blank line
+                        if len(record) != width:
+                            yield ManifestRow(f"{name}:{start}", "", "",
+                                              problem=f"{len(record)} fields where the header has {width}")
+                            continue
+                        given = record[at]
+                        if not given:
+                            yield _no_path(f"{name}:{start}")
+                            continue
+                        # CSV fields are all text: none needs the checks of a JSON value
+                        values: dict[str, Value] = dict(zip(header, record, strict=False))  # as wide: checked
+                        del values[PATH_FIELD]
+                        yield ManifestRow(f"{name}:{start}", given, resolve(given), values)
                     return
                 except csv.Error as e:
                     yield ManifestRow(f"{name}:{line}", "", "", problem=str(e))
-                    continue
-                if not record:
-                    continue  # a blank line
-                if len(record) != width:
-                    yield ManifestRow(f"{name}:{line}", "", "",
-                                      problem=f"{len(record)} fields where the header has {width}")
-                    continue
-                given = record[at]
-                if not given:
-                    yield _no_path(f"{name}:{line}")
-                    continue
-                # CSV fields are all text: none needs the checks of a JSON value
-                values: dict[str, Value] = dict(zip(header, record, strict=False))  # as wide: checked
-                del values[PATH_FIELD]
-                yield ManifestRow(f"{name}:{line}", given, resolve(given), values)
+                    line = reader.line_num + 1
     except (OSError, UnicodeDecodeError) as e:
         raise _cannot_read(path, e) from None
 
@@ -354,6 +354,8 @@ def _to_text(value: Value) -> str | None:
 
 
 def _to_int_column(value: Value) -> int | None:
+    if isinstance(value, str) and len(value) < 19 and value.isdigit() and value.isascii():
+        return int(value)  # the common case, at once: up to 18 digits always fit 64 bits
     if value is None or value == "":
         return None
     number = _to_int(value)
