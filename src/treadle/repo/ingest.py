@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Index, Table, and_, bindparam, func, select
+from sqlalchemy import Connection, Dialect, Index, Table, and_, bindparam, func, select
 
 from treadle.errors import RepoDataError, RepoError, StoreUnreachable
 from treadle.repo import schema
@@ -679,16 +679,21 @@ class _IngestRun:
                  _media_type(extension), "OK", now, ingest_id, item.row.source) for item in new]
         fileids = self._insert_files(conn, rows)
         columns = [c for c in table.c.keys() if c != "fileid"]
-        fresh = [(item, fileid) for item, fileid in zip(new, fileids, strict=True) if item.present is None]
-        replaced = [(item, fileid) for item, fileid in zip(new, fileids, strict=True) if item.present is not None]
+        fresh: list[tuple[object, ...]] = []  # user rows to insert, fileid first
+        replaced: list[tuple[_Item, int]] = []
+        for item, fileid in zip(new, fileids, strict=True):
+            if item.present is None:
+                fresh.append((fileid, *map(item.values.get, columns)))
+            else:
+                replaced.append((item, fileid))
         if fresh:
-            _insert_many(conn, table, ["fileid", *columns],
-                         [(fileid, *map(item.values.get, columns)) for item, fileid in fresh])
+            _insert_many(conn, table, ["fileid", *columns], fresh)
         for item, fileid in replaced:
             assert self.key is not None
             conn.execute(table.update().where(table.c[self.key] == item.key)
                          .values(fileid=fileid, **{c: item.values.get(c) for c in columns}))
-        self._set_links(conn, list(zip(new, fileids, strict=True)))
+        if self.links:
+            self._set_links(conn, list(zip(new, fileids, strict=True)))
         size = sum(row[1] for row in rows)  # FILE_COLUMNS[1]: size
         conn.execute(schema.ingests.update().where(schema.ingests.c.ingest_id == self.result.ingest_id)
                      .values(rows=schema.ingests.c.rows + len(new), bytes=schema.ingests.c.bytes + size))
@@ -698,15 +703,20 @@ class _IngestRun:
     def _insert_files(self, conn: Connection, rows: Sequence[Sequence[object]]) -> list[int]:
         """Insert ``files`` rows (tuples in the order of FILE_COLUMNS); their new fileids, in order.
 
-        One executemany and one SELECT rather than RETURNING, which SQLite can only honour row by
-        row when the order matters. The order is sure because this process holds the writer lock:
+        One executemany and a SELECT of the new range rather than RETURNING, which SQLite can only
+        honour row by row when the order matters. The order is sure because this process holds the writer lock:
         fileids only grow, and nobody else inserts between the two statements.
         """
         files = schema.files
         before = conn.execute(select(func.coalesce(func.max(files.c.fileid), 0))).scalar_one()
         _insert_many(conn, files, FILE_COLUMNS, rows)
-        fileids = list(conn.execute(
-            select(files.c.fileid).where(files.c.fileid > before).order_by(files.c.fileid)).scalars().all())
+        new = files.c.fileid > before
+        count, first, last = conn.execute(select(func.count(), func.min(files.c.fileid),
+                                                 func.max(files.c.fileid)).where(new)).one()
+        if count and count == last - first + 1:
+            fileids = list(range(first, last + 1))  # without gaps: no need to fetch them one by one
+        else:
+            fileids = list(conn.execute(select(files.c.fileid).where(new).order_by(files.c.fileid)).scalars())
         if len(fileids) != len(rows):
             raise RuntimeError(f"inserted {len(rows)} files but found {len(fileids)} new fileids: "
                                f"another process wrote the database without the writer lock")
@@ -847,17 +857,12 @@ def _insert_many(conn: Connection, table: Table, columns: Sequence[str],
                  rows: Sequence[Sequence[object]]) -> None:
     """INSERT ``rows`` (tuples in the order of ``columns``) with one DBAPI executemany.
 
-    The statement is compiled once per call and each column's bind processor is looked up
-    once, rather than SQLAlchemy building and processing a parameter dict per row: on the
-    metadata path (many rows, few bytes) that per-row work was most of an ingest's time. The
-    values are still bound parameters, in the paramstyle of whichever database this is.
+    The statement is compiled and each column's bind processor looked up once (_insert_statement),
+    rather than SQLAlchemy building and processing a parameter dict per row: on the metadata
+    path (many rows, few bytes) that per-row work was most of an ingest's time. The values are
+    still bound parameters, in the paramstyle of whichever database this is.
     """
-    dialect = conn.dialect
-    compiled = table.insert().compile(dialect=dialect, column_keys=list(columns))
-    # the dialect's own type, as SQLAlchemy binds it: on SQLite a time becomes its text here,
-    # not in sqlite3's deprecated default adapter, and in the form SQLAlchemy reads back
-    processors = [(i, process) for i, name in enumerate(columns)
-                  if (process := table.c[name].type.dialect_impl(dialect).bind_processor(dialect)) is not None]
+    sql, order, processors = _insert_statement(table, tuple(columns), conn.dialect)
     values: list[Sequence[object]] = list(rows)
     if processors and rows:
         by_column = list(zip(*rows, strict=True))
@@ -865,13 +870,31 @@ def _insert_many(conn: Connection, table: Table, columns: Sequence[str],
             by_column[i] = _processed(by_column[i], process)
         values = list(zip(*by_column, strict=True))
     params: list[Any]
-    if compiled.positional:
-        order = [columns.index(name) for name in compiled.positiontup or ()]
-        params = values if order == list(range(len(columns))) else \
-            [tuple(row[i] for i in order) for row in values]
-    else:
+    if order is None:  # named parameters
         params = [dict(zip(columns, row, strict=True)) for row in values]
-    conn.exec_driver_sql(str(compiled), params)
+    elif order == list(range(len(columns))):
+        params = values
+    else:
+        params = [tuple(row[i] for i in order) for row in values]
+    conn.exec_driver_sql(sql, params)
+
+
+@functools.lru_cache(maxsize=32)
+def _insert_statement(table: Table, columns: tuple[str, ...], dialect: Dialect) -> tuple[
+        str, list[int] | None, list[tuple[int, Callable[[Any], Any]]]]:
+    """The INSERT of ``columns`` into ``table``: its SQL, the columns' order for positional
+    parameters (None for named ones), and the bind processors of the columns that have one.
+
+    Each batch inserts into the same tables, so this is worked out once per table, not per batch.
+    """
+    compiled = table.insert().compile(dialect=dialect, column_keys=list(columns))
+    order = [columns.index(name) for name in compiled.positiontup or ()] if compiled.positional else None
+    # the dialect's own type, as SQLAlchemy binds it: on SQLite a time becomes its text here,
+    # not in sqlite3's deprecated default adapter, and in the form SQLAlchemy reads back
+    processors: list[tuple[int, Callable[[Any], Any]]] = [
+        (i, process) for i, name in enumerate(columns)
+        if (process := table.c[name].type.dialect_impl(dialect).bind_processor(dialect)) is not None]
+    return str(compiled), order, processors
 
 
 def _processed(column: Sequence[object], process: Callable[[Any], Any]) -> tuple[object, ...]:
