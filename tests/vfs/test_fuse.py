@@ -415,3 +415,82 @@ except Alarm:
     done, _ = _run(tmp_path, [(mount, url)], ["python3", "-c", script], timeout=4.0)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["interrupted", "True"]
+
+
+# Inside a mount namespace of its own: a repository copy on an overlayfs (over1, as a
+# container's root), and one on an overlayfs stacked on that (over2), so its files are two
+# filesystems deep and the kernel refuses them as backing files (ELOOP) at our passthrough stack
+# depth of 2. Everything here dies with the namespace.
+_DEEP_COPY = """
+set -e
+mount -t tmpfs treadle-test "$DEEP"
+cd "$DEEP"
+mkdir lower upper1 work1 over1 upper2 work2 over2
+mount -t overlay treadle-test -o "lowerdir=$DEEP/lower,upperdir=$DEEP/upper1,workdir=$DEEP/work1" over1
+mkdir over1/lower
+mount -t overlay treadle-test -o "lowerdir=$DEEP/over1/lower,upperdir=$DEEP/upper2,workdir=$DEEP/work2" over2
+cp -a "$REPO" over1/repo
+cp -a "$REPO" over2/repo
+cd /
+exec "$@"
+"""
+
+def _deep(tmp_path: Path, filled) -> tuple[Path, tuple[str, ...], dict[str, str]]:
+    """Where ``_DEEP_COPY`` puts its overlays, and the ``_run`` prefix and env that make them."""
+    deep = tmp_path / "deep"
+    deep.mkdir()
+    return (deep, ("unshare", "-m", "--propagation", "private", "sh", "-c", _DEEP_COPY, "sh"),
+            {"DEEP": str(deep), "REPO": str(filled.path)})
+
+
+def test_passthrough_takes_a_backing_file_on_an_overlayfs(filled_repo, tmp_path):
+    """At stack depth 1 the kernel would refuse these with ELOOP; at 2 it serves them."""
+    ok, why = passthrough_available()
+    if not ok:
+        pytest.skip(why)
+    deep, prefix, env = _deep(tmp_path, filled_repo)
+    mount = tmp_path / "m"
+    mount.mkdir()
+    done, stats = _run(tmp_path, [(mount, deep / "over1" / "repo")],
+                       ["python3", "-c", _HASH_ALL, str(mount)], passthrough=True,
+                       prefix=prefix, env=env)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {str(fileid): hashlib.sha256(data).hexdigest()
+                                       for fileid, (data, _ext) in filled_repo.files.items()}
+    assert stats["passthrough_opens"] == len(filled_repo.files) and stats["daemon_reads"] == 0
+
+
+# Opens A twice (passthrough: one backing id), then B (its backing file refused: daemon reads
+# from then on), then A and B again while their first handles are still open; prints each
+# handle's sha256.
+_REOPEN = """
+import hashlib, sys
+a, b = sys.argv[1], sys.argv[2]
+handles = [open(a, "rb"), open(a, "rb"), open(b, "rb"), open(a, "rb"), open(b, "rb")]
+for f in handles:
+    print(hashlib.sha256(f.read()).hexdigest())
+"""
+
+
+def test_a_reopen_keeps_the_inode_read_mode_after_the_switch(filled_repo, tmp_path):
+    """The kernel fails with EIO an open answered in one read mode while the inode has handles
+    in the other, and takes one backing file per inode: an inode in passthrough shares its
+    backing id with every new handle, even after a refused BACKING_OPEN (here ELOOP, a backing
+    file too deep) has switched the connection to daemon reads; an inode served by the daemon
+    stays so."""
+    ok, why = passthrough_available()
+    if not ok:
+        pytest.skip(why)
+    deep, prefix, env = _deep(tmp_path, filled_repo)
+    near, far = tmp_path / "a", tmp_path / "b"
+    for where in (near, far):
+        where.mkdir()
+    done, stats = _run(tmp_path, [(near, filled_repo.path), (far, deep / "over2" / "repo")],
+                       ["python3", "-c", _REOPEN, str(near / "fileid" / "1"),
+                        str(far / "fileid" / "2")], prefix=prefix, env=env)
+    assert done.returncode == 0, done.stderr
+    a, b = (hashlib.sha256(filled_repo.files[i][0]).hexdigest() for i in (1, 2))
+    assert done.stdout.split() == [a, a, b, a, b]
+    assert "passthrough refused (Too many levels of symbolic links)" in done.stderr
+    assert stats["passthrough_opens"] == 3 and stats["daemon_reads"] > 0
+    assert not [m for m in _fuse_mounts() if m.startswith(str(tmp_path))]

@@ -1,10 +1,11 @@
-"""Mode ``fuse``: a FUSE mount at each mount point, in a mount namespace of the run's own.
+"""Mode ``fuse``: the FUSE daemon, and the run it serves.
 
 The kernel routes every path walk under a mount point through the mount, so this mode is
 complete by construction (docs/vfs.md, "Fuse mode"). The launcher process enters a private
-mount namespace (and a user namespace when not root), mounts one FUSE connection, and serves
-it from an asyncio loop in this process while the command runs as a child in the same
-namespace. The mount dies with the namespace: a crashed run leaves nothing on the host.
+mount namespace (and a user namespace when not root) and gets its mount points from
+``mountns``, then serves the one FUSE connection from an asyncio loop in this process while
+the command runs as a child in the same namespace. The mount dies with the namespace: a
+crashed run leaves nothing on the host.
 
 One connection serves every mount point. Its root is the namespace's mount table (nodeid 1,
 ``Namespace.ROOT_INO``), and each mount point gets a bind of its directory in that tree, so
@@ -12,8 +13,8 @@ the kernel's inode numbers are the namespace's. Reads go through kernel passthro
 kernel lets us hand it the object's file (root on the host, Linux >= 6.9); otherwise, and for
 good after the first refusal, the daemon serves them with ``pread``.
 
-System interfaces are ctypes over libc (``unshare``, ``mount``, ``open_tree``, ...): nothing
-compiled, no libfuse.
+System interfaces are ctypes over libc and ioctls on ``/dev/fuse``: nothing compiled, no
+libfuse.
 """
 
 from __future__ import annotations
@@ -27,10 +28,9 @@ import itertools
 import os
 import select
 import signal
-import stat
 import sys
 import threading
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,41 +38,15 @@ from typing import TYPE_CHECKING, TypeVar
 
 from treadle.errors import VfsError
 from treadle.vfs import fuseproto as fp
-from treadle.vfs import process
+from treadle.vfs import mountns, process
 
 if TYPE_CHECKING:
     from treadle.vfs.namespace import Attr, Namespace
 
 _T = TypeVar("_T")
 
-# --- Kernel constants (linux/sched.h, linux/mount.h, linux/prctl.h) -------------------------
-CLONE_NEWNS = 0x00020000
-CLONE_NEWUSER = 0x10000000
-MS_RDONLY = 1
-MS_NOSUID = 2
-MS_NODEV = 4
-MS_REMOUNT = 32
-MS_BIND = 4096
-MS_REC = 16384
-MS_PRIVATE = 1 << 18
-MNT_DETACH = 2
-AT_FDCWD = -100
+# --- Kernel constants (linux/prctl.h) -----------------------------------------------------
 PR_SET_PDEATHSIG = 1
-SYS_OPEN_TREE = 428
-SYS_MOVE_MOUNT = 429
-SYS_FSOPEN = 430
-SYS_FSCONFIG = 431
-SYS_FSMOUNT = 432
-OPEN_TREE_CLONE = 1
-AT_RECURSIVE = 0x8000
-AT_SYMLINK_NOFOLLOW = 0x100
-MOVE_MOUNT_F_EMPTY_PATH = 4
-FSOPEN_CLOEXEC = 1
-FSMOUNT_CLOEXEC = 1
-FSCONFIG_SET_STRING = 1
-FSCONFIG_CMD_CREATE = 6
-MOUNT_ATTR_NOSUID = 2
-MOUNT_ATTR_NODEV = 4
 
 # --- Timeouts the kernel may cache answers for (docs/vfs.md) -------------------------------
 # Objects never change, so a file's name and attributes hold for 5 minutes; a directory's and
@@ -90,209 +64,27 @@ DIRENT_MIN = 32
 DIRENTPLUS_MIN = 160
 # How long a probe for fuse_available / passthrough_available may wait for the kernel's INIT.
 PROBE_TIMEOUT = 5.0
+# How many filesystems deep under a backing file the kernel may go. At 1 it refuses with ELOOP
+# every backing file on an overlayfs, and a container's root is one; at 2, the kernel's most,
+# it takes them. The price of 2 is that nothing can be stacked on our mount in turn, and
+# nothing is: it lives in the run's private namespace, reached only by the command.
+STACK_DEPTH = 2
 
 _libc = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = ctypes.c_long
-
-
-def _check(result: int, what: str) -> int:
-    """``result`` of a libc call, or OSError with errno and ``what`` when it is negative."""
-    if result < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"{what}: {os.strerror(err)}")
-    return result
-
-
-def _mount(source: str, target: str, fstype: str | None, flags: int, data: str | None) -> None:
-    _check(_libc.mount(source.encode(), os.fsencode(target), fstype.encode() if fstype else None,
-                       ctypes.c_ulong(flags), data.encode() if data else None), f"mount {target}")
-
-
-def _open_tree(dirfd: int, path: str, flags: int) -> int:
-    return _check(_libc.syscall(SYS_OPEN_TREE, ctypes.c_int(dirfd), os.fsencode(path),
-                                ctypes.c_uint(flags | os.O_CLOEXEC)), f"open_tree {path}")
-
-
-def _move_mount(tree: int, to_dirfd: int, to_path: str) -> None:
-    _check(_libc.syscall(SYS_MOVE_MOUNT, ctypes.c_int(tree), b"", ctypes.c_int(to_dirfd),
-                         os.fsencode(to_path), ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH)),
-           f"move_mount {to_path}")
-
-
-def _new_tmpfs() -> int:
-    """A detached tmpfs (mode 0755) as a mount fd: the synthetic directory's filesystem."""
-    fs = _check(_libc.syscall(SYS_FSOPEN, b"tmpfs", ctypes.c_uint(FSOPEN_CLOEXEC)), "fsopen tmpfs")
-    try:
-        _check(_libc.syscall(SYS_FSCONFIG, ctypes.c_int(fs), ctypes.c_uint(FSCONFIG_SET_STRING),
-                             b"mode", b"0755", ctypes.c_int(0)), "fsconfig tmpfs")
-        _check(_libc.syscall(SYS_FSCONFIG, ctypes.c_int(fs), ctypes.c_uint(FSCONFIG_CMD_CREATE),
-                             None, None, ctypes.c_int(0)), "fsconfig tmpfs")
-        return _check(_libc.syscall(SYS_FSMOUNT, ctypes.c_int(fs), ctypes.c_uint(FSMOUNT_CLOEXEC),
-                                    ctypes.c_uint(MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV)),
-                      "fsmount tmpfs")
-    finally:
-        os.close(fs)
-
-
-# --- The namespace -------------------------------------------------------------------------
-
-
-def _enter_private_namespace() -> None:
-    """Enter a mount namespace of our own, with a user namespace when not root.
-
-    The user namespace maps our own uid and gid to themselves, so the command sees its usual
-    ids; its creator's capabilities are enough to mount FUSE and tmpfs in it. ``/`` becomes
-    recursively private so that nothing we mount propagates to the host.
-    """
-    uid, gid = os.geteuid(), os.getegid()
-    flags = CLONE_NEWNS if uid == 0 else CLONE_NEWNS | CLONE_NEWUSER
-    _check(_libc.unshare(ctypes.c_int(flags)), "unshare")
-    if uid != 0:
-        for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"),
-                           ("gid_map", f"{gid} {gid} 1")):
-            with open(f"/proc/self/{name}", "w") as f:
-                f.write(text)
-    _mount("none", "/", None, MS_REC | MS_PRIVATE, None)
-
-
-def _targets(mounts: Iterable[str]) -> list[str]:
-    """Where to bind a directory of the FUSE tree: each mount point, or, when it is missing on
-    the host, its first missing ancestor (a synthetic directory of the namespace's tree)."""
-    targets: list[str] = []
-    for mount in mounts:
-        target = mount
-        while not os.path.lexists(os.path.dirname(target)):
-            target = os.path.dirname(target)
-        if os.path.lexists(target) and not os.path.isdir(target):
-            raise VfsError(f"mount point {target} exists and is not a directory")
-        if target not in targets:
-            targets.append(target)
-    return targets
-
-
-class _Synthetic:
-    """Missing mount points made to exist inside this namespace only, never on the host.
-
-    A tmpfs goes over the deepest existing ancestor, holding a bind mount of each of that
-    ancestor's original entries (symbolic links re-created) plus the empty directories, and is
-    then made read-only; when the ancestor is ``/`` the process changes root into the tmpfs,
-    because a mount stacked on the root is not followed from it. The working directory is
-    entered again by name, as bubblewrap does. ``undo`` puts the host's view back once the
-    command is over, so that what the launcher writes afterwards (``--stats``) lands there.
-    """
-
-    def __init__(self) -> None:
-        self.parents: list[str] = []
-        self._old_root: int | None = None
-        self._old_cwd: int | None = None
-
-    def make(self, missing: list[str]) -> None:
-        if not missing:
-            return
-        cwd = os.getcwd()
-        self._old_cwd = os.open(".", os.O_PATH | os.O_CLOEXEC)
-        by_parent: dict[str, list[str]] = {}
-        for target in missing:
-            by_parent.setdefault(os.path.dirname(target), []).append(os.path.basename(target))
-        for parent, names in by_parent.items():
-            self._cover(parent, names)
-        with contextlib.suppress(OSError):
-            os.chdir(cwd)
-
-    def _cover(self, parent: str, names: list[str]) -> None:
-        original = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        tmpfs = _new_tmpfs()
-        try:
-            _move_mount(tmpfs, AT_FDCWD, parent)
-            self.parents.append(parent)
-            for entry in os.listdir(original):
-                _carry(original, tmpfs, entry)
-            for name in names:
-                os.mkdir(name, 0o555, dir_fd=tmpfs)
-            if parent == "/":
-                self._old_root = os.open("/", os.O_PATH | os.O_CLOEXEC)
-                os.fchdir(tmpfs)
-                _check(_libc.chroot(b"."), "chroot")
-        finally:
-            os.close(original)
-            os.close(tmpfs)
-        _mount("none", parent, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, None)
-
-    def undo(self) -> None:
-        for parent in reversed(self.parents):
-            if parent != "/":
-                _libc.umount2(os.fsencode(parent), ctypes.c_int(MNT_DETACH))
-        if self._old_root is not None:
-            os.fchdir(self._old_root)
-            _check(_libc.chroot(b"."), "chroot")
-            os.close(self._old_root)
-            self._old_root = None
-        if self._old_cwd is not None:
-            os.fchdir(self._old_cwd)
-            os.close(self._old_cwd)
-            self._old_cwd = None
-        self.parents.clear()
-
-
-def _carry(original: int, tmpfs: int, entry: str) -> None:
-    """Show ``entry`` of the hidden directory ``original`` in the tmpfs over it."""
-    st = os.stat(entry, dir_fd=original, follow_symlinks=False)
-    if stat.S_ISLNK(st.st_mode):
-        os.symlink(os.readlink(entry, dir_fd=original), entry, dir_fd=tmpfs)
-        return
-    if stat.S_ISDIR(st.st_mode):
-        os.mkdir(entry, 0o755, dir_fd=tmpfs)
-    else:
-        os.close(os.open(entry, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o644, dir_fd=tmpfs))
-    tree = _open_tree(original, entry, OPEN_TREE_CLONE | AT_RECURSIVE | AT_SYMLINK_NOFOLLOW)
-    try:
-        _move_mount(tree, tmpfs, entry)
-    finally:
-        os.close(tree)
-
-
-def _mount_fuse(dev: int, where: str) -> None:
-    """Mount the FUSE connection ``dev`` at ``where`` (docs/vfs.md).
-
-    ``default_permissions`` lets the kernel check the modes itself (no ACCESS round trips);
-    ``allow_other`` because only the run's own processes can reach a mount in its private
-    namespace, and a command that changes uid (``runuser``, a job dropping root) must still read.
-    """
-    options = (f"fd={dev},rootmode=40000,user_id={os.geteuid()},group_id={os.getegid()},"
-               "default_permissions,allow_other")
-    _mount("treadle", where, "fuse.treadle", MS_RDONLY | MS_NOSUID | MS_NODEV, options)
-
-
-def _bind_targets(targets: list[str]) -> None:
-    """Bind, onto each target, its directory of the FUSE tree mounted at the first target.
-
-    Clones of the subtrees are taken, the mount itself is detached, and the clones are moved
-    into place. Paths are walked through the FUSE tree here, so the daemon must already be
-    serving: call it from a thread.
-    """
-    first = targets[0]
-    trees = []
-    try:
-        for target in targets:
-            trees.append(_open_tree(AT_FDCWD, first + target, OPEN_TREE_CLONE))
-        _check(_libc.umount2(os.fsencode(first), ctypes.c_int(MNT_DETACH)), f"umount {first}")
-        for tree, target in zip(trees, targets, strict=True):
-            _move_mount(tree, AT_FDCWD, target)
-    finally:
-        for tree in trees:
-            os.close(tree)
 
 
 # --- The daemon ----------------------------------------------------------------------------
 
 
 @dataclass
-class _OpenFile:
-    """An open object: the file the daemon reads (None once the kernel holds it) and its
-    backing id (0 without passthrough)."""
+class _OpenNode:
+    """An inode with open handles, which all share one read mode: the file the daemon reads
+    (None once the kernel holds it), the backing id (0 when the daemon serves reads), and how
+    many handles are open."""
 
     fd: int | None
     backing_id: int
+    handles: int = 0
 
 
 class _Daemon:
@@ -316,7 +108,8 @@ class _Daemon:
         self.failed: asyncio.Future[str | None] = loop.create_future()
         self.pool = ThreadPoolExecutor(SERVE_THREADS, thread_name_prefix="treadle-vfs")
         self._tasks: dict[int, asyncio.Task[None]] = {}
-        self._files: dict[int, _OpenFile] = {}
+        self._files: dict[int, int] = {}  # open handle -> its inode
+        self._nodes: dict[int, _OpenNode] = {}  # inode -> its read mode, while it has handles
         self._objects: dict[int, Path] = {}  # inode -> its object's verified file, for the run
         self._handles = itertools.count(1)
         self._uid, self._gid = os.geteuid(), os.getegid()
@@ -340,8 +133,8 @@ class _Daemon:
             self._reading = False
         for task in self._tasks.values():
             task.cancel()
-        for unique in list(self._files):
-            self._close(unique)
+        for fh in list(self._files):
+            self._close(fh)
         os.close(self.dev)
         self._closed = True  # cancelled tasks still answering must not write to a reused fd
         self.pool.shutdown(wait=False, cancel_futures=True)
@@ -449,7 +242,8 @@ class _Daemon:
 
     # -- requests -------------------------------------------------------------------------
     def _init(self, request: fp.Init) -> None:
-        self._write(self.conn.reply_init(request.unique, passthrough=self.want_passthrough))
+        self._write(self.conn.reply_init(request.unique, passthrough=self.want_passthrough,
+                                         stack_depth=STACK_DEPTH))
         self.passthrough = self.conn.passthrough
         if self.need_passthrough and not self.passthrough:
             self.fail(f"the kernel (FUSE 7.{request.minor}) did not accept passthrough")
@@ -477,10 +271,13 @@ class _Daemon:
                                      uid=self._uid, gid=self._gid)
 
     def _open_known(self, request: fp.Open) -> None:
-        """Answer OPEN at once when this run already has the object's verified file, else ask
-        the namespace in a task. Objects never change, so the file found at the first open
-        serves every later one (V6 in docs/vfs.md), unless it has gone meanwhile (an evicted
-        cache copy): then the namespace is asked again."""
+        """Answer OPEN at once when the inode is open already or this run already has the
+        object's verified file, else ask the namespace in a task. Objects never change, so the
+        file found at the first open serves every later one (V6 in docs/vfs.md), unless it has
+        gone meanwhile (an evicted cache copy): then the namespace is asked again."""
+        if request.nodeid in self._nodes:
+            self._write(self._handle(request.unique, request.nodeid))
+            return
         path = self._objects.get(request.nodeid)
         if path is not None:
             try:
@@ -488,7 +285,7 @@ class _Daemon:
             except OSError:
                 del self._objects[request.nodeid]
             else:
-                self._write(self._opened(request.unique, fd))
+                self._write(self._opened(request.unique, request.nodeid, fd))
                 return
         self._spawn(request.unique, self._open(request))
 
@@ -496,21 +293,37 @@ class _Daemon:
         path = await self._call(self.namespace.open_file, request.nodeid)
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         self._objects[request.nodeid] = path
-        return self._opened(request.unique, fd)
+        return self._opened(request.unique, request.nodeid, fd)
 
-    def _opened(self, unique: int, fd: int) -> bytes:
-        """The OPEN reply for the object's file ``fd``: passthrough, or the daemon reads it."""
-        backing_id = self._backing_open(fd) if self.passthrough else 0
-        fh = next(self._handles)
-        if backing_id:
-            os.close(fd)  # the kernel holds the file now
-            self._files[fh] = _OpenFile(None, backing_id)
-            self.namespace.stats["passthrough_opens"] += 1
-            flags = fp.FOPEN_PASSTHROUGH  # the backing file's page cache serves every open
+    def _opened(self, unique: int, nodeid: int, fd: int) -> bytes:
+        """The OPEN reply for inode ``nodeid`` whose object's file is ``fd``: passthrough, or
+        the daemon reads it. An inode opened meanwhile by another handle keeps its mode."""
+        if nodeid in self._nodes:
+            os.close(fd)
         else:
-            self._files[fh] = _OpenFile(fd, 0)
-            flags = fp.FOPEN_KEEP_CACHE
-        return self.conn.reply_open(unique, fh, flags, backing_id)
+            backing_id = self._backing_open(fd) if self.passthrough else 0
+            if backing_id:
+                os.close(fd)  # the kernel holds the file now
+            self._nodes[nodeid] = _OpenNode(None if backing_id else fd, backing_id)
+        return self._handle(unique, nodeid)
+
+    def _handle(self, unique: int, nodeid: int) -> bytes:
+        """The OPEN reply for a new handle of the open inode ``nodeid``, in the inode's mode.
+
+        The kernel fails with EIO an open answered in one mode while the inode has handles in
+        the other, and takes passthrough handles of one inode only on one backing file. So
+        every handle shares the first one's backing id, or its file, even after the connection
+        has switched to daemon reads; the id is closed when the last handle is released.
+        """
+        node = self._nodes[nodeid]
+        node.handles += 1
+        fh = next(self._handles)
+        self._files[fh] = nodeid
+        if node.backing_id:
+            self.namespace.stats["passthrough_opens"] += 1
+            # the backing file's page cache serves every open
+            return self.conn.reply_open(unique, fh, fp.FOPEN_PASSTHROUGH, node.backing_id)
+        return self.conn.reply_open(unique, fh, fp.FOPEN_KEEP_CACHE)
 
     def _backing_open(self, fd: int) -> int:
         """The kernel's backing id for ``fd``, or 0 after switching to daemon reads for good."""
@@ -523,12 +336,13 @@ class _Daemon:
             return 0
 
     def _read(self, request: fp.Read) -> None:
-        opened = self._files.get(request.fh)
-        if opened is None or opened.fd is None:
+        nodeid = self._files.get(request.fh)
+        fd = None if nodeid is None else self._nodes[nodeid].fd
+        if fd is None:
             self._write(self.conn.reply_error(request.unique, errno.EBADF))
             return
         try:
-            data = os.pread(opened.fd, request.size, request.offset)
+            data = os.pread(fd, request.size, request.offset)
         except OSError as e:
             self._write(self.conn.reply_error(request.unique, e.errno or errno.EIO))
             return
@@ -536,15 +350,21 @@ class _Daemon:
         self._write(self.conn.reply_data(request.unique, data))
 
     def _close(self, fh: int) -> None:
-        opened = self._files.pop(fh, None)
-        if opened is None:
+        """Release handle ``fh``; its inode's backing id and file with the inode's last one."""
+        nodeid = self._files.pop(fh, None)
+        if nodeid is None:
             return
-        if opened.backing_id:
+        node = self._nodes[nodeid]
+        node.handles -= 1
+        if node.handles:
+            return
+        del self._nodes[nodeid]
+        if node.backing_id:
             with contextlib.suppress(OSError):
                 fcntl.ioctl(self.dev, fp.FUSE_DEV_IOC_BACKING_CLOSE,
-                            fp.pack_backing_id(opened.backing_id))
-        if opened.fd is not None:
-            os.close(opened.fd)
+                            fp.pack_backing_id(node.backing_id))
+        if node.fd is not None:
+            os.close(node.fd)
 
     async def _opendir(self, unique: int, nodeid: int) -> bytes:
         attr = await self._call(self.namespace.getattr, nodeid)
@@ -640,11 +460,11 @@ async def _run(namespace: Namespace, dev: int, argv: list[str], env: dict[str, s
                passthrough: bool | None, report: Callable[[str], None]) -> int:
     loop = asyncio.get_running_loop()
     daemon = _Daemon(namespace, dev, passthrough, report, loop)
-    synthetic = _Synthetic()
+    synthetic = mountns.Synthetic()
     try:
-        targets = _targets(namespace.mounts)
+        targets = mountns.targets(namespace.mounts)
         synthetic.make([t for t in targets if not os.path.lexists(t)])
-        _mount_fuse(dev, targets[0])
+        mountns.mount_fuse(dev, targets[0])
     except (OSError, VfsError) as e:
         synthetic.undo()
         daemon.stop()
@@ -654,7 +474,7 @@ async def _run(namespace: Namespace, dev: int, argv: list[str], env: dict[str, s
     daemon.start()  # /dev/fuse can be read only once it is mounted
     try:
         try:
-            failure = await _first(loop.run_in_executor(None, _bind_targets, targets),
+            failure = await _first(loop.run_in_executor(None, mountns.bind_targets, targets),
                                    daemon.failed)
         except OSError as e:
             raise VfsError(f"cannot mount {', '.join(targets)}: {e.strerror}") from None
@@ -675,8 +495,7 @@ async def _run(namespace: Namespace, dev: int, argv: list[str], env: dict[str, s
             raise VfsError(f"the fuse daemon failed: {failure}")
         return process.exit_status(status)
     finally:
-        for target in reversed(targets):
-            _libc.umount2(os.fsencode(target), ctypes.c_int(MNT_DETACH))
+        mountns.unmount(targets)
         synthetic.undo()
         daemon.stop()
 
@@ -691,7 +510,7 @@ def run_fuse(namespace: Namespace, argv: list[str], env: dict[str, str], *,
     (exit 125) when the mount cannot be made or the daemon fails; then the command is killed.
     """
     try:
-        _enter_private_namespace()
+        mountns.enter_private_namespace()
         dev = os.open("/dev/fuse", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as e:
         raise VfsError(f"mode fuse: {e.strerror} ({e.filename or 'namespace'})") from None
@@ -743,7 +562,7 @@ def _probe() -> _Probe:
 def _probe_child() -> str:
     """In the probe's child: ``"<minor> <passthrough error or nothing>"`` or ``"0 <error>"``."""
     try:
-        _enter_private_namespace()
+        mountns.enter_private_namespace()
     except OSError as e:
         return f"0 no private mount namespace ({e.strerror})"
     try:
@@ -752,8 +571,9 @@ def _probe_child() -> str:
         return f"0 /dev/fuse: {e.strerror}"
     backing = os.open(sys.executable, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        _mount("treadle", "/", "fuse.treadle", MS_RDONLY | MS_NOSUID | MS_NODEV,
-               f"fd={dev},rootmode=40000,user_id={os.geteuid()},group_id={os.getegid()}")
+        mountns.mount("treadle", "/", "fuse.treadle",
+                      mountns.MS_RDONLY | mountns.MS_NOSUID | mountns.MS_NODEV,
+                      f"fd={dev},rootmode=40000,user_id={os.geteuid()},group_id={os.getegid()}")
     except OSError as e:
         return f"0 a FUSE mount failed ({e.strerror})"
     if not select.select([dev], [], [], PROBE_TIMEOUT)[0]:
@@ -762,7 +582,7 @@ def _probe_child() -> str:
     try:
         init = conn.receive(os.read(dev, fp.READ_BUFFER_SIZE))
         assert isinstance(init, fp.Init)  # receive() accepts nothing else first
-        os.write(dev, conn.reply_init(init.unique))
+        os.write(dev, conn.reply_init(init.unique, stack_depth=STACK_DEPTH))
     except fp.ProtocolError as e:
         return f"0 {e}"
     if not conn.passthrough:
