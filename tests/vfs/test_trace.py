@@ -346,3 +346,63 @@ def test_listings_come_from_the_namespace(filled_repo: Filled, tmp_path: Path) -
     ids = sorted(filled_repo.files)
     assert result.stdout.splitlines() == [
         str([str(i) for i in ids]), f"['.', '..'] {len(ids) + 2} True .", "-1 True", "True 0"]
+
+
+def test_copying_programs_work_on_files_not_yet_opened(filled_repo: Filled,
+                                                        tmp_path: Path) -> None:
+    """cp, ``cp -a`` and shutil.copy2 compare a file's stat with the fstat of what they opened:
+    both show the namespace's identity, so a first open (the placeholder becoming the object)
+    is no "file replaced while being copied"."""
+    m, out = _mount(tmp_path), tmp_path / "out"
+    out.mkdir()
+    script = f"""
+        set -e
+        cp {m}/fileid/1 {out}/cp
+        cp -a {m}/fileid/2 {out}/cp-a
+        {sys.executable} -c 'import shutil; shutil.copy2("{m}/fileid/3", "{out}/copy2")'
+    """
+    result = trace(tmp_path, filled_repo.path, "sh", "-c", script)
+    assert result.returncode == 0, result.stderr
+    for name, fileid in (("cp", 1), ("cp-a", 2), ("copy2", 3)):
+        assert (out / name).read_bytes() == filled_repo.files[fileid][0], name
+
+
+def test_tar_of_a_directory_not_yet_opened(filled_repo: Filled, tmp_path: Path) -> None:
+    """tar checks that no file changed while it read it (size and ctime, stat against fstat)."""
+    m = _mount(tmp_path)
+    archive = tmp_path / "images.tar"
+    result = trace(tmp_path, filled_repo.path, "tar", "cf", str(archive), "-C", f"{m}/table",
+                   "images")
+    assert result.returncode == 0, result.stderr
+    unpacked = tmp_path / "unpacked"
+    unpacked.mkdir()
+    subprocess.run(["tar", "xf", str(archive), "-C", str(unpacked)], check=True,
+                   timeout=TIMEOUT)
+    for fileid, (data, ext) in filled_repo.files.items():
+        assert (unpacked / "images" / f"{fileid}.{ext}").read_bytes() == data
+
+
+def test_stat_shows_the_namespace_identity(filled_repo: Filled, tmp_path: Path) -> None:
+    """Every stat form (path, dirfd-relative, fd, statx) agrees before and after the first open,
+    with the listing's inode numbers, on one device for the mount; nlink 1, mode 0444."""
+    result = python(tmp_path, filled_repo.path, """
+        import os, subprocess
+        def key(s):
+            return (s.st_dev, s.st_ino, s.st_nlink, oct(s.st_mode), s.st_size, s.st_mtime_ns,
+                    s.st_ctime_ns)
+        path = M + "/fileid/4"
+        listed = {e.name: e.inode() for e in os.scandir(M + "/fileid")}
+        before = key(os.stat(path))
+        statx = subprocess.run(["stat", "-c", "%d %i %h %s %Y", path], capture_output=True,
+                               text=True, check=True).stdout.split()
+        with open(path, "rb") as f:
+            opened = key(os.fstat(f.fileno()))
+        d = os.open(M + "/fileid", os.O_RDONLY | os.O_DIRECTORY)
+        print(before == opened == key(os.lstat(path)) == key(os.stat("4", dir_fd=d)))
+        print(before[1] == listed["4"], key(os.fstat(d))[:2] == key(os.stat(M + "/fileid"))[:2])
+        print(before[0] == key(os.fstat(d))[0] == key(os.stat(M))[0] != os.stat("/").st_dev)
+        print(statx == [str(before[0]), str(before[1]), "1", str(before[4]),
+                        str(before[5] // 10**9)], before[2:4])
+    """)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["True", "True True", "True", "True (1, '0o100444')"]

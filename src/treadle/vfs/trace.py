@@ -8,8 +8,8 @@ call stops at its seccomp event, where the tracer reads its path arguments, reso
 names through ``/proc/<tid>/cwd`` and ``/proc/<tid>/fd/<n>``, and then either lets it run,
 rewrites its paths into the materialised view (:mod:`treadle.vfs.view`), or skips it with the
 errno a read-only mount would give. Results that reveal the view (``getcwd``, ``readlink`` of
-``/proc`` links) are translated back at the call's exit stop. Unknown numbers get ENOSYS and
-one warning, Parrot's policy: the layer fails closed.
+``/proc`` links, the identity in a stat result) are translated back at the call's exit stop.
+Unknown numbers get ENOSYS and one warning, Parrot's policy: the layer fails closed.
 
 A rewritten path goes into a scratch area that the tracer maps into each thread once (an
 injected ``mmap``), never below the stack pointer, which is unsafe on small stacks. The
@@ -99,6 +99,25 @@ _FIRST_READ = 256  # most paths are shorter: read this much first, then whole pa
 _AREA = 4 * _PATH_MAX  # two rewritten paths per call (a rename's or a link's), with room
 _NEG = 1 << 64
 _PROC_LINK = re.compile(r"/proc/(self|thread-self|\d+)(/task/\d+)?/(cwd|exe|root|fd/\d+)")
+
+# stat-family results of a file under M carry the namespace's identity (docs/vfs.md, "Trace
+# mode"): the view file's own inode changes when a placeholder becomes the object, and cp, tar
+# and rsync take that for a file replaced under them. Number -> the buffer argument.
+_STAT_BUFFER = {4: 1, 6: 1, 262: 2, 332: 4}
+_STATX = 332
+# struct stat (x86-64): st_dev, st_ino, st_nlink, st_mode; st_size at 48, st_blocks at 64,
+# then atime, mtime and ctime as (seconds, nanoseconds) pairs
+_STAT_HEAD = struct.Struct("<QQQI")
+_STAT_SIZE = struct.Struct("<q8xq6q")  # st_size, st_blksize skipped, st_blocks, the times
+# struct statx (linux/stat.h): stx_mask first; stx_nlink at 16, stx_mode at 28, stx_ino at
+# 32, stx_size and stx_blocks at 40; the timestamps (i64 seconds, u32 nanoseconds, pad) at
+# 64 (atime), 96 (ctime), 112 (mtime); stx_dev_major and minor at 136
+_STATX_LEN = 144
+_STATX_FIELDS = ((0x4, "<I", 16), (0x2, "<H", 28), (0x100, "<Q", 32), (0x200, "<Q", 40),
+                 (0x400, "<Q", 48), (0x20, "<qI", 64), (0x80, "<qI", 96), (0x40, "<qI", 112))
+# One device number for every file under M, the kernel's anonymous major 0 with a minor far
+# above the ones it hands out: cp and shutil must never mistake a view file for a host one.
+_DEV_MAJOR, _DEV_MINOR = 0, 0xFFFFF
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
@@ -360,12 +379,18 @@ class Tracer:
                 return self._readlink(thread, regs, call, places)
             return False
         under = [(i, w) for i, w in touched if w.mount]
+        after = None
         if under:
             self._decide(thread, regs, call, places, under)
+            if call.nr in _STAT_BUFFER:
+                after = self._stat_result(regs, self.view.stat(under[0][1].text))
         rewrites = {i: w.target(self.view) for i, w in touched if not w.inside}
-        if not rewrites:
+        if rewrites:
+            self._rewrite(thread, regs, rewrites, after)
+        elif after is not None:
+            self._resume_to_exit(thread, after)
+        else:
             return False  # the kernel resolves it in the view by itself, now it is made
-        self._rewrite(thread, regs, rewrites)
         return True
 
     def _locate_all(self, tid: int, regs: _Regs, call: Syscall
@@ -386,16 +411,14 @@ class Tracer:
         if address == 0:
             if call.nr == _UTIMENSAT:  # utimensat(fd, NULL, ...) changes the fd's file
                 self._refuse_view_fd(tid, _fd_arg(regs, 0))
+            elif call.nr in _STAT_BUFFER:  # newer kernels take NULL for "" with AT_EMPTY_PATH
+                return self._empty_path(tid, regs, call, dirfd)
             return None
         raw = self._read_string(tid, address)
         if raw is None:
             return None  # unreadable or too long: the kernel answers EFAULT or ENAMETOOLONG
         if not raw:
-            if call.nr in _AT_FLAG_ARG and dirfd is not None \
-                    and (call.under_m == "erofs" or call.nr in _XATTR_AT_READS) \
-                    and _arg(regs, _AT_FLAG_ARG[call.nr]) & _AT_EMPTY_PATH:
-                return self._fd_where(tid, _fd_arg(regs, dirfd))
-            return None
+            return self._empty_path(tid, regs, call, dirfd)
         text = os.fsdecode(raw)
         if not text.startswith("/"):
             fd = _AT_FDCWD if dirfd is None else _fd_arg(regs, dirfd)
@@ -414,6 +437,16 @@ class Tracer:
         mount = self.view.mount_of(normal)
         return _Where(normal, mount, through and not mount, raw.endswith(b"/"),
                       inside and mount is not None)
+
+    def _empty_path(self, tid: int, regs: _Regs, call: Syscall,
+                    dirfd: int | None) -> _Where | None:
+        """An ``AT_EMPTY_PATH`` call of a kind that acts on its fd's file as on its M path."""
+        if call.nr in _AT_FLAG_ARG and dirfd is not None \
+                and (call.under_m == "erofs" or call.nr in _XATTR_AT_READS
+                     or call.nr in _STAT_BUFFER) \
+                and _arg(regs, _AT_FLAG_ARG[call.nr]) & _AT_EMPTY_PATH:
+            return self._fd_where(tid, _fd_arg(regs, dirfd))
+        return None
 
     def _fd_where(self, tid: int, fd: int) -> _Where | None:
         """The file an fd (or the working directory) stands for, when it lies in the view: an
@@ -657,8 +690,10 @@ class Tracer:
 
     # -- rewriting and translating ---------------------------------------------------------
 
-    def _rewrite(self, thread: _Thread, regs: _Regs, paths: dict[int, str]) -> None:
-        """Point the call's path arguments at new strings in the thread's scratch area."""
+    def _rewrite(self, thread: _Thread, regs: _Regs, paths: dict[int, str],
+                 after: Callable[[int, _Regs], None] | None) -> None:
+        """Point the call's path arguments at new strings in the thread's scratch area;
+        ``after`` runs at the exit stop (a readlink's result is translated back by itself)."""
         if not thread.area:
             self._inject_area(thread, regs)
             return
@@ -673,9 +708,9 @@ class Tracer:
             setattr(regs, name, thread.area + offset)
             offset += _AREA // 2
         _ptrace(_PTRACE_SETREGS, thread.tid, 0, ctypes.byref(regs))
-        nr = int(regs.orig_rax)
-        self._resume_to_exit(thread, self._readlink_result(regs) if nr in (
-            _READLINK, _READLINKAT) else None)
+        if int(regs.orig_rax) in (_READLINK, _READLINKAT):
+            after = self._readlink_result(regs)
+        self._resume_to_exit(thread, after)
 
     def _inject_area(self, thread: _Thread, regs: _Regs) -> None:
         """Make the thread map its scratch area, then run the same call again from scratch."""
@@ -743,6 +778,41 @@ class Tracer:
             regs.rax = len(shown)
 
         return translate
+
+    def _stat_result(self, entry: _Regs, attr: Attr) -> Callable[[int, _Regs], None]:
+        """At the exit stop, give a stat-family result the namespace's identity and times
+        (fuse mode's values), whichever view file, placeholder or object, the kernel saw."""
+        nr = int(entry.orig_rax)
+        buffer = _arg(entry, _STAT_BUFFER[nr])
+        mtime = max(attr.mtime, 0.0)  # before 1970 counts as 1970, as in fuse mode
+        seconds = int(mtime)
+        nanos = min(int(round((mtime - seconds) * 1e9)), 999_999_999)
+        blocks = (attr.size + 511) // 512
+
+        def identity(tid: int, regs: _Regs) -> None:
+            if int(regs.rax) != 0:
+                return  # failed: nothing was written
+            if nr != _STATX:
+                self._write(tid, buffer, _STAT_HEAD.pack(
+                    os.makedev(_DEV_MAJOR, _DEV_MINOR), attr.ino, attr.nlink, attr.mode))
+                self._write(tid, buffer + 48, _STAT_SIZE.pack(
+                    attr.size, blocks, seconds, nanos, seconds, nanos, seconds, nanos))
+                return
+            data = self._read(tid, buffer, _STATX_LEN)
+            if data is None:
+                return
+            out = bytearray(data)
+            mask = struct.unpack_from("<I", out)[0]
+            values = (attr.nlink, attr.mode, attr.ino, attr.size, blocks, (seconds, nanos),
+                      (seconds, nanos), (seconds, nanos))
+            for (bit, form, offset), value in zip(_STATX_FIELDS, values, strict=True):
+                if mask & bit:
+                    struct.pack_into(form, out, offset, *(value if isinstance(value, tuple)
+                                                          else (value,)))
+            struct.pack_into("<II", out, 136, _DEV_MAJOR, _DEV_MINOR)
+            self._write(tid, buffer, bytes(out))
+
+        return identity
 
     # -- memory and registers --------------------------------------------------------------
 

@@ -6,8 +6,9 @@ tree appears as real directories and files, made on demand by the tracer before 
 needs them proceeds; the kernel then resolves relative names by itself.
 
 * A metadata call gets a **placeholder**: a sparse file of the right size, mode 0444 and the
-  file's mtime, so ``stat`` answers natively. The tracer answers ``getxattr``, ``listxattr``
-  and their ``*at`` forms itself, from the namespace.
+  file's mtime, so ``stat`` finds it; the tracer then gives every stat result the namespace's
+  identity (inode, device, times), which the placeholder and the object share. The tracer
+  answers ``getxattr``, ``listxattr`` and their ``*at`` forms itself, from the namespace.
 * An open or an exec gets the **object**: the verified local file that the namespace gives,
   hard-linked into place (copied into the cache first when it sits on another filesystem).
 * A directory holds only the names looked up in it: the tracer writes every listing of it
