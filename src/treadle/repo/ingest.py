@@ -61,6 +61,15 @@ WRITABLE_STATE = "up"
 # the order of the values _insert_files takes for each ``files`` row
 FILE_COLUMNS = ("checksum", "size", "extension", "media_type", "state", "created_at", "ingest_id", "source")
 
+# the statements every batch runs, built once (building one costs more than running it)
+_LAST_FILEID = select(func.coalesce(func.max(schema.files.c.fileid), 0))
+_FILEIDS_AFTER = select(func.count(), func.min(schema.files.c.fileid), func.max(schema.files.c.fileid)) \
+    .where(schema.files.c.fileid > bindparam("before"))
+_EACH_FILEID_AFTER = select(schema.files.c.fileid).where(schema.files.c.fileid > bindparam("before")) \
+    .order_by(schema.files.c.fileid)
+_COUNT_INGESTED = schema.ingests.update().where(schema.ingests.c.ingest_id == bindparam("i_id")).values(
+    rows=schema.ingests.c.rows + bindparam("i_rows"), bytes=schema.ingests.c.bytes + bindparam("i_bytes"))
+
 Progress = Callable[[str], None]
 StatKey = tuple[int, int, int, int, int]  # device, inode, size, mtime_ns, ctime_ns
 
@@ -695,8 +704,7 @@ class _IngestRun:
         if self.links:
             self._set_links(conn, list(zip(new, fileids, strict=True)))
         size = sum(row[1] for row in rows)  # FILE_COLUMNS[1]: size
-        conn.execute(schema.ingests.update().where(schema.ingests.c.ingest_id == self.result.ingest_id)
-                     .values(rows=schema.ingests.c.rows + len(new), bytes=schema.ingests.c.bytes + size))
+        conn.execute(_COUNT_INGESTED, {"i_id": self.result.ingest_id, "i_rows": len(new), "i_bytes": size})
         self.result.bytes += size
         return fileids
 
@@ -707,16 +715,13 @@ class _IngestRun:
         honour row by row when the order matters. The order is sure because this process holds the writer lock:
         fileids only grow, and nobody else inserts between the two statements.
         """
-        files = schema.files
-        before = conn.execute(select(func.coalesce(func.max(files.c.fileid), 0))).scalar_one()
-        _insert_many(conn, files, FILE_COLUMNS, rows)
-        new = files.c.fileid > before
-        count, first, last = conn.execute(select(func.count(), func.min(files.c.fileid),
-                                                 func.max(files.c.fileid)).where(new)).one()
+        before = conn.execute(_LAST_FILEID).scalar_one()
+        _insert_many(conn, schema.files, FILE_COLUMNS, rows)
+        count, first, last = conn.execute(_FILEIDS_AFTER, {"before": before}).one()
         if count and count == last - first + 1:
             fileids = list(range(first, last + 1))  # without gaps: no need to fetch them one by one
         else:
-            fileids = list(conn.execute(select(files.c.fileid).where(new).order_by(files.c.fileid)).scalars())
+            fileids = list(conn.execute(_EACH_FILEID_AFTER, {"before": before}).scalars())
         if len(fileids) != len(rows):
             raise RuntimeError(f"inserted {len(rows)} files but found {len(fileids)} new fileids: "
                                f"another process wrote the database without the writer lock")
