@@ -24,6 +24,7 @@ import contextlib
 import ctypes
 import errno
 import fcntl
+import functools
 import itertools
 import os
 import select
@@ -74,6 +75,13 @@ _libc = ctypes.CDLL(None, use_errno=True)
 
 
 # --- The daemon ----------------------------------------------------------------------------
+
+
+class _Absent:
+    """A look-up's answer that the name does not exist (a negative entry for the kernel)."""
+
+
+ABSENT = _Absent()
 
 
 @dataclass
@@ -197,18 +205,26 @@ class _Daemon:
                 self._write(self.conn.reply_ok(unique))
             case fp.Flush(unique=unique) | fp.ReleaseDir(unique=unique):
                 self._write(self.conn.reply_ok(unique))
-            case fp.Lookup():
-                self._spawn(request.unique, self._lookup(request))
+            case fp.Lookup(unique=unique, nodeid=nodeid, name=name):
+                self._answer(unique, functools.partial(self._entry, unique), self._cached_lookup,
+                             self._full_lookup, nodeid, os.fsdecode(name))
             case fp.GetAttr(unique=unique, nodeid=nodeid):
-                self._spawn(unique, self._getattr(unique, nodeid))
+                self._answer(unique, functools.partial(self._attr, unique),
+                             self.namespace.cached_getattr, self.namespace.getattr, nodeid)
             case fp.Statx(unique=unique, nodeid=nodeid):
-                self._spawn(unique, self._statx(unique, nodeid))
+                self._answer(unique, functools.partial(self._statx, unique),
+                             self.namespace.cached_getattr, self.namespace.getattr, nodeid)
             case fp.Open():
                 self._open_known(request)
             case fp.OpenDir(unique=unique, nodeid=nodeid):
-                self._spawn(unique, self._opendir(unique, nodeid))
+                self._answer(unique, functools.partial(self._opendir, unique),
+                             self.namespace.cached_getattr, self.namespace.getattr, nodeid)
             case fp.ReadDir() | fp.ReadDirPlus():
-                self._spawn(request.unique, self._readdir(request))
+                limit = max(1, request.size // (DIRENTPLUS_MIN if isinstance(request, fp.ReadDirPlus)
+                                                else DIRENT_MIN))
+                self._answer(request.unique, functools.partial(self._listing, request),
+                             self.namespace.cached_listdir, self.namespace.listdir,
+                             request.nodeid, request.offset, limit)
             case fp.StatFs(unique=unique):
                 self._spawn(unique, self._statfs(unique))
             case fp.GetXattr():
@@ -228,14 +244,40 @@ class _Daemon:
             reply = await answer
         except asyncio.CancelledError:
             reply = self.conn.reply_error(unique, errno.EINTR)
-        except OSError as e:
-            reply = self.conn.reply_error(unique, e.errno or errno.EIO)
-        except Exception as e:  # noqa: BLE001 - our bug: the daemon fails closed, never silently
-            self.fail(f"internal error answering request {unique}: {type(e).__name__}: {e}")
-            reply = self.conn.reply_error(unique, errno.EIO)  # the caller waits, unkillable
+        except Exception as e:  # noqa: BLE001 - every failure becomes the caller's answer
+            reply = self._failure(unique, e)
         finally:
             self._tasks.pop(unique, None)
         self._write(reply)
+
+    def _failure(self, unique: int, e: Exception) -> bytes:
+        """The answer to request ``unique`` that failed with ``e``: its errno, or EIO for our
+        own bug, which also fails the daemon (closed, never silently)."""
+        if isinstance(e, OSError):
+            return self.conn.reply_error(unique, e.errno or errno.EIO)
+        self.fail(f"internal error answering request {unique}: {type(e).__name__}: {e}")
+        return self.conn.reply_error(unique, errno.EIO)  # the caller waits, unkillable
+
+    def _answer(self, unique: int, build: Callable[[_T], bytes],
+                quick: Callable[..., _T | None], full: Callable[..., _T], *args: object) -> None:
+        """Answer request ``unique`` with ``build(quick(*args))`` at once when the namespace
+        knows it without asking a source, else with ``build(full(*args))`` from a thread.
+
+        Most metadata requests of a run are known answers, and the hop to a thread and back
+        costs several times the answer itself (docs/vfs.md, "Fuse mode")."""
+        try:
+            known = quick(*args)
+            reply = None if known is None else build(known)
+        except Exception as e:  # noqa: BLE001 - every failure becomes the caller's answer
+            reply = self._failure(unique, e)
+        if reply is not None:
+            self._write(reply)
+        else:
+            self._spawn(unique, self._asked(build, full, args))
+
+    async def _asked(self, build: Callable[[_T], bytes], full: Callable[..., _T],
+                     args: tuple[object, ...]) -> bytes:
+        return build(await self._call(full, *args))
 
     async def _call(self, fn: Callable[..., _T], *args: object) -> _T:
         return await self.loop.run_in_executor(self.pool, fn, *args)
@@ -251,22 +293,30 @@ class _Daemon:
     def _timeout(self, attr: Attr) -> float:
         return FILE_TIMEOUT if attr.kind == "file" else DIR_TIMEOUT
 
-    async def _lookup(self, request: fp.Lookup) -> bytes:
+    def _cached_lookup(self, parent: int, name: str) -> Attr | _Absent | None:
         try:
-            attr = await self._call(self.namespace.lookup, request.nodeid, os.fsdecode(request.name))
+            return self.namespace.cached_lookup(parent, name)
         except FileNotFoundError:
-            return self.conn.reply_negative_entry(request.unique, timeout=ABSENT_TIMEOUT)
-        timeout = self._timeout(attr)
-        return self.conn.reply_entry(request.unique, attr, entry_timeout=timeout,
-                                     attr_timeout=timeout, uid=self._uid, gid=self._gid)
+            return ABSENT
 
-    async def _getattr(self, unique: int, nodeid: int) -> bytes:
-        attr = await self._call(self.namespace.getattr, nodeid)
+    def _full_lookup(self, parent: int, name: str) -> Attr | _Absent:
+        try:
+            return self.namespace.lookup(parent, name)
+        except FileNotFoundError:
+            return ABSENT
+
+    def _entry(self, unique: int, attr: Attr | _Absent) -> bytes:
+        if isinstance(attr, _Absent):
+            return self.conn.reply_negative_entry(unique, timeout=ABSENT_TIMEOUT)
+        timeout = self._timeout(attr)
+        return self.conn.reply_entry(unique, attr, entry_timeout=timeout, attr_timeout=timeout,
+                                     uid=self._uid, gid=self._gid)
+
+    def _attr(self, unique: int, attr: Attr) -> bytes:
         return self.conn.reply_attr(unique, attr, attr_timeout=self._timeout(attr),
                                     uid=self._uid, gid=self._gid)
 
-    async def _statx(self, unique: int, nodeid: int) -> bytes:
-        attr = await self._call(self.namespace.getattr, nodeid)
+    def _statx(self, unique: int, attr: Attr) -> bytes:
         return self.conn.reply_statx(unique, attr, attr_timeout=self._timeout(attr),
                                      uid=self._uid, gid=self._gid)
 
@@ -366,19 +416,16 @@ class _Daemon:
         if node.fd is not None:
             os.close(node.fd)
 
-    async def _opendir(self, unique: int, nodeid: int) -> bytes:
-        attr = await self._call(self.namespace.getattr, nodeid)
+    def _opendir(self, unique: int, attr: Attr) -> bytes:
         if attr.kind != "dir":
             raise OSError(errno.ENOTDIR, "not a directory")
         return self.conn.reply_open(unique, 0, 0)
 
-    async def _readdir(self, request: fp.ReadDir | fp.ReadDirPlus) -> bytes:
-        plus = isinstance(request, fp.ReadDirPlus)
-        limit = max(1, request.size // (DIRENTPLUS_MIN if plus else DIRENT_MIN))
-        listing = await self._call(self.namespace.listdir, request.nodeid, request.offset, limit)
+    def _listing(self, request: fp.ReadDir | fp.ReadDirPlus,
+                 listing: list[tuple[str, Attr, int]]) -> bytes:
         entries = [fp.DirEntry(name, attr, after, self._timeout(attr), self._timeout(attr))
                    for name, attr, after in listing]
-        if plus:
+        if isinstance(request, fp.ReadDirPlus):
             return self.conn.reply_direntplus(request.unique, request.size, entries,
                                               uid=self._uid, gid=self._gid)
         return self.conn.reply_dirents(request.unique, request.size, entries)

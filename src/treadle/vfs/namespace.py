@@ -46,6 +46,10 @@ from treadle.vfs.sources import FileMeta, Source
 
 T = TypeVar("T")
 
+
+class _WouldAsk(Exception):
+    """Raised by :meth:`Namespace._ask` in a cached-only answer: this needs the source."""
+
 ROOT_INO = 1
 DIR_MODE = 0o40555
 FILE_MODE = 0o100444
@@ -207,6 +211,7 @@ class Namespace:
             0)
         self._started = time.time()
         self._lock = threading.Lock()
+        self._thread = threading.local()  # cached_only: answer from memory or raise _WouldAsk
         self._state = _State()
         self._ino(_Node("syn", name="/"))
 
@@ -239,6 +244,8 @@ class Namespace:
 
     def _ask(self, mount: int, what: str, question: Callable[[], T]) -> T:
         """``question()`` of mount ``mount``'s source, its failures as the errno of docs/vfs.md."""
+        if getattr(self._thread, "cached_only", False):
+            raise _WouldAsk
         guard = self._guards[mount]
         label = guard.source.label
         if guard.down:
@@ -281,6 +288,40 @@ class Namespace:
     def _count(self, name: str, amount: int = 1) -> None:
         with self._lock:
             self.stats[name] += amount
+
+    def _unasked(self, question: Callable[[], T]) -> T | None:
+        """``question()`` if it can be answered without asking a source, else None.
+
+        The FUSE daemon answers such requests in its event loop, without the hop to a thread
+        and back that costs more than the answer (docs/vfs.md, "Fuse mode")."""
+        self._thread.cached_only = True
+        try:
+            return question()
+        except _WouldAsk:
+            return None
+        finally:
+            self._thread.cached_only = False
+
+    def cached_getattr(self, ino: int) -> Attr | None:
+        """:meth:`getattr` when known without asking a source, else None."""
+        return self._unasked(lambda: self.getattr(ino))
+
+    def cached_lookup(self, parent: int, name: str) -> Attr | None:
+        """:meth:`lookup` when known without asking a source (an absent name remembered
+        included: ENOENT), else None, and then not counted: the caller asks :meth:`lookup`."""
+        try:
+            attr = self._unasked(lambda: self._lookup(parent, name))
+        except OSError:
+            self._count("lookups")
+            raise
+        if attr is not None:
+            self._count("lookups")
+        return attr
+
+    def cached_listdir(self, ino: int, offset: int,
+                       limit: int) -> list[tuple[str, Attr, int]] | None:
+        """:meth:`listdir` when its pages are known (not expired), else None."""
+        return self._unasked(lambda: self.listdir(ino, offset, limit))
 
     # -- attributes ---------------------------------------------------------------------
 
