@@ -59,7 +59,7 @@ DOCUMENTED_OTHERS = {
     "F": {"fchmod", "fchown", "fsetxattr", "fremovexattr", "ftruncate", "fallocate", "ioctl"},
     "I": {"io_uring_setup", "io_uring_enter", "io_uring_register", "open_by_handle_at", "bpf",
           "connect", "bind", "sendto", "sendmsg", "sendmmsg"},
-    "O": {"getcwd", "getdents", "getdents64", "lookup_dcookie"},
+    "O": {"getcwd", "getdents", "getdents64", "fstat", "lookup_dcookie"},
 }
 
 

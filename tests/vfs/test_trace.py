@@ -403,6 +403,12 @@ def test_stat_shows_the_namespace_identity(filled_repo: Filled, tmp_path: Path) 
         print(before[0] == key(os.fstat(d))[0] == key(os.stat(M))[0] != os.stat("/").st_dev)
         print(statx == [str(before[0]), str(before[1]), "1", str(before[4]),
                         str(before[5] // 10**9)], before[2:4])
+        # fstat itself, as Go and musl call it (glibc's fstat is newfstatat)
+        import ctypes, struct
+        raw = ctypes.create_string_buffer(144)
+        with open(path, "rb") as f:
+            done = ctypes.CDLL(None, use_errno=True).syscall(5, f.fileno(), raw)
+        print(done == 0 and struct.unpack_from("QQ", raw.raw) == (before[0], before[1]))
     """)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines() == ["True", "True True", "True", "True (1, '0o100444')"]
+    assert result.stdout.splitlines() == ["True", "True True", "True", "True (1, '0o100444')", "True"]

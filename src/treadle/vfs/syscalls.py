@@ -25,7 +25,8 @@ access mode (``W_OK``), ``request:N`` an ioctl request (see ``TRAPPED_IOCTLS``).
 (the verified object, then run), ``placeholder`` (a metadata stand-in, then run),
 ``statfs`` (answered with fuse mode's values), ``chdir``, ``watch`` (rewritten into the
 view), ``erofs``, ``eopnotsupp``, ``eperm``, ``translate`` (results mapped back to M),
-``list`` (a view directory's entries written from the namespace), ``enosys``, ``native``.
+``list`` (a view directory's entries written from the namespace), ``identity`` (a view
+fd's stat result given the namespace's identity), ``enosys``, ``native``.
 """
 
 from __future__ import annotations
@@ -215,9 +216,10 @@ _INDIRECT: dict[int, str] = {
 }
 
 # Class O: getcwd reports the view's path unless translated; a listing of a directory in
-# the view comes from the namespace (the view holds only what was looked up); lookup_dcookie
-# is refused.
-_OUTPUT: dict[int, str] = {79: "translate", 78: "list", 217: "list", 212: "enosys"}
+# the view comes from the namespace (the view holds only what was looked up); fstat of a view
+# fd reports the namespace's identity, as the stat calls do (glibc uses newfstatat, Go and
+# musl call fstat itself); lookup_dcookie is refused.
+_OUTPUT: dict[int, str] = {79: "translate", 78: "list", 217: "list", 5: "identity", 212: "enosys"}
 
 # Assigned numbers that x86-64 no longer implements (the kernel answers ENOSYS itself).
 _OBSOLETE = frozenset({

@@ -1,6 +1,6 @@
 """Trace mode: the command runs under ptrace and a seccomp filter, for hosts without FUSE.
 
-How it works (docs/vfs.md, "Mode trace"): the tracer forks the command and seizes it with
+How it works (docs/vfs.md, "Trace mode"): the tracer forks the command and seizes it with
 ``PTRACE_SEIZE`` (fork, vfork, clone, exec and seccomp events, ``EXITKILL`` so that nothing runs
 on untraced if the tracer dies). The child installs the filter of :mod:`treadle.vfs.bpf`, built
 from :data:`treadle.vfs.syscalls.TABLE`, and execs. Path-free calls run natively; every other
@@ -103,7 +103,7 @@ _PROC_LINK = re.compile(r"/proc/(self|thread-self|\d+)(/task/\d+)?/(cwd|exe|root
 # stat-family results of a file under M carry the namespace's identity (docs/vfs.md, "Trace
 # mode"): the view file's own inode changes when a placeholder becomes the object, and cp, tar
 # and rsync take that for a file replaced under them. Number -> the buffer argument.
-_STAT_BUFFER = {4: 1, 6: 1, 262: 2, 332: 4}
+_STAT_BUFFER = {4: 1, 5: 1, 6: 1, 262: 2, 332: 4}
 _STATX = 332
 # struct stat (x86-64): st_dev, st_ino, st_nlink, st_mode; st_size at 48, st_blocks at 64,
 # then atime, mtime and ctime as (seconds, nanoseconds) pairs
@@ -303,6 +303,11 @@ class Tracer:
                 return
             elif call.under_m == "list":
                 if self._listing(thread, regs):
+                    return
+            elif call.under_m == "identity":  # fstat: the namespace's identity, as newfstatat gives
+                where = self._fd_where(thread.tid, _fd_arg(regs, 0))
+                if where is not None and where.mount is not None:
+                    self._resume_to_exit(thread, self._stat_result(regs, self._exists(where.text)))
                     return
             elif call.under_m != "native":
                 raise _Refuse(errno.ENOSYS)
