@@ -412,3 +412,42 @@ def test_stat_shows_the_namespace_identity(filled_repo: Filled, tmp_path: Path) 
     """)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["True", "True True", "True", "True (1, '0o100444')", "True"]
+
+
+def test_stat_is_answered_without_a_view_file(filled_repo: Filled, tmp_path: Path) -> None:
+    """The stat calls are answered from the namespace at their entry stop: they make nothing
+    in the view (an open does; the view's listing is the namespace's), and fail as the kernel would, in its order (flags, name,
+    buffer); statx fills the basic stats and says so."""
+    views = tmp_path / "cache" / "views"
+    result = python(tmp_path, filled_repo.path, f"""
+        import ctypes, errno, os, struct
+        libc = ctypes.CDLL(None, use_errno=True)
+        def made():
+            return sorted(n for _, _, names in os.walk({str(views)!r}) for n in names)
+        def call(*args):
+            ctypes.set_errno(0)
+            done = libc.syscall(*args)
+            return errno.errorcode.get(ctypes.get_errno(), "OK") if done else "OK"
+        path = M + "/fileid/5"
+        st = os.stat(path)
+        os.lstat(M + "/fileid"), os.stat(M)
+        buf = ctypes.create_string_buffer(256)
+        print(made(), call(332, -100, path.encode(), 0, 0x7FF, buf))
+        mask, blksize, _, nlink = struct.unpack_from("<IIQI", buf.raw)
+        mode, ino, size, blocks = struct.unpack_from("<H2xQQQ", buf.raw, 28)
+        print(mask & 0x7FF == 0x7FF, (nlink, oct(mode)), (ino, size) == (st.st_ino, st.st_size),
+              blocks == st.st_blocks, struct.unpack_from("<II", buf.raw, 136) == (
+                  os.major(st.st_dev), os.minor(st.st_dev)))
+        print(call(4, (M + "/fileid/999999").encode(), buf), call(4, (path + "/").encode(), buf),
+              call(6, (path + "/x").encode(), buf), call(4, path.encode(), 8),
+              call(262, -100, path.encode(), buf, 0x1), call(332, -100, path.encode(), 0,
+                                                            0x80000000, buf),
+              call(262, -100, b"/no/such", 8, 0x1))
+        with open(path, "rb") as f:
+            print(bool(made()), call(262, f.fileno(), b"", buf, 0x1000),
+                  struct.unpack_from("<QQ", buf.raw) == (st.st_dev, st.st_ino))
+    """)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "[] OK", "True (1, '0o100444') True True True",
+        "ENOENT ENOTDIR ENOTDIR EFAULT EINVAL EINVAL EINVAL", "True OK True"]

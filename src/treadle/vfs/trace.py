@@ -7,8 +7,9 @@ from :data:`treadle.vfs.syscalls.TABLE`, and execs. Path-free calls run natively
 call stops at its seccomp event, where the tracer reads its path arguments, resolves relative
 names through ``/proc/<tid>/cwd`` and ``/proc/<tid>/fd/<n>``, and then either lets it run,
 rewrites its paths into the materialised view (:mod:`treadle.vfs.view`), or skips it with the
-errno a read-only mount would give. Results that reveal the view (``getcwd``, ``readlink`` of
-``/proc`` links, the identity in a stat result) are translated back at the call's exit stop.
+errno a read-only mount would give, or answers it itself from the namespace (stat and its
+relatives, listings, extended attributes). Results that reveal the view (``getcwd``,
+``readlink`` of ``/proc`` links) are translated back at the call's exit stop.
 Unknown numbers get ENOSYS and one warning, Parrot's policy: the layer fails closed.
 
 A rewritten path goes into a scratch area that the tracer maps into each thread once (an
@@ -100,21 +101,28 @@ _AREA = 4 * _PATH_MAX  # two rewritten paths per call (a rename's or a link's), 
 _NEG = 1 << 64
 _PROC_LINK = re.compile(r"/proc/(self|thread-self|\d+)(/task/\d+)?/(cwd|exe|root|fd/\d+)")
 
-# stat-family results of a file under M carry the namespace's identity (docs/vfs.md, "Trace
-# mode"): the view file's own inode changes when a placeholder becomes the object, and cp, tar
-# and rsync take that for a file replaced under them. Number -> the buffer argument.
+# stat-family calls naming a file under M are answered at their entry stop from the namespace
+# (docs/vfs.md, "Trace mode"): no view file is made, and the identity is the namespace's, so a
+# file looks the same before and after its first open, as cp, tar and rsync need. Number -> the
+# buffer argument.
 _STAT_BUFFER = {4: 1, 5: 1, 6: 1, 262: 2, 332: 4}
 _STATX = 332
-# struct stat (x86-64): st_dev, st_ino, st_nlink, st_mode; st_size at 48, st_blocks at 64,
-# then atime, mtime and ctime as (seconds, nanoseconds) pairs
-_STAT_HEAD = struct.Struct("<QQQI")
-_STAT_SIZE = struct.Struct("<q8xq6q")  # st_size, st_blksize skipped, st_blocks, the times
-# struct statx (linux/stat.h): stx_mask first; stx_nlink at 16, stx_mode at 28, stx_ino at
-# 32, stx_size and stx_blocks at 40; the timestamps (i64 seconds, u32 nanoseconds, pad) at
-# 64 (atime), 96 (ctime), 112 (mtime); stx_dev_major and minor at 136
-_STATX_LEN = 144
-_STATX_FIELDS = ((0x4, "<I", 16), (0x2, "<H", 28), (0x100, "<Q", 32), (0x200, "<Q", 40),
-                 (0x400, "<Q", 48), (0x20, "<qI", 64), (0x80, "<qI", 96), (0x40, "<qI", 112))
+# AT_SYMLINK_NOFOLLOW, AT_NO_AUTOMOUNT, AT_EMPTY_PATH and AT_STATX_SYNC_TYPE: any other bit
+# is EINVAL, and so is a statx asking for both sync types or a reserved mask bit
+_STAT_FLAGS = 0x100 | 0x800 | 0x1000 | 0x6000
+_STATX_SYNC_TYPE, _STATX_RESERVED = 0x6000, 0x80000000
+# struct stat (x86-64): dev, ino, nlink, mode, uid, gid, pad, rdev, size, blksize, blocks,
+# then atime, mtime and ctime as (seconds, nanoseconds) pairs, and three reserved words
+_STAT = struct.Struct("<QQQIII4xQqqq6q24x")
+# struct statx (linux/stat.h, 256 bytes): mask, blksize, attributes, nlink, uid, gid, mode,
+# ino, size, blocks, attributes_mask; atime, btime, ctime, mtime (i64 seconds, u32
+# nanoseconds, pad); rdev and dev as major and minor; the rest (mount id onwards) left zero
+_STATX_STRUCT = struct.Struct("<IIQIIIH2xQQQQ" + "qI4x" * 4 + "IIII112x")
+# Every filesystem's statx fills the basic stats, whatever was asked (stx_mask says which);
+# btime and the mount id are not known for M and are not claimed
+_STATX_BASIC_STATS = 0x7FF
+# the attributes the kernel's VFS always says it reports (automount, mount root, DAX)
+_STATX_ATTRIBUTES_MASK = 0x1000 | 0x2000 | 0x200000
 # One device number for every file under M, the kernel's anonymous major 0 with a minor far
 # above the ones it hands out: cp and shutil must never mistake a view file for a host one.
 _DEV_MAJOR, _DEV_MINOR = 0, 0xFFFFF
@@ -307,8 +315,7 @@ class Tracer:
             elif call.under_m == "identity":  # fstat: the namespace's identity, as newfstatat gives
                 where = self._fd_where(thread.tid, _fd_arg(regs, 0))
                 if where is not None and where.mount is not None:
-                    self._resume_to_exit(thread, self._stat_result(regs, self._exists(where.text)))
-                    return
+                    self._stat_answer(thread.tid, regs, where)
             elif call.under_m != "native":
                 raise _Refuse(errno.ENOSYS)
         except _Return as answer:
@@ -384,18 +391,14 @@ class Tracer:
                 return self._readlink(thread, regs, call, places)
             return False
         under = [(i, w) for i, w in touched if w.mount]
-        after = None
         if under:
-            self._decide(thread, regs, call, places, under)
             if call.nr in _STAT_BUFFER:
-                after = self._stat_result(regs, self.view.stat(under[0][1].text))
+                self._stat_answer(thread.tid, regs, under[0][1])
+            self._decide(thread, regs, call, places, under)
         rewrites = {i: w.target(self.view) for i, w in touched if not w.inside}
-        if rewrites:
-            self._rewrite(thread, regs, rewrites, after)
-        elif after is not None:
-            self._resume_to_exit(thread, after)
-        else:
+        if not rewrites:
             return False  # the kernel resolves it in the view by itself, now it is made
+        self._rewrite(thread, regs, rewrites)
         return True
 
     def _locate_all(self, tid: int, regs: _Regs, call: Syscall
@@ -695,10 +698,9 @@ class Tracer:
 
     # -- rewriting and translating ---------------------------------------------------------
 
-    def _rewrite(self, thread: _Thread, regs: _Regs, paths: dict[int, str],
-                 after: Callable[[int, _Regs], None] | None) -> None:
-        """Point the call's path arguments at new strings in the thread's scratch area;
-        ``after`` runs at the exit stop (a readlink's result is translated back by itself)."""
+    def _rewrite(self, thread: _Thread, regs: _Regs, paths: dict[int, str]) -> None:
+        """Point the call's path arguments at new strings in the thread's scratch area (a
+        readlink's result is translated back at the exit stop)."""
         if not thread.area:
             self._inject_area(thread, regs)
             return
@@ -713,8 +715,8 @@ class Tracer:
             setattr(regs, name, thread.area + offset)
             offset += _AREA // 2
         _ptrace(_PTRACE_SETREGS, thread.tid, 0, ctypes.byref(regs))
-        if int(regs.orig_rax) in (_READLINK, _READLINKAT):
-            after = self._readlink_result(regs)
+        after = self._readlink_result(regs) if int(regs.orig_rax) in (_READLINK, _READLINKAT) \
+            else None
         self._resume_to_exit(thread, after)
 
     def _inject_area(self, thread: _Thread, regs: _Regs) -> None:
@@ -784,40 +786,40 @@ class Tracer:
 
         return translate
 
-    def _stat_result(self, entry: _Regs, attr: Attr) -> Callable[[int, _Regs], None]:
-        """At the exit stop, give a stat-family result the namespace's identity and times
-        (fuse mode's values), whichever view file, placeholder or object, the kernel saw."""
-        nr = int(entry.orig_rax)
-        buffer = _arg(entry, _STAT_BUFFER[nr])
+    def _stat_answer(self, tid: int, regs: _Regs, where: _Where) -> None:
+        """Answer a stat-family call naming a file under M (or fstat of a view fd) at its entry
+        stop, from the namespace alone: fuse mode's values written into the caller's buffer,
+        and the call skipped (raises :class:`_Return` or :class:`_Refuse`).
+
+        No view file is made, so ``find -printf %s`` or ``ls -l`` over a large directory costs
+        one stop per entry, not a file per entry. The errors come in the kernel's order: the
+        flags, then the name, then the buffer.
+        """
+        nr = int(regs.orig_rax)
+        flags = _arg(regs, _AT_FLAG_ARG[nr]) & 0xFFFFFFFF if nr in _AT_FLAG_ARG else 0
+        if flags & ~_STAT_FLAGS or nr == _STATX and (
+                flags & _STATX_SYNC_TYPE == _STATX_SYNC_TYPE
+                or _arg(regs, 3) & 0xFFFFFFFF & _STATX_RESERVED):
+            raise _Refuse(errno.EINVAL)
+        attr = self._exists(where.text)
+        if where.slash and attr.kind != "dir":
+            raise _Refuse(errno.ENOTDIR)
         mtime = max(attr.mtime, 0.0)  # before 1970 counts as 1970, as in fuse mode
         seconds = int(mtime)
         nanos = min(int(round((mtime - seconds) * 1e9)), 999_999_999)
         blocks = (attr.size + 511) // 512
-
-        def identity(tid: int, regs: _Regs) -> None:
-            if int(regs.rax) != 0:
-                return  # failed: nothing was written
-            if nr != _STATX:
-                self._write(tid, buffer, _STAT_HEAD.pack(
-                    os.makedev(_DEV_MAJOR, _DEV_MINOR), attr.ino, attr.nlink, attr.mode))
-                self._write(tid, buffer + 48, _STAT_SIZE.pack(
-                    attr.size, blocks, seconds, nanos, seconds, nanos, seconds, nanos))
-                return
-            data = self._read(tid, buffer, _STATX_LEN)
-            if data is None:
-                return
-            out = bytearray(data)
-            mask = struct.unpack_from("<I", out)[0]
-            values = (attr.nlink, attr.mode, attr.ino, attr.size, blocks, (seconds, nanos),
-                      (seconds, nanos), (seconds, nanos))
-            for (bit, form, offset), value in zip(_STATX_FIELDS, values, strict=True):
-                if mask & bit:
-                    struct.pack_into(form, out, offset, *(value if isinstance(value, tuple)
-                                                          else (value,)))
-            struct.pack_into("<II", out, 136, _DEV_MAJOR, _DEV_MINOR)
-            self._write(tid, buffer, bytes(out))
-
-        return identity
+        uid, gid = os.geteuid(), os.getegid()  # fuse mode's owner: the one who runs treadle
+        if nr == _STATX:
+            data = _STATX_STRUCT.pack(
+                _STATX_BASIC_STATS, _PAGE, 0, attr.nlink, uid, gid, attr.mode, attr.ino,
+                attr.size, blocks, _STATX_ATTRIBUTES_MASK, seconds, nanos, 0, 0, seconds,
+                nanos, seconds, nanos, 0, 0, _DEV_MAJOR, _DEV_MINOR)
+        else:
+            data = _STAT.pack(os.makedev(_DEV_MAJOR, _DEV_MINOR), attr.ino, attr.nlink,
+                              attr.mode, uid, gid, 0, attr.size, _PAGE, blocks,
+                              *(seconds, nanos) * 3)
+        self._write(tid, _arg(regs, _STAT_BUFFER[nr]), data)
+        raise _Return(0)
 
     # -- memory and registers --------------------------------------------------------------
 

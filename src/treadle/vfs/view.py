@@ -5,10 +5,11 @@ to a directory fd under M. So each run has a view root ``<cache>/views/<run>/`` 
 tree appears as real directories and files, made on demand by the tracer before the call that
 needs them proceeds; the kernel then resolves relative names by itself.
 
-* A metadata call gets a **placeholder**: a sparse file of the right size, mode 0444 and the
-  file's mtime, so ``stat`` finds it; the tracer then gives every stat result the namespace's
-  identity (inode, device, times), which the placeholder and the object share. The tracer
-  answers ``getxattr``, ``listxattr`` and their ``*at`` forms itself, from the namespace.
+* The stat calls make nothing: the tracer answers them from the namespace (:meth:`View.stat`)
+  with fuse mode's identity, and ``getxattr``, ``listxattr`` and their ``*at`` forms too.
+* A call the kernel must still resolve by itself (``access``, ``readlink``, an inotify
+  watch, ``chdir``, an exec that must fail) gets a **placeholder**: a sparse file of the
+  right size, mode 0444 and the file's mtime, or the directory.
 * An open or an exec gets the **object**: the verified local file that the namespace gives,
   hard-linked into place (copied into the cache first when it sits on another filesystem).
 * A directory holds only the names looked up in it: the tracer writes every listing of it
