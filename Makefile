@@ -27,7 +27,7 @@ demo: setup
 # The reference tools (cctools 9.9) are needed by the differential and
 # interoperability tests, a PostgreSQL server by the repository tests (they
 # start their own, in a temporary directory), and FUSE, a C compiler (static too),
-# libseccomp's resolver and strace by the vfs tests; install them when we are
+# libseccomp's resolver, strace and ImageMagick by the vfs tests; install them when we are
 # root and they are missing.
 system-packages:
 	@if ! command -v makeflow >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
@@ -38,7 +38,7 @@ system-packages:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 			--no-install-recommends postgresql >/dev/null; \
 	fi
-	@missing=""; for p in fuse3 gcc libc6-dev seccomp strace; do \
+	@missing=""; for p in fuse3 gcc libc6-dev seccomp strace imagemagick; do \
 		dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ]; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
