@@ -31,6 +31,8 @@ import time
 from pathlib import Path
 
 MOUNT = "/bxgrid-bench"
+# Debian's ImageMagick by its full path: a host may put a stand-in named convert first on PATH
+CONVERT = "/usr/bin/convert"
 
 
 def make_repository(where: Path, files: int, jpeg: Path | None) -> tuple[Path, Path]:
@@ -77,9 +79,9 @@ def host_tree(where: Path, files: int) -> Path:
 
 def imagemagick() -> bool:
     """Whether ``convert`` is ImageMagick's (a host may have a stand-in, or nothing)."""
-    if shutil.which("convert") is None:
+    if not Path(CONVERT).exists():
         return False
-    found = subprocess.run(["convert", "-version"], capture_output=True, text=True)
+    found = subprocess.run([CONVERT, "-version"], capture_output=True, text=True)
     return found.returncode == 0 and "ImageMagick" in found.stdout
 
 
@@ -124,7 +126,7 @@ def main() -> None:
             jpeg = None
         elif jpeg is None:
             jpeg = tmp / "image.jpg"
-            subprocess.run(["convert", "-size", "1024x768", "plasma:", str(jpeg)], check=True)
+            subprocess.run([CONVERT, "-size", "1024x768", "plasma:", str(jpeg)], check=True)
         t0 = time.perf_counter()
         repo, copy = make_repository(tmp, args.files, jpeg)
         host = host_tree(tmp, args.files)
@@ -144,9 +146,9 @@ def main() -> None:
                 args.rounds, "none")
         if jpeg is not None:
             fileid = args.files + 1
-            compare("V8 convert", vfs(repo, cache, "convert", f"{MOUNT}/fileid/{fileid}",
+            compare("V8 convert", vfs(repo, cache, CONVERT, f"{MOUNT}/fileid/{fileid}",
                                       "-thumbnail", "128x128", str(tmp / "t1.png")),
-                    ["convert", str(copy / "fileid" / str(fileid)), "-thumbnail", "128x128",
+                    [CONVERT, str(copy / "fileid" / str(fileid)), "-thumbnail", "128x128",
                      str(tmp / "t2.png")], tmp, args.rounds, "<= 6")
 
 
