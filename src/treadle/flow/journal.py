@@ -63,13 +63,15 @@ def unescape_name(field: str) -> str:
     return raw.decode("utf-8", "surrogateescape")
 
 
-def rule_identities(rules: Sequence[Rule]) -> list[str]:
-    """Each rule's identity: a hash of its targets and final command.
+def rule_identities(rules: Sequence[Rule], container: str = "") -> list[str]:
+    """Each rule's identity: a hash of its targets and final command (and container image, if any).
 
     The identity survives rules being added, removed or moved around it, which
     is what lets recovery match log records to rules after the file was edited
     [F-c]. ``k`` separates rules with the same targets and command (several
-    target-less rules running the same program).
+    target-less rules running the same program). ``container`` (``docker:IMAGE``)
+    is hashed in when set, so a changed image reruns the rules; wrappers are not,
+    so changing how a command is started never redoes finished work.
     """
     seen: dict[tuple[tuple[str, ...], str], int] = {}
     out = []
@@ -81,6 +83,8 @@ def rule_identities(rules: Sequence[Rule]) -> list[str]:
         seen[key] = k + 1
         data = b"".join(t.encode("utf-8", "surrogateescape") + b"\0" for t in targets)
         data += b"\x01" + rule.command.encode("utf-8", "surrogateescape") + b"\0" + str(k).encode()
+        if container:
+            data += b"\x02" + container.encode("utf-8", "surrogateescape")
         out.append(sha(data).hexdigest()[:16])
     return out
 

@@ -61,6 +61,16 @@ class RunOptions:
     storage_limit: int | None = None
     storage_print: str | None = None
     progress: bool = True
+    # Containers and wrappers (treadle.flow.wrappers): how each job runs, not what it runs.
+    wrappers: tuple[str, ...] = ()
+    wrapper_inputs: tuple[str, ...] = ()
+    wrapper_outputs: tuple[str, ...] = ()
+    docker: str | None = None  # image
+    docker_tar: str | None = None  # loaded with `CLI load` once before the run
+    docker_opt: str = ""
+    docker_cmd: str = "docker"  # or podman (TREADLE_DOCKER, --docker-cmd)
+    singularity: str | None = None  # image
+    singularity_opt: str = ""
     command_line: tuple[str, ...] = field(default=())  # for the summary file
     # The options one backend understands (Work Queue's port...), by option name: the
     # backend reads its own in from_options (treadle.backends.base.BackendConfig).
@@ -96,6 +106,20 @@ class RunOptions:
     def resolved_batch_log(self, suffix: str = "batchlog") -> str:
         """``-L``, else ``DAGFILE.<suffix>`` (the backend's ``log_suffix``)."""
         return self.batch_log or f"{self.dagfile}.{suffix}"
+
+    @property
+    def container_image(self) -> str:
+        """The container a rule runs in, as part of its identity (empty: none).
+
+        A different image is different software, so its results are different
+        results; a wrapper only changes how a command is started, so it is not
+        here.
+        """
+        if self.docker:
+            return f"docker:{self.docker}"
+        if self.singularity:
+            return f"singularity:{self.singularity}"
+        return ""
 
     def job_limits(self, cores: int, default_remote: int = 100) -> tuple[int, int]:
         """(max local jobs, max remote jobs) after the reference's rules.
