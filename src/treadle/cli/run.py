@@ -14,7 +14,7 @@ import dataclasses
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +32,7 @@ from treadle.flow.options import (
     RunOptions,
 )
 from treadle.flow.run import run_workflow
+from treadle.flow.wrappers import DOCKER_CLIS
 
 DEBUG_SUBSYSTEMS = ("all", "makeflow", "makeflow_parser", "makeflow_lexer", "makeflow_run", "batch", "wq")
 
@@ -147,6 +148,22 @@ OPTIONS: tuple[Opt, ...] = (
         "TYPE", click.IntRange(0, 3)),
     Opt(None, ("storage-limit",), True, "storage_limit", "storage allocation limit", "BYTES", BYTES),
     Opt(None, ("storage-print",), True, "storage_print", "write storage use to FILE", "FILE"),
+    Opt(None, ("wrapper",), True, "wrappers",
+        "run every rule's command inside CMD: at its first {}, quoted at [], or appended; repeatable, the first "
+        "given innermost; %% becomes the rule's id", "CMD"),
+    Opt(None, ("wrapper-input",), True, "wrapper_inputs",
+        "a file every job needs (shipped like an input; %% becomes the rule's id; LOCAL=REMOTE renames)", "FILE"),
+    Opt(None, ("wrapper-output",), True, "wrapper_outputs",
+        "a file every job makes (brought back like an output; %% becomes the rule's id)", "FILE"),
+    Opt(None, ("docker",), True, "docker",
+        "run every rule in a new container of IMAGE (working directory mounted, removed afterwards)", "IMAGE"),
+    Opt(None, ("docker-tar",), True, "docker_tar", "load the --docker image from TAR once before the run", "TAR"),
+    Opt(None, ("docker-opt",), True, "docker_opt", "more options for the container's `run`", "TEXT"),
+    Opt(None, ("docker-cmd",), True, "docker_cmd",
+        "the docker-compatible command: docker (default) or podman; also TREADLE_DOCKER", "CMD"),
+    Opt(None, ("singularity",), True, "singularity", "run every rule with singularity (or apptainer) in IMAGE",
+        "IMAGE"),
+    Opt(None, ("singularity-opt",), True, "singularity_opt", "more options for `singularity exec`", "TEXT"),
     Opt(None, ("dry-run",), False, "dry_run", "print what would run into DAGFILE.sh; run nothing"),
     Opt("h", ("help",), False, "help", "show this help"),
     Opt("v", ("version",), False, "version", "show the version"),
@@ -167,7 +184,8 @@ GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
                               "pending_grace", "hold_timeout", "keep_batch_logs", "slurm_array", "slurm_status",
                               "slurm_disk", "slurm_gpu_flag", "safe_submit_mode", "ignore_memory_spec",
                               "condor_requirements", "condor_autosize", "condor_getenv")),
-    ("Containers and wrappers", ("sandbox",)),
+    ("Containers and wrappers", ("sandbox", "wrappers", "wrapper_inputs", "wrapper_outputs", "docker", "docker_tar",
+                                 "docker_opt", "docker_cmd", "singularity", "singularity_opt")),
 )
 _SHORT = {o.short: o for o in OPTIONS if o.short}
 _LONG = {name: o for o in OPTIONS for name in o.longs}
@@ -306,6 +324,7 @@ def parse_args(argv: Sequence[str], environ: dict[str, str] | None = None) -> Ru
     debug: list[str] = []
     jx_args: list[str] = []
     jx_define: list[str] = []
+    repeated: dict[str, list[str]] = {"wrappers": [], "wrapper_inputs": [], "wrapper_outputs": []}
     for opt, value in pairs:
         dest = opt.dest
         if dest == "help":
@@ -348,6 +367,8 @@ def parse_args(argv: Sequence[str], environ: dict[str, str] | None = None) -> Ru
             fields["batch_type"] = "dryrun"
         elif dest == "no_save_failed":
             fields["save_failed_output"] = False
+        elif dest in repeated:
+            repeated[dest].append(value or "")
         else:
             fields[dest] = value
     if len(words) > 1:
@@ -364,6 +385,8 @@ def parse_args(argv: Sequence[str], environ: dict[str, str] | None = None) -> Ru
         fields["batch_options"] = env["BATCH_OPTIONS"]
     if fields.get("clean"):
         fields["batch_type"] = "local"
+    fields.update({dest: tuple(values) for dest, values in repeated.items()})
+    _check_containers(fields, env)
     # What RunOptions has no field for belongs to one backend (-p, -N... for wq): it reads them itself.
     settings = {dest: fields.pop(dest) for dest in list(fields) if dest not in _RUN_FIELDS}
     return RunOptions(
@@ -374,6 +397,19 @@ def parse_args(argv: Sequence[str], environ: dict[str, str] | None = None) -> Ru
         jx_define=tuple(jx_define),
         command_line=("makeflow" if os.path.basename(sys.argv[0]) == "makeflow" else "treadle run", *argv),
     )
+
+
+def _check_containers(fields: dict[str, Any], env: Mapping[str, str]) -> None:
+    """The container options, settled: one container at most, and the docker command chosen."""
+    if fields.get("docker") and fields.get("singularity"):
+        raise UsageError("--docker and --singularity cannot be used together: choose one container")
+    for dest, needs in (("docker_tar", "docker"), ("docker_opt", "docker"), ("singularity_opt", "singularity")):
+        if fields.get(dest) and not fields.get(needs):
+            raise UsageError(f"--{dest.replace('_', '-')} needs --{needs} IMAGE")
+    cli = fields.get("docker_cmd") or env.get("TREADLE_DOCKER") or "docker"
+    if cli not in DOCKER_CLIS:
+        raise UsageError(f"unknown docker command {cli!r} (expected {' or '.join(DOCKER_CLIS)})")
+    fields["docker_cmd"] = cli
 
 
 EXAMPLES = (

@@ -40,6 +40,7 @@ from treadle.flow import journal as jr
 from treadle.flow.journal import ABORTED, COMPLETE, FAILED, RUNNING, WAITING, Journal
 from treadle.flow.model import DEFAULT_FILE_SIZE_ESTIMATE, Rule, Workflow
 from treadle.flow.options import TRANSIENT_EXIT_CODE, TRANSIENT_RETRIES, RunOptions
+from treadle.flow.wrappers import Wrapping
 
 REMOTE_WAIT = 5.0  # seconds the loop waits for a remote completion (reference value)
 ABORT_POLL = 0.25  # seconds between checks for an abort signal while blocked
@@ -267,6 +268,7 @@ class Engine:
         self._fingerprinted: set[str] = set()
         self._env_cache: dict[int, tuple[Mapping[str, str], dict[str, str]]] = {}
         self._commands: dict[int, str] = {}
+        self.wrapping = Wrapping.from_options(opts)
         self.logs_dir = opts.resolved_logs_dir()
         self._logs_dir_made = False
 
@@ -426,10 +428,15 @@ class Engine:
         assert backend is not None  # a rule is keyed remote only when a remote backend exists
         run = command
         in_place = is_local and backend.runs_in_place
+        wrapped = self.wrapping and rule.workflow is None
+        if wrapped:
+            run = self.wrapping.command(rid, command, self.environment_of(rule))
         if self.opts.sandbox and in_place and rule.workflow is None:
-            run = sandboxed_command(command, rule.sources, self.graph.outputs[rid])
+            sources = rule.sources + tuple(d for d, _ in self.wrapping.input_files(rid))
+            targets = self.graph.outputs[rid] + tuple(d for d, _ in self.wrapping.output_files(rid))
+            run = sandboxed_command(run, sources, targets)
         logs = self._log_paths(rid) if self.touch_files else (None, None)
-        job = self._job(rule, run, full=not in_place, logs=logs)
+        job = self._job(rule, run, full=not in_place, logs=logs, wrapped=bool(wrapped))
         try:
             if logs[0] is not None and not self._logs_dir_made:
                 os.makedirs(self.logs_dir, exist_ok=True)
@@ -787,16 +794,23 @@ class Engine:
         stem = os.path.join(self.logs_dir, f"{rid}.{self.attempts.get(rid, 0) + 1}")
         return f"{stem}.out", f"{stem}.err"
 
-    def _job(self, rule: Rule, command: str, full: bool, logs: tuple[str | None, str | None]) -> Job:
+    def _job(self, rule: Rule, command: str, full: bool, logs: tuple[str | None, str | None],
+             wrapped: bool = False) -> Job:
+        """The one place a rule becomes a ``Job``; ``wrapped`` adds the wrapper files to a full job."""
         env = self.environment_of(rule)
         stdout, stderr = logs
         if not full:
             return Job(rule.id, command, environment=env, stdout=stdout, stderr=stderr)
+        inputs = [FileSpec(s, rule.remote_name(s)) for s in rule.sources]
+        outputs = [FileSpec(t, rule.remote_name(t)) for t in self.graph.outputs[rule.id]]
+        if wrapped:
+            inputs += [FileSpec(d, t) for d, t in self.wrapping.input_files(rule.id)]
+            outputs += [FileSpec(d, t) for d, t in self.wrapping.output_files(rule.id)]
         return Job(
             rule.id,
             command,
-            inputs=tuple(FileSpec(s, rule.remote_name(s)) for s in rule.sources),
-            outputs=tuple(FileSpec(t, rule.remote_name(t)) for t in self.graph.outputs[rule.id]),
+            inputs=tuple(inputs),
+            outputs=tuple(outputs),
             resources=self.wf.resources_of(rule),
             environment=env,
             category=rule.category,

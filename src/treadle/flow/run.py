@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -34,6 +35,7 @@ from treadle.flow.model import Workflow
 from treadle.flow.options import RunOptions, local_cores
 from treadle.flow.parser import parse_file
 from treadle.flow.summary import failure_report, write_summary
+from treadle.flow.wrappers import singularity_cli
 
 
 def run_workflow(opts: RunOptions, out: Out | None = None) -> int:
@@ -188,11 +190,35 @@ def _execute(opts: RunOptions, out: Out, started: float) -> int:
                     pass
 
 
+def _prepare_containers(opts: RunOptions, out: Out) -> None:
+    """Check that the container command exists where rules run here, and load ``--docker-tar`` once.
+
+    Remote rules run where the workers are: the command must exist there, and
+    the image must be there (a tar is loaded on this machine only).
+    """
+    local_rules = not opts.remote
+    if opts.singularity and local_rules and singularity_cli() is None:
+        raise UsageError(f"--singularity {opts.singularity}: neither singularity nor apptainer is on PATH "
+                         "(install one, or run the rules on workers that have it with -T wq)")
+    if not opts.docker:
+        return
+    if (local_rules or opts.docker_tar) and shutil.which(opts.docker_cmd) is None:
+        raise UsageError(f"--docker {opts.docker}: the container command {opts.docker_cmd!r} is not on PATH "
+                         "(install it, or choose another with --docker-cmd or TREADLE_DOCKER)")
+    if opts.docker_tar:
+        out.say(f"loading container image from {opts.docker_tar}...")
+        done = subprocess.run([opts.docker_cmd, "load", "-q", "-i", opts.docker_tar],
+                              capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            why = (done.stderr.strip().splitlines() or ["exit status " + str(done.returncode)])[-1]
+            raise UsageError(f"--docker-tar {opts.docker_tar}: {opts.docker_cmd} load failed: {why}")
+
+
 def _execute_locked(plan: _Plan, wf: Workflow, journal: jr.Journal, out: Out) -> int:
     """Everything after the log is locked: recovery, the file scan, then clean or run."""
     opts = plan.opts
     graph = Graph(wf)
-    identities = jr.rule_identities(wf.rules)
+    identities = jr.rule_identities(wf.rules, opts.container_image)
     history = recovery.replay(plan.log_path, identities, graph.outputs)
     if history.exists:
         out.say(f"recovering from log file {plan.log_path}...")
@@ -212,6 +238,8 @@ def _execute_locked(plan: _Plan, wf: Workflow, journal: jr.Journal, out: Out) ->
         engine_cell[0].backend_event(handle, event, **fields)
 
     if not opts.clean:
+        if not opts.dry_run:
+            _prepare_containers(opts, out)
         if opts.gc != "none":
             gc = GarbageCollector(wf, graph.producer, opts.gc, opts.gc_count, opts.gc_size)
             hooks.update(on_file_complete=gc.file_complete, gc_tick=gc.tick)
