@@ -38,7 +38,7 @@ system-packages:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 			--no-install-recommends postgresql >/dev/null; \
 	fi
-	@missing=""; for p in fuse3 gcc libc6-dev seccomp strace imagemagick; do \
+	@missing=""; for p in fuse3 gcc libc6-dev seccomp strace imagemagick podman runc busybox-static; do \
 		dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ]; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
