@@ -47,12 +47,11 @@ def test_only_the_first_braces_are_replaced(command, head, tail):
     assert got == wrapper[:i] + inner + wrapper[i + 2 :]
 
 
-@given(st.text(max_size=30))
+@given(st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\0"), max_size=30))
 def test_quoted_command_reads_back_as_one_word(command):
-    command = command.replace("\0", "")
-    out = subprocess.run(["sh", "-c", "printf %s " + shell_quote(command)], capture_output=True, text=True,
+    out = subprocess.run(["sh", "-c", "printf %s " + shell_quote(command)], capture_output=True,
                          check=True).stdout
-    assert out == command
+    assert out == command.encode()
 
 
 @given(st.text(alphabet=st.sampled_from("a%b"), max_size=30), st.integers(0, 10**6))

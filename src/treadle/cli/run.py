@@ -157,7 +157,7 @@ OPTIONS: tuple[Opt, ...] = (
         "a file every job makes (brought back like an output; %% becomes the rule's id)", "FILE"),
     Opt(None, ("docker",), True, "docker",
         "run every rule in a new container of IMAGE (working directory mounted, removed afterwards)", "IMAGE"),
-    Opt(None, ("docker-tar",), True, "docker_tar", "load the --docker image from TAR once before the run", "TAR"),
+    Opt(None, ("docker-tar",), True, "docker_tar", "load the container image from TAR once before the run", "TAR"),
     Opt(None, ("docker-opt",), True, "docker_opt", "more options for the container's `run`", "TEXT"),
     Opt(None, ("docker-cmd",), True, "docker_cmd",
         "the docker-compatible command: docker (default) or podman; also TREADLE_DOCKER", "CMD"),
