@@ -1,9 +1,9 @@
 """--docker with real podman (Debian's docker-compatible CLI) on an image built here from busybox-static.
 
 ``make system-packages`` installs podman, runc and busybox-static. The
-containers.conf written here holds the two settings these machines need
-(docs: ../shared/tools/containers.md): runc, because crun refuses hybrid
-cgroups, and rlimits no higher than the current ones.
+containers.conf written here holds the two settings these machines need:
+runc, because crun refuses cgroups in hybrid mode, and rlimits no higher than
+the current ones (the machines drop CAP_SYS_RESOURCE).
 """
 
 from __future__ import annotations
