@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from tests._wait import wait_for
+from tests._wq import run_wq
 
 from treadle.backends.logs import LOG_CAP
 
@@ -112,30 +112,6 @@ def test_the_size_cap_is_applied_and_said_in_the_log(tmp_path):
 # --- Work Queue: a real treadle worker ---------------------------------------------------
 
 
-def _run_wq(tmp_path: Path, workflow: str, *args: str) -> subprocess.CompletedProcess:
-    """``treadle run -T wq`` in ``tmp_path/wf`` with one treadle worker; both stopped by pid."""
-    wd = tmp_path / "wf"
-    wd.mkdir(exist_ok=True)
-    (wd / "wf.mf").write_text(workflow)
-    port = wd / "port"
-    run = subprocess.Popen([sys.executable, "-m", "treadle", "run", "-T", "wq", "-p", "0", "-Z", "port", *args, "wf.mf"],
-                           cwd=wd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    worker = None
-    try:
-        wait_for(lambda: port.exists() and port.read_text().strip() != "", 30, "the manager's port file")
-        (tmp_path / "w").mkdir(exist_ok=True)
-        worker = subprocess.Popen([sys.executable, "-m", "treadle", "worker", "-t", "30", "-s", str(tmp_path / "w"),
-                                   "127.0.0.1", port.read_text().strip()],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        out, err = run.communicate(timeout=120)
-    finally:
-        for p in (run, worker):
-            if p is not None and p.poll() is None:
-                p.kill()
-                p.wait()
-    return subprocess.CompletedProcess(run.args, run.returncode, out, err)
-
-
 WQ_FAILING = (
     "ok.txt:\n"
     "\tprintf 'WOK%sOUT\\n' _; echo > ok.txt\n"
@@ -146,7 +122,7 @@ WQ_FAILING = (
 
 @pytest.mark.slow
 def test_over_work_queue_a_failed_rules_output_is_kept_in_one_file(tmp_path):
-    r = _run_wq(tmp_path, WQ_FAILING)
+    r = run_wq(tmp_path, WQ_FAILING)
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
     before_summary = r.stdout + r.stderr[: r.stderr.index("workflow failed.")]
     for text in ("WOK_OUT", "W_OUT", "W_ERR"):
@@ -221,7 +197,7 @@ def test_a_log_that_fills_the_disk_stops_the_run_and_the_next_run_resumes(tmp_pa
 @pytest.mark.slow
 def test_over_work_queue_a_log_that_cannot_be_written_fails_the_rule(tmp_path, small_disk):
     _fill(small_disk(tmp_path / "wf" / LOGS))
-    r = _run_wq(tmp_path, "ok.txt:\n\techo > ok.txt; printf 'W%sOUT\\n' _\n")
+    r = run_wq(tmp_path, "ok.txt:\n\techo > ok.txt; printf 'W%sOUT\\n' _\n")
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
     assert f"could not keep its output in {LOGS}/0.1.out: No space left on device" in r.stderr
     assert "W_OUT" not in r.stdout + r.stderr

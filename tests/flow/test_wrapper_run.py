@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from tests.cli.test_run_logs import _run_wq
+from tests._wq import run_wq
 
 WORKFLOW = (
     "up.txt: in.txt\n"
@@ -92,7 +92,7 @@ def test_missing_singularity_is_one_clear_line(tmp_path):
 @pytest.mark.slow
 def test_over_work_queue_wrapper_files_travel_with_the_job(tmp_path):
     wd = _workdir(tmp_path / "wf")
-    r = _run_wq(tmp_path, WORKFLOW, *WRAP_ARGS)
+    r = run_wq(tmp_path, WORKFLOW, *WRAP_ARGS)
     assert r.returncode == 0, r.stderr
     assert _results(wd) == {"up.txt": "HELLO\n", "both.txt": "HELLO\nhello\n",
                             "marker.0": "wrapped 0\n", "marker.1": "wrapped 1\n"}
