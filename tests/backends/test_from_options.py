@@ -69,7 +69,7 @@ def test_workqueue_from_options_takes_its_own_settings_and_ignores_others(tmp_pa
 
 def test_a_name_becomes_a_backend_with_its_registry_line_only(monkeypatch):
     """``-T NAME`` is refused until the registry names a module for it; then it is that class."""
-    with pytest.raises(UsageError, match="unknown batch queue type: pbs"):
+    with pytest.raises(UsageError, match="-T pbs is not a treadle batch type"):
         registry.check_batch_type("pbs")
     monkeypatch.setitem(registry.BACKENDS, "pbs", "treadle.backends.local:LocalBackend")
     registry.check_batch_type("pbs")

@@ -21,8 +21,17 @@ BACKENDS: dict[str, str] = {
 }
 
 
+# The reference makeflow's batch types that treadle has no backend for: workers go there instead.
+FOREIGN_TYPES = ("sge", "uge", "pbs", "torque", "lsf", "moab", "cluster", "mpi", "chirp", "amazon",
+                 "amazon-batch", "lambda", "mesos", "k8s", "flux", "vine")
+
+
 def check_batch_type(name: str) -> None:
-    """Refuse a ``-T`` value the way the reference does."""
+    """Refuse a ``-T`` value the way the reference does, in one line that says what to do instead."""
+    if name in FOREIGN_TYPES and name not in BACKENDS:
+        raise UsageError(f"-T {name} is not a treadle batch type (it has {', '.join(BACKENDS)}): use -T wq and "
+                         f"start `treadle worker HOST PORT` in a job script of that system (`treadle factory` "
+                         f"does this for slurm and condor)")
     if name not in BACKENDS:
         raise UsageError(f"unknown batch queue type: {name}")
 

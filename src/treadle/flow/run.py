@@ -11,6 +11,7 @@ from the options (``from_options``), so nothing here names a backend.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import signal
@@ -74,7 +75,37 @@ def _inert_options(opts: RunOptions) -> list[str]:
     if opts.backend_settings.get("schedule") is not None:
         notes.append("-W has no effect: treadle's manager always prefers the worker that "
                      "already caches most of a task's input bytes (like -W files)")
+    settings = opts.backend_settings
+    notes += [f"{name} has no effect: {why}" for dest, (name, why) in INERT_OPTIONS.items()
+              if settings.get(dest) is not None]
+    own = backend_class(opts.batch_type).options_type
+    understood = {f.name for f in dataclasses.fields(own)} if own is not None else set()
+    notes += [f"{name} has no effect with -T {opts.batch_type}: {why}"
+              for dest, (name, why) in BACKEND_ONLY_OPTIONS.items()
+              if settings.get(dest) is not None and dest not in understood]
     return notes
+
+
+# Reference options accepted so that scripts keep working, with why each changes nothing here (by dest).
+INERT_OPTIONS: dict[str, tuple[str, str]] = {
+    "email": ("-m/--email", "treadle sends no mail; -f FILE writes the summary, which a script can mail"),
+    "priority": ("-P/--priority", "a manager's priority among managers sharing workers is not implemented "
+                                  "(issue 15)"),
+    "verbose_jobnames": ("--verbose-jobnames", "batch jobs are named treadle-TAG, the name treadle finds "
+                                               "its own jobs by; each job's script is in DAGFILE.batch/"),
+    "working_dir": ("--working-dir", "-T slurm and -T condor jobs run in the workflow's directory "
+                                     "(a shared filesystem), -T wq tasks in the worker's sandbox"),
+    "disable_heartbeat": ("--disable-heartbeat", "treadle watches batch jobs through the batch system's own "
+                                                 "records, not a heartbeat file"),
+    "batch_mem_type": ("--batch-mem-type", "it names SGE's memory resource, and treadle has no -T sge"),
+}
+# Options only some backends read (their options dataclass has the field), with what reads them (by dest).
+BACKEND_ONLY_OPTIONS: dict[str, tuple[str, str]] = {
+    "submission_timeout": ("-S/--submission-timeout", "only -T slurm and -T condor submit jobs that a batch "
+                                                      "system can refuse"),
+    "safe_submit_mode": ("--safe-submit-mode", "only -T slurm sends resource requests"),
+    "ignore_memory_spec": ("--ignore-memory-spec", "only -T slurm sends a memory request"),
+}
 
 
 def _local_resources(opts: RunOptions) -> tuple[int, int, int]:
