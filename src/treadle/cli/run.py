@@ -159,6 +159,12 @@ OPTIONS: tuple[Opt, ...] = (
         "TYPE", click.IntRange(0, 3)),
     Opt(None, ("storage-limit",), True, "storage_limit", "storage allocation limit", "BYTES", BYTES),
     Opt(None, ("storage-print",), True, "storage_print", "write storage use to FILE", "FILE"),
+    Opt(None, ("archive",), False, "archive",
+        "restore finished rules from the archive instead of running them, and store the ones that run", "DIR"),
+    Opt(None, ("archive-read",), False, "archive_read", "restore from the archive, store nothing"),
+    Opt(None, ("archive-write",), False, "archive_write", "store in the archive, restore nothing"),
+    Opt(None, ("archive-dir",), True, "archive_dir",
+        "the archive's directory (default: $XDG_CACHE_HOME/treadle/archive, else ~/.cache/treadle/archive)", "DIR"),
     Opt(None, ("wrapper",), True, "wrappers",
         "run every rule's command inside CMD: at its first {}, quoted at [], or appended; repeatable, the first "
         "given innermost; %% becomes the rule's id", "CMD"),
@@ -187,7 +193,7 @@ GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
                            "summary_log", "email", "keep_logs")),
     ("Data handling", ("change_directory", "gc", "gc_size", "gc_count", "skip_file_check", "checksum_sources",
                        "no_save_failed", "storage_limit", "storage_type", "storage_print", "wait_for_files",
-                       "zero_length_error")),
+                       "zero_length_error", "archive", "archive_read", "archive_write", "archive_dir")),
     ("Work Queue options", ("catalog", "password_file", "port", "bind", "port_file", "project_name",
                             "fast_abort", "keepalive_timeout", "keepalive_interval", "schedule", "priority", "factory")),
     ("Batch system options", ("batch_options", "local_cores", "local_memory", "local_disk", "submission_timeout",
@@ -239,6 +245,8 @@ def tokenize(argv: Sequence[str]) -> tuple[list[tuple[Opt, str | None]], list[st
             opt = _resolve_long(name)
             if opt.dest == "clean":
                 pairs.append((opt, value if eq else "all"))
+            elif opt.dest == "archive":
+                pairs.append((opt, value if eq else None))
             elif opt.arg:
                 if not eq:
                     if i >= len(args):
@@ -376,6 +384,12 @@ def parse_args(argv: Sequence[str], environ: dict[str, str] | None = None) -> Ru
         elif dest == "jx_define":
             jx_define.append(value or "")
             fields.setdefault("fmt", "jx")
+        elif dest == "archive":
+            fields["archive_read"] = fields["archive_write"] = True
+            if value:
+                fields["archive_dir"] = value
+        elif dest in ("archive_read", "archive_write"):
+            fields[dest] = True
         elif dest == "dry_run":
             fields["batch_type"] = "dryrun"
         elif dest == "no_save_failed":
@@ -458,6 +472,8 @@ def usage() -> str:
 def _help_row(o: Opt) -> tuple[str, str]:
     if o.dest == "clean":
         return f"-c, --clean[={o.metavar}]", o.help
+    if o.dest == "archive":
+        return f"--archive[={o.metavar}]", o.help
     names = ", ".join(([f"-{o.short}"] if o.short else []) + [f"--{n}" for n in o.longs])
     return (f"{names} {o.metavar}" if o.arg else names), o.help
 

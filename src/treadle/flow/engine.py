@@ -37,6 +37,7 @@ from treadle.backends.base import Backend, FileSpec, Job, JobResult, Resources
 from treadle.backends.logs import LOG_CAP
 from treadle.errors import TreadleError
 from treadle.flow import journal as jr
+from treadle.flow.archive import Archive, default_dir, file_sha256, rule_key
 from treadle.flow.journal import ABORTED, COMPLETE, FAILED, RUNNING, WAITING, Journal
 from treadle.flow.model import DEFAULT_FILE_SIZE_ESTIMATE, Rule, Workflow
 from treadle.flow.options import TRANSIENT_EXIT_CODE, TRANSIENT_RETRIES, RunOptions
@@ -271,6 +272,11 @@ class Engine:
         self.wrapping = Wrapping.from_options(opts)
         self.logs_dir = opts.resolved_logs_dir()
         self._logs_dir_made = False
+        archiving = (opts.archive_read or opts.archive_write) and touch_files
+        self.archive = Archive(opts.archive_dir or default_dir()) if archiving else None
+        self._archive_keys: dict[int, str] = {}  # running rule -> its key, to store its outputs under
+        self._input_digests: dict[str, str | None] = {}  # original inputs: they do not change during a run
+        self._restored = False  # a dispatch pass restored a rule from the archive (its children may be ready)
 
     # --- set-up --------------------------------------------------------------------------
 
@@ -423,6 +429,8 @@ class Engine:
         # transition is journalled once the job has an id, before anything acts on it.
         # A crash in between leaves the rule waiting in the log, so it simply runs again.
         command = self.command_of(rule)
+        if self.archive is not None and rule.workflow is None and self._from_archive(rule, command):
+            return
         self.out.say(f"submitting job: {command}")
         backend = self.local if is_local else self.remote
         assert backend is not None  # a rule is keyed remote only when a remote backend exists
@@ -535,6 +543,11 @@ class Engine:
         if isinstance(sizes, str):
             self._fail(rid, result, sizes)
             return
+        key = self._archive_keys.pop(rid, None)
+        if key is not None and self.archive is not None:
+            why = self.archive.store(key, self.graph.outputs[rid])
+            if why is not None:
+                self.out.warn(f"rule {rid} was not archived: {why}")
         self._complete(rid, result, sizes)
 
     def _complete(self, rid: int, result: JobResult, sizes: list[int]) -> None:
@@ -648,8 +661,11 @@ class Engine:
             if self._abort_requested:
                 self._abort()
                 return
+            self._restored = False
             self._dispatch()
             if not self._running:
+                if self._restored:
+                    continue  # restored rules released children that a new pass may start
                 return
             early: JobResult | None = None
             if self._running_remote:
@@ -818,6 +834,48 @@ class Engine:
             stdout=stdout,
             stderr=stderr,
         )
+
+    def _from_archive(self, rule: Rule, command: str) -> bool:
+        """``--archive``: restore the rule's outputs instead of running it; True when it is now complete.
+
+        Also remembers the rule's key when ``--archive-write`` will store its
+        outputs after it succeeds. A rule with an input that is not a regular
+        file (a directory) is neither restored nor stored.
+        """
+        assert self.archive is not None
+        inputs: list[tuple[str, str]] = []
+        producer = self.graph.producer
+        for s in rule.sources:
+            if s in producer:
+                digest = file_sha256(s)
+            else:
+                if s not in self._input_digests:
+                    self._input_digests[s] = file_sha256(s)
+                digest = self._input_digests[s]
+            if digest is None:
+                return False
+            inputs.append((s, digest))
+        rid = rule.id
+        outputs = self.graph.outputs[rid]
+        key = rule_key(command, rule.environment, self.opts.container_image, outputs, inputs)
+        if self.opts.archive_write:
+            self._archive_keys[rid] = key
+        if not self.opts.archive_read:
+            return False
+        why = self.archive.restore(key, outputs)
+        if why is not None:
+            if why != "not in the archive":
+                self.out.warn(f"rule {rid} not restored from the archive {self.archive.root}: {why}; running it")
+            elif self.out.debug_stream is not None:
+                self.out.debug(f"rule {rid} not in the archive (key {key})")
+            return False
+        self._archive_keys.pop(rid, None)
+        self.out.say(f"restored from archive: {command}")
+        self.journal.line(f"# ARCHIVE {jr.now_us()} {rid} restored {key}")
+        self._change(rid, RUNNING, 0)
+        self._restored = True
+        self._complete(rid, JobResult(0, exit_code=0), [_size(name) for name in outputs])
+        return True
 
     def _check_outputs(self, rid: int) -> list[int] | str:
         """Sizes of the rule's outputs, or the reason the rule failed (a missing output)."""

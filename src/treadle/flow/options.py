@@ -71,6 +71,10 @@ class RunOptions:
     docker_cmd: str = "docker"  # or podman (TREADLE_DOCKER, --docker-cmd)
     singularity: str | None = None  # image
     singularity_opt: str = ""
+    # The archive of finished rules (treadle.flow.archive): look up before running, store after success.
+    archive_read: bool = False
+    archive_write: bool = False
+    archive_dir: str | None = None  # None: treadle.flow.archive.default_dir()
     command_line: tuple[str, ...] = field(default=())  # for the summary file
     # The options one backend understands (Work Queue's port...), by option name: the
     # backend reads its own in from_options (treadle.backends.base.BackendConfig).
