@@ -118,7 +118,9 @@ def test_every_option_is_read_by_the_run_or_by_a_backend():
                       if (t := registry.backend_class(name).options_type) is not None
                       for f in dataclasses.fields(t)}
     # the options parse_args turns into something else (-R into retries, --json into fmt...)
-    translated = {"help", "version", "argv", "retry", "json", "jx", "dry_run", "no_save_failed", "archive"}
+    # -b writes a bundle in place of a run (treadle.cli.run.execute)
+    translated = {"help", "version", "argv", "retry", "json", "jx", "dry_run", "no_save_failed", "archive",
+                  "bundle_dir"}
     to_backends = {o.dest for o in OPTIONS} - run_fields - translated - set(INERT_OPTIONS)  # these only say why not
     assert to_backends - backend_fields == set()
     assert "port" in to_backends and "fast_abort" in to_backends

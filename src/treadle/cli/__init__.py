@@ -24,6 +24,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "run": ("run", "Run a Makeflow workflow (accepts the reference makeflow's options)."),
     "analyze": ("analyze", "Check a workflow's syntax and list its inputs and outputs."),
     "viz": ("viz", "Draw a workflow as a Graphviz dot graph."),
+    "link": ("link", "Copy a workflow with the programs and modules it needs into one directory."),
     "monitor": ("monitor", "Show the progress of running or finished workflows from their logs."),
     "worker": ("worker", "Start a Work Queue worker that connects to a manager."),
     "worker-bundle": ("worker_bundle", "Write the worker as one zipapp for nodes without treadle."),

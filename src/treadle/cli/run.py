@@ -182,12 +182,15 @@ OPTIONS: tuple[Opt, ...] = (
         "IMAGE"),
     Opt(None, ("singularity-opt",), True, "singularity_opt", "more options for `singularity exec`", "TEXT"),
     Opt(None, ("dry-run",), False, "dry_run", "print what would run into DAGFILE.sh; run nothing"),
+    Opt("b", ("bundle-dir",), True, "bundle_dir",
+        "copy the workflow and every input it names into DIR, to run there unchanged; run nothing", "DIR"),
     Opt("h", ("help",), False, "help", "show this help"),
     Opt("v", ("version",), False, "version", "show the version"),
 )
 # The sections of --help, named and filled as the reference makeflow's are (by dest).
 GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("Basic options", ("clean", "debug", "debug_file", "batch_type", "dry_run", "argv", "version", "help")),
+    ("Basic options", ("clean", "debug", "debug_file", "batch_type", "dry_run", "bundle_dir", "argv", "version",
+                       "help")),
     ("Workflow handling", ("advertise", "log_path", "batch_log", "json", "jx", "jx_args", "jx_define",
                            "log_verbose", "max_local", "max_remote", "retry", "retries", "send_environment",
                            "summary_log", "email", "keep_logs")),
@@ -445,6 +448,7 @@ EXAMPLES = (
                                      "listens on every interface (workers are remote) unless --bind ADDRESS"),
     ("treadle run --dry-run wf.mf", "write what would run to wf.mf.sh"),
     ("treadle run -c wf.mf", "delete everything the workflow made"),
+    ("treadle run -b bundle wf.mf", "copy wf.mf and its inputs into bundle/ (then: cd bundle && treadle run wf.mf)"),
 )
 
 
@@ -483,7 +487,27 @@ def _help_row(o: Opt) -> tuple[str, str]:
 
 def execute(opts: RunOptions) -> int:
     """Run the workflow the command line describes; the exit status (see :func:`run_workflow`)."""
+    bundle_dir = opts.backend_settings.get("bundle_dir")
+    if bundle_dir:
+        return _bundle(opts, str(bundle_dir))
     return run_workflow(opts)
+
+
+def _bundle(opts: RunOptions, bundle_dir: str) -> int:
+    """``-b DIR``: write the bundle and run nothing (as the reference's ``makeflow_analyze -b``)."""
+    from treadle.flow.bundle import bundle_workflow
+    from treadle.flow.parser import parse_file
+
+    if opts.change_directory:
+        try:
+            os.chdir(opts.change_directory)
+        except OSError as e:
+            raise UsageError(f"cannot change to directory {opts.change_directory}: {e.strerror}") from None
+    wf = parse_file(opts.dagfile, fmt=opts.fmt, jx_args=list(opts.jx_args) or None,
+                    jx_define=list(opts.jx_define) or None)
+    for name in bundle_workflow(wf, opts.dagfile, opts.jx_args, bundle_dir):
+        click.echo(f"{name}\t{os.path.join(bundle_dir, os.path.normpath(name))}")
+    return 0
 
 
 @click.command(
