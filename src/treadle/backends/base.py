@@ -23,6 +23,7 @@ file is discarded), and ``JobResult`` names the files it wrote.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
@@ -165,10 +166,27 @@ class BackendConfig:
     # --keep-logs: successful jobs' logs stay. Without it the engine removes them, so a backend
     # that writes a job's log itself may leave out an empty one of a job that exited 0.
     keep_logs: bool = False
+    # --shared-fs: absolute directories the workers see at the same path; files under them never travel.
+    shared_fs: tuple[str, ...] = ()
     # notify(handle, event, **fields): what a backend tells the engine about a job on the way:
     # "queued" (native=...: journalled), "running" (host=...), "requeued", "lost" (reason=...),
     # "held" (reason=...), "warning" (message=...: shown to the user).
     notify: Callable[..., None] | None = None
+
+
+def on_shared_fs(path: str, shared: tuple[str, ...]) -> str | None:
+    """The directory of ``shared`` that the absolute ``path`` lies under, or ``None``.
+
+    Only absolute names can be on a shared filesystem (as in the reference):
+    a relative name is the job's own, in its sandbox.
+    """
+    if not os.path.isabs(path):
+        return None
+    norm = os.path.normpath(path)
+    for d in shared:
+        if norm == d or norm.startswith(d.rstrip("/") + "/"):
+            return d
+    return None
 
 
 _OptionsT = TypeVar("_OptionsT")

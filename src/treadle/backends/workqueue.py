@@ -33,7 +33,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from treadle.backends.base import BackendConfig, FileSpec, Job, JobResult, own_options
+from treadle.backends.base import BackendConfig, FileSpec, Job, JobResult, on_shared_fs, own_options
 from treadle.backends.logs import write_log
 from treadle.queue.factory import (
     Factory,
@@ -103,6 +103,7 @@ class WorkQueueBackend:
             factory=o.factory,
             factory_dir=o.batch_dir or os.path.join(config.workdir, f"{config.dagfile}.batch", "factory"),
             factory_options=config.batch_options,  # -B: submit options of the factory's worker jobs
+            shared_fs=config.shared_fs,
         )
 
     def __init__(
@@ -124,8 +125,10 @@ class WorkQueueBackend:
         factory: str | None = None,
         factory_dir: str | None = None,
         factory_options: str | None = None,
+        shared_fs: tuple[str, ...] = (),
     ) -> None:
         self.workdir = os.path.abspath(workdir)
+        self.shared_fs = shared_fs
         self.send_environment = send_environment
         # False: a job that exits 0 with no output gets no log file (its rule's log would be empty, and
         # the engine removes a successful rule's log anyway): two file operations per task fewer.
@@ -194,13 +197,13 @@ class WorkQueueBackend:
             running_time_max=r.wall_time,
             env=env,
         )
-        for f in _travelling(job.inputs):
+        for f in _travelling(job.inputs, self.shared_fs):
             local = os.path.join(self.workdir, f.dag_name)
             if os.path.isdir(local):
                 task.add_input_dir(local, f.task_name)
             else:
                 task.add_input(local, f.task_name)
-        for f in _travelling(job.outputs):
+        for f in _travelling(job.outputs, self.shared_fs):
             task.add_output(os.path.join(self.workdir, f.dag_name), f.task_name, cache=True)
         task_id = self.manager.submit(task)
         self._logs[task_id] = job.stdout
@@ -254,8 +257,9 @@ class WorkQueueBackend:
         self.manager.close()
 
 
-def _travelling(files: tuple[FileSpec, ...]) -> list[FileSpec]:
-    """The files that travel with a task: every file except absolute paths kept as they are.
+def _travelling(files: tuple[FileSpec, ...], shared_fs: tuple[str, ...] = ()) -> list[FileSpec]:
+    """The files that travel with a task: every file except absolute paths kept as they are
+    and files on a ``--shared-fs`` directory.
 
     A task's sandbox can only hold relative names. A file the workflow names by an
     absolute path with no ``->`` rename is read and written by the command at that
@@ -263,4 +267,5 @@ def _travelling(files: tuple[FileSpec, ...]) -> list[FileSpec]:
     filesystem, or a worker on this machine), as with the reference makeflow. To
     ship such a file instead, rename it: ``/data/x.txt->x.txt``.
     """
-    return [f for f in files if not (os.path.isabs(f.task_name) and f.task_name == f.dag_name)]
+    return [f for f in files if not (os.path.isabs(f.task_name) and f.task_name == f.dag_name)
+            and on_shared_fs(f.dag_name, shared_fs) is None]

@@ -153,6 +153,9 @@ OPTIONS: tuple[Opt, ...] = (
         f"capped to the first and last {LOG_CAP // 2048} KiB; failed rules' logs are always kept"),
     Opt(None, ("wait-for-files-upto",), True, "wait_for_files", "wait up to N s for outputs to appear",
         "N", WHOLE_SECONDS),
+    Opt(None, ("shared-fs",), True, "shared_fs",
+        "DIR (absolute) is a filesystem the workers share: files under it are checked, never transferred; "
+        "repeatable", "DIR"),
     Opt("z", ("zero-length-error",), False, "zero_length_error", "an empty output counts as missing"),
     Opt(None, ("sandbox",), False, "sandbox", "run each local rule in a private directory"),
     Opt(None, ("storage-type",), True, "storage_type", "storage allocation type (0 MAX, 1 MIN, 2 OUTPUT, 3 OFF)",
@@ -196,7 +199,7 @@ GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
                            "summary_log", "email", "keep_logs")),
     ("Data handling", ("change_directory", "gc", "gc_size", "gc_count", "skip_file_check", "checksum_sources",
                        "no_save_failed", "storage_limit", "storage_type", "storage_print", "wait_for_files",
-                       "zero_length_error", "archive", "archive_read", "archive_write", "archive_dir")),
+                       "shared_fs", "zero_length_error", "archive", "archive_read", "archive_write", "archive_dir")),
     ("Work Queue options", ("catalog", "password_file", "port", "bind", "port_file", "project_name",
                             "fast_abort", "keepalive_timeout", "keepalive_interval", "schedule", "priority", "factory")),
     ("Batch system options", ("batch_options", "local_cores", "local_memory", "local_disk", "submission_timeout",
@@ -348,7 +351,7 @@ def parse_args(argv: Sequence[str], environ: dict[str, str] | None = None) -> Ru
     debug: list[str] = []
     jx_args: list[str] = []
     jx_define: list[str] = []
-    repeated: dict[str, list[str]] = {"wrappers": [], "wrapper_inputs": [], "wrapper_outputs": []}
+    repeated: dict[str, list[str]] = {"wrappers": [], "wrapper_inputs": [], "wrapper_outputs": [], "shared_fs": []}
     for opt, value in pairs:
         dest = opt.dest
         if dest == "help":
@@ -397,6 +400,10 @@ def parse_args(argv: Sequence[str], environ: dict[str, str] | None = None) -> Ru
             fields["batch_type"] = "dryrun"
         elif dest == "no_save_failed":
             fields["save_failed_output"] = False
+        elif dest == "shared_fs":
+            if not os.path.isabs(value or ""):
+                raise UsageError(f"--shared-fs {value}: the shared filesystem must be given as an absolute path")
+            repeated[dest].append(os.path.normpath(value or ""))
         elif dest in repeated:
             repeated[dest].append(value or "")
         else:

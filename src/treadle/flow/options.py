@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from treadle.backends.base import on_shared_fs
+
 BATCH_TYPES = ("local", "wq", "slurm", "condor", "dryrun")
 CLEAN_MODES = ("all", "outputs", "intermediates", "cache")
 GC_METHODS = ("none", "ref_cnt", "on_demand", "all")
@@ -54,7 +56,8 @@ class RunOptions:
     send_environment: bool = False
     save_failed_output: bool = True
     keep_logs: bool = False  # keep successful rules' stdout/stderr logs too (failed ones are always kept)
-    wait_for_files: int = 0
+    wait_for_files: int = 0  # seconds to keep re-checking a finished job's missing outputs (NFS delay)
+    shared_fs: tuple[str, ...] = ()  # absolute directories the workers share: files under them never travel
     zero_length_error: bool = False
     sandbox: bool = False
     storage_type: int | None = None
@@ -124,6 +127,10 @@ class RunOptions:
         if self.singularity:
             return f"singularity:{self.singularity}"
         return ""
+
+    def on_shared_fs(self, path: str) -> str | None:
+        """The ``--shared-fs`` directory ``path`` lies under, or ``None``."""
+        return on_shared_fs(path, self.shared_fs)
 
     def job_limits(self, cores: int, default_remote: int = 100) -> tuple[int, int]:
         """(max local jobs, max remote jobs) after the reference's rules.

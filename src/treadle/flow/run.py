@@ -165,7 +165,7 @@ class _Plan:
                                send_environment=opts.send_environment, settings=opts.backend_settings,
                                dagfile=opts.dagfile, batch_options=opts.batch_options, tag=tag,
                                first_handle=first_handle, rule_count=rule_count, keep_logs=opts.keep_logs,
-                               notify=notify)
+                               notify=notify, shared_fs=opts.shared_fs)
         local = self.local_cls.from_options(config)
         try:
             remote = self.remote_cls.from_options(config) if self.remote_cls is not None else None
@@ -205,6 +205,7 @@ def _execute(opts: RunOptions, out: Out, started: float) -> int:
             if not rule.local:
                 plan.remote_cls.check_files(rule.where, [FileSpec(s, rule.remote_name(s)) for s in rule.sources],
                                             [FileSpec(t, rule.remote_name(t)) for t in rule.targets])
+    _check_shared_fs(opts, wf)
     out.say(f"{dagfile} has {len(wf.rules)} rules.")
     journal = jr.NullJournal() if opts.dry_run else jr.Journal(plan.log_path)
     journal.open()
@@ -219,6 +220,23 @@ def _execute(opts: RunOptions, out: Out, started: float) -> int:
                     os.unlink(rule.workflow_args)
                 except OSError:
                     pass
+
+
+def _check_shared_fs(opts: RunOptions, wf: Workflow) -> None:
+    """Refuse a ``->`` rename of a file on a ``--shared-fs`` directory, as the reference does.
+
+    Such a file is not transferred: the command reads or writes it by its
+    path on the shared filesystem, so a sandbox name would name nothing.
+    """
+    if not opts.shared_fs:
+        return
+    for rule in wf.rules:
+        for name in (*rule.sources, *rule.targets):
+            remote = rule.remote_name(name)
+            shared = opts.on_shared_fs(name)
+            if shared is not None and remote != name:
+                raise UsageError(f"{rule.where}: {name}->{remote}: {name} is on the shared filesystem {shared} "
+                                 "(--shared-fs), so the command uses it by its path; remove the rename")
 
 
 def _prepare_containers(opts: RunOptions, out: Out) -> None:
