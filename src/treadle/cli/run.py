@@ -156,6 +156,9 @@ OPTIONS: tuple[Opt, ...] = (
     Opt(None, ("shared-fs",), True, "shared_fs",
         "DIR (absolute) is a filesystem the workers share: files under it are checked, never transferred; "
         "repeatable", "DIR"),
+    Opt(None, ("mounts",), True, "mounts",
+        "fetch the files FILE maps (TARGET SOURCE a line; SOURCE a path or http(s) URL) before the run", "FILE"),
+    Opt(None, ("cache",), True, "cache", "where the mount file's sources are kept once fetched (default: DAGFILE.cache)", "DIR"),
     Opt("z", ("zero-length-error",), False, "zero_length_error", "an empty output counts as missing"),
     Opt(None, ("sandbox",), False, "sandbox", "run each local rule in a private directory"),
     Opt(None, ("storage-type",), True, "storage_type", "storage allocation type (0 MAX, 1 MIN, 2 OUTPUT, 3 OFF)",
@@ -199,7 +202,7 @@ GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
                            "summary_log", "email", "keep_logs")),
     ("Data handling", ("change_directory", "gc", "gc_size", "gc_count", "skip_file_check", "checksum_sources",
                        "no_save_failed", "storage_limit", "storage_type", "storage_print", "wait_for_files",
-                       "shared_fs", "zero_length_error", "archive", "archive_read", "archive_write", "archive_dir")),
+                       "shared_fs", "mounts", "cache", "zero_length_error", "archive", "archive_read", "archive_write", "archive_dir")),
     ("Work Queue options", ("catalog", "password_file", "port", "bind", "port_file", "project_name",
                             "fast_abort", "keepalive_timeout", "keepalive_interval", "schedule", "priority", "factory")),
     ("Batch system options", ("batch_options", "local_cores", "local_memory", "local_disk", "submission_timeout",

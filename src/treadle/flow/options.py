@@ -58,6 +58,8 @@ class RunOptions:
     keep_logs: bool = False  # keep successful rules' stdout/stderr logs too (failed ones are always kept)
     wait_for_files: int = 0  # seconds to keep re-checking a finished job's missing outputs (NFS delay)
     shared_fs: tuple[str, ...] = ()  # absolute directories the workers share: files under them never travel
+    mounts: str | None = None  # a mount file (treadle.flow.mounts): files fetched before the run
+    cache: str | None = None  # where mounted files are kept; None: DAGFILE.cache
     zero_length_error: bool = False
     sandbox: bool = False
     storage_type: int | None = None

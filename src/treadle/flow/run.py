@@ -33,6 +33,7 @@ from treadle.flow.clean import clean
 from treadle.flow.engine import Engine, Graph, LocalCapacity, Out
 from treadle.flow.gc import GarbageCollector
 from treadle.flow.model import Workflow
+from treadle.flow.mounts import parse_mounts, prepare_mounts
 from treadle.flow.options import RunOptions, local_cores
 from treadle.flow.parser import parse_file
 from treadle.flow.summary import failure_report, write_summary
@@ -206,6 +207,9 @@ def _execute(opts: RunOptions, out: Out, started: float) -> int:
                 plan.remote_cls.check_files(rule.where, [FileSpec(s, rule.remote_name(s)) for s in rule.sources],
                                             [FileSpec(t, rule.remote_name(t)) for t in rule.targets])
     _check_shared_fs(opts, wf)
+    if opts.mounts and not opts.clean:
+        out.say(f"fetching the files {opts.mounts} names...")
+        prepare_mounts(parse_mounts(opts.mounts), opts.cache or f"{dagfile}.cache")
     out.say(f"{dagfile} has {len(wf.rules)} rules.")
     journal = jr.NullJournal() if opts.dry_run else jr.Journal(plan.log_path)
     journal.open()
