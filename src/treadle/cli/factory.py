@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import threading
 from typing import Any
 
 import click
@@ -83,9 +84,25 @@ def command(batch_type: str, project: str | None, catalog: str | None, batch_opt
     config = FactoryConfig(**values)
     debuglog.enable(debug_file, debug_flags)
     factory = Factory(config, build_provider(batch_type, config))
+    # The pool runs in a thread of its own and this (main) thread only waits for it: a signal
+    # handler that sets the factory's events must never interrupt the thread that holds their
+    # lock, or stop() would wait for itself (seen once: a SIGTERM that never ended the factory).
+    failed: list[BaseException] = []
+
+    def run_pool() -> None:
+        try:
+            factory.run()
+        except BaseException as e:  # re-raised below, in the main thread, as the command's error
+            failed.append(e)
+
+    pool = threading.Thread(target=run_pool, name="factory")
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: factory.stop())
-    factory.run()
+    pool.start()
+    while pool.is_alive():
+        pool.join(0.5)
+    if failed:
+        raise failed[0]
 
 
 def _manager_address(address: tuple[str, ...]) -> dict[str, Any]:
