@@ -13,6 +13,7 @@ import pytest
 
 from treadle.errors import RepoDataError, RepoError, StoreUnreachable
 from treadle.repo.context import open_context
+from treadle.repo.disk import sync_filesystem
 from treadle.repo.stores import (
     DirStore,
     Staged,
@@ -21,7 +22,6 @@ from treadle.repo.stores import (
     fsync_files,
     set_store,
     stage,
-    sync_filesystem,
 )
 
 

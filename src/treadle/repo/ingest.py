@@ -29,6 +29,7 @@ from treadle.repo import schema
 from treadle.repo.checksums import hash_file
 from treadle.repo.context import RepoContext
 from treadle.repo.db import utcnow
+from treadle.repo.disk import sync_filesystem
 from treadle.repo.manifest import (
     BadRow,
     Manifest,
@@ -50,7 +51,6 @@ from treadle.repo.stores import (
     fsync_dirs,
     fsync_files,
     stage,
-    sync_filesystem,
 )
 
 BATCH_ROWS = 500

@@ -8,8 +8,6 @@ cannot be reached raises StoreUnreachable, never "absent": a missing directory i
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import json
 import os
 import re
@@ -17,10 +15,10 @@ import secrets
 import shutil
 import tomllib
 import uuid as uuidlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol, cast
+from typing import BinaryIO, Protocol
 
 from sqlalchemy import Connection, RowMapping, func, select
 
@@ -28,6 +26,7 @@ from treadle.errors import RepoDataError, RepoError, StoreUnreachable
 from treadle.repo import schema
 from treadle.repo.checksums import ALGORITHM, CHUNK, Hasher, format_checksum, object_relpath
 from treadle.repo.config import toml_value, write_text_atomically
+from treadle.repo.disk import start_writeback
 
 STORE_STATES = ("up", "readonly", "draining", "down")
 REPLICA_STATES = ("CREATING", "OK", "SUSPECT", "BAD", "DELETING")
@@ -151,7 +150,7 @@ def stage(src: BinaryIO, stores: Sequence[DirStore]) -> tuple[str, int, list[Sta
         for i, (temp, out) in list(outs.items()):
             try:
                 out.flush()
-                _start_writeback(out.fileno())
+                start_writeback(out.fileno())
                 os.fchmod(out.fileno(), OBJECT_MODE)
                 written = CheckStat.of(os.fstat(out.fileno()))
                 out.close()
@@ -177,56 +176,6 @@ def _drop_temp(temp: Path, out: BinaryIO) -> None:
     except OSError:
         pass  # the write that failed already said why
     temp.unlink(missing_ok=True)
-
-
-def _libc_function(name: str, argtypes: list[type[ctypes._SimpleCData[Any]]]) -> Callable[..., int] | None:
-    """A function of the C library, None where it has no such function (not Linux)."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-    except OSError:
-        return None
-    call = getattr(libc, name, None)
-    if call is None:
-        return None
-    call.argtypes = argtypes
-    call.restype = ctypes.c_int
-    return cast(Callable[..., int], call)
-
-
-_SYNCFS = _libc_function("syncfs", [ctypes.c_int])
-_SYNC_FILE_RANGE = _libc_function("sync_file_range", [ctypes.c_int, ctypes.c_int64, ctypes.c_int64,
-                                                      ctypes.c_uint])
-_SYNC_FILE_RANGE_WRITE = 2  # <fcntl.h>: start writing the dirty pages out, do not wait
-
-
-def _start_writeback(fd: int) -> None:
-    """Start writing a staged file's bytes to disk now, while the next files are copied.
-
-    Only a head start for the syncfs that follows (which is what makes them durable): the
-    disk then works while the copies use the CPU instead of after them. Nothing where the C
-    library lacks sync_file_range.
-    """
-    if _SYNC_FILE_RANGE is not None:
-        _SYNC_FILE_RANGE(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)
-
-
-def sync_filesystem(root: Path) -> bool:
-    """Make every write to the filesystem holding ``root`` durable with one syncfs(2).
-
-    One call instead of an fsync per file: the flushes are the same, the waits are not.
-    False when this C library has no syncfs (the caller then fsyncs file by file); OSError when
-    the flush failed.
-    """
-    if _SYNCFS is None:
-        return False
-    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        if _SYNCFS(fd) != 0:
-            errno = ctypes.get_errno()
-            raise OSError(errno, os.strerror(errno), str(root))
-    finally:
-        os.close(fd)
-    return True
 
 
 def fsync_files(paths: Iterable[Path]) -> None:

@@ -13,7 +13,6 @@ and inode still match what its fill recorded.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import fcntl
 import io
@@ -31,13 +30,13 @@ from typing import TYPE_CHECKING, BinaryIO, cast
 
 from treadle.errors import RepoDataError, VfsError
 from treadle.repo.checksums import Hasher, object_relpath
+from treadle.repo.disk import start_writeback
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
 
 DEFAULT_LIMIT = 10 << 30  # 10 GiB, or 10% of the free space when that is smaller
 DEFAULT_FREE_SHARE = 0.10
-SYNC_FILE_RANGE_WRITE = 2  # <linux/fs.h>: start writeback of the range, do not wait for it
 HASH_QUEUE = 8  # chunks written but not yet hashed: bounds a fill's memory to a few MiB
 _TEMP = re.compile(r"(\d+)\.[0-9a-f]+\.part")
 _RUN = re.compile(r"(\d+)-.*")
@@ -79,12 +78,6 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_sync_file_range = _libc.sync_file_range
-_sync_file_range.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
-_sync_file_range.restype = ctypes.c_int
-
-
 class _HashingWriter(io.RawIOBase):
     """A file descriptor that hashes what is written to it: the fill is verified as it lands.
 
@@ -120,7 +113,7 @@ class _HashingWriter(io.RawIOBase):
             start = self._hasher.size
             self._hasher.update(chunk)
             # the disk starts on what is written, so that the fsync at the end has little left
-            _sync_file_range(self._fd, start, len(chunk), SYNC_FILE_RANGE_WRITE)
+            start_writeback(self._fd, start, len(chunk))
 
     def finish(self) -> Hasher:
         """The hash of every byte written, once the hashing thread has caught up (and ended)."""
