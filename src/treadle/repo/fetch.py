@@ -33,7 +33,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -91,11 +91,6 @@ class Candidate:
     path: Path | None
 
 
-def _as_utc(moment: datetime) -> datetime:
-    """A stored time in UTC: SQLite gives it back without a zone, PostgreSQL in the session's."""
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
 def file_info(ctx: RepoContext, fileid: int) -> FileInfo:
     """The row of ``fileid``; FileAbsent when there is none or it was deleted."""
     if not 1 <= fileid <= LARGEST_FILEID:
@@ -108,7 +103,7 @@ def file_info(ctx: RepoContext, fileid: int) -> FileInfo:
     if row is None or row.state == "DELETED":
         raise FileAbsent(f"no such file: fileid {fileid}")
     return FileInfo(row.fileid, row.checksum, row.size, row.extension or "", row.media_type,
-                    _as_utc(row.created_at), row.state)
+                    row.created_at, row.state)
 
 
 def object_size(ctx: RepoContext, checksum: str) -> int:
@@ -140,7 +135,7 @@ def _is_trusted(ctx: RepoContext, store: DirStore, checksum: str,
     recorded = CheckStat.from_json(check_stat)
     if lastcheck is None or recorded is None:
         return False
-    if utcnow() - _as_utc(lastcheck) > timedelta(days=ctx.config.verify_max_age_days):
+    if utcnow() - lastcheck > timedelta(days=ctx.config.verify_max_age_days):
         return False
     try:
         return store.stat_of(checksum) == recorded

@@ -24,7 +24,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from functools import partial
 from pathlib import Path
 
@@ -109,11 +109,6 @@ class _Replica:
     storeid: int
     state: str
     size: int
-
-
-def _aware(moment: datetime) -> datetime:
-    """SQLite hands back naive datetimes; every time the repository stores is UTC."""
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _chunks(values: list[str]) -> Iterator[list[str]]:
@@ -609,8 +604,8 @@ class _Run:
             rows = [row for row in conn.execute(query) if self._in_scope(row.storeid)]
         for replicaid, checksum, storeid, made in rows:
             where = f"replica of {checksum} on store {self._name(storeid)} is CREATING"
-            if made is not None and now - _aware(made) < GRACE:
-                self._find(Finding("orphan", f"{where} since {_aware(made):%Y-%m-%d %H:%M} UTC: "
+            if made is not None and now - made < GRACE:
+                self._find(Finding("orphan", f"{where} since {made:%Y-%m-%d %H:%M} UTC: "
                                              f"left alone (may be a running ingest's)",
                                    GRACE_PERIOD, checksum, storeid))
             elif not self.gc:

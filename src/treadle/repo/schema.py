@@ -37,7 +37,8 @@ from sqlalchemy.engine import Dialect  # noqa: E402
 
 
 class UtcDateTime(TypeDecorator[datetime]):
-    """A UTC time that comes back timezone-aware from SQLite too (which keeps no zone)."""
+    """A time that always comes back timezone-aware in UTC: SQLite keeps no zone, and PostgreSQL
+    answers in the session's, which HTTP dates and comparisons must not see."""
 
     impl = DateTime(timezone=True)
     cache_ok = True
@@ -50,9 +51,9 @@ class UtcDateTime(TypeDecorator[datetime]):
         return value
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            value = value.replace(tzinfo=UTC)
-        return value
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 metadata = MetaData()
